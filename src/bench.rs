@@ -1,0 +1,185 @@
+//! Benchmarks behind `loop-runner bench`: the same workloads in the WASI sandbox and in native
+//! `python3`, reported as medians and ratios measured in one run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::sandbox::{CancellationToken, Mount, RunSpec, Sandbox};
+
+/// One workload: a script run with the dataset path and the target column as arguments.
+pub struct Workload {
+    pub name: &'static str,
+    pub script: &'static str,
+}
+
+/// The sandbox benchmark's workloads.
+pub const SANDBOX_WORKLOADS: [Workload; 3] = [
+    Workload {
+        name: "start to first output (print)",
+        script: "print(1)\n",
+    },
+    Workload {
+        name: "import sklearn.ensemble",
+        script: "import sklearn.ensemble\nprint(1)\n",
+    },
+    Workload {
+        name: "train HistGradientBoosting on the fixture",
+        script: TRAIN_SCRIPT,
+    },
+];
+
+const TRAIN_SCRIPT: &str = r#"import json, pickle, sys
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+df = pd.read_csv(sys.argv[1])
+y = df.pop(sys.argv[2])
+X = df
+X = pd.get_dummies(df)
+model = HistGradientBoostingClassifier(random_state=0).fit(X, y)
+with open("model.pkl", "wb") as f:
+    pickle.dump(model, f)
+with open("metrics.json", "w") as f:
+    json.dump({"train_accuracy": float(model.score(X, y))}, f)
+print("ok")
+"#;
+
+/// Medians of one workload.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: String,
+    pub wasi: Duration,
+    pub native: Option<Duration>,
+}
+
+impl Row {
+    /// WASI time over native time.
+    pub fn ratio(&self) -> Option<f64> {
+        self.native
+            .map(|n| self.wasi.as_secs_f64() / n.as_secs_f64())
+    }
+}
+
+/// Runs every workload `repeat` times on each side. `native` is the interpreter to compare with
+/// (`None` skips it). `progress` gets a line per measurement.
+pub fn sandbox(
+    sandbox: &dyn Sandbox,
+    native: Option<&Path>,
+    data: &Path,
+    target: &str,
+    repeat: usize,
+    progress: &dyn Fn(&str),
+) -> anyhow::Result<Vec<Row>> {
+    let data = fs_err::canonicalize(data)?;
+    let data_dir = data.parent().expect("a file has a parent").to_path_buf();
+    let data_name = data
+        .file_name()
+        .expect("a file has a name")
+        .to_string_lossy()
+        .to_string();
+    let mut rows = Vec::new();
+    for workload in &SANDBOX_WORKLOADS {
+        let mut wasi_times = Vec::new();
+        let mut native_times = Vec::new();
+        for i in 0..repeat.max(1) {
+            let work = tempfile::tempdir()?;
+            fs_err::write(work.path().join("bench.py"), workload.script)?;
+            let mut spec = RunSpec::new(
+                "/work/bench.py",
+                vec![
+                    Mount::read_only(&data_dir, "/data"),
+                    Mount::read_write(work.path(), "/work"),
+                ],
+            );
+            spec.args = vec![format!("/data/{data_name}"), target.to_string()];
+            let started = Instant::now();
+            let outcome = sandbox.run(&spec, &CancellationToken::new())?;
+            let took = started.elapsed();
+            anyhow::ensure!(
+                outcome.success(),
+                "the WASI run of `{}` failed ({}): {}",
+                workload.name,
+                outcome.summary(),
+                outcome.stderr.text
+            );
+            wasi_times.push(took);
+            progress(&format!(
+                "{} #{}: wasi {:.3} s",
+                workload.name,
+                i + 1,
+                took.as_secs_f64()
+            ));
+            if let Some(python) = native {
+                let work = tempfile::tempdir()?;
+                fs_err::write(work.path().join("bench.py"), workload.script)?;
+                let took = native_run(python, work.path(), &data, target)?;
+                native_times.push(took);
+                progress(&format!(
+                    "{} #{}: native {:.3} s",
+                    workload.name,
+                    i + 1,
+                    took.as_secs_f64()
+                ));
+            }
+        }
+        rows.push(Row {
+            name: workload.name.to_string(),
+            wasi: median(&mut wasi_times),
+            native: (!native_times.is_empty()).then(|| median(&mut native_times)),
+        });
+    }
+    Ok(rows)
+}
+
+fn native_run(
+    python: &Path,
+    work: &Path,
+    data: &PathBuf,
+    target: &str,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let output = Command::new(python)
+        .arg("bench.py")
+        .arg(data)
+        .arg(target)
+        .current_dir(work)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        // Single-threaded, like the WASI build: native BLAS/OpenMP threading is erratic on small
+        // shared machines and would not compare like with like.
+        .env("OMP_NUM_THREADS", "1")
+        .env("OPENBLAS_NUM_THREADS", "1")
+        .env("MKL_NUM_THREADS", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()?;
+    let took = started.elapsed();
+    anyhow::ensure!(
+        output.status.success(),
+        "native `{}` failed: {}\nhint: the native side needs numpy, pandas and scikit-learn (`{} -m pip install scikit-learn pandas`), or pass --wasi-only",
+        python.display(),
+        String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .last()
+            .unwrap_or(""),
+        python.display()
+    );
+    Ok(took)
+}
+
+/// The median (upper median for even counts).
+pub fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        let ms = Duration::from_millis;
+        assert_eq!(median(&mut [ms(3), ms(1), ms(2)]), ms(2));
+        assert_eq!(median(&mut [ms(4), ms(1), ms(2), ms(3)]), ms(3));
+    }
+}

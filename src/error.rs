@@ -1,0 +1,138 @@
+//! How errors reach the user: the exit code they map to and the hints printed after them.
+//!
+//! Modules return their own `thiserror` types; the CLI wraps them in `anyhow` with context. At the
+//! top, [`exit_code_for`] and [`hints_for`] walk the whole cause chain, so a typed error keeps its
+//! meaning however deeply it was wrapped.
+
+use crate::exit_code;
+use crate::runtime::RuntimeError;
+use crate::sandbox::SandboxError;
+
+/// A problem the user can fix, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct UserError {
+    pub message: String,
+    pub hint: Option<String>,
+    pub exit_code: i32,
+}
+
+impl UserError {
+    /// A configuration or input problem (exit code [`exit_code::SETUP`]).
+    pub fn setup(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            hint: None,
+            exit_code: exit_code::SETUP,
+        }
+    }
+
+    /// Bad command-line usage (exit code [`exit_code::USAGE`]).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            hint: None,
+            exit_code: exit_code::USAGE,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn with_code(mut self, code: i32) -> Self {
+        self.exit_code = code;
+        self
+    }
+}
+
+/// The exit code for an error: that of the first cause that has one.
+pub fn exit_code_for(error: &anyhow::Error) -> i32 {
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<UserError>() {
+            return e.exit_code;
+        }
+        if cause.downcast_ref::<RuntimeError>().is_some() {
+            return exit_code::SETUP;
+        }
+        if let Some(e) = cause.downcast_ref::<SandboxError>() {
+            return match e {
+                SandboxError::Engine { .. } => exit_code::INTERNAL,
+                _ => exit_code::SETUP,
+            };
+        }
+    }
+    exit_code::INTERNAL
+}
+
+/// Every hint found along the cause chain, outermost first, without repeats.
+pub fn hints_for(error: &anyhow::Error) -> Vec<String> {
+    let mut hints: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let hint = if let Some(e) = cause.downcast_ref::<UserError>() {
+            e.hint.clone()
+        } else if let Some(e) = cause.downcast_ref::<RuntimeError>() {
+            e.hint()
+        } else if let Some(e) = cause.downcast_ref::<SandboxError>() {
+            e.hint()
+        } else {
+            None
+        };
+        if let Some(hint) = hint
+            && !hints.contains(&hint)
+        {
+            hints.push(hint);
+        }
+    }
+    hints
+}
+
+/// Renders an error the way the CLI prints it: the message, each distinct cause, then hints.
+pub fn render(error: &anyhow::Error) -> String {
+    let mut out = format!("error: {error}\n");
+    let mut last = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        // `#[error(transparent)]` and `{source}` in messages repeat the inner text.
+        if !last.contains(&text) {
+            out.push_str(&format!("  caused by: {text}\n"));
+        }
+        last = text;
+    }
+    for hint in hints_for(error) {
+        out.push_str(&format!("hint: {hint}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn typed_errors_keep_their_code_and_hint_through_context() {
+        let err = anyhow::Error::new(RuntimeError::NotInstalled {
+            dir: PathBuf::from("/x"),
+        })
+        .context("opening the WASI sandbox");
+        assert_eq!(exit_code_for(&err), exit_code::SETUP);
+        let text = render(&err);
+        assert!(
+            text.starts_with("error: opening the WASI sandbox\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("caused by: the WASI Python runtime is not installed"),
+            "{text}"
+        );
+        assert!(text.contains("hint: run `loop-runner setup`"), "{text}");
+    }
+
+    #[test]
+    fn unknown_errors_are_internal() {
+        assert_eq!(exit_code_for(&anyhow::anyhow!("boom")), exit_code::INTERNAL);
+    }
+}

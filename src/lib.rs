@@ -1,0 +1,16 @@
+//! loop-runner: unattended, budgeted ML experiment loops whose agent-written code runs in a
+//! sandbox.
+//!
+//! The binary (`src/main.rs`) parses arguments and prints; everything else lives here. Data flows
+//! one way: `cli` resolves configuration and calls into the runner, which drives agents, the
+//! sandbox, data handling and snapshots. No module below `cli` prints to the terminal or reads the
+//! process environment on its own: facts about the environment are resolved once and passed in.
+
+pub mod bench;
+pub mod cli;
+pub mod env;
+pub mod error;
+pub mod exit_code;
+pub mod fsx;
+pub mod runtime;
+pub mod sandbox;

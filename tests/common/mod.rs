@@ -1,0 +1,83 @@
+//! Helpers shared by the integration tests: run the real binary with the installed runtime.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use loop_runner::env::EnvironmentOptions;
+use loop_runner::runtime::Artifacts;
+use loop_runner::sandbox::Outcome;
+
+/// The loop-runner home the tests use: `$LOOP_RUNNER_HOME`, else the default. The WASI runtime
+/// must be installed there (`loop-runner setup`); `.ci/run` does that first.
+pub fn home() -> PathBuf {
+    let home = EnvironmentOptions::from_process()
+        .default_home()
+        .expect("HOME or LOOP_RUNNER_HOME is set");
+    if let Err(e) = Artifacts::open(&home) {
+        panic!(
+            "the WASI runtime is not usable in `{}` ({e}); run `cargo run -- setup` first",
+            home.display()
+        );
+    }
+    home
+}
+
+/// The binary under test, with a clean environment apart from the home.
+pub fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loop-runner"));
+    cmd.env_clear()
+        .env("LOOP_RUNNER_HOME", home())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default());
+    cmd
+}
+
+/// The repository's fixtures dir.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// Result of `loop-runner sandbox run --json`.
+pub struct SandboxRun {
+    pub outcome: Outcome,
+    pub output: Output,
+}
+
+impl SandboxRun {
+    pub fn stdout(&self) -> &str {
+        &self.outcome.stdout.text
+    }
+}
+
+/// Writes `script` into `work` as `main.py` and runs it with `--work work` plus `args`.
+pub fn sandbox_run_in(work: &Path, script: &str, args: &[&str]) -> SandboxRun {
+    std::fs::create_dir_all(work).unwrap();
+    let path = work.join("main.py");
+    std::fs::write(&path, script).unwrap();
+    let mut cmd = bin();
+    cmd.args(["sandbox", "run", "--json", "--work"])
+        .arg(work)
+        .arg(&path)
+        .args(args);
+    run_json(cmd)
+}
+
+/// Like [`sandbox_run_in`] in a fresh temporary work dir.
+pub fn sandbox_run(script: &str, args: &[&str]) -> SandboxRun {
+    let work = tempfile::tempdir().unwrap();
+    sandbox_run_in(work.path(), script, args)
+}
+
+pub fn run_json(mut cmd: Command) -> SandboxRun {
+    let output = cmd.output().expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let outcome: Outcome = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON outcome ({e}); exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    SandboxRun { outcome, output }
+}
