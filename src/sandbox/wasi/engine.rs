@@ -283,7 +283,9 @@ mod tests {
         let count = Count::default();
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..4)
-                .map(|_| s.spawn(|| cached_module(&engine, &wasm, &sha, &cache, &count).map(|_| ())))
+                .map(|_| {
+                    s.spawn(|| cached_module(&engine, &wasm, &sha, &cache, &count).map(|_| ()))
+                })
                 .collect();
             for h in handles {
                 h.join().unwrap().unwrap();

@@ -5,6 +5,8 @@ mod engine;
 mod host;
 mod hostcalls;
 mod pipe;
+mod preinit;
 
 pub use backend::{Flavor, WasiOptions, WasiSandbox};
 pub use engine::{CompileObserver, EngineOptions, Quiet, WASMTIME_VERSION, module_cache_dir};
+pub use preinit::PRELOAD;
