@@ -8,9 +8,12 @@
 
 pub mod bench;
 pub mod cli;
+pub mod data;
 pub mod env;
 pub mod error;
 pub mod exit_code;
 pub mod fsx;
+pub mod metric;
 pub mod runtime;
 pub mod sandbox;
+pub mod task;

@@ -1,0 +1,165 @@
+//! Reading tables (CSV, Parquet) with polars, rejecting what cannot be used.
+
+use std::path::Path;
+
+use polars::prelude::*;
+
+use crate::error::UserError;
+
+/// Reads a CSV or Parquet file (by extension; CSV otherwise).
+pub fn read_table(path: &Path) -> Result<DataFrame, UserError> {
+    let shown = path.display();
+    let meta = fs_err::metadata(path).map_err(|e| {
+        UserError::setup(format!("cannot read data file: {e}"))
+            .with_hint("check the paths in the task file (relative to it)")
+    })?;
+    if meta.len() == 0 {
+        return Err(UserError::setup(format!("data file `{shown}` is empty")));
+    }
+    let is_parquet = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("pq"));
+    let df = if is_parquet {
+        let file = fs_err::File::open(path)
+            .map_err(|e| UserError::setup(format!("cannot read data file: {e}")))?;
+        ParquetReader::new(file.into_parts().0)
+            .finish()
+            .map_err(|e| {
+                UserError::setup(format!(
+                    "data file `{shown}` is not readable as Parquet: {e}"
+                ))
+            })?
+    } else {
+        check_csv_header(path)?;
+        CsvReadOptions::default()
+            .with_has_header(true)
+            .with_infer_schema_length(Some(10_000))
+            .try_into_reader_with_file_path(Some(path.to_path_buf()))
+            .and_then(|reader| reader.finish())
+            .map_err(|e| {
+                UserError::setup(format!("data file `{shown}` is not readable as CSV: {e}"))
+                    .with_hint("loop-runner reads comma-separated files with a header row, or .parquet files")
+            })?
+    };
+    if df.width() == 0 || df.height() == 0 {
+        return Err(UserError::setup(format!(
+            "data file `{shown}` has no rows ({} columns, {} rows)",
+            df.width(),
+            df.height()
+        )));
+    }
+    Ok(df)
+}
+
+/// Duplicate header names: polars would rename them silently, and scripts would then read a
+/// different table than the user wrote.
+fn check_csv_header(path: &Path) -> Result<(), UserError> {
+    use std::io::BufRead;
+    let file = fs_err::File::open(path)
+        .map_err(|e| UserError::setup(format!("cannot read data file: {e}")))?;
+    let mut first = String::new();
+    std::io::BufReader::new(file)
+        .read_line(&mut first)
+        .map_err(|e| {
+            UserError::setup(format!("data file `{}` is not text: {e}", path.display()))
+        })?;
+    let names = split_csv_line(first.trim_end_matches(['\r', '\n']));
+    let mut seen = std::collections::BTreeSet::new();
+    for name in &names {
+        if !seen.insert(name.as_str()) {
+            return Err(UserError::setup(format!(
+                "data file `{}` has the column name `{name}` more than once",
+                path.display()
+            ))
+            .with_hint("rename the duplicate columns in the header row"));
+        }
+    }
+    if names.iter().all(|n| n.is_empty()) {
+        return Err(UserError::setup(format!(
+            "data file `{}` has an empty header row",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Splits one CSV line on commas, honouring double quotes.
+fn split_csv_line(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(std::mem::take(&mut field)),
+            c => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+/// Writes a frame as CSV (header, comma-separated).
+pub fn write_csv(df: &DataFrame, path: &Path) -> std::io::Result<()> {
+    let mut file = fs_err::File::create(path)?;
+    let mut df = df.clone();
+    CsvWriter::new(&mut file)
+        .include_header(true)
+        .finish(&mut df)
+        .map_err(|e| std::io::Error::other(format!("writing `{}`: {e}", path.display())))?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_lines_split_on_unquoted_commas() {
+        assert_eq!(
+            split_csv_line("a,\"b,c\",\"d\"\"e\","),
+            ["a", "b,c", "d\"e", ""]
+        );
+    }
+
+    #[test]
+    fn unusable_files_are_rejected_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("empty.csv", "", "is empty"),
+            ("dup.csv", "a,b,a\n1,2,3\n", "`a` more than once"),
+            ("header_only.csv", "a,b\n", "no rows"),
+        ];
+        for (name, text, expected) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let err = read_table(&path).unwrap_err();
+            assert!(
+                err.to_string().contains(expected) && err.to_string().contains(name),
+                "{name}: {err}"
+            );
+        }
+        let err = read_table(&dir.path().join("missing.csv")).unwrap_err();
+        assert!(err.to_string().contains("missing.csv"), "{err}");
+        std::fs::write(dir.path().join("bad.parquet"), b"not parquet").unwrap();
+        let err = read_table(&dir.path().join("bad.parquet")).unwrap_err();
+        assert!(err.to_string().contains("Parquet"), "{err}");
+    }
+
+    #[test]
+    fn csv_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv");
+        std::fs::write(&path, "x,label\n1.5,a\n,b\n3,a\n").unwrap();
+        let df = read_table(&path).unwrap();
+        assert_eq!(df.shape(), (3, 2));
+        write_csv(&df, &dir.path().join("out.csv")).unwrap();
+        let again = read_table(&dir.path().join("out.csv")).unwrap();
+        assert!(df.equals_missing(&again));
+    }
+}

@@ -1,0 +1,422 @@
+//! Metrics, computed by trusted code from predictions and labels the runner holds.
+//!
+//! An agent's own claim of a score is never used: every number loop-runner reports comes from
+//! here. Definitions follow scikit-learn's (`roc_auc_score` with one-vs-rest macro averaging for
+//! more than two classes, `f1_score(average="macro")` over the union of labels, `log_loss` with
+//! rows renormalized and probabilities clipped), and the unit tests pin values computed with
+//! scikit-learn.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A supported metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    RocAuc,
+    Accuracy,
+    MacroF1,
+    LogLoss,
+    Rmse,
+    Mae,
+    R2,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 7] = [
+        Metric::RocAuc,
+        Metric::Accuracy,
+        Metric::MacroF1,
+        Metric::LogLoss,
+        Metric::Rmse,
+        Metric::Mae,
+        Metric::R2,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::RocAuc => "roc_auc",
+            Metric::Accuracy => "accuracy",
+            Metric::MacroF1 => "macro_f1",
+            Metric::LogLoss => "log_loss",
+            Metric::Rmse => "rmse",
+            Metric::Mae => "mae",
+            Metric::R2 => "r2",
+        }
+    }
+
+    /// Whether a larger value is better.
+    pub fn higher_is_better(self) -> bool {
+        matches!(
+            self,
+            Metric::RocAuc | Metric::Accuracy | Metric::MacroF1 | Metric::R2
+        )
+    }
+
+    /// Whether `a` is strictly better than `b`.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        if self.higher_is_better() {
+            a > b
+        } else {
+            a < b
+        }
+    }
+
+    /// Whether the metric applies to regression (else classification).
+    pub fn is_regression(self) -> bool {
+        matches!(self, Metric::Rmse | Metric::Mae | Metric::R2)
+    }
+
+    /// Whether the metric needs class probabilities (not just labels).
+    pub fn needs_probabilities(self) -> bool {
+        matches!(self, Metric::RocAuc | Metric::LogLoss)
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Metric {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Metric::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown metric `{s}`; use one of: {}", names.join(", "))
+            })
+    }
+}
+
+/// Why a score could not be computed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MetricError {
+    #[error("{predicted} predictions for {expected} rows")]
+    Length { predicted: usize, expected: usize },
+    #[error("no rows to score")]
+    Empty,
+    #[error("prediction {value} in row {row} is not a finite number")]
+    NotFinite { row: usize, value: f64 },
+    #[error("roc_auc is undefined when the labels hold a single class")]
+    SingleClass,
+    #[error("no probability column for class `{0}`")]
+    MissingClass(String),
+}
+
+/// Predictions in the form a metric needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Predictions {
+    /// Regression values.
+    Values(Vec<f64>),
+    /// Predicted labels, and for each class its probability per row (may be empty when the
+    /// metric needs only labels).
+    Classes {
+        labels: Vec<String>,
+        probabilities: BTreeMap<String, Vec<f64>>,
+    },
+}
+
+/// Scores regression predictions.
+pub fn regression(metric: Metric, truth: &[f64], predicted: &[f64]) -> Result<f64, MetricError> {
+    check_lengths(predicted.len(), truth.len())?;
+    if let Some((row, &value)) = predicted.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(MetricError::NotFinite { row, value });
+    }
+    let n = truth.len() as f64;
+    Ok(match metric {
+        Metric::Rmse => (truth
+            .iter()
+            .zip(predicted)
+            .map(|(t, p)| (t - p).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt(),
+        Metric::Mae => {
+            truth
+                .iter()
+                .zip(predicted)
+                .map(|(t, p)| (t - p).abs())
+                .sum::<f64>()
+                / n
+        }
+        Metric::R2 => {
+            let mean = truth.iter().sum::<f64>() / n;
+            let ss_res: f64 = truth
+                .iter()
+                .zip(predicted)
+                .map(|(t, p)| (t - p).powi(2))
+                .sum();
+            let ss_tot: f64 = truth.iter().map(|t| (t - mean).powi(2)).sum();
+            if ss_tot == 0.0 {
+                if ss_res == 0.0 { 1.0 } else { 0.0 }
+            } else {
+                1.0 - ss_res / ss_tot
+            }
+        }
+        other => unreachable!("{other} is not a regression metric"),
+    })
+}
+
+/// Scores classification predictions. `positive` names the positive class for binary roc_auc
+/// (default: the larger label in sorted order, as scikit-learn does).
+pub fn classification(
+    metric: Metric,
+    truth: &[String],
+    labels: &[String],
+    probabilities: &BTreeMap<String, Vec<f64>>,
+    positive: Option<&str>,
+) -> Result<f64, MetricError> {
+    if truth.is_empty() {
+        return Err(MetricError::Empty);
+    }
+    match metric {
+        Metric::Accuracy => {
+            check_lengths(labels.len(), truth.len())?;
+            Ok(
+                truth.iter().zip(labels).filter(|(t, p)| t == p).count() as f64
+                    / truth.len() as f64,
+            )
+        }
+        Metric::MacroF1 => {
+            check_lengths(labels.len(), truth.len())?;
+            Ok(macro_f1(truth, labels))
+        }
+        Metric::RocAuc => {
+            let classes: BTreeSet<&String> = truth.iter().collect();
+            if classes.len() < 2 {
+                return Err(MetricError::SingleClass);
+            }
+            if classes.len() == 2 {
+                let positive = positive
+                    .map(str::to_string)
+                    .unwrap_or_else(|| (*classes.last().unwrap()).clone());
+                let scores = class_column(probabilities, &positive, truth.len())?;
+                let is_pos: Vec<bool> = truth.iter().map(|t| *t == positive).collect();
+                return Ok(binary_auc(&is_pos, scores));
+            }
+            let mut total = 0.0;
+            for class in &classes {
+                let scores = class_column(probabilities, class, truth.len())?;
+                let is_pos: Vec<bool> = truth.iter().map(|t| t == *class).collect();
+                total += binary_auc(&is_pos, scores);
+            }
+            Ok(total / classes.len() as f64)
+        }
+        Metric::LogLoss => {
+            let classes: BTreeSet<&String> = truth.iter().collect();
+            for class in &classes {
+                class_column(probabilities, class, truth.len())?;
+            }
+            let eps = 1e-15;
+            let mut total = 0.0;
+            for (row, t) in truth.iter().enumerate() {
+                let sum: f64 = probabilities.values().map(|col| col[row].max(0.0)).sum();
+                let p = probabilities[t][row].max(0.0) / if sum > 0.0 { sum } else { 1.0 };
+                total -= p.clamp(eps, 1.0 - eps).ln();
+            }
+            Ok(total / truth.len() as f64)
+        }
+        other => unreachable!("{other} is not a classification metric"),
+    }
+}
+
+fn check_lengths(predicted: usize, expected: usize) -> Result<(), MetricError> {
+    if expected == 0 {
+        return Err(MetricError::Empty);
+    }
+    if predicted != expected {
+        return Err(MetricError::Length {
+            predicted,
+            expected,
+        });
+    }
+    Ok(())
+}
+
+fn class_column<'a>(
+    probabilities: &'a BTreeMap<String, Vec<f64>>,
+    class: &str,
+    rows: usize,
+) -> Result<&'a [f64], MetricError> {
+    let column = probabilities
+        .get(class)
+        .ok_or_else(|| MetricError::MissingClass(class.to_string()))?;
+    check_lengths(column.len(), rows)?;
+    if let Some((row, &value)) = column.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(MetricError::NotFinite { row, value });
+    }
+    Ok(column)
+}
+
+/// Area under the ROC curve via the rank statistic, ties getting their average rank.
+fn binary_auc(is_positive: &[bool], scores: &[f64]) -> f64 {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let mut ranks = vec![0.0; scores.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let average = (i + j) as f64 / 2.0 + 1.0;
+        for k in i..=j {
+            ranks[order[k]] = average;
+        }
+        i = j + 1;
+    }
+    let positives = is_positive.iter().filter(|p| **p).count() as f64;
+    let negatives = is_positive.len() as f64 - positives;
+    let rank_sum: f64 = ranks
+        .iter()
+        .zip(is_positive)
+        .filter(|(_, p)| **p)
+        .map(|(r, _)| r)
+        .sum();
+    (rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives)
+}
+
+fn macro_f1(truth: &[String], predicted: &[String]) -> f64 {
+    let classes: BTreeSet<&String> = truth.iter().chain(predicted).collect();
+    let mut total = 0.0;
+    for class in &classes {
+        let tp = truth
+            .iter()
+            .zip(predicted)
+            .filter(|(t, p)| t == class && p == class)
+            .count() as f64;
+        let fp = truth
+            .iter()
+            .zip(predicted)
+            .filter(|(t, p)| t != class && p == class)
+            .count() as f64;
+        let fn_ = truth
+            .iter()
+            .zip(predicted)
+            .filter(|(t, p)| t == class && p != class)
+            .count() as f64;
+        let denominator = 2.0 * tp + fp + fn_;
+        total += if denominator == 0.0 {
+            0.0
+        } else {
+            2.0 * tp / denominator
+        };
+    }
+    total / classes.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-9, "{a} != {b}");
+    }
+
+    // Expected values from scikit-learn 1.9.1 on the same inputs.
+    #[test]
+    fn regression_metrics_match_sklearn() {
+        let t = [3.0, -0.5, 2.0, 7.0];
+        let p = [2.5, 0.0, 2.0, 8.0];
+        close(
+            regression(Metric::Rmse, &t, &p).unwrap(),
+            0.6123724356957945,
+        );
+        close(regression(Metric::Mae, &t, &p).unwrap(), 0.5);
+        close(regression(Metric::R2, &t, &p).unwrap(), 0.9486081370449679);
+        assert!(matches!(
+            regression(Metric::Rmse, &t, &p[..3]),
+            Err(MetricError::Length { .. })
+        ));
+        assert!(matches!(
+            regression(Metric::Mae, &t, &[1.0, f64::NAN, 1.0, 1.0]),
+            Err(MetricError::NotFinite { .. })
+        ));
+    }
+
+    #[test]
+    fn binary_metrics_match_sklearn() {
+        let truth = s(&["a", "b", "b", "a", "b", "a"]);
+        let labels = s(&["a", "b", "a", "a", "b", "b"]);
+        let pb = vec![0.1, 0.4, 0.35, 0.8, 0.9, 0.35];
+        let pa: Vec<f64> = pb.iter().map(|p| 1.0 - p).collect();
+        let probs = BTreeMap::from([("a".to_string(), pa), ("b".to_string(), pb)]);
+        close(
+            classification(Metric::Accuracy, &truth, &labels, &probs, None).unwrap(),
+            4.0 / 6.0,
+        );
+        close(
+            classification(Metric::MacroF1, &truth, &labels, &probs, None).unwrap(),
+            0.6666666666666666,
+        );
+        // roc_auc_score([0,1,1,0,1,0], [0.1,0.4,0.35,0.8,0.9,0.35]) with a tie at 0.35
+        close(
+            classification(Metric::RocAuc, &truth, &labels, &probs, None).unwrap(),
+            0.7222222222222222,
+        );
+        close(
+            classification(Metric::RocAuc, &truth, &labels, &probs, Some("a")).unwrap(),
+            0.7222222222222222,
+        );
+        close(
+            classification(Metric::LogLoss, &truth, &labels, &probs, None).unwrap(),
+            0.7028424527025067,
+        );
+    }
+
+    #[test]
+    fn multiclass_metrics_match_sklearn() {
+        let truth = s(&["x", "y", "z", "x", "y", "z", "x"]);
+        let labels = s(&["x", "y", "y", "x", "z", "z", "y"]);
+        let px = vec![0.7, 0.1, 0.2, 0.6, 0.2, 0.1, 0.3];
+        let py = vec![0.2, 0.6, 0.5, 0.3, 0.3, 0.2, 0.4];
+        let pz = vec![0.1, 0.3, 0.3, 0.1, 0.5, 0.7, 0.3];
+        let probs = BTreeMap::from([("x".into(), px), ("y".into(), py), ("z".into(), pz)]);
+        close(
+            classification(Metric::Accuracy, &truth, &labels, &probs, None).unwrap(),
+            4.0 / 7.0,
+        );
+        close(
+            classification(Metric::MacroF1, &truth, &labels, &probs, None).unwrap(),
+            0.5666666666666668,
+        );
+        close(
+            classification(Metric::RocAuc, &truth, &labels, &probs, None).unwrap(),
+            0.85,
+        );
+        close(
+            classification(Metric::LogLoss, &truth, &labels, &probs, None).unwrap(),
+            0.7638456497696078,
+        );
+        let missing = BTreeMap::from([("x".to_string(), vec![0.5; 7])]);
+        assert!(matches!(
+            classification(Metric::RocAuc, &truth, &labels, &missing, None),
+            Err(MetricError::MissingClass(_))
+        ));
+    }
+
+    #[test]
+    fn names_and_directions() {
+        assert_eq!("roc_auc".parse::<Metric>().unwrap(), Metric::RocAuc);
+        assert!(
+            "auc"
+                .parse::<Metric>()
+                .unwrap_err()
+                .contains("roc_auc, accuracy")
+        );
+        assert!(Metric::Rmse.better(1.0, 2.0));
+        assert!(Metric::Accuracy.better(0.9, 0.8));
+    }
+}
