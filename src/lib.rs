@@ -6,6 +6,7 @@
 //! sandbox, data handling and snapshots. No module below `cli` prints to the terminal or reads the
 //! process environment on its own: facts about the environment are resolved once and passed in.
 
+pub mod agent;
 pub mod bench;
 pub mod cli;
 pub mod data;

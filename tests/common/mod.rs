@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: run the real binary with the installed runtime.
 #![allow(dead_code)]
 
+pub mod llm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,178 @@
+//! The [`Backend`] trait every agent implements (LLM, built-in, replay), the request it gets and
+//! the reply it gives. Validation, retries, transcripts and spend live above it, in
+//! [`Agent`](super::Agent), so every backend is held to the same rules.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Who speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    pub fn system(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::System,
+            content: content.into(),
+        }
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::User,
+            content: content.into(),
+        }
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::Assistant,
+            content: content.into(),
+        }
+    }
+}
+
+/// How the answer's structure is requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    /// `response_format: json_schema` (strict when the schema allows it).
+    JsonSchema { strict: bool },
+    /// The schema is written into the prompt and the JSON is extracted from the reply.
+    Prompt,
+}
+
+/// One call to a backend. Everything that determines the answer is in here, so its hash
+/// identifies the call for replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub step: String,
+    pub iteration: u32,
+    /// Validation attempt, from 1.
+    pub attempt: u32,
+    pub model: String,
+    pub messages: Vec<Message>,
+    pub schema_name: String,
+    pub schema: serde_json::Value,
+    pub mode: OutputMode,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub seed: Option<i64>,
+    /// The structured facts the prompt was rendered from (for the built-in agent, which
+    /// reasons over data rather than text).
+    pub context: serde_json::Value,
+}
+
+impl Request {
+    /// sha256 of the canonical JSON of the request.
+    pub fn hash(&self) -> String {
+        crate::fsx::sha256_bytes(
+            serde_json::to_string(self)
+                .expect("requests serialize")
+                .as_bytes(),
+        )
+    }
+}
+
+/// Token counts of one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Self) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+    }
+}
+
+/// A backend's answer: raw text, validated above.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub content: String,
+    pub usage: Usage,
+    /// The model that answered, as the server names it.
+    pub model: String,
+    pub finish_reason: Option<String>,
+}
+
+/// Where a replayed request first differs from the recorded one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "replay diverged at step `{step}` (iteration {iteration}, attempt {attempt}): `{field}` differs\n  recorded: {recorded}\n  now:      {now}"
+)]
+pub struct Divergence {
+    pub step: String,
+    pub iteration: u32,
+    pub attempt: u32,
+    pub field: String,
+    pub recorded: String,
+    pub now: String,
+}
+
+/// Why a backend call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    /// Worth retrying: rate limit, server error, connection failure, timeout, truncated body.
+    #[error("{detail}")]
+    Transient {
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    /// The server rejects `response_format: json_schema`; fall back to the schema in the prompt.
+    #[error("the server does not support json_schema output: {detail}")]
+    SchemaUnsupported { detail: String },
+    /// Not worth retrying (bad key, unknown model, malformed request).
+    #[error("{detail}")]
+    Fatal { detail: String },
+    /// Replay found a request that differs from the recorded one.
+    #[error("{0}")]
+    ReplayMismatch(Box<Divergence>),
+    /// Replay ran out of recorded answers.
+    #[error("the transcript has no recorded answer for step `{step}` (iteration {iteration})")]
+    ReplayExhausted { step: String, iteration: u32 },
+}
+
+impl BackendError {
+    /// The same error with secrets removed from its text (servers echo keys in errors).
+    pub fn redacted(self, redactor: &super::secret::Redactor) -> Self {
+        let r = |s: String| redactor.redact(&s);
+        match self {
+            BackendError::Transient {
+                detail,
+                retry_after,
+            } => BackendError::Transient {
+                detail: r(detail),
+                retry_after,
+            },
+            BackendError::SchemaUnsupported { detail } => {
+                BackendError::SchemaUnsupported { detail: r(detail) }
+            }
+            BackendError::Fatal { detail } => BackendError::Fatal { detail: r(detail) },
+            other => other,
+        }
+    }
+}
+
+/// An agent backend.
+pub trait Backend: Send + Sync {
+    /// `openai`, `builtin`, `replay`.
+    fn name(&self) -> &'static str;
+    fn complete<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Reply, BackendError>>;
+}
