@@ -32,8 +32,18 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
 
 /// Replaces `path` with `bytes` atomically: a temporary file in the same directory, fsync'd, then
 /// renamed over the target. A reader sees the old content or the new one, never a mix, and a
-/// crash leaves at most a stray temporary file.
+/// crash leaves at most a stray temporary file. The file is readable by others (0644).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, bytes, 0o644)
+}
+
+/// [`write_atomic`] for files only this user may read (0600), such as compiled code caches.
+pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, bytes, 0o600)
+}
+
+fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -49,6 +59,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
             )
         })?;
     tmp.write_all(bytes)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| {
         io::Error::new(

@@ -8,13 +8,20 @@
 
 pub mod agent;
 pub mod bench;
+pub mod builtin;
 pub mod cli;
+pub mod config;
 pub mod data;
 pub mod env;
 pub mod error;
 pub mod exit_code;
 pub mod fsx;
+pub mod journal;
 pub mod metric;
+pub mod report;
+pub mod runner;
 pub mod runtime;
 pub mod sandbox;
+pub mod snapshot;
+pub mod steps;
 pub mod task;

@@ -32,6 +32,15 @@ fn close_objects(value: &mut Value) -> bool {
     let mut strict = true;
     match value {
         Value::Object(map) => {
+            // schemars adds `format: uint32`, `double`... which strict mode rejects; the
+            // bounds that matter are in `minimum`/`maximum`.
+            let numeric = matches!(
+                map.get("type").and_then(Value::as_str),
+                Some("number" | "integer")
+            );
+            if numeric {
+                map.remove("format");
+            }
             if let Some(Value::Object(props)) = map.get("properties") {
                 let keys: Vec<String> = props.keys().cloned().collect();
                 let required: Vec<String> = map

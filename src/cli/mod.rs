@@ -3,10 +3,14 @@
 //! This is the only layer that prints to the terminal, reads the process environment, or turns
 //! errors into exit codes.
 
+mod agent_cmd;
 mod args;
 mod bench_cmd;
 mod dispatch;
 mod printer;
+mod progress;
+mod run_cmd;
+mod runs_cmd;
 mod sandbox_cmd;
 mod setup_cmd;
 

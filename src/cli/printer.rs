@@ -81,9 +81,52 @@ impl CompileObserver for CompileProgress {
     }
 }
 
-/// Logs to stderr; `LOOP_RUNNER_LOG` wins over `--verbose`, which wins over the default (warnings).
-pub fn init_logging(env: &EnvironmentOptions, verbose: bool) {
-    use tracing_subscriber::EnvFilter;
+/// Where the JSON log goes once a run directory exists. Until then, nothing is written.
+#[derive(Clone, Default)]
+pub struct LogFile(std::sync::Arc<std::sync::Mutex<Option<std::fs::File>>>);
+
+impl LogFile {
+    /// Starts writing JSON log lines to `path` (appending).
+    pub fn open(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+        Ok(())
+    }
+}
+
+impl std::io::Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut *self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(file) => file.write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut *self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogFile {
+    type Writer = LogFile;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Logs to stderr (`LOOP_RUNNER_LOG` wins over `--verbose`, which wins over the default:
+/// warnings) and, once a run starts, as JSON lines into the run's `log.jsonl` (info and up).
+pub fn init_logging(env: &EnvironmentOptions, verbose: bool) -> LogFile {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter = env.log_filter.clone().unwrap_or_else(|| {
         if verbose {
             "loop_runner=debug,info".into()
@@ -92,12 +135,21 @@ pub fn init_logging(env: &EnvironmentOptions, verbose: bool) {
         }
     });
     let ansi = std::io::stderr().is_terminal() && !env.no_color;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("warn")))
+    let log_file = LogFile::default();
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .with_target(false)
+        .with_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("warn")));
+    let json = tracing_subscriber::fmt::layer()
+        .json()
+        .with_writer(log_file.clone())
+        .with_filter(EnvFilter::new("loop_runner=info,warn"));
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(json)
         .try_init();
+    log_file
 }
 
 /// `1.5 GiB`-style sizes for humans.

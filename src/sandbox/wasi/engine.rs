@@ -164,7 +164,7 @@ fn cached_module(
     let serialized = module
         .serialize()
         .map_err(|e| SandboxError::engine("serializing the compiled module", e))?;
-    fsx::write_atomic(&cwasm, &serialized).map_err(io(&cwasm))?;
+    fsx::write_atomic_private(&cwasm, &serialized).map_err(io(&cwasm))?;
     observer.compile_finished(&what, started.elapsed());
     Ok(module)
 }
@@ -314,7 +314,7 @@ mod tests {
         let count = Count::default();
         cached_module(&engine, &wasm, &sha, &cache, &count).unwrap();
         let cwasm = cache.join(format!("{}.cwasm", cache_key(&engine, &sha)));
-        fsx::write_atomic(&cwasm, b"garbage").unwrap();
+        fsx::write_atomic_private(&cwasm, b"garbage").unwrap();
         cached_module(&engine, &wasm, &sha, &cache, &count).unwrap();
         assert_eq!(count.0.load(Ordering::SeqCst), 2, "recompiled after damage");
         std::fs::remove_file(&cwasm).unwrap();

@@ -117,7 +117,7 @@ pub(crate) fn build(
         let path = path.to_path_buf();
         move |source| SandboxError::Io { path, source }
     };
-    fsx::write_atomic(&wasm_path, &snapshot).map_err(io(&wasm_path))?;
+    fsx::write_atomic_private(&wasm_path, &snapshot).map_err(io(&wasm_path))?;
     let meta = fs_err::metadata(&wasm_path).map_err(io(&wasm_path))?;
     let record = Record {
         format: FORMAT,

@@ -1,0 +1,205 @@
+//! `loop-runner run` (and the bare `loop-runner --budget 6h`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use super::args::{AgentArg, RunArgs, SandboxArg};
+use super::dispatch::Context;
+use super::printer::{CompileProgress, Printer};
+use super::progress::CliReporter;
+use crate::agent::{Backend, OpenAiBackend, Redactor, ReplayBackend, Secret};
+use crate::builtin::BuiltinBackend;
+use crate::config::{AgentConfig, BackendKind, ConfigFile, Overrides, RunConfig, SandboxChoice};
+use crate::data::Dataset;
+use crate::error::UserError;
+use crate::exit_code;
+use crate::runner::{RunInputs, Runner, Summary};
+use crate::sandbox::Sandbox;
+use crate::sandbox::wasi::{WasiOptions, WasiSandbox};
+use crate::task::Task;
+
+pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<i32> {
+    if args.budget.is_none() && args.iterations.is_none() {
+        return Err(UserError::usage(
+            "give the run a limit: --budget DURATION (e.g. --budget 6h) and/or --iterations N",
+        )
+        .with_hint(
+            "loop-runner never runs unbounded; the budget also covers the final test evaluation",
+        )
+        .into());
+    }
+    let task_path = args
+        .task
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("task.toml"));
+    let task = Task::load(&task_path)?;
+    let config = resolve_config(args, &task_path)?;
+    if config.sandbox.kind == SandboxChoice::Process {
+        return Err(
+            UserError::setup("the process sandbox is not available in this build")
+                .with_hint("use --sandbox wasi (the default)")
+                .into(),
+        );
+    }
+    let dataset = Dataset::prepare(&task)?;
+    let (backend, redactor) = backend(&config.agent, args)?;
+    let sandbox: Arc<dyn Sandbox> = Arc::new(
+        WasiSandbox::open(
+            &ctx.home,
+            WasiOptions::default(),
+            &CompileProgress::new(ctx.printer),
+        )
+        .context("opening the WASI sandbox")?,
+    );
+    let inputs = RunInputs {
+        target: dataset.target.clone(),
+        profile: dataset.profile.clone(),
+        task,
+        config,
+        budget: args.budget,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let printer = ctx.printer;
+    let result = runtime.block_on(async {
+        let interrupt = CancellationToken::new();
+        watch_interrupts(interrupt.clone(), printer);
+        let reporter = Arc::new(CliReporter::new(printer));
+        let mut runner = Runner::create(
+            &args.runs_dir,
+            &dataset,
+            inputs,
+            backend,
+            redactor,
+            sandbox,
+            reporter.clone(),
+            interrupt.clone(),
+        )?;
+        println!("{}", runner.dir.root.display());
+        ctx.log_file
+            .open(&runner.dir.log())
+            .context("opening the run's log file")?;
+        let summary = runner.run().await;
+        reporter.finish();
+        let summary = summary?;
+        print_summary(printer, &runner.dir.root, &summary);
+        anyhow::Ok((summary, interrupt.is_cancelled()))
+    });
+    runtime.shutdown_background();
+    let (summary, interrupted) = result?;
+    Ok(if interrupted {
+        exit_code::INTERRUPTED
+    } else if summary.test_score.is_some() {
+        exit_code::SUCCESS
+    } else {
+        exit_code::EXPERIMENT_FAILED
+    })
+}
+
+fn resolve_config(args: &RunArgs, task_path: &Path) -> anyhow::Result<RunConfig> {
+    let default_file = task_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("loop-runner.toml");
+    let file = match &args.config {
+        Some(path) => ConfigFile::load(path)?,
+        None if default_file.is_file() => ConfigFile::load(&default_file)?,
+        None => ConfigFile::default(),
+    };
+    let overrides = Overrides {
+        backend: args.agent.map(|a| match a {
+            AgentArg::Builtin => BackendKind::Builtin,
+            AgentArg::Openai => BackendKind::Openai,
+            AgentArg::Replay => BackendKind::Replay,
+        }),
+        base_url: args.base_url.clone(),
+        model: args.model.clone(),
+        max_iterations: args.iterations,
+        sandbox: args.sandbox.map(|s| match s {
+            SandboxArg::Wasi => SandboxChoice::Wasi,
+            SandboxArg::Process => SandboxChoice::Process,
+        }),
+        seed: args.seed,
+    };
+    Ok(RunConfig::resolve(&file, &overrides)?)
+}
+
+/// The agent backend, and a redactor for the secrets it holds.
+pub fn backend(
+    agent: &AgentConfig,
+    args: &RunArgs,
+) -> anyhow::Result<(Arc<dyn Backend>, Redactor)> {
+    match agent.backend {
+        BackendKind::Builtin => Ok((Arc::new(BuiltinBackend), Redactor::default())),
+        BackendKind::Replay => {
+            let path = args.transcript.as_ref().ok_or_else(|| {
+                UserError::usage(
+                    "--agent replay needs --transcript PATH (a run's transcript.jsonl)",
+                )
+            })?;
+            let backend = ReplayBackend::from_transcript(path)
+                .map_err(|e| UserError::setup(format!("cannot read the transcript: {e}")))?;
+            Ok((Arc::new(backend), Redactor::default()))
+        }
+        BackendKind::Openai => {
+            let key = api_key(agent.api_key_env.as_deref(), &agent.base_url)?;
+            let backend = OpenAiBackend::new(&agent.base_url, key.as_ref(), agent.timeout)
+                .map_err(|e| UserError::setup(format!("cannot set up the OpenAI client: {e}")))?;
+            Ok((Arc::new(backend), Redactor::new(key)))
+        }
+    }
+}
+
+/// Reads the key from the variable the config names. OpenAI's own API needs one; local servers
+/// usually do not.
+pub fn api_key(var: Option<&str>, base_url: &str) -> Result<Option<Secret>, UserError> {
+    let Some(var) = var else { return Ok(None) };
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Ok(Some(Secret::new(value))),
+        _ if base_url.contains("api.openai.com") => Err(UserError::setup(format!(
+            "the API key variable `{var}` (named by `api_key_env`) is not set"
+        ))
+        .with_hint(format!(
+            "export {var}=..., or point --base-url at a local OpenAI-compatible server"
+        ))),
+        _ => {
+            tracing::warn!("`{var}` is not set; calling {base_url} without an API key");
+            Ok(None)
+        }
+    }
+}
+
+/// First Ctrl-C: stop the loop, then evaluate and report. Second: exit at once.
+fn watch_interrupts(interrupt: CancellationToken, printer: Printer) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        printer.status("interrupted: finishing with the final evaluation and the report (Ctrl-C again to abort now)");
+        interrupt.cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            printer.status("aborted; the journal and every finished iteration are saved (`loop-runner resume` continues)");
+            std::process::exit(exit_code::INTERRUPTED);
+        }
+    });
+}
+
+fn print_summary(printer: Printer, dir: &Path, summary: &Summary) {
+    let score = |s: Option<f64>| s.map_or("—".to_string(), |s| format!("{s:.4}"));
+    printer.status(&format!(
+        "done: {} iterations in {:.0} s; best iteration {}: validation {} {}, test {} {}\nreport: {}",
+        summary.iterations,
+        summary.wall_seconds,
+        summary.best_iteration.map_or("—".into(), |i| i.to_string()),
+        summary.metric,
+        score(summary.validation_score),
+        summary.metric,
+        score(summary.test_score),
+        dir.join("report").join("REPORT.md").display()
+    ));
+}

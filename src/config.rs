@@ -1,0 +1,351 @@
+//! Run configuration: the optional `loop-runner.toml` (agent, loop and sandbox settings), with
+//! command-line values layered over it. The task file stays separate and keeps its own shape.
+//!
+//! ```toml
+//! [agent]
+//! backend = "openai"                    # builtin | openai
+//! base_url = "http://localhost:11434/v1"
+//! api_key_env = "OPENAI_API_KEY"        # the variable's *name*; the key is never written down
+//! model = "qwen2.5-coder:14b"
+//! models = { plan = "small-model" }     # per-step overrides
+//! temperature = 0.2
+//! max_tokens = 4096
+//! seed = 7
+//! structured_output = "auto"            # auto | json_schema | prompt
+//! timeout = "120s"
+//! max_attempts = 5
+//! spend_cap_usd = 5.0
+//! [agent.prices."gpt-4o-mini"]
+//! input_per_million = 0.15
+//! output_per_million = 0.6
+//!
+//! [loop]
+//! max_iterations = 50
+//! split_iterations = 1                  # the split may change only in the first N iterations
+//! fix_attempts = 3                      # a failing script goes back to the agent this often
+//! seed = 0
+//!
+//! [sandbox]
+//! kind = "wasi"
+//! script_timeout = "10m"
+//! memory = "3GiB"
+//! disk = "2GiB"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{AgentSettings, Price, StructuredOutput};
+use crate::error::UserError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    #[default]
+    Builtin,
+    Openai,
+    Replay,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Builtin => "builtin",
+            BackendKind::Openai => "openai",
+            BackendKind::Replay => "replay",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxChoice {
+    #[default]
+    Wasi,
+    Process,
+}
+
+/// `[agent]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    pub backend: Option<BackendKind>,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub model: Option<String>,
+    #[serde(default)]
+    pub models: BTreeMap<String, String>,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub seed: Option<i64>,
+    pub structured_output: Option<StructuredOutput>,
+    pub timeout: Option<String>,
+    pub max_attempts: Option<u32>,
+    pub max_http_retries: Option<u32>,
+    pub spend_cap_usd: Option<f64>,
+    #[serde(default)]
+    pub prices: BTreeMap<String, Price>,
+}
+
+/// `[loop]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopSection {
+    pub max_iterations: Option<u32>,
+    pub split_iterations: Option<u32>,
+    pub fix_attempts: Option<u32>,
+    pub seed: Option<u64>,
+}
+
+/// `[sandbox]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSection {
+    pub kind: Option<SandboxChoice>,
+    pub script_timeout: Option<String>,
+    pub memory: Option<String>,
+    pub disk: Option<String>,
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub agent: AgentSection,
+    #[serde(default, rename = "loop")]
+    pub loop_: LoopSection,
+    #[serde(default)]
+    pub sandbox: SandboxSection,
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> Result<Self, UserError> {
+        let text = fs_err::read_to_string(path)
+            .map_err(|e| UserError::setup(format!("cannot read the config file: {e}")))?;
+        toml::from_str(&text).map_err(|e| {
+            UserError::setup(format!(
+                "config file `{}` is not valid: {}",
+                path.display(),
+                e.message().trim()
+            ))
+        })
+    }
+}
+
+/// Agent settings resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    pub backend: BackendKind,
+    pub base_url: String,
+    /// Name of the environment variable holding the key.
+    pub api_key_env: Option<String>,
+    pub timeout: Duration,
+    pub settings: AgentSettings,
+}
+
+/// Loop settings resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopConfig {
+    pub max_iterations: u32,
+    pub split_iterations: u32,
+    pub fix_attempts: u32,
+    pub seed: u64,
+}
+
+/// Sandbox settings resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxConfig {
+    pub kind: SandboxChoice,
+    #[serde(with = "crate::config::secs")]
+    pub script_timeout: Duration,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+}
+
+/// Values given on the command line, each overriding the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub backend: Option<BackendKind>,
+    pub base_url: Option<String>,
+    pub model: Option<String>,
+    pub max_iterations: Option<u32>,
+    pub sandbox: Option<SandboxChoice>,
+    pub seed: Option<u64>,
+}
+
+/// Everything a run needs besides the task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunConfig {
+    pub agent: AgentConfig,
+    pub loop_: LoopConfig,
+    pub sandbox: SandboxConfig,
+}
+
+impl RunConfig {
+    /// Command line over file over defaults.
+    pub fn resolve(file: &ConfigFile, cli: &Overrides) -> Result<Self, UserError> {
+        let a = &file.agent;
+        let backend = cli.backend.or(a.backend).unwrap_or_default();
+        let duration = |field: &str,
+                        value: &Option<String>,
+                        default: Duration|
+         -> Result<Duration, UserError> {
+            match value {
+                None => Ok(default),
+                Some(text) => crate::cli::parse_duration(text)
+                    .map_err(|e| UserError::setup(format!("config `{field}`: {e}"))),
+            }
+        };
+        let bytes = |field: &str, value: &Option<String>, default: u64| -> Result<u64, UserError> {
+            match value {
+                None => Ok(default),
+                Some(text) => crate::cli::parse_bytes(text)
+                    .map_err(|e| UserError::setup(format!("config `{field}`: {e}"))),
+            }
+        };
+        let model = cli
+            .model
+            .clone()
+            .or_else(|| a.model.clone())
+            .unwrap_or_else(|| match backend {
+                BackendKind::Openai => "gpt-4o-mini".into(),
+                _ => "builtin".into(),
+            });
+        for step in a.models.keys() {
+            if !crate::steps::STEP_NAMES.contains(&step.as_str()) {
+                return Err(UserError::setup(format!(
+                    "config `agent.models` names an unknown step `{step}`; steps are: {}",
+                    crate::steps::STEP_NAMES.join(", ")
+                )));
+            }
+        }
+        if let Some(t) = a.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return Err(UserError::setup(format!(
+                "config `agent.temperature` {t} is outside 0..=2"
+            )));
+        }
+        let settings = AgentSettings {
+            model,
+            models: a.models.clone(),
+            temperature: a.temperature,
+            max_tokens: a.max_tokens,
+            seed: a.seed,
+            structured: a.structured_output.unwrap_or_default(),
+            max_attempts: a.max_attempts.unwrap_or(5).max(1),
+            max_http_retries: a.max_http_retries.unwrap_or(4),
+            spend_cap_usd: a.spend_cap_usd,
+            prices: a.prices.clone(),
+            ..AgentSettings::default()
+        };
+        let agent = AgentConfig {
+            backend,
+            base_url: cli
+                .base_url
+                .clone()
+                .or_else(|| a.base_url.clone())
+                .unwrap_or_else(|| "https://api.openai.com/v1".into()),
+            api_key_env: a
+                .api_key_env
+                .clone()
+                .or_else(|| (backend == BackendKind::Openai).then(|| "OPENAI_API_KEY".into())),
+            timeout: duration("agent.timeout", &a.timeout, Duration::from_secs(120))?,
+            settings,
+        };
+        let l = &file.loop_;
+        let loop_ = LoopConfig {
+            max_iterations: cli
+                .max_iterations
+                .or(l.max_iterations)
+                .unwrap_or(1000)
+                .max(1),
+            split_iterations: l.split_iterations.unwrap_or(1),
+            fix_attempts: l.fix_attempts.unwrap_or(3),
+            seed: cli.seed.or(l.seed).unwrap_or(0),
+        };
+        let s = &file.sandbox;
+        let sandbox = SandboxConfig {
+            kind: cli.sandbox.or(s.kind).unwrap_or_default(),
+            script_timeout: duration(
+                "sandbox.script_timeout",
+                &s.script_timeout,
+                Duration::from_secs(600),
+            )?,
+            memory_bytes: bytes("sandbox.memory", &s.memory, 3 << 30)?,
+            disk_bytes: bytes("sandbox.disk", &s.disk, 2 << 30)?,
+        };
+        Ok(Self {
+            agent,
+            loop_,
+            sandbox,
+        })
+    }
+}
+
+pub(crate) mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs_f64(f64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_wins_over_file_over_defaults() {
+        let file: ConfigFile = toml::from_str(
+            "[agent]\nbackend = \"openai\"\nmodel = \"file-model\"\nmodels = { train = \"coder\" }\ntimeout = \"30s\"\n[loop]\nmax_iterations = 7\n[sandbox]\nmemory = \"1GiB\"\n",
+        )
+        .unwrap();
+        let config = RunConfig::resolve(&file, &Overrides::default()).unwrap();
+        assert_eq!(config.agent.backend, BackendKind::Openai);
+        assert_eq!(config.agent.settings.model_for("train"), "coder");
+        assert_eq!(config.agent.settings.model_for("plan"), "file-model");
+        assert_eq!(config.agent.api_key_env.as_deref(), Some("OPENAI_API_KEY"));
+        assert_eq!(config.agent.timeout, Duration::from_secs(30));
+        assert_eq!(config.loop_.max_iterations, 7);
+        assert_eq!(config.sandbox.memory_bytes, 1 << 30);
+        let cli = Overrides {
+            backend: Some(BackendKind::Builtin),
+            max_iterations: Some(2),
+            ..Default::default()
+        };
+        let config = RunConfig::resolve(&file, &cli).unwrap();
+        assert_eq!(config.agent.backend, BackendKind::Builtin);
+        assert_eq!(config.loop_.max_iterations, 2);
+    }
+
+    #[test]
+    fn bad_config_is_named() {
+        let err = toml::from_str::<ConfigFile>("[agent]\nbackend = \"gpt\"\n").unwrap_err();
+        assert!(err.to_string().contains("gpt"));
+        assert!(
+            toml::from_str::<ConfigFile>("[agent]\nkey = \"x\"\n").is_err(),
+            "unknown fields are refused"
+        );
+        let file: ConfigFile = toml::from_str("[agent]\nmodels = { training = \"x\" }\n").unwrap();
+        let err = RunConfig::resolve(&file, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("unknown step `training`"), "{err}");
+        let file: ConfigFile = toml::from_str("[sandbox]\nmemory = \"lots\"\n").unwrap();
+        assert!(
+            RunConfig::resolve(&file, &Overrides::default())
+                .unwrap_err()
+                .to_string()
+                .contains("sandbox.memory")
+        );
+    }
+}

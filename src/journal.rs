@@ -1,0 +1,364 @@
+//! The run journal: append-only, fsync'd JSON lines, each with a sequence number and a
+//! checksum. It is the source of truth for `status`, `resume` and the report.
+//!
+//! A crash can leave a torn last line; reading drops it (and counts it). A damaged line before
+//! the end means the file was edited: reading refuses it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::{Exit, LimitKind, Outcome};
+
+/// The journal format this build writes.
+pub const FORMAT: u32 = 1;
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        format: u32,
+        run_id: String,
+        task: String,
+        budget_seconds: Option<f64>,
+        max_iterations: u32,
+        agent: String,
+        model: String,
+        sandbox: String,
+        loop_runner_version: String,
+        prompts_sha256: String,
+    },
+    /// A (re)start of the process driving the run.
+    Session {
+        started_at: String,
+        elapsed_before_seconds: f64,
+    },
+    SplitMade {
+        split_id: u32,
+        validation_fraction: f64,
+        stratify: bool,
+        seed: u64,
+        train_rows: usize,
+        validation_rows: usize,
+    },
+    IterationStarted {
+        iteration: u32,
+    },
+    StepFinished {
+        iteration: u32,
+        step: String,
+        seconds: f64,
+        attempts: u32,
+        cost_usd: f64,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        ok: bool,
+        detail: String,
+    },
+    ScriptRun {
+        iteration: u32,
+        step: String,
+        script: String,
+        outcome: OutcomeBrief,
+    },
+    IterationFinished {
+        iteration: u32,
+        record: IterationRecord,
+    },
+    SnapshotCommitted {
+        iteration: u32,
+        commit: String,
+        tree: String,
+        tag: String,
+        best: bool,
+    },
+    FinalEvaluation {
+        iteration: Option<u32>,
+        test_score: Option<f64>,
+        detail: String,
+        outcome: Option<OutcomeBrief>,
+    },
+    RunFinished {
+        reason: String,
+        best_iteration: Option<u32>,
+        validation_score: Option<f64>,
+        test_score: Option<f64>,
+        wall_seconds: f64,
+    },
+}
+
+/// The part of a sandbox outcome worth keeping in the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeBrief {
+    pub exit: Exit,
+    pub limit: Option<LimitKind>,
+    pub wall_seconds: f64,
+    pub peak_memory_bytes: u64,
+    pub stdout_dropped: u64,
+    pub stderr_dropped: u64,
+}
+
+impl From<&Outcome> for OutcomeBrief {
+    fn from(o: &Outcome) -> Self {
+        Self {
+            exit: o.exit.clone(),
+            limit: o.limit,
+            wall_seconds: o.wall.as_secs_f64(),
+            peak_memory_bytes: o.peak_memory_bytes,
+            stdout_dropped: o.stdout.dropped_bytes,
+            stderr_dropped: o.stderr.dropped_bytes,
+        }
+    }
+}
+
+/// How an iteration ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IterationRecord {
+    pub iteration: u32,
+    /// `succeeded`, or `failed at <step>: <why>`, or `cut: <why>`.
+    pub status: String,
+    pub family: String,
+    pub hyperparameters: Vec<crate::steps::Hyperparameter>,
+    pub representation: Option<crate::steps::RepresentOutput>,
+    pub split_id: u32,
+    pub validation_score: Option<f64>,
+    pub next_ideas: Vec<String>,
+    pub seconds: f64,
+    pub cost_usd: f64,
+    /// Seconds per step.
+    pub step_seconds: Vec<(String, f64)>,
+}
+
+impl IterationRecord {
+    pub fn succeeded(&self) -> bool {
+        self.status == "succeeded" && self.validation_score.is_some()
+    }
+}
+
+/// One journal line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub at: String,
+    pub event: Event,
+}
+
+/// An entry as written: with the checksum of the entry's own JSON.
+#[derive(Serialize, Deserialize)]
+struct Line {
+    seq: u64,
+    at: String,
+    event: Event,
+    check: String,
+}
+
+impl Line {
+    fn entry(self) -> (Entry, String) {
+        (
+            Entry {
+                seq: self.seq,
+                at: self.at,
+                event: self.event,
+            },
+            self.check,
+        )
+    }
+}
+
+fn checksum(entry: &Entry) -> String {
+    crate::fsx::sha256_bytes(
+        serde_json::to_string(entry)
+            .expect("entries serialize")
+            .as_bytes(),
+    )[..16]
+        .to_string()
+}
+
+/// An open journal, appending.
+pub struct Journal {
+    path: PathBuf,
+    file: std::fs::File,
+    next_seq: u64,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal, continuing after its last complete entry. A torn tail is
+    /// cut off first, so the next entry starts on a line of its own.
+    pub fn open(path: &Path) -> Result<Self, JournalError> {
+        let (entries, good_len) = if path.exists() {
+            read_with_len(path)?
+        } else {
+            (Vec::new(), 0)
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
+        file.set_len(good_len)
+            .map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
+        let mut journal = Self {
+            path: path.to_path_buf(),
+            file,
+            next_seq: entries.last().map_or(0, |e| e.seq + 1),
+        };
+        use std::io::Seek;
+        journal
+            .file
+            .seek(std::io::SeekFrom::End(0))
+            .map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
+        Ok(journal)
+    }
+
+    /// Appends an event and makes it durable before returning.
+    pub fn append(&mut self, event: Event) -> Result<Entry, JournalError> {
+        let entry = Entry {
+            seq: self.next_seq,
+            at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            event,
+        };
+        let line = Line {
+            seq: entry.seq,
+            at: entry.at.clone(),
+            event: entry.event.clone(),
+            check: checksum(&entry),
+        };
+        let mut text = serde_json::to_string(&line).expect("entries serialize");
+        text.push('\n');
+        self.file
+            .write_all(text.as_bytes())
+            .map_err(|e| JournalError::Io(self.path.clone(), e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| JournalError::Io(self.path.clone(), e))?;
+        self.next_seq += 1;
+        Ok(entry)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal `{0}`")]
+    Io(PathBuf, #[source] std::io::Error),
+    #[error("journal `{path}` line {line} is damaged ({why}); it was changed after it was written")]
+    Damaged {
+        path: PathBuf,
+        line: usize,
+        why: String,
+    },
+    #[error(
+        "journal `{path}` was written by a newer loop-runner (format {found}; this one reads {FORMAT})"
+    )]
+    Newer { path: PathBuf, found: u32 },
+}
+
+/// Reads every complete entry.
+pub fn read(path: &Path) -> Result<Vec<Entry>, JournalError> {
+    Ok(read_with_len(path)?.0)
+}
+
+/// Entries and the byte length of the intact prefix.
+fn read_with_len(path: &Path) -> Result<(Vec<Entry>, u64), JournalError> {
+    let bytes = fs_err::read(path).map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
+    let mut entries = Vec::new();
+    let mut offset = 0usize;
+    let mut line_no = 0;
+    while offset < bytes.len() {
+        line_no += 1;
+        let end = bytes[offset..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map(|i| offset + i);
+        let Some(end) = end else {
+            // No newline: a torn final write.
+            break;
+        };
+        let text = String::from_utf8_lossy(&bytes[offset..end]);
+        let parsed: Result<(Entry, String), String> = serde_json::from_str::<Line>(&text)
+            .map(Line::entry)
+            .map_err(|e| e.to_string());
+        let entry = match parsed {
+            Ok((entry, check)) if checksum(&entry) == check => entry,
+            Ok(_) if end + 1 == bytes.len() => break,
+            Err(_) if end + 1 == bytes.len() => break,
+            Ok(_) => {
+                return Err(JournalError::Damaged {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                    why: "checksum mismatch".into(),
+                });
+            }
+            Err(why) => {
+                return Err(JournalError::Damaged {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                    why,
+                });
+            }
+        };
+        if let Event::RunStarted { format, .. } = &entry.event
+            && *format > FORMAT
+        {
+            return Err(JournalError::Newer {
+                path: path.to_path_buf(),
+                found: *format,
+            });
+        }
+        entries.push(entry);
+        offset = end + 1;
+    }
+    Ok((entries, offset as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(i: u32) -> Event {
+        Event::IterationStarted { iteration: i }
+    }
+
+    #[test]
+    fn append_and_resume_after_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut j = Journal::open(&path).unwrap();
+        j.append(started(1)).unwrap();
+        j.append(started(2)).unwrap();
+        drop(j);
+        // A crash in the middle of the third write.
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"seq\":2,\"at\":\"x\",\"event\":{\"kind\":\"iteration_st");
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(read(&path).unwrap().len(), 2);
+        let mut j = Journal::open(&path).unwrap();
+        let e = j.append(started(3)).unwrap();
+        assert_eq!(e.seq, 2);
+        let entries = read(&path).unwrap();
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn an_edited_line_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut j = Journal::open(&path).unwrap();
+        j.append(started(1)).unwrap();
+        j.append(started(2)).unwrap();
+        drop(j);
+        let text = std::fs::read_to_string(&path).unwrap().replacen(
+            "\"iteration\":1",
+            "\"iteration\":7",
+            1,
+        );
+        std::fs::write(&path, text).unwrap();
+        assert!(matches!(
+            read(&path),
+            Err(JournalError::Damaged { line: 1, .. })
+        ));
+    }
+}

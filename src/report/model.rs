@@ -1,0 +1,249 @@
+//! What a report shows, gathered from the journal.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::journal::{self, Event, IterationRecord};
+use crate::runner::{RunDir, Summary};
+
+/// Totals of one step across the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepTotals {
+    pub calls: u32,
+    pub attempts: u32,
+    pub agent_seconds: f64,
+    pub script_runs: u32,
+    pub script_seconds: f64,
+    pub cost_usd: f64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// One row of the leaderboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Leader {
+    pub iteration: u32,
+    pub family: String,
+    pub settings: String,
+    pub score: Option<f64>,
+    pub seconds: f64,
+    pub status: String,
+    pub split_id: u32,
+}
+
+/// Everything the report needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportData {
+    pub run_id: String,
+    pub task: String,
+    pub metric: String,
+    pub higher_is_better: bool,
+    pub agent: String,
+    pub model: String,
+    pub sandbox: String,
+    pub loop_runner_version: String,
+    pub prompts_sha256: String,
+    pub budget_seconds: Option<f64>,
+    pub iterations: Vec<IterationRecord>,
+    pub best_iteration: Option<u32>,
+    pub validation_score: Option<f64>,
+    pub test_score: Option<f64>,
+    pub test_detail: String,
+    pub finished: Option<String>,
+    pub wall_seconds: f64,
+    pub steps: BTreeMap<String, StepTotals>,
+    pub cost_usd: f64,
+    pub environment: Option<serde_json::Value>,
+}
+
+impl ReportData {
+    pub fn load(dir: &RunDir) -> anyhow::Result<Self> {
+        let entries = journal::read(&dir.journal())?;
+        let mut data = ReportData {
+            run_id: dir.id(),
+            task: String::new(),
+            metric: String::new(),
+            higher_is_better: true,
+            agent: String::new(),
+            model: String::new(),
+            sandbox: String::new(),
+            loop_runner_version: String::new(),
+            prompts_sha256: String::new(),
+            budget_seconds: None,
+            iterations: Vec::new(),
+            best_iteration: None,
+            validation_score: None,
+            test_score: None,
+            test_detail: String::new(),
+            finished: None,
+            wall_seconds: 0.0,
+            steps: BTreeMap::new(),
+            cost_usd: 0.0,
+            environment: None,
+        };
+        data.metric = metric_of(dir).unwrap_or_default();
+        data.higher_is_better = data
+            .metric
+            .parse::<crate::metric::Metric>()
+            .map(|m| m.higher_is_better())
+            .unwrap_or(true);
+        let mut best: Option<(u32, f64)> = None;
+        let mut current_split = 0;
+        for entry in &entries {
+            match &entry.event {
+                Event::RunStarted {
+                    task,
+                    agent,
+                    model,
+                    sandbox,
+                    loop_runner_version,
+                    prompts_sha256,
+                    budget_seconds,
+                    ..
+                } => {
+                    data.task = task.clone();
+                    data.agent = agent.clone();
+                    data.model = model.clone();
+                    data.sandbox = sandbox.clone();
+                    data.loop_runner_version = loop_runner_version.clone();
+                    data.prompts_sha256 = prompts_sha256.clone();
+                    data.budget_seconds = *budget_seconds;
+                }
+                Event::SplitMade { split_id, .. } => {
+                    current_split = *split_id;
+                    best = None;
+                }
+                Event::StepFinished {
+                    step,
+                    seconds,
+                    attempts,
+                    cost_usd,
+                    prompt_tokens,
+                    completion_tokens,
+                    ..
+                } => {
+                    let t = data.steps.entry(step.clone()).or_default();
+                    t.calls += 1;
+                    t.attempts += attempts;
+                    t.agent_seconds += seconds;
+                    t.cost_usd += cost_usd;
+                    t.prompt_tokens += prompt_tokens;
+                    t.completion_tokens += completion_tokens;
+                    data.cost_usd += cost_usd;
+                }
+                Event::ScriptRun { step, outcome, .. } => {
+                    let t = data.steps.entry(step.clone()).or_default();
+                    t.script_runs += 1;
+                    t.script_seconds += outcome.wall_seconds;
+                }
+                Event::IterationFinished { record, .. } => {
+                    if record.succeeded() && record.split_id == current_split {
+                        let score = record.validation_score.unwrap_or(f64::NAN);
+                        let better = match best {
+                            None => true,
+                            Some((_, b)) => {
+                                if data.higher_is_better {
+                                    score > b
+                                } else {
+                                    score < b
+                                }
+                            }
+                        };
+                        if better {
+                            best = Some((record.iteration, score));
+                        }
+                    }
+                    data.iterations.retain(|r| r.iteration != record.iteration);
+                    data.iterations.push(record.clone());
+                }
+                Event::FinalEvaluation {
+                    test_score, detail, ..
+                } => {
+                    data.test_score = *test_score;
+                    data.test_detail = detail.clone();
+                }
+                Event::RunFinished {
+                    reason,
+                    wall_seconds,
+                    ..
+                } => {
+                    data.finished = Some(reason.clone());
+                    data.wall_seconds = *wall_seconds;
+                }
+                _ => {}
+            }
+        }
+        data.best_iteration = best.map(|b| b.0);
+        data.validation_score = best.map(|b| b.1);
+        if let Some(n) = data
+            .best_iteration
+            .or(data.iterations.last().map(|r| r.iteration))
+        {
+            data.environment = std::fs::read_to_string(dir.iteration(n).join("environment.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+        }
+        if data.finished.is_none() {
+            data.wall_seconds = data.iterations.iter().map(|r| r.seconds).sum();
+        }
+        Ok(data)
+    }
+
+    /// `summary.json`.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            task: self.task.clone(),
+            metric: self.metric.clone(),
+            best_iteration: self.best_iteration,
+            validation_score: self.validation_score,
+            test_score: self.test_score,
+            iterations: self.iterations.len() as u32,
+            wall_seconds: self.wall_seconds,
+            agent: self.agent.clone(),
+            sandbox: self.sandbox.clone(),
+        }
+    }
+
+    /// Iterations, best first (unscored last, by iteration).
+    pub fn leaderboard(&self) -> Vec<Leader> {
+        let mut rows: Vec<Leader> = self
+            .iterations
+            .iter()
+            .map(|r| Leader {
+                iteration: r.iteration,
+                family: r.family.clone(),
+                settings: r
+                    .hyperparameters
+                    .iter()
+                    .map(|h| format!("{}={}", h.name, h.value))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                score: r.validation_score,
+                seconds: r.seconds,
+                status: r.status.clone(),
+                split_id: r.split_id,
+            })
+            .collect();
+        let higher = self.higher_is_better;
+        rows.sort_by(|a, b| match (a.score, b.score) {
+            (Some(x), Some(y)) => (if higher {
+                y.total_cmp(&x)
+            } else {
+                x.total_cmp(&y)
+            })
+            .then(a.iteration.cmp(&b.iteration)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.iteration.cmp(&b.iteration),
+        });
+        rows
+    }
+}
+
+/// The metric, from `run.json` (the journal names the task, not its metric).
+fn metric_of(dir: &RunDir) -> Option<String> {
+    let text = std::fs::read_to_string(dir.run_json()).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value["target"]["metric"].as_str().map(str::to_string)
+}

@@ -1,0 +1,298 @@
+//! Reading a script's `predictions.csv` and scoring it against labels only the runner holds.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::data::{TargetInfo, canonical_label, labels, numeric_values, read_table};
+use crate::metric::{self, Metric};
+use crate::task::TaskKind;
+
+/// The true answers for a set of rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Truth {
+    Classes(Vec<String>),
+    Values(Vec<f64>),
+}
+
+impl Truth {
+    pub fn len(&self) -> usize {
+        match self {
+            Truth::Classes(v) => v.len(),
+            Truth::Values(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads the target column of a labelled CSV.
+    pub fn from_csv(path: &Path, target: &TargetInfo) -> Result<Self, String> {
+        let df = read_table(path).map_err(|e| e.to_string())?;
+        let series = df
+            .column(&target.column)
+            .map_err(|e| e.to_string())?
+            .as_materialized_series()
+            .clone();
+        Ok(if target.kind == TaskKind::Regression {
+            Truth::Values(numeric_values(&series).map_err(|e| e.to_string())?)
+        } else {
+            Truth::Classes(
+                labels(&series)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(Option::unwrap_or_default)
+                    .collect(),
+            )
+        })
+    }
+}
+
+/// A score and a short analysis of the errors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub score: f64,
+    pub details: String,
+}
+
+/// Scores `predictions.csv` against `truth`. Every problem with the file is an error message
+/// written for the agent that produced it.
+pub fn score(path: &Path, target: &TargetInfo, truth: &Truth) -> Result<Scored, String> {
+    if !path.is_file() {
+        return Err(format!(
+            "the script wrote no predictions file (`{}`)",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
+    }
+    let df = read_table(path)
+        .map_err(|e| format!("predictions.csv is not a readable CSV: {}", e.message))?;
+    if df.height() != truth.len() {
+        return Err(format!(
+            "predictions.csv has {} rows; the input had {}: write one row per input row, in order",
+            df.height(),
+            truth.len()
+        ));
+    }
+    let column = df
+        .column("prediction")
+        .map_err(|_| {
+            let names: Vec<String> = df
+                .get_column_names()
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            format!(
+                "predictions.csv has no `prediction` column (it has: {})",
+                names.join(", ")
+            )
+        })?
+        .as_materialized_series()
+        .clone();
+    match truth {
+        Truth::Values(values) => {
+            if column.null_count() > 0 {
+                return Err(format!("{} predictions are empty", column.null_count()));
+            }
+            let predicted =
+                numeric_values(&column).map_err(|e| format!("`prediction` is not numeric: {e}"))?;
+            if predicted.len() != values.len() {
+                return Err("some predictions are not finite numbers".into());
+            }
+            let score =
+                metric::regression(target.metric, values, &predicted).map_err(|e| e.to_string())?;
+            Ok(Scored {
+                score,
+                details: residual_details(values, &predicted),
+            })
+        }
+        Truth::Classes(truth) => {
+            let predicted: Vec<String> = labels(&column)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(Option::unwrap_or_default)
+                .collect();
+            let mut probabilities: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            for name in df.get_column_names() {
+                if let Some(class) = name.strip_prefix("proba_") {
+                    let series = df
+                        .column(name.as_str())
+                        .map_err(|e| e.to_string())?
+                        .as_materialized_series()
+                        .clone();
+                    if series.null_count() > 0 {
+                        return Err(format!("column `{name}` has empty values"));
+                    }
+                    let values = numeric_values(&series)
+                        .map_err(|e| format!("column `{name}` is not numeric: {e}"))?;
+                    if values.len() != truth.len() {
+                        return Err(format!(
+                            "column `{name}` has values that are not finite numbers"
+                        ));
+                    }
+                    probabilities.insert(canonical_label(class), values);
+                }
+            }
+            if target.metric.needs_probabilities() {
+                let missing: Vec<String> = target
+                    .classes
+                    .iter()
+                    .filter(|c| !probabilities.contains_key(*c))
+                    .map(|c| format!("proba_{c}"))
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(format!(
+                        "{} needs class probabilities: predictions.csv lacks {}",
+                        target.metric,
+                        missing.join(", ")
+                    ));
+                }
+            }
+            let score = metric::classification(
+                target.metric,
+                truth,
+                &predicted,
+                &probabilities,
+                target.positive.as_deref(),
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(Scored {
+                score,
+                details: class_details(truth, &predicted),
+            })
+        }
+    }
+}
+
+/// Recall and precision per class, worst recall first.
+fn class_details(truth: &[String], predicted: &[String]) -> String {
+    let mut classes: Vec<&String> = truth.iter().collect();
+    classes.sort();
+    classes.dedup();
+    let mut rows: Vec<(f64, String)> = classes
+        .iter()
+        .map(|class| {
+            let tp = truth
+                .iter()
+                .zip(predicted)
+                .filter(|(t, p)| t == class && p == class)
+                .count();
+            let actual = truth.iter().filter(|t| t == class).count();
+            let called = predicted.iter().filter(|p| p == class).count();
+            let recall = tp as f64 / actual.max(1) as f64;
+            let precision = if called == 0 {
+                0.0
+            } else {
+                tp as f64 / called as f64
+            };
+            (
+                recall,
+                format!(
+                    "class {class}: recall {recall:.3}, precision {precision:.3} ({actual} rows)"
+                ),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let accuracy = truth.iter().zip(predicted).filter(|(t, p)| t == p).count() as f64
+        / truth.len().max(1) as f64;
+    let mut out = format!("accuracy {accuracy:.4}\n");
+    for (_, line) in rows.iter().take(10) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.trim_end().to_string()
+}
+
+fn residual_details(truth: &[f64], predicted: &[f64]) -> String {
+    let residuals: Vec<f64> = truth.iter().zip(predicted).map(|(t, p)| p - t).collect();
+    let n = residuals.len().max(1) as f64;
+    let mean = residuals.iter().sum::<f64>() / n;
+    let std = (residuals.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let worst = residuals.iter().map(|r| r.abs()).fold(0.0, f64::max);
+    format!("mean error {mean:.4} (bias), error std {std:.4}, largest absolute error {worst:.4}")
+}
+
+/// Whether the metric's value is well-defined for this truth (e.g. AUC needs two classes).
+pub fn check_metric_applies(metric: Metric, truth: &Truth) -> Result<(), String> {
+    if metric == Metric::RocAuc
+        && let Truth::Classes(classes) = truth
+    {
+        let mut unique = classes.clone();
+        unique.sort();
+        unique.dedup();
+        if unique.len() < 2 {
+            return Err("roc_auc needs both classes among the scored rows".into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(kind: TaskKind, metric: Metric) -> TargetInfo {
+        TargetInfo {
+            column: "y".into(),
+            kind,
+            metric,
+            classes: vec!["a".into(), "b".into()],
+            positive: Some("b".into()),
+        }
+    }
+
+    #[test]
+    fn scores_classification_with_probabilities() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.csv");
+        std::fs::write(
+            &path,
+            "prediction,proba_a,proba_b\na,0.9,0.1\nb,0.2,0.8\nb,0.4,0.6\n",
+        )
+        .unwrap();
+        let truth = Truth::Classes(vec!["a".into(), "b".into(), "a".into()]);
+        let s = score(&path, &target(TaskKind::Binary, Metric::RocAuc), &truth).unwrap();
+        assert!((s.score - 1.0).abs() < 1e-12);
+        let acc = score(&path, &target(TaskKind::Binary, Metric::Accuracy), &truth).unwrap();
+        assert!((acc.score - 2.0 / 3.0).abs() < 1e-12);
+        assert!(
+            acc.details.contains("class a: recall 0.500"),
+            "{}",
+            acc.details
+        );
+    }
+
+    #[test]
+    fn bad_prediction_files_say_what_to_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let truth = Truth::Classes(vec!["a".into(), "b".into()]);
+        let t = target(TaskKind::Binary, Metric::RocAuc);
+        let cases = [
+            ("prediction\na\nb\nb\n", "has 3 rows; the input had 2"),
+            ("label\na\nb\n", "no `prediction` column"),
+            ("prediction,proba_a\na,0.1\nb,0.2\n", "lacks proba_b"),
+        ];
+        for (text, expected) in cases {
+            let path = dir.path().join("p.csv");
+            std::fs::write(&path, text).unwrap();
+            let err = score(&path, &t, &truth).unwrap_err();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+        assert!(
+            score(&dir.path().join("none.csv"), &t, &truth)
+                .unwrap_err()
+                .contains("no predictions file")
+        );
+    }
+
+    #[test]
+    fn scores_regression() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.csv");
+        std::fs::write(&path, "prediction\n2.5\n0.0\n2\n8\n").unwrap();
+        let truth = Truth::Values(vec![3.0, -0.5, 2.0, 7.0]);
+        let s = score(&path, &target(TaskKind::Regression, Metric::Mae), &truth).unwrap();
+        assert!((s.score - 0.5).abs() < 1e-12);
+        assert!(s.details.contains("bias"));
+    }
+}

@@ -1,0 +1,133 @@
+//! The run directory and what lives where.
+//!
+//! ```text
+//! runs/<run-id>/
+//!   run.json            resolved task and configuration (no secrets)
+//!   journal.jsonl       events (source of truth)
+//!   transcript.jsonl    every agent request and response (secrets redacted)
+//!   log.jsonl           tracing log
+//!   data/train.csv      agent-visible training rows, mounted read-only into the sandbox
+//!   inputs/validation/  validation features (no labels), mounted for inference
+//!   holdout/            validation labels and the test split: never mounted into a sandbox
+//!   iterations/iter-N/  each iteration's scratch directory
+//!   workspace/          the git repository (branch `best` checked out)
+//!   report/             REPORT.md, report.html, summary.json
+//! ```
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    /// Creates `runs_dir/<task>-<UTC timestamp>[-N]` with its subdirectories.
+    pub fn create(runs_dir: &Path, task_name: &str) -> std::io::Result<Self> {
+        fs_err::create_dir_all(runs_dir)?;
+        let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .chars()
+            .filter(|c| c.is_ascii_digit() || *c == 'T')
+            .collect::<String>()
+            .replace('T', "-");
+        let name: String = task_name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let mut root = runs_dir.join(format!("{name}-{stamp}"));
+        let mut n = 1;
+        while root.exists() {
+            n += 1;
+            root = runs_dir.join(format!("{name}-{stamp}-{n}"));
+        }
+        fs_err::create_dir(&root)?;
+        let dir = Self { root };
+        for sub in [
+            dir.data(),
+            dir.validation_inputs(),
+            dir.holdout(),
+            dir.iterations(),
+            dir.report(),
+        ] {
+            fs_err::create_dir_all(sub)?;
+        }
+        Ok(dir)
+    }
+
+    /// An existing run directory.
+    pub fn open(path: &Path) -> Result<Self, crate::error::UserError> {
+        let dir = Self {
+            root: path.to_path_buf(),
+        };
+        if !dir.journal().is_file() {
+            return Err(crate::error::UserError::setup(format!(
+                "`{}` is not a loop-runner run directory (no journal.jsonl)",
+                path.display()
+            ))
+            .with_hint(
+                "pass the directory `loop-runner run` printed, e.g. runs/credit-20261123-101500",
+            ));
+        }
+        Ok(dir)
+    }
+
+    pub fn id(&self) -> String {
+        self.root
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string()
+    }
+    pub fn journal(&self) -> PathBuf {
+        self.root.join("journal.jsonl")
+    }
+    pub fn transcript(&self) -> PathBuf {
+        self.root.join("transcript.jsonl")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.root.join("log.jsonl")
+    }
+    pub fn run_json(&self) -> PathBuf {
+        self.root.join("run.json")
+    }
+    pub fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+    pub fn train_csv(&self) -> PathBuf {
+        self.data().join("train.csv")
+    }
+    pub fn validation_inputs(&self) -> PathBuf {
+        self.root.join("inputs").join("validation")
+    }
+    pub fn holdout(&self) -> PathBuf {
+        self.root.join("holdout")
+    }
+    pub fn validation_labels(&self) -> PathBuf {
+        self.holdout().join("validation.csv")
+    }
+    pub fn test_csv(&self) -> PathBuf {
+        self.holdout().join("test.csv")
+    }
+    pub fn pool_csv(&self) -> PathBuf {
+        self.holdout().join("pool.csv")
+    }
+    pub fn iterations(&self) -> PathBuf {
+        self.root.join("iterations")
+    }
+    pub fn iteration(&self, n: u32) -> PathBuf {
+        self.iterations().join(crate::snapshot::tag_name(n))
+    }
+    pub fn workspace(&self) -> PathBuf {
+        self.root.join("workspace")
+    }
+    pub fn report(&self) -> PathBuf {
+        self.root.join("report")
+    }
+}

@@ -1,0 +1,367 @@
+//! The run's workspace: a git repository (git2) holding every iteration as a commit.
+//!
+//! Commits are built straight from files on disk (blob, tree, commit) without an index, so an
+//! iteration's scratch directory never has to live inside the repository. Each iteration is a
+//! commit on branch `iterations` (parent: the previous iteration), tagged `iter-NNNN`; branch
+//! `best` points at the best one, and the working tree is kept checked out at `best`, so
+//! `git checkout best` (or just looking in the directory) gives scripts that run.
+//!
+//! Tree contents depend only on file contents, so a replayed run reproduces tree hashes.
+
+use std::path::{Path, PathBuf};
+
+use git2::{FileMode, Oid, Repository, Signature};
+
+const ITERATIONS: &str = "refs/heads/iterations";
+const BEST: &str = "refs/heads/best";
+
+#[derive(Debug, thiserror::Error)]
+#[error("git workspace `{}`: {context}", path.display())]
+pub struct SnapshotError {
+    pub path: PathBuf,
+    pub context: String,
+    #[source]
+    pub source: git2::Error,
+}
+
+/// A committed iteration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub commit: String,
+    pub tree: String,
+    pub tag: String,
+}
+
+pub struct Workspace {
+    repo: Repository,
+    path: PathBuf,
+}
+
+/// The tag of an iteration.
+pub fn tag_name(iteration: u32) -> String {
+    format!("iter-{iteration:04}")
+}
+
+impl Workspace {
+    /// Opens the repository at `path`, creating it (HEAD on `best`) if needed.
+    pub fn open_or_init(path: &Path) -> Result<Self, SnapshotError> {
+        let err = |context: &str| {
+            let context = context.to_string();
+            let path = path.to_path_buf();
+            move |source| SnapshotError {
+                path,
+                context,
+                source,
+            }
+        };
+        let repo = match Repository::open(path) {
+            Ok(repo) => repo,
+            Err(_) => {
+                let repo = Repository::init(path).map_err(err("creating the repository"))?;
+                repo.set_head(BEST)
+                    .map_err(err("pointing HEAD at `best`"))?;
+                repo
+            }
+        };
+        Ok(Self {
+            repo,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, context: impl Into<String>) -> impl FnOnce(git2::Error) -> SnapshotError + '_ {
+        let context = context.into();
+        move |source| SnapshotError {
+            path: self.path.clone(),
+            context,
+            source,
+        }
+    }
+
+    /// Commits the files under `dir` plus `extra` (repository path, host file) as iteration
+    /// `iteration`; moves `best` there when `best` is true.
+    pub fn commit_iteration(
+        &self,
+        dir: &Path,
+        extra: &[(String, PathBuf)],
+        iteration: u32,
+        message: &str,
+        best: bool,
+    ) -> Result<Committed, SnapshotError> {
+        let tree_oid = self
+            .tree_of(dir, extra)
+            .map_err(self.err(format!("storing `{}`", dir.display())))?;
+        let tree = self
+            .repo
+            .find_tree(tree_oid)
+            .map_err(self.err("reading the new tree"))?;
+        let signature =
+            Signature::now("loop-runner", "loop-runner@localhost").map_err(self.err("signing"))?;
+        let parent = self
+            .repo
+            .refname_to_id(ITERATIONS)
+            .ok()
+            .and_then(|id| self.repo.find_commit(id).ok());
+        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        let commit = self
+            .repo
+            .commit(
+                Some(ITERATIONS),
+                &signature,
+                &signature,
+                message,
+                &tree,
+                &parents,
+            )
+            .map_err(self.err(format!("committing iteration {iteration}")))?;
+        let tag = tag_name(iteration);
+        self.repo
+            .reference(&format!("refs/tags/{tag}"), commit, true, message)
+            .map_err(self.err(format!("tagging {tag}")))?;
+        if best {
+            self.set_best(commit)?;
+        }
+        Ok(Committed {
+            commit: commit.to_string(),
+            tree: tree_oid.to_string(),
+            tag,
+        })
+    }
+
+    /// Points `best` at `commit` and checks it out.
+    pub fn set_best(&self, commit: Oid) -> Result<(), SnapshotError> {
+        self.repo
+            .reference(BEST, commit, true, "best iteration")
+            .map_err(self.err("moving `best`"))?;
+        self.repo
+            .set_head(BEST)
+            .map_err(self.err("pointing HEAD at `best`"))?;
+        let mut checkout = git2::build::CheckoutBuilder::new();
+        checkout.force().remove_untracked(true);
+        self.repo
+            .checkout_head(Some(&mut checkout))
+            .map_err(self.err("checking out `best`"))
+    }
+
+    /// The commit `best` points at.
+    pub fn best(&self) -> Option<Oid> {
+        self.repo.refname_to_id(BEST).ok()
+    }
+
+    /// Resolves a revision (`best`, `iter-0003`, a commit id) to a commit.
+    pub fn resolve(&self, rev: &str) -> Result<Oid, SnapshotError> {
+        let object = self
+            .repo
+            .revparse_single(rev)
+            .map_err(self.err(format!("resolving `{rev}`")))?;
+        let commit = object
+            .peel_to_commit()
+            .map_err(self.err(format!("`{rev}` is not a commit")))?;
+        Ok(commit.id())
+    }
+
+    /// The tree id of a commit.
+    pub fn tree_id(&self, commit: Oid) -> Result<String, SnapshotError> {
+        let c = self
+            .repo
+            .find_commit(commit)
+            .map_err(self.err("reading a commit"))?;
+        Ok(c.tree_id().to_string())
+    }
+
+    /// Writes the files of `commit` into `dest` (which must not exist or be empty).
+    pub fn materialize(&self, commit: Oid, dest: &Path) -> Result<(), SnapshotError> {
+        let c = self
+            .repo
+            .find_commit(commit)
+            .map_err(self.err("reading a commit"))?;
+        let tree = c.tree().map_err(self.err("reading a tree"))?;
+        self.write_tree(&tree, dest)
+    }
+
+    fn write_tree(&self, tree: &git2::Tree, dest: &Path) -> Result<(), SnapshotError> {
+        let io = |e: std::io::Error| SnapshotError {
+            path: dest.to_path_buf(),
+            context: format!("writing files: {e}"),
+            source: git2::Error::from_str("io"),
+        };
+        fs_err::create_dir_all(dest).map_err(io)?;
+        for entry in tree.iter() {
+            let name = entry.name().unwrap_or_default();
+            if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+                continue;
+            }
+            let path = dest.join(name);
+            match entry.kind() {
+                Some(git2::ObjectType::Tree) => {
+                    let sub = self
+                        .repo
+                        .find_tree(entry.id())
+                        .map_err(self.err("reading a tree"))?;
+                    self.write_tree(&sub, &path)?;
+                }
+                Some(git2::ObjectType::Blob) => {
+                    let blob = self
+                        .repo
+                        .find_blob(entry.id())
+                        .map_err(self.err("reading a file"))?;
+                    fs_err::write(&path, blob.content()).map_err(io)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Every `(repository path, blob id)` of a commit, sorted.
+    pub fn files(&self, commit: Oid) -> Result<Vec<(String, String)>, SnapshotError> {
+        let c = self
+            .repo
+            .find_commit(commit)
+            .map_err(self.err("reading a commit"))?;
+        let tree = c.tree().map_err(self.err("reading a tree"))?;
+        let mut files = Vec::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
+            if entry.kind() == Some(git2::ObjectType::Blob) {
+                files.push((
+                    format!("{root}{}", entry.name().unwrap_or_default()),
+                    entry.id().to_string(),
+                ));
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(self.err("walking a tree"))?;
+        files.sort();
+        Ok(files)
+    }
+
+    /// Builds a tree from a directory (links and special files skipped) plus extra files.
+    fn tree_of(&self, dir: &Path, extra: &[(String, PathBuf)]) -> Result<Oid, git2::Error> {
+        let mut files: Vec<(String, PathBuf)> = Vec::new();
+        collect_files(dir, String::new(), &mut files)
+            .map_err(|e| git2::Error::from_str(&e.to_string()))?;
+        files.extend(extra.iter().cloned());
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        files.dedup_by(|a, b| a.0 == b.0);
+        let mut entries = Vec::new();
+        for (rel, host) in files {
+            let oid = self.repo.blob_path(&host)?;
+            entries.push((rel, oid));
+        }
+        self.build_tree(&entries, "")
+    }
+
+    /// A tree for the entries under `prefix` (entries sorted by path).
+    fn build_tree(&self, entries: &[(String, Oid)], prefix: &str) -> Result<Oid, git2::Error> {
+        let mut builder = self.repo.treebuilder(None)?;
+        let mut i = 0;
+        while i < entries.len() {
+            let rest = &entries[i].0[prefix.len()..];
+            match rest.split_once('/') {
+                None => {
+                    builder.insert(rest, entries[i].1, FileMode::Blob.into())?;
+                    i += 1;
+                }
+                Some((sub, _)) => {
+                    let sub_prefix = format!("{prefix}{sub}/");
+                    let end = entries[i..]
+                        .iter()
+                        .position(|e| !e.0.starts_with(&sub_prefix))
+                        .map_or(entries.len(), |p| i + p);
+                    let oid = self.build_tree(&entries[i..end], &sub_prefix)?;
+                    builder.insert(sub, oid, FileMode::Tree.into())?;
+                    i = end;
+                }
+            }
+        }
+        builder.write()
+    }
+}
+
+fn collect_files(
+    dir: &Path,
+    prefix: String,
+    out: &mut Vec<(String, PathBuf)>,
+) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let kind = entry.file_type()?;
+        let rel = format!("{prefix}{name}");
+        if kind.is_dir() {
+            collect_files(&entry.path(), format!("{rel}/"), out)?;
+        } else if kind.is_file() {
+            out.push((rel, entry.path()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iterations_commit_and_best_is_checked_out() {
+        let root = tempfile::tempdir().unwrap();
+        let ws = Workspace::open_or_init(&root.path().join("workspace")).unwrap();
+        let iter = root.path().join("iter");
+        std::fs::create_dir_all(iter.join("model/sub")).unwrap();
+        std::fs::write(iter.join("train.py"), "print(1)\n").unwrap();
+        std::fs::write(iter.join("model/sub/w.bin"), [1u8, 2, 3]).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", iter.join("link")).unwrap();
+        let data = root.path().join("train.csv");
+        std::fs::write(&data, "a,b\n").unwrap();
+        let extra = [("data/train.csv".to_string(), data)];
+        let first = ws
+            .commit_iteration(&iter, &extra, 1, "iter 1", true)
+            .unwrap();
+        assert_eq!(first.tag, "iter-0001");
+        let checked_out = root.path().join("workspace");
+        assert_eq!(
+            std::fs::read_to_string(checked_out.join("train.py")).unwrap(),
+            "print(1)\n"
+        );
+        assert_eq!(
+            std::fs::read(checked_out.join("model/sub/w.bin")).unwrap(),
+            [1, 2, 3]
+        );
+        assert!(checked_out.join("data/train.csv").is_file());
+        assert!(
+            !checked_out.join("link").exists(),
+            "links are not committed"
+        );
+        std::fs::write(iter.join("train.py"), "print(2)\n").unwrap();
+        let second = ws
+            .commit_iteration(&iter, &extra, 2, "iter 2", false)
+            .unwrap();
+        assert_ne!(first.tree, second.tree);
+        assert_eq!(
+            ws.best().unwrap().to_string(),
+            first.commit,
+            "best did not move"
+        );
+        assert_eq!(
+            std::fs::read_to_string(checked_out.join("train.py")).unwrap(),
+            "print(1)\n"
+        );
+        assert_eq!(ws.resolve("iter-0002").unwrap().to_string(), second.commit);
+        let files = ws.files(ws.resolve("best").unwrap()).unwrap();
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["data/train.csv", "model/sub/w.bin", "train.py"]);
+        // Same content, same tree: what replay relies on.
+        std::fs::write(iter.join("train.py"), "print(1)\n").unwrap();
+        let third = ws
+            .commit_iteration(&iter, &extra, 3, "iter 3", false)
+            .unwrap();
+        assert_eq!(third.tree, first.tree);
+        let out = root.path().join("out");
+        ws.materialize(ws.resolve("iter-0002").unwrap(), &out)
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("train.py")).unwrap(),
+            "print(2)\n"
+        );
+    }
+}

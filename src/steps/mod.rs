@@ -1,0 +1,71 @@
+//! The loop's steps: typed answers, the context they are asked with, prompt templates and
+//! semantic checks. The runner drives them; this module decides what is asked and what is
+//! acceptable, nothing more.
+
+mod context;
+mod outputs;
+mod prompts;
+pub mod rules;
+
+pub use context::{CurrentSteps, Failure, IterationBrief, StepContext, TaskBrief, ValidationBrief};
+pub use outputs::{
+    AnalyzeOutput, ArchitectureOutput, CategoricalTreatment, ExploreOutput, Hyperparameter,
+    MissingTreatment, NumericTreatment, PlanOutput, RepresentOutput, ScriptOutput, SplitOutput,
+};
+pub use prompts::{prompts_hash, render};
+
+/// An agent step (the runner's own `evaluate` is not one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    Plan,
+    Explore,
+    Split,
+    Represent,
+    Architecture,
+    Train,
+    Infer,
+    Analyze,
+}
+
+/// Step names, as used in config (`agent.models`) and transcripts.
+pub const STEP_NAMES: [&str; 8] = [
+    "plan",
+    "explore",
+    "split",
+    "represent",
+    "architecture",
+    "train",
+    "infer",
+    "analyze",
+];
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Plan => "plan",
+            Step::Explore => "explore",
+            Step::Split => "split",
+            Step::Represent => "represent",
+            Step::Architecture => "architecture",
+            Step::Train => "train",
+            Step::Infer => "infer",
+            Step::Analyze => "analyze",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Step> {
+        [
+            Step::Plan,
+            Step::Explore,
+            Step::Split,
+            Step::Represent,
+            Step::Architecture,
+            Step::Train,
+            Step::Infer,
+            Step::Analyze,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+}
