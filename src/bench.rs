@@ -210,3 +210,78 @@ mod tests {
         assert_eq!(row.ratios(), vec![Some(0.5), Some(2.0)]);
     }
 }
+
+/// Expands `*` within path components (e.g. `fixtures/*/task.toml`), sorted.
+pub fn glob(pattern: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths = vec![if pattern.starts_with('/') {
+        PathBuf::from("/")
+    } else {
+        PathBuf::new()
+    }];
+    for part in pattern.split('/').filter(|p| !p.is_empty()) {
+        let mut next = Vec::new();
+        for base in &paths {
+            if !part.contains('*') {
+                next.push(base.join(part));
+                continue;
+            }
+            let dir = if base.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                base.as_path()
+            };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if wildcard(part, &name) {
+                    next.push(base.join(name));
+                }
+            }
+        }
+        paths = next;
+    }
+    let mut found: Vec<PathBuf> = paths.into_iter().filter(|p| p.exists()).collect();
+    found.sort();
+    Ok(found)
+}
+
+/// `*` matches any run of characters.
+fn wildcard(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            name.starts_with(head)
+                && (0..=name.len() - head.len()).any(|i| {
+                    name.is_char_boundary(head.len() + i) && wildcard(rest, &name[head.len() + i..])
+                })
+        }
+    }
+}
+
+#[cfg(test)]
+mod glob_tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_within_components() {
+        assert!(wildcard("*", "anything"));
+        assert!(wildcard("task*.toml", "task-a.toml"));
+        assert!(!wildcard("task*.toml", "other.toml"));
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["a", "b"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+            std::fs::write(dir.path().join(d).join("task.toml"), "").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("c")).unwrap();
+        let found = glob(&format!("{}/*/task.toml", dir.path().display())).unwrap();
+        assert_eq!(
+            found,
+            [
+                dir.path().join("a/task.toml"),
+                dir.path().join("b/task.toml")
+            ]
+        );
+    }
+}

@@ -244,6 +244,26 @@ pub struct LimitArgs {
 pub enum BenchCommand {
     /// WASI sandbox against native python3: start-up, sklearn import, a training script.
     Sandbox(BenchSandboxArgs),
+    /// The loop on several tasks with the built-in agent: validation and test scores.
+    Quality(BenchQualityArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchQualityArgs {
+    /// Task files; `*` matches within one path component, e.g. 'fixtures/*/task.toml'.
+    #[arg(long, default_value = "fixtures/*/task.toml")]
+    pub tasks: String,
+    /// Budget per task.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub budget: Duration,
+    /// Where the runs are kept.
+    #[arg(long, default_value = "runs/bench-quality")]
+    pub runs_dir: PathBuf,
+    /// Reference scores to print alongside (TOML: [task] name = score).
+    #[arg(long, default_value = "fixtures/references.toml")]
+    pub references: PathBuf,
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Args)]

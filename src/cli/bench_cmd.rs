@@ -77,3 +77,100 @@ fn table(sandboxes: &[(&str, &dyn Sandbox)], rows: &[bench::Row]) -> String {
     }
     out
 }
+
+/// `bench quality`: the built-in agent on every task, one budget each, in one process.
+pub fn quality(ctx: &Context, args: &super::args::BenchQualityArgs) -> anyhow::Result<i32> {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use crate::agent::Redactor;
+    use crate::builtin::BuiltinBackend;
+    use crate::config::{ConfigFile, Overrides, RunConfig};
+    use crate::data::Dataset;
+    use crate::runner::{RunInputs, Runner, Silent};
+    use crate::task::Task;
+
+    let tasks = bench::glob(&args.tasks)?;
+    anyhow::ensure!(!tasks.is_empty(), "no task file matches `{}`", args.tasks);
+    let references: BTreeMap<String, BTreeMap<String, f64>> =
+        match fs_err::read_to_string(&args.references) {
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("reading `{}`", args.references.display()))?,
+            Err(_) => BTreeMap::new(),
+        };
+    let sandbox: Arc<dyn Sandbox> = Arc::new(
+        WasiSandbox::open(
+            &ctx.home,
+            WasiOptions::default(),
+            &CompileProgress::new(ctx.printer),
+        )
+        .context("opening the WASI sandbox")?,
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut rows = Vec::new();
+    for path in &tasks {
+        let task = Task::load(path)?;
+        let dataset = Dataset::prepare(&task)?;
+        let overrides = Overrides {
+            seed: args.seed,
+            ..Default::default()
+        };
+        let config = RunConfig::resolve(&ConfigFile::default(), &overrides)?;
+        ctx.printer.status(&format!(
+            "{}: {} for {:.0} s",
+            task.name,
+            dataset.target.metric,
+            args.budget.as_secs_f64()
+        ));
+        let inputs = RunInputs {
+            target: dataset.target.clone(),
+            profile: dataset.profile.clone(),
+            task,
+            config,
+            budget: Some(args.budget),
+        };
+        let summary = runtime.block_on(async {
+            let mut runner = Runner::create(
+                &args.runs_dir,
+                &dataset,
+                inputs,
+                Arc::new(BuiltinBackend),
+                Redactor::default(),
+                sandbox.clone(),
+                Arc::new(Silent),
+                tokio_util::sync::CancellationToken::new(),
+            )?;
+            runner.run().await
+        })?;
+        let refs = references.get(&summary.task).cloned().unwrap_or_default();
+        rows.push((summary, refs));
+    }
+    runtime.shutdown_background();
+    let score = |s: Option<f64>| s.map_or("—".to_string(), |s| format!("{s:.4}"));
+    println!(
+        "{:<14} {:<9} {:>10} {:>10} {:>11} {:>10} {:>6} {:>8}",
+        "task", "metric", "validation", "test", "hgb default", "flaml 60s", "iters", "wall (s)"
+    );
+    for (s, refs) in &rows {
+        println!(
+            "{:<14} {:<9} {:>10} {:>10} {:>11} {:>10} {:>6} {:>8.0}",
+            s.task,
+            s.metric,
+            score(s.validation_score),
+            score(s.test_score),
+            score(refs.get("hgb_default").copied()),
+            score(refs.get("flaml_60s").copied()),
+            s.iterations,
+            s.wall_seconds
+        );
+    }
+    println!(
+        "built-in agent, WASI sandbox, budget {:.0} s per task; runs in `{}`",
+        args.budget.as_secs_f64(),
+        args.runs_dir.display()
+    );
+    Ok(exit_code::SUCCESS)
+}

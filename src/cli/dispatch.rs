@@ -64,5 +64,6 @@ fn run(ctx: &Context, command: Command) -> anyhow::Result<i32> {
         Command::Setup(args) => setup_cmd::run(ctx, &args),
         Command::Sandbox(SandboxCommand::Run(args)) => sandbox_cmd::run(ctx, &args),
         Command::Bench(BenchCommand::Sandbox(args)) => bench_cmd::sandbox(ctx, &args),
+        Command::Bench(BenchCommand::Quality(args)) => bench_cmd::quality(ctx, &args),
     }
 }

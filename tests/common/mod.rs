@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod llm;
+pub mod scripted;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,452 @@
+//! End-to-end runs of the real binary on fixtures: the built-in agent, an OpenAI-compatible
+//! server that the test scripts, the budget, bad inputs, and the secrecy of the test labels.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::llm::{Behaviour, Server};
+use common::scripted::{PENGUINS_INFER, PENGUINS_TRAIN, answer};
+use common::{bin, fixtures};
+use loop_runner::journal::{self, Event};
+
+const KEY: &str = "sk-e2e-secret-key-0123456789";
+
+fn run_dir_of(output: &Output) -> PathBuf {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    PathBuf::from(
+        stdout
+            .lines()
+            .next()
+            .unwrap_or_else(|| panic!("no run directory printed; stderr:\n{}", stderr(output))),
+    )
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report/summary.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn builtin_agent_runs_a_fixture_end_to_end() {
+    let runs = tempfile::tempdir().unwrap();
+    let output = bin()
+        .args(["run", "--task"])
+        .arg(fixtures().join("penguins/task.toml"))
+        .args(["--iterations", "3", "--runs-dir"])
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = run_dir_of(&output);
+    assert!(dir.starts_with(runs.path()));
+    let s = summary(&dir);
+    for key in [
+        "task",
+        "metric",
+        "best_iteration",
+        "validation_score",
+        "test_score",
+        "iterations",
+        "wall_seconds",
+        "agent",
+        "sandbox",
+    ] {
+        assert!(s.get(key).is_some(), "summary.json lacks {key}: {s}");
+    }
+    assert_eq!(s["iterations"], 3);
+    assert_eq!(s["agent"], "builtin");
+    assert!(s["test_score"].as_f64().unwrap() > 0.9, "{s}");
+    let report = std::fs::read_to_string(dir.join("report/REPORT.md")).unwrap();
+    assert!(
+        report.contains("built-in agent") && report.contains("no LLM"),
+        "the report says what the agent is"
+    );
+    let html = std::fs::read_to_string(dir.join("report/report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("best"));
+    // Every iteration is in git; `best` is checked out and holds runnable scripts.
+    let ws = dir.join("workspace");
+    for file in [
+        "train.py",
+        "inference.py",
+        "metrics.json",
+        "environment.json",
+        "data.json",
+        "data/train.csv",
+        "model/model.pkl",
+    ] {
+        assert!(ws.join(file).is_file(), "workspace lacks {file}");
+    }
+    let tags = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&ws)
+        .arg("tag")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&tags.stdout),
+        "iter-0001\niter-0002\niter-0003\n"
+    );
+    // The journal tells the same story.
+    let events = journal::read(&dir.join("journal.jsonl")).unwrap();
+    let finished = events
+        .iter()
+        .filter(|e| matches!(e.event, Event::IterationFinished { .. }))
+        .count();
+    assert_eq!(finished, 3);
+    assert!(matches!(
+        events.last().unwrap().event,
+        Event::RunFinished { .. }
+    ));
+    // status prints the leaderboard.
+    let status = bin().arg("status").arg(&dir).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success()
+            && text.contains("accuracy")
+            && text.contains("hist_gradient_boosting"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_short_form_runs_task_toml_in_the_current_directory() {
+    let work = tempfile::tempdir().unwrap();
+    for f in ["train.csv", "test.csv", "task.toml"] {
+        std::fs::copy(fixtures().join("penguins").join(f), work.path().join(f)).unwrap();
+    }
+    let output = bin()
+        .current_dir(work.path())
+        .args(["--iterations", "1"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = run_dir_of(&output);
+    assert!(
+        work.path().join(&dir).join("report/summary.json").is_file()
+            || dir.join("report/summary.json").is_file()
+    );
+    // Without any limit, it refuses to start.
+    let output = bin().current_dir(work.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--budget"), "{}", stderr(&output));
+}
+
+#[test]
+fn an_openai_compatible_server_drives_the_loop_and_the_key_stays_secret() {
+    let server = Server::start(vec![
+        // The first answer is not JSON; the runner re-asks.
+        Behaviour::Answer("Let me think about the plan...".into()),
+        Behaviour::Status {
+            code: 500,
+            retry_after: None,
+            body: "overloaded".into(),
+        },
+    ]);
+    server.set_fallback(Behaviour::Compute(Box::new(|req| {
+        answer(req, PENGUINS_TRAIN, PENGUINS_INFER)
+    })));
+    let runs = tempfile::tempdir().unwrap();
+    let config = runs.path().join("loop-runner.toml");
+    std::fs::write(
+        &config,
+        "[agent]\napi_key_env = \"E2E_KEY\"\nmodel = \"scripted-model\"\nmodels = { train = \"scripted-coder\" }\n[agent.prices.\"scripted-model\"]\ninput_per_million = 1.0\noutput_per_million = 2.0\n",
+    )
+    .unwrap();
+    let output = bin()
+        .env("E2E_KEY", KEY)
+        .args([
+            "run",
+            "--agent",
+            "openai",
+            "--base-url",
+            &server.base_url(),
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--task")
+        .arg(fixtures().join("penguins/task.toml"))
+        .args(["--iterations", "2", "--runs-dir"])
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = run_dir_of(&output);
+    let s = summary(&dir);
+    assert_eq!(s["agent"], "openai");
+    assert!(s["test_score"].as_f64().unwrap() > 0.9, "{s}");
+    let requests = server.requests();
+    assert!(
+        requests.iter().any(|r| r.body["model"] == "scripted-coder"),
+        "per-step model"
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.headers.contains(&format!("Bearer {KEY}")))
+    );
+    let report = std::fs::read_to_string(dir.join("report/REPORT.md")).unwrap();
+    assert!(report.contains("scripted-model") && !report.contains("no LLM"));
+    assert!(
+        !report.contains("$0.0000 |\n\nThe test"),
+        "costs are counted from the price table"
+    );
+    // The key appears in no file of the run and not in the output.
+    assert!(!stderr(&output).contains(KEY));
+    for entry in walk(&dir) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(KEY),
+            "the key leaked into {}",
+            entry.display()
+        );
+    }
+    let transcript = std::fs::read_to_string(dir.join("transcript.jsonl")).unwrap();
+    assert!(
+        transcript.contains("\"verdict\":\"rejected\"")
+            && transcript.contains("\"verdict\":\"failed\"")
+    );
+}
+
+#[test]
+fn the_budget_holds_even_when_a_script_wants_to_run_longer() {
+    let slow_train = format!("import time\ntime.sleep(3600)\n{PENGUINS_TRAIN}");
+    let server = Server::start(vec![]);
+    server.set_fallback(Behaviour::Compute(Box::new(move |req| {
+        answer(req, &slow_train, PENGUINS_INFER)
+    })));
+    let runs = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let output = bin()
+        .args([
+            "run",
+            "--agent",
+            "openai",
+            "--base-url",
+            &server.base_url(),
+            "--budget",
+            "20s",
+            "--task",
+        ])
+        .arg(fixtures().join("penguins/task.toml"))
+        .arg("--runs-dir")
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(24),
+        "a 20 s budget took {took:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(9),
+        "the loop used its time: {took:?}"
+    );
+    // Nothing succeeded, so there is nothing to test: an experiment failure, cleanly reported.
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let dir = run_dir_of(&output);
+    let s = summary(&dir);
+    assert!(s["test_score"].is_null());
+    let events = journal::read(&dir.join("journal.jsonl")).unwrap();
+    let reason = events.iter().find_map(|e| match &e.event {
+        Event::RunFinished { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(reason.as_deref(), Some("budget spent"));
+}
+
+#[test]
+fn agent_code_cannot_find_the_test_labels() {
+    // An inference.py that hunts for labels everywhere it can think of, and predicts them if it
+    // finds any; otherwise it predicts one class for every row.
+    let snoop = r#"import argparse, os
+import pandas as pd
+p = argparse.ArgumentParser(); p.add_argument("--input"); p.add_argument("--output"); a = p.parse_args()
+X = pd.read_csv(a.input)
+found = None
+places = ["/", "/work", "/work/..", "/work/input", "/tmp", "../holdout", "/holdout", "/work/../holdout",
+          "/work/../../holdout", "/work/data", "../data", "../../", "/usr/local/lib"]
+seen = []
+for place in places:
+    try:
+        for root, dirs, files in os.walk(place):
+            for f in files:
+                seen.append(os.path.join(root, f))
+    except Exception:
+        pass
+for path in seen:
+    try:
+        df = pd.read_csv(path)
+        if "species" in df.columns and len(df) == len(X):
+            found = df["species"]
+    except Exception:
+        pass
+print("FILES SEEN:", sorted(set(seen)))
+print("FOUND LABELS:", found is not None)
+pred = found if found is not None else ["Adelie"] * len(X)
+out = pd.DataFrame({"prediction": list(pred)})
+for c in ["Adelie", "Chinstrap", "Gentoo"]:
+    out["proba_" + c] = [1.0 if v == c else 0.0 for v in out["prediction"]]
+out.to_csv(a.output, index=False)
+"#;
+    let server = Server::start(vec![]);
+    server.set_fallback(Behaviour::Compute(Box::new(move |req| {
+        answer(req, PENGUINS_TRAIN, snoop)
+    })));
+    let runs = tempfile::tempdir().unwrap();
+    let output = bin()
+        .args([
+            "run",
+            "--agent",
+            "openai",
+            "--base-url",
+            &server.base_url(),
+            "--iterations",
+            "1",
+            "--task",
+        ])
+        .arg(fixtures().join("penguins/task.toml"))
+        .arg("--runs-dir")
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = run_dir_of(&output);
+    let s = summary(&dir);
+    // 69 test rows, 32 of them Adelie: predicting "Adelie" everywhere scores 32/69.
+    let test = s["test_score"].as_f64().unwrap();
+    let adelie = std::fs::read_to_string(fixtures().join("penguins/test.csv"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("Adelie"))
+        .count();
+    let rows = std::fs::read_to_string(fixtures().join("penguins/test.csv"))
+        .unwrap()
+        .lines()
+        .count()
+        - 1;
+    assert!(
+        (test - adelie as f64 / rows as f64).abs() < 1e-9,
+        "test accuracy {test}: labels were found"
+    );
+    let journal_text = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+    assert!(!journal_text.contains("holdout/test.csv\""));
+}
+
+#[test]
+fn bad_task_files_and_data_are_clear_setup_errors() {
+    let work = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(work.path().join(name), text).unwrap();
+    write("data.csv", "a,b,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n9,1,x\n");
+    write("dup.csv", "a,a,label\n1,2,x\n");
+    let cases = [
+        (
+            "name = \"t\"\ndata = \"data.csv\"\ntarget = \"nope\"\n",
+            "target column `nope` is not in",
+        ),
+        (
+            "name = \"t\"\ndata = \"data.csv\"\ntarget = \"label\"\nmetric = \"f2\"\n",
+            "unknown metric `f2`",
+        ),
+        (
+            "name = \"t\"\ndata = \"missing.csv\"\ntarget = \"label\"\n",
+            "missing.csv",
+        ),
+        (
+            "name = \"t\"\ndata = \"dup.csv\"\ntarget = \"label\"\n",
+            "more than once",
+        ),
+        (
+            "name = \"t\"\ndata = \"data.csv\"\n",
+            "missing field `target`",
+        ),
+    ];
+    for (task, expected) in cases {
+        write("task.toml", task);
+        let runs = work.path().join("runs");
+        let output = bin()
+            .args(["run", "--iterations", "1", "--task"])
+            .arg(work.path().join("task.toml"))
+            .arg("--runs-dir")
+            .arg(&runs)
+            .output()
+            .unwrap();
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(3), "{task}: {err}");
+        assert!(err.contains(expected), "{task}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            !runs.exists(),
+            "no run directory for a task that cannot run"
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            out.extend(walk(&entry.path()));
+        } else if kind.is_file() {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn ctrl_c_ends_with_the_final_evaluation_and_the_report() {
+    let runs = tempfile::tempdir().unwrap();
+    let child = bin()
+        .args(["run", "--iterations", "1000", "--budget", "10m", "--task"])
+        .arg(fixtures().join("penguins/task.toml"))
+        .arg("--runs-dir")
+        .arg(runs.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for a finished iteration, then interrupt.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let journal_path = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no iteration finished within a minute"
+        );
+        let found = std::fs::read_dir(runs.path())
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path().join("journal.jsonl"));
+        if let Some(path) = found
+            && std::fs::read_to_string(&path).is_ok_and(|t| t.contains("\"iteration_finished\""))
+        {
+            break path;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    let dir = journal_path.parent().unwrap();
+    let s = summary(dir);
+    assert!(
+        s["test_score"].as_f64().is_some(),
+        "the best iteration was scored: {s}"
+    );
+    let events = journal::read(&journal_path).unwrap();
+    assert!(
+        events.iter().any(
+            |e| matches!(&e.event, Event::RunFinished { reason, .. } if reason == "interrupted")
+        )
+    );
+}
