@@ -287,6 +287,45 @@ impl RunConfig {
     }
 }
 
+impl RunConfig {
+    /// The same configuration as a config file, so a run can be resumed or replayed with exactly
+    /// the settings it started with (secrets are never part of it: only the key's variable name).
+    pub fn to_file(&self) -> ConfigFile {
+        let a = &self.agent;
+        let s = &a.settings;
+        ConfigFile {
+            agent: AgentSection {
+                backend: Some(a.backend),
+                base_url: Some(a.base_url.clone()),
+                api_key_env: a.api_key_env.clone(),
+                model: Some(s.model.clone()),
+                models: s.models.clone(),
+                temperature: s.temperature,
+                max_tokens: s.max_tokens,
+                seed: s.seed,
+                structured_output: Some(s.structured),
+                timeout: Some(format!("{}ms", a.timeout.as_millis())),
+                max_attempts: Some(s.max_attempts),
+                max_http_retries: Some(s.max_http_retries),
+                spend_cap_usd: s.spend_cap_usd,
+                prices: s.prices.clone(),
+            },
+            loop_: LoopSection {
+                max_iterations: Some(self.loop_.max_iterations),
+                split_iterations: Some(self.loop_.split_iterations),
+                fix_attempts: Some(self.loop_.fix_attempts),
+                seed: Some(self.loop_.seed),
+            },
+            sandbox: SandboxSection {
+                kind: Some(self.sandbox.kind),
+                script_timeout: Some(format!("{}ms", self.sandbox.script_timeout.as_millis())),
+                memory: Some(self.sandbox.memory_bytes.to_string()),
+                disk: Some(self.sandbox.disk_bytes.to_string()),
+            },
+        }
+    }
+}
+
 pub(crate) mod secs {
     use std::time::Duration;
 
@@ -327,6 +366,26 @@ mod tests {
         let config = RunConfig::resolve(&file, &cli).unwrap();
         assert_eq!(config.agent.backend, BackendKind::Builtin);
         assert_eq!(config.loop_.max_iterations, 2);
+    }
+
+    #[test]
+    fn a_config_survives_the_round_trip_through_a_file() {
+        let file: ConfigFile = toml::from_str(
+            "[agent]\nbackend = \"openai\"\nmodel = \"m\"\ntemperature = 0.5\nspend_cap_usd = 2.0\n[agent.prices.m]\ninput_per_million = 1.0\noutput_per_million = 2.0\n[loop]\nsplit_iterations = 3\n[sandbox]\nscript_timeout = \"90s\"\n",
+        )
+        .unwrap();
+        let config = RunConfig::resolve(
+            &file,
+            &Overrides {
+                seed: Some(9),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let text = toml::to_string(&config.to_file()).unwrap();
+        let again =
+            RunConfig::resolve(&toml::from_str(&text).unwrap(), &Overrides::default()).unwrap();
+        assert_eq!(again, config);
     }
 
     #[test]

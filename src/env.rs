@@ -14,6 +14,9 @@ pub const LOOP_RUNNER_LOG: &str = "LOOP_RUNNER_LOG";
 pub const NO_COLOR: &str = "NO_COLOR";
 /// Set by most CI systems; progress bars are hidden when it is.
 pub const CI: &str = "CI";
+/// Deliberate crash points for crash-safety tests, e.g. `journal:12` or `commit:2` (see
+/// `FaultPlan`). Never set it for real runs.
+pub const LOOP_RUNNER_FAULT: &str = "LOOP_RUNNER_FAULT";
 
 /// The environment as loop-runner sees it.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +25,7 @@ pub struct EnvironmentOptions {
     pub log_filter: Option<String>,
     pub no_color: bool,
     pub ci: bool,
+    pub fault: Option<String>,
     /// `$XDG_CACHE_HOME`, else `$HOME/.cache`: where the default home lives.
     pub cache_base: Option<PathBuf>,
 }
@@ -43,6 +47,7 @@ impl EnvironmentOptions {
             log_filter: get(LOOP_RUNNER_LOG).and_then(|v| v.into_string().ok()),
             no_color: get(NO_COLOR).is_some(),
             ci: get(CI).is_some(),
+            fault: get(LOOP_RUNNER_FAULT).and_then(|v| v.into_string().ok()),
             cache_base,
         }
     }

@@ -4,6 +4,7 @@
 //! top, [`exit_code_for`] and [`hints_for`] walk the whole cause chain, so a typed error keeps its
 //! meaning however deeply it was wrapped.
 
+use crate::agent::AgentError;
 use crate::exit_code;
 use crate::runtime::RuntimeError;
 use crate::sandbox::SandboxError;
@@ -53,7 +54,9 @@ pub fn exit_code_for(error: &anyhow::Error) -> i32 {
         if let Some(e) = cause.downcast_ref::<UserError>() {
             return e.exit_code;
         }
-        if cause.downcast_ref::<RuntimeError>().is_some() {
+        if cause.downcast_ref::<RuntimeError>().is_some()
+            || cause.downcast_ref::<AgentError>().is_some()
+        {
             return exit_code::SETUP;
         }
         if let Some(e) = cause.downcast_ref::<SandboxError>() {
@@ -75,6 +78,8 @@ pub fn hints_for(error: &anyhow::Error) -> Vec<String> {
         } else if let Some(e) = cause.downcast_ref::<RuntimeError>() {
             e.hint()
         } else if let Some(e) = cause.downcast_ref::<SandboxError>() {
+            e.hint()
+        } else if let Some(e) = cause.downcast_ref::<AgentError>() {
             e.hint()
         } else {
             None

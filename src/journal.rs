@@ -46,6 +46,11 @@ pub enum Event {
     IterationStarted {
         iteration: u32,
     },
+    /// What an exploration script printed (kept for later prompts).
+    Finding {
+        iteration: u32,
+        text: String,
+    },
     StepFinished {
         iteration: u32,
         step: String,
@@ -125,6 +130,10 @@ pub struct IterationRecord {
     pub split_id: u32,
     pub validation_score: Option<f64>,
     pub next_ideas: Vec<String>,
+    /// sha256 of the validation predictions the score was computed from.
+    pub predictions_sha256: Option<String>,
+    /// `(path, sha256)` of every file the training script left under `model/`.
+    pub model_files: Vec<(String, String)>,
     pub seconds: f64,
     pub cost_usd: f64,
     /// Seconds per step.

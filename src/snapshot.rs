@@ -87,6 +87,7 @@ impl Workspace {
         iteration: u32,
         message: &str,
         best: bool,
+        between: &dyn Fn(),
     ) -> Result<Committed, SnapshotError> {
         let tree_oid = self
             .tree_of(dir, extra)
@@ -114,6 +115,8 @@ impl Workspace {
                 &parents,
             )
             .map_err(self.err(format!("committing iteration {iteration}")))?;
+        // Crash-test hook: the commit and `iterations` are written, the tag and `best` not yet.
+        between();
         let tag = tag_name(iteration);
         self.repo
             .reference(&format!("refs/tags/{tag}"), commit, true, message)
@@ -141,6 +144,84 @@ impl Workspace {
         self.repo
             .checkout_head(Some(&mut checkout))
             .map_err(self.err("checking out `best`"))
+    }
+
+    /// Makes the repository agree with the journal after a crash: `iterations` at the last
+    /// recorded commit, exactly the recorded tags, `best` at the recorded best (checked out).
+    /// Commits the journal never recorded become unreachable.
+    pub fn reconcile(
+        &self,
+        recorded: &[(u32, Oid)],
+        best: Option<Oid>,
+    ) -> Result<(), SnapshotError> {
+        match recorded.last() {
+            Some((_, last)) => {
+                self.repo
+                    .reference(ITERATIONS, *last, true, "resume")
+                    .map_err(self.err("resetting `iterations`"))?;
+            }
+            None => {
+                if let Ok(mut r) = self.repo.find_reference(ITERATIONS) {
+                    r.delete().map_err(self.err("removing `iterations`"))?;
+                }
+            }
+        }
+        let names: Vec<String> = self
+            .repo
+            .tag_names(Some("iter-*"))
+            .map_err(self.err("listing tags"))?
+            .iter()
+            .flatten()
+            .map(str::to_string)
+            .collect();
+        for name in names {
+            if !recorded.iter().any(|(n, _)| tag_name(*n) == name) {
+                self.repo
+                    .tag_delete(&name)
+                    .map_err(self.err(format!("removing tag {name}")))?;
+            }
+        }
+        for (n, oid) in recorded {
+            self.repo
+                .reference(&format!("refs/tags/{}", tag_name(*n)), *oid, true, "resume")
+                .map_err(self.err("restoring a tag"))?;
+        }
+        match best {
+            Some(oid) => self.set_best(oid),
+            None => {
+                if let Ok(mut r) = self.repo.find_reference(BEST) {
+                    r.delete().map_err(self.err("removing `best`"))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Every `iter-*` tag and the commit it names, sorted.
+    pub fn tags(&self) -> Result<Vec<(String, String)>, SnapshotError> {
+        let names = self
+            .repo
+            .tag_names(Some("iter-*"))
+            .map_err(self.err("listing tags"))?;
+        let mut out = Vec::new();
+        for name in names.iter().flatten() {
+            let oid = self.resolve(name)?;
+            out.push((name.to_string(), oid.to_string()));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The commits on `iterations`, oldest first.
+    pub fn history(&self) -> Result<Vec<String>, SnapshotError> {
+        let Ok(tip) = self.repo.refname_to_id(ITERATIONS) else {
+            return Ok(vec![]);
+        };
+        let mut walk = self.repo.revwalk().map_err(self.err("walking history"))?;
+        walk.push(tip).map_err(self.err("walking history"))?;
+        let mut commits: Vec<String> = walk.filter_map(Result::ok).map(|o| o.to_string()).collect();
+        commits.reverse();
+        Ok(commits)
     }
 
     /// The commit `best` points at.
@@ -315,7 +396,7 @@ mod tests {
         std::fs::write(&data, "a,b\n").unwrap();
         let extra = [("data/train.csv".to_string(), data)];
         let first = ws
-            .commit_iteration(&iter, &extra, 1, "iter 1", true)
+            .commit_iteration(&iter, &extra, 1, "iter 1", true, &|| {})
             .unwrap();
         assert_eq!(first.tag, "iter-0001");
         let checked_out = root.path().join("workspace");
@@ -334,7 +415,7 @@ mod tests {
         );
         std::fs::write(iter.join("train.py"), "print(2)\n").unwrap();
         let second = ws
-            .commit_iteration(&iter, &extra, 2, "iter 2", false)
+            .commit_iteration(&iter, &extra, 2, "iter 2", false, &|| {})
             .unwrap();
         assert_ne!(first.tree, second.tree);
         assert_eq!(
@@ -353,7 +434,7 @@ mod tests {
         // Same content, same tree: what replay relies on.
         std::fs::write(iter.join("train.py"), "print(1)\n").unwrap();
         let third = ws
-            .commit_iteration(&iter, &extra, 3, "iter 3", false)
+            .commit_iteration(&iter, &extra, 3, "iter 3", false, &|| {})
             .unwrap();
         assert_eq!(third.tree, first.tree);
         let out = root.path().join("out");

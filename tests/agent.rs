@@ -445,3 +445,59 @@ async fn the_api_key_never_reaches_the_transcript_or_errors() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("****") && !text.contains(KEY));
 }
+
+#[test]
+fn agent_check_reports_what_the_server_supports() {
+    let check = |server: &Server| {
+        common::bin()
+            .env("CHECK_KEY", KEY)
+            .args([
+                "agent",
+                "check",
+                "--base-url",
+                &server.base_url(),
+                "--model",
+                "m",
+                "--api-key-env",
+                "CHECK_KEY",
+            ])
+            .output()
+            .unwrap()
+    };
+    let answer = r#"{"city": "Paris", "product": 42}"#;
+    let server = Server::start(vec![Behaviour::Answer(answer.into())]);
+    let output = check(&server);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("json_schema: supported")
+            && stdout.contains("tokens:")
+            && stdout.contains("latency:"),
+        "{stdout}"
+    );
+
+    let server = Server::start(vec![
+        Behaviour::RejectSchemaThenAnswer(answer.into()),
+        Behaviour::Answer(answer.into()),
+    ]);
+    let stdout = String::from_utf8_lossy(&check(&server).stdout).to_string();
+    assert!(stdout.contains("json_schema: not supported"), "{stdout}");
+
+    let server = Server::start(vec![Behaviour::Status {
+        code: 401,
+        retry_after: None,
+        body: r#"{"error":{"message":"bad key"}}"#.into(),
+    }]);
+    let output = check(&server);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("rejected the API key") && stderr.contains("hint:"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(KEY));
+}

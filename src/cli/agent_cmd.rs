@@ -11,7 +11,6 @@ use super::args::AgentCheckArgs;
 use super::dispatch::Context;
 use super::run_cmd::api_key;
 use crate::agent::{Agent, AgentSettings, Ask, OpenAiBackend, Redactor, Transcript};
-use crate::error::UserError;
 use crate::exit_code;
 
 /// A tiny structured answer.
@@ -27,7 +26,7 @@ struct Check {
 pub fn check(_ctx: &Context, args: &AgentCheckArgs) -> anyhow::Result<i32> {
     let key = api_key(args.api_key_env.as_deref(), &args.base_url)?;
     let backend = OpenAiBackend::new(&args.base_url, key.as_ref(), args.timeout)
-        .map_err(|e| UserError::setup(format!("cannot set up the client: {e}")))?;
+        .map_err(|e| crate::error::UserError::setup(format!("cannot set up the client: {e}")))?;
     let settings = AgentSettings {
         model: args.model.clone(),
         max_attempts: 2,
@@ -87,16 +86,9 @@ pub fn check(_ctx: &Context, args: &AgentCheckArgs) -> anyhow::Result<i32> {
             );
             Ok(exit_code::SUCCESS)
         }
-        Err(e) => {
-            let hint = e.hint();
-            let mut err = UserError::setup(format!(
-                "the server at {} did not give a usable answer: {e}",
-                args.base_url
-            ));
-            if let Some(h) = hint {
-                err = err.with_hint(h);
-            }
-            Err(err.into())
-        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "the server at {} did not give a usable answer",
+            args.base_url
+        ))),
     }
 }

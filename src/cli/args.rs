@@ -43,6 +43,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run the experiment loop on a task (prints the run directory it creates).
     Run(RunArgs),
+    /// Continue a run after a crash or kill, with what is left of its budget.
+    Resume(RunRef),
     /// Progress and leaderboard of a run.
     Status(RunRef),
     /// (Re)write a run's report: REPORT.md, report.html, summary.json.

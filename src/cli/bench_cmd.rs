@@ -131,6 +131,8 @@ pub fn quality(ctx: &Context, args: &super::args::BenchQualityArgs) -> anyhow::R
             task,
             config,
             budget: Some(args.budget),
+            stop_after: None,
+            faults: Default::default(),
         };
         let summary = runtime.block_on(async {
             let mut runner = Runner::create(

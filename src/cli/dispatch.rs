@@ -14,6 +14,7 @@ use crate::error::{UserError, exit_code_for, render};
 
 /// What every command gets: resolved once, passed down.
 pub struct Context {
+    pub env: EnvironmentOptions,
     pub printer: Printer,
     pub home: PathBuf,
     pub log_file: LogFile,
@@ -32,6 +33,7 @@ impl Context {
                     .with_hint("set LOOP_RUNNER_HOME or pass --home DIR")
             })?;
         Ok(Self {
+            env,
             printer,
             home,
             log_file,
@@ -58,6 +60,7 @@ pub fn main() -> ExitCode {
 fn run(ctx: &Context, command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Run(args) => run_cmd::run(ctx, &args),
+        Command::Resume(args) => run_cmd::resume(ctx, &args),
         Command::Status(args) => runs_cmd::status(ctx, &args),
         Command::Report(args) => runs_cmd::report(ctx, &args),
         Command::Agent(AgentCommand::Check(args)) => agent_cmd::check(ctx, &args),

@@ -16,7 +16,7 @@ use crate::config::{AgentConfig, BackendKind, ConfigFile, Overrides, RunConfig, 
 use crate::data::Dataset;
 use crate::error::UserError;
 use crate::exit_code;
-use crate::runner::{RunInputs, Runner, Summary};
+use crate::runner::{Manifest, RunDir, RunInputs, Runner, Summary};
 use crate::sandbox::Sandbox;
 use crate::sandbox::wasi::{WasiOptions, WasiSandbox};
 use crate::task::Task;
@@ -45,22 +45,76 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<i32> {
         );
     }
     let dataset = Dataset::prepare(&task)?;
-    let (backend, redactor) = backend(&config.agent, args)?;
-    let sandbox: Arc<dyn Sandbox> = Arc::new(
-        WasiSandbox::open(
-            &ctx.home,
-            WasiOptions::default(),
-            &CompileProgress::new(ctx.printer),
-        )
-        .context("opening the WASI sandbox")?,
-    );
+    let (backend, redactor) = backend(&config.agent, args.transcript.as_deref())?;
+    let sandbox = open_sandbox(ctx)?;
     let inputs = RunInputs {
         target: dataset.target.clone(),
         profile: dataset.profile.clone(),
         task,
         config,
         budget: args.budget,
+        stop_after: None,
+        faults: faults(ctx)?,
     };
+    drive(ctx, |interrupt, reporter| {
+        Runner::create(
+            &args.runs_dir,
+            &dataset,
+            inputs,
+            backend,
+            redactor,
+            sandbox,
+            reporter,
+            interrupt,
+        )
+    })
+}
+
+/// `loop-runner resume RUN`: continue a crashed or killed run with what is left of its budget.
+pub fn resume(ctx: &Context, args: &super::args::RunRef) -> anyhow::Result<i32> {
+    let dir = RunDir::open(&args.run)?;
+    let manifest = Manifest::read(&dir.run_json())?;
+    let config = RunConfig::resolve(&manifest.config, &Overrides::default())?;
+    if config.agent.backend == BackendKind::Replay {
+        return Err(UserError::setup(
+            "a replay run cannot be resumed; run `loop-runner replay` again",
+        )
+        .with_code(exit_code::RESUME_REFUSED)
+        .into());
+    }
+    let (backend, redactor) = backend(&config.agent, None)?;
+    let sandbox = open_sandbox(ctx)?;
+    let faults = faults(ctx)?;
+    drive(ctx, |interrupt, reporter| {
+        Runner::resume(
+            dir,
+            backend,
+            redactor,
+            sandbox,
+            reporter,
+            interrupt,
+            faults,
+            Some(config),
+        )
+    })
+}
+
+pub fn open_sandbox(ctx: &Context) -> anyhow::Result<Arc<dyn Sandbox>> {
+    Ok(Arc::new(
+        WasiSandbox::open(
+            &ctx.home,
+            WasiOptions::default(),
+            &CompileProgress::new(ctx.printer),
+        )
+        .context("opening the WASI sandbox")?,
+    ))
+}
+
+/// Runs a loop to its end on a runtime of its own, with Ctrl-C handling and progress.
+pub fn drive(
+    ctx: &Context,
+    make: impl FnOnce(CancellationToken, Arc<dyn crate::runner::Reporter>) -> anyhow::Result<Runner>,
+) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -70,16 +124,7 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<i32> {
         let interrupt = CancellationToken::new();
         watch_interrupts(interrupt.clone(), printer);
         let reporter = Arc::new(CliReporter::new(printer));
-        let mut runner = Runner::create(
-            &args.runs_dir,
-            &dataset,
-            inputs,
-            backend,
-            redactor,
-            sandbox,
-            reporter.clone(),
-            interrupt.clone(),
-        )?;
+        let mut runner = make(interrupt.clone(), reporter.clone())?;
         println!("{}", runner.dir.root.display());
         ctx.log_file
             .open(&runner.dir.log())
@@ -99,6 +144,15 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<i32> {
     } else {
         exit_code::EXPERIMENT_FAILED
     })
+}
+
+/// The crash points a test asked for (`LOOP_RUNNER_FAULT`).
+pub fn faults(ctx: &Context) -> anyhow::Result<crate::runner::FaultPlan> {
+    match &ctx.env.fault {
+        None => Ok(Default::default()),
+        Some(text) => Ok(crate::runner::FaultPlan::parse(text)
+            .map_err(|e| UserError::usage(format!("LOOP_RUNNER_FAULT: {e}")))?),
+    }
 }
 
 fn resolve_config(args: &RunArgs, task_path: &Path) -> anyhow::Result<RunConfig> {
@@ -132,12 +186,12 @@ fn resolve_config(args: &RunArgs, task_path: &Path) -> anyhow::Result<RunConfig>
 /// The agent backend, and a redactor for the secrets it holds.
 pub fn backend(
     agent: &AgentConfig,
-    args: &RunArgs,
+    transcript: Option<&Path>,
 ) -> anyhow::Result<(Arc<dyn Backend>, Redactor)> {
     match agent.backend {
         BackendKind::Builtin => Ok((Arc::new(BuiltinBackend), Redactor::default())),
         BackendKind::Replay => {
-            let path = args.transcript.as_ref().ok_or_else(|| {
+            let path = transcript.ok_or_else(|| {
                 UserError::usage(
                     "--agent replay needs --transcript PATH (a run's transcript.jsonl)",
                 )

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::budget::Budget;
+use super::manifest::Manifest;
 use super::predictions::{Truth, score};
 use super::progress::{Progress, Reporter};
 use super::run_dir::RunDir;
@@ -86,22 +87,79 @@ pub struct RunInputs {
     pub profile: Profile,
     pub config: RunConfig,
     pub budget: Option<Duration>,
+    /// Stop after this many iterations, without telling agents (replay reproduces a run that
+    /// was ended by its budget).
+    pub stop_after: Option<u32>,
+    /// Crash points for tests of crash safety (`LOOP_RUNNER_FAULT`).
+    pub faults: FaultPlan,
+}
+
+/// Deliberate crashes, for testing that a killed run resumes correctly. `journal:N` aborts the
+/// process right after its N-th journal entry, `commit:N` in the middle of its N-th commit,
+/// `committed:N` after that commit but before the journal records it, `sandbox:N` while its
+/// N-th script runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FaultPlan {
+    pub after_journal: Option<u64>,
+    pub in_commit: Option<u32>,
+    pub after_commit: Option<u32>,
+    pub in_sandbox: Option<u32>,
+}
+
+impl FaultPlan {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut plan = FaultPlan::default();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (kind, n) = part
+                .split_once(':')
+                .ok_or_else(|| format!("fault `{part}` is not KIND:N"))?;
+            let n: u64 = n
+                .parse()
+                .map_err(|_| format!("fault `{part}`: `{n}` is not a number"))?;
+            match kind {
+                "journal" => plan.after_journal = Some(n),
+                "commit" => plan.in_commit = Some(n as u32),
+                "committed" => plan.after_commit = Some(n as u32),
+                "sandbox" => plan.in_sandbox = Some(n as u32),
+                other => {
+                    return Err(format!(
+                        "unknown fault kind `{other}` (journal, commit, committed, sandbox)"
+                    ));
+                }
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// Counters for [`FaultPlan`].
+#[derive(Debug, Default)]
+pub(super) struct FaultCounters {
+    journal: u64,
+    commits: u32,
+    sandbox: u32,
+}
+
+fn crash(point: &str) -> ! {
+    eprintln!("loop-runner: deliberate crash ({point})");
+    std::process::abort()
 }
 
 /// A run in progress.
 pub struct Runner {
     pub dir: RunDir,
-    inputs: RunInputs,
-    agent: Agent,
-    sandbox: Arc<dyn Sandbox>,
-    sandbox_info: SandboxInfo,
-    journal: Journal,
-    workspace: Workspace,
-    reporter: Arc<dyn Reporter>,
-    state: State,
-    budget: Budget,
-    interrupt: CancellationToken,
-    validation_truth: Truth,
+    pub(super) inputs: RunInputs,
+    pub(super) agent: Agent,
+    pub(super) sandbox: Arc<dyn Sandbox>,
+    pub(super) sandbox_info: SandboxInfo,
+    pub(super) journal: Journal,
+    pub(super) workspace: Workspace,
+    pub(super) reporter: Arc<dyn Reporter>,
+    pub(super) state: State,
+    pub(super) budget: Budget,
+    pub(super) interrupt: CancellationToken,
+    pub(super) validation_truth: Truth,
+    pub(super) faults: FaultCounters,
 }
 
 const EXPLORE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -125,25 +183,17 @@ impl Runner {
         let dir = RunDir::create(runs_dir, &inputs.task.name)?;
         write_csv(&dataset.pool, &dir.pool_csv())?;
         write_csv(&dataset.test, &dir.test_csv())?;
-        let run_json = serde_json::json!({
-            "task": inputs.task,
-            "target": inputs.target,
-            "budget_seconds": inputs.budget.map(|b| b.as_secs_f64()),
-            "agent": {
-                "backend": inputs.config.agent.backend.name(),
-                "base_url": inputs.config.agent.base_url,
-                "api_key_env": inputs.config.agent.api_key_env,
-                "model": inputs.config.agent.settings.model,
-                "models": inputs.config.agent.settings.models,
-            },
-            "loop": inputs.config.loop_,
-            "sandbox": inputs.config.sandbox,
-            "dropped_rows_without_target": dataset.dropped_rows,
-        });
-        crate::fsx::write_atomic(
-            &dir.run_json(),
-            serde_json::to_string_pretty(&run_json)?.as_bytes(),
-        )?;
+        Manifest {
+            format: super::manifest::FORMAT,
+            task: inputs.task.clone(),
+            target: inputs.target.clone(),
+            profile: inputs.profile.clone(),
+            budget_seconds: inputs.budget.map(|b| b.as_secs_f64()),
+            stop_after: inputs.stop_after,
+            config: inputs.config.to_file(),
+            dropped_rows_without_target: dataset.dropped_rows,
+        }
+        .write(&dir.run_json())?;
         let transcript = Transcript::open(&dir.transcript(), redactor)?;
         let agent = Agent::new(
             backend,
@@ -184,6 +234,7 @@ impl Runner {
             budget,
             interrupt,
             validation_truth: Truth::Classes(vec![]),
+            faults: FaultCounters::default(),
         };
         let default_split = SplitOutput {
             validation_fraction: 0.2,
@@ -233,11 +284,18 @@ impl Runner {
             if self.interrupt.is_cancelled() {
                 break StopReason::Interrupted;
             }
-            if loop_cancel.is_cancelled() {
+            if loop_cancel.is_cancelled()
+                || self.budget.loop_left().is_some_and(|left| left.is_zero())
+            {
                 break StopReason::Budget;
             }
             let next = self.state.records.len() as u32 + 1;
-            if next > self.inputs.config.loop_.max_iterations {
+            let limit = self
+                .inputs
+                .stop_after
+                .unwrap_or(u32::MAX)
+                .min(self.inputs.config.loop_.max_iterations);
+            if next > limit {
                 break StopReason::Iterations;
             }
             let stop = self.iteration(next, &loop_cancel).await?;
@@ -267,7 +325,7 @@ impl Runner {
             agent: self.agent.backend_name().into(),
             sandbox: self.sandbox_info.kind.to_string(),
         };
-        self.journal.append(Event::RunFinished {
+        self.log(Event::RunFinished {
             reason: reason.describe(),
             best_iteration: summary.best_iteration,
             validation_score: summary.validation_score,
@@ -285,8 +343,7 @@ impl Runner {
         cancel: &CancellationToken,
     ) -> anyhow::Result<Option<StopReason>> {
         let started = Instant::now();
-        self.journal
-            .append(Event::IterationStarted { iteration: n })?;
+        self.log(Event::IterationStarted { iteration: n })?;
         self.reporter
             .report(Progress::IterationStarted { iteration: n });
         let dir = self.dir.iteration(n);
@@ -298,21 +355,13 @@ impl Runner {
         }
         let mut acc = Accumulator::default();
         let outcome = self.steps(n, &dir, cancel, &mut acc).await;
-        let (status, stop, validation_score, next_ideas) = match outcome {
-            Ok(done) => (
-                "succeeded".to_string(),
-                None,
-                Some(done.score),
-                done.next_ideas,
-            ),
-            Err(StepFailure::Stop(reason, why)) => {
-                (format!("cut: {why}"), Some(reason), None, vec![])
-            }
-            Err(StepFailure::Failed(step, why)) => {
-                (format!("failed at {step}: {why}"), None, None, vec![])
-            }
+        let (status, stop, done) = match outcome {
+            Ok(done) => ("succeeded".to_string(), None, Some(done)),
+            Err(StepFailure::Stop(reason, why)) => (format!("cut: {why}"), Some(reason), None),
+            Err(StepFailure::Failed(step, why)) => (format!("failed at {step}: {why}"), None, None),
             Err(StepFailure::Internal(e)) => return Err(e),
         };
+        let validation_score = done.as_ref().map(|d| d.score);
         let record = IterationRecord {
             iteration: n,
             status,
@@ -328,7 +377,12 @@ impl Runner {
             representation: acc.represent.clone(),
             split_id: self.state.split_id,
             validation_score,
-            next_ideas,
+            next_ideas: done
+                .as_ref()
+                .map(|d| d.next_ideas.clone())
+                .unwrap_or_default(),
+            predictions_sha256: done.as_ref().map(|d| d.predictions_sha256.clone()),
+            model_files: done.map(|d| d.model_files).unwrap_or_default(),
             seconds: started.elapsed().as_secs_f64(),
             cost_usd: acc.cost,
             step_seconds: acc.step_seconds.clone(),
@@ -349,7 +403,7 @@ impl Runner {
         if best {
             self.state.best = Some((n, record.validation_score.unwrap_or(f64::NAN)));
         }
-        self.journal.append(Event::IterationFinished {
+        self.log(Event::IterationFinished {
             iteration: n,
             record: record.clone(),
         })?;
@@ -363,6 +417,19 @@ impl Runner {
         self.report_status();
         self.state.records.push(record);
         Ok(stop)
+    }
+
+    /// Appends to the journal (durably) before anything acts on the event.
+    pub(super) fn log(
+        &mut self,
+        event: Event,
+    ) -> Result<crate::journal::Entry, crate::journal::JournalError> {
+        let entry = self.journal.append(event)?;
+        self.faults.journal += 1;
+        if self.inputs.faults.after_journal == Some(self.faults.journal) {
+            crash("after a journal entry");
+        }
+        Ok(entry)
     }
 
     fn report_status(&self) {
@@ -402,6 +469,11 @@ impl Runner {
                 ));
             }
             let finding = format!("iteration {n}: {}", text.trim());
+            self.log(Event::Finding {
+                iteration: n,
+                text: finding.clone(),
+            })
+            .map_err(|e| StepFailure::Internal(e.into()))?;
             self.state.findings.push(finding.clone());
             ctx.findings.push(finding);
         }
@@ -527,9 +599,13 @@ impl Runner {
             details: scored.details.clone(),
         });
         let analysis: AnalyzeOutput = self.ask(Step::Analyze, &ctx, &|_| vec![], dir, acc).await?;
+        let predictions_sha256 =
+            crate::fsx::sha256_file(&dir.join("predictions.csv")).map_err(StepFailure::io)?;
         Ok(Done {
             score: scored.score,
             next_ideas: analysis.next_ideas,
+            predictions_sha256,
+            model_files,
         })
     }
 
@@ -568,19 +644,18 @@ impl Runner {
             Err(e) => (false, e.to_string(), 0, 0.0, Default::default()),
         };
         acc.cost += cost;
-        self.journal
-            .append(Event::StepFinished {
-                iteration: ctx.iteration,
-                step: step.name().into(),
-                seconds,
-                attempts,
-                cost_usd: cost,
-                prompt_tokens: usage.prompt_tokens,
-                completion_tokens: usage.completion_tokens,
-                ok,
-                detail,
-            })
-            .map_err(|e| StepFailure::Internal(e.into()))?;
+        self.log(Event::StepFinished {
+            iteration: ctx.iteration,
+            step: step.name().into(),
+            seconds,
+            attempts,
+            cost_usd: cost,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            ok,
+            detail,
+        })
+        .map_err(|e| StepFailure::Internal(e.into()))?;
         match result {
             Ok(answer) => {
                 let json = serde_json::to_string_pretty(&answer.value).expect("answers serialize");
@@ -680,14 +755,13 @@ impl Runner {
             step: format!("{step} (running)"),
         });
         let outcome = self.sandbox_run(spec.clone(), cancel.clone()).await?;
-        self.journal
-            .append(Event::ScriptRun {
-                iteration: n,
-                step: step.into(),
-                script: spec.script.clone(),
-                outcome: OutcomeBrief::from(&outcome),
-            })
-            .map_err(|e| StepFailure::Internal(e.into()))?;
+        self.log(Event::ScriptRun {
+            iteration: n,
+            step: step.into(),
+            script: spec.script.clone(),
+            outcome: OutcomeBrief::from(&outcome),
+        })
+        .map_err(|e| StepFailure::Internal(e.into()))?;
         if cancel.is_cancelled() && !outcome.success() {
             return Err(StepFailure::Stop(
                 self.stop_reason(),
@@ -698,10 +772,17 @@ impl Runner {
     }
 
     async fn sandbox_run(
-        &self,
+        &mut self,
         spec: RunSpec,
         cancel: SandboxCancel,
     ) -> Result<Outcome, StepFailure> {
+        self.faults.sandbox += 1;
+        if self.inputs.faults.in_sandbox == Some(self.faults.sandbox) {
+            std::thread::spawn(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                crash("during a sandbox run");
+            });
+        }
         let sandbox = self.sandbox.clone();
         tokio::task::spawn_blocking(move || sandbox.run(&spec, &cancel))
             .await
@@ -711,7 +792,29 @@ impl Runner {
 
     /// Writes the split's files: agent-visible training rows, validation features, and the
     /// runner-private validation labels.
-    fn apply_split(&mut self, split: &SplitOutput) -> anyhow::Result<()> {
+    pub(super) fn apply_split(&mut self, split: &SplitOutput) -> anyhow::Result<()> {
+        let (train_rows, validation_rows) = self.materialize_split(split)?;
+        self.state.split = Some(split.clone());
+        self.state.split_id += 1;
+        // Scores on another split are not comparable: the best is found again on this one.
+        self.state.best = None;
+        self.log(Event::SplitMade {
+            split_id: self.state.split_id,
+            validation_fraction: split.validation_fraction,
+            stratify: split.stratify,
+            seed: split.seed,
+            train_rows,
+            validation_rows,
+        })?;
+        Ok(())
+    }
+
+    /// Writes a split's files (deterministic from the pool and the split's parameters) and
+    /// loads its validation labels. Returns the rows on each side.
+    pub(super) fn materialize_split(
+        &mut self,
+        split: &SplitOutput,
+    ) -> anyhow::Result<(usize, usize)> {
         let pool = crate::data::read_table(&self.dir.pool_csv())?;
         let target = &self.inputs.target;
         let labels = if split.stratify && target.kind.is_classification() {
@@ -737,19 +840,7 @@ impl Runner {
             Truth::from_csv(&self.dir.validation_labels(), target).map_err(anyhow::Error::msg)?;
         super::predictions::check_metric_applies(target.metric, &self.validation_truth)
             .map_err(anyhow::Error::msg)?;
-        self.state.split = Some(split.clone());
-        self.state.split_id += 1;
-        // Scores on another split are not comparable: the best is found again on this one.
-        self.state.best = None;
-        self.journal.append(Event::SplitMade {
-            split_id: self.state.split_id,
-            validation_fraction: split.validation_fraction,
-            stratify: split.stratify,
-            seed: split.seed,
-            train_rows: train.height(),
-            validation_rows: validation.height(),
-        })?;
-        Ok(())
+        Ok((train.height(), validation.height()))
     }
 
     fn context(&self, n: u32) -> StepContext {
@@ -812,7 +903,12 @@ impl Runner {
             "status": record.status,
             "family": record.family,
             "hyperparameters": record.hyperparameters,
-            "split": { "id": record.split_id, "validation": split },
+            "split": {
+                "id": record.split_id,
+                "validation_fraction": split.as_ref().map(|s| s.validation_fraction),
+                "stratify": split.as_ref().map(|s| s.stratify),
+                "seed": split.as_ref().map(|s| s.seed),
+            },
         });
         fs_err::write(
             dir.join("metrics.json"),
@@ -847,10 +943,19 @@ impl Runner {
             record.status,
             if best { " [best]" } else { "" }
         );
+        self.faults.commits += 1;
+        let crash_inside = self.inputs.faults.in_commit == Some(self.faults.commits);
         let committed = self
             .workspace
-            .commit_iteration(dir, &extra, n, &message, best)?;
-        self.journal.append(Event::SnapshotCommitted {
+            .commit_iteration(dir, &extra, n, &message, best, &|| {
+                if crash_inside {
+                    crash("in the middle of a commit");
+                }
+            })?;
+        if self.inputs.faults.after_commit == Some(self.faults.commits) {
+            crash("after a commit, before the journal records it");
+        }
+        self.log(Event::SnapshotCommitted {
             iteration: n,
             commit: committed.commit,
             tree: committed.tree,
@@ -876,7 +981,7 @@ impl Runner {
     /// Runs the best iteration's inference on the test features and scores it.
     async fn final_evaluation(&mut self) -> anyhow::Result<Option<f64>> {
         let Some((best, _)) = self.state.best else {
-            self.journal.append(Event::FinalEvaluation {
+            self.log(Event::FinalEvaluation {
                 iteration: None,
                 test_score: None,
                 detail: "no iteration succeeded".into(),
@@ -962,7 +1067,7 @@ impl Runner {
                 ),
             )
         };
-        self.journal.append(Event::FinalEvaluation {
+        self.log(Event::FinalEvaluation {
             iteration: Some(best),
             test_score,
             detail,
@@ -1038,6 +1143,8 @@ struct Accumulator {
 struct Done {
     score: f64,
     next_ideas: Vec<String>,
+    predictions_sha256: String,
+    model_files: Vec<(String, String)>,
 }
 
 /// Why an iteration did not finish.

@@ -2,12 +2,16 @@
 
 mod budget;
 mod driver;
+mod manifest;
 mod predictions;
 mod progress;
+mod resume;
 mod run_dir;
 
 pub use budget::Budget;
-pub use driver::{RunInputs, Runner, State, StopReason, Summary};
+pub use driver::{FaultPlan, RunInputs, Runner, State, StopReason, Summary};
+pub use manifest::Manifest;
 pub use predictions::{Scored, Truth, score};
 pub use progress::{Progress, Reporter, Silent};
+pub use resume::{Recovered, recover};
 pub use run_dir::RunDir;
