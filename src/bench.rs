@@ -15,18 +15,9 @@ pub struct Workload {
 
 /// The sandbox benchmark's workloads.
 pub const SANDBOX_WORKLOADS: [Workload; 3] = [
-    Workload {
-        name: "start to first output (print)",
-        script: "print(1)\n",
-    },
-    Workload {
-        name: "import sklearn.ensemble",
-        script: "import sklearn.ensemble\nprint(1)\n",
-    },
-    Workload {
-        name: "train HistGradientBoosting on the fixture",
-        script: TRAIN_SCRIPT,
-    },
+    Workload { name: "start to first output (print)", script: "print(1)\n" },
+    Workload { name: "import sklearn.ensemble", script: "import sklearn.ensemble\nprint(1)\n" },
+    Workload { name: "train HistGradientBoosting on the fixture", script: TRAIN_SCRIPT },
 ];
 
 const TRAIN_SCRIPT: &str = r#"import json, pickle, sys
@@ -55,10 +46,7 @@ pub struct Row {
 impl Row {
     /// Each sandbox's time over native time.
     pub fn ratios(&self) -> Vec<Option<f64>> {
-        self.sandboxed
-            .iter()
-            .map(|t| self.native.map(|n| t.as_secs_f64() / n.as_secs_f64()))
-            .collect()
+        self.sandboxed.iter().map(|t| self.native.map(|n| t.as_secs_f64() / n.as_secs_f64())).collect()
     }
 }
 
@@ -75,11 +63,7 @@ pub fn sandbox(
 ) -> anyhow::Result<Vec<Row>> {
     let data = fs_err::canonicalize(data)?;
     let data_dir = data.parent().expect("a file has a parent").to_path_buf();
-    let data_name = data
-        .file_name()
-        .expect("a file has a name")
-        .to_string_lossy()
-        .to_string();
+    let data_name = data.file_name().expect("a file has a name").to_string_lossy().to_string();
     let native = native.map(resolve_python).transpose()?;
     let mut rows = Vec::new();
     for workload in &SANDBOX_WORKLOADS {
@@ -89,10 +73,8 @@ pub fn sandbox(
             for ((label, sandbox), times) in sandboxes.iter().zip(&mut sandboxed) {
                 let work = tempfile::tempdir()?;
                 fs_err::write(work.path().join("bench.py"), workload.script)?;
-                let mounts = vec![
-                    Mount::read_only(&data_dir, "/data"),
-                    Mount::read_write(work.path(), "/work"),
-                ];
+                let mounts =
+                    vec![Mount::read_only(&data_dir, "/data"), Mount::read_write(work.path(), "/work")];
                 let mut spec = RunSpec::new("/work/bench.py", mounts);
                 spec.args = vec![format!("/data/{data_name}"), target.to_string()];
                 let started = Instant::now();
@@ -106,24 +88,14 @@ pub fn sandbox(
                     outcome.stderr.text
                 );
                 times.push(took);
-                progress(&format!(
-                    "{} #{}: {label} {:.3} s",
-                    workload.name,
-                    i + 1,
-                    took.as_secs_f64()
-                ));
+                progress(&format!("{} #{}: {label} {:.3} s", workload.name, i + 1, took.as_secs_f64()));
             }
             if let Some(python) = &native {
                 let work = tempfile::tempdir()?;
                 fs_err::write(work.path().join("bench.py"), workload.script)?;
                 let took = native_run(python, work.path(), &data, target)?;
                 native_times.push(took);
-                progress(&format!(
-                    "{} #{}: native {:.3} s",
-                    workload.name,
-                    i + 1,
-                    took.as_secs_f64()
-                ));
+                progress(&format!("{} #{}: native {:.3} s", workload.name, i + 1, took.as_secs_f64()));
             }
         }
         rows.push(Row {
@@ -142,14 +114,8 @@ fn resolve_python(python: &Path) -> anyhow::Result<PathBuf> {
         .args(["-c", "import sys; print(sys.executable)"])
         .output()
         .map_err(|e| anyhow::anyhow!("cannot run `{}`: {e}", python.display()))?;
-    anyhow::ensure!(
-        output.status.success(),
-        "`{}` does not run",
-        python.display()
-    );
-    Ok(PathBuf::from(
-        String::from_utf8_lossy(&output.stdout).trim(),
-    ))
+    anyhow::ensure!(output.status.success(), "`{}` does not run", python.display());
+    Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
 }
 
 fn native_run(python: &Path, work: &Path, data: &Path, target: &str) -> anyhow::Result<Duration> {
@@ -174,10 +140,7 @@ fn native_run(python: &Path, work: &Path, data: &Path, target: &str) -> anyhow::
         "native `{}` failed: {}\nhint: the native side needs numpy, pandas and scikit-learn \
          (`{} -m pip install scikit-learn pandas`), or pass --wasi-only",
         python.display(),
-        String::from_utf8_lossy(&output.stderr)
-            .lines()
-            .last()
-            .unwrap_or(""),
+        String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or(""),
         python.display()
     );
     Ok(took)
@@ -213,11 +176,7 @@ mod tests {
 
 /// Expands `*` within path components (e.g. `fixtures/*/task.toml`), sorted.
 pub fn glob(pattern: &str) -> std::io::Result<Vec<PathBuf>> {
-    let mut paths = vec![if pattern.starts_with('/') {
-        PathBuf::from("/")
-    } else {
-        PathBuf::new()
-    }];
+    let mut paths = vec![if pattern.starts_with('/') { PathBuf::from("/") } else { PathBuf::new() }];
     for part in pattern.split('/').filter(|p| !p.is_empty()) {
         let mut next = Vec::new();
         for base in &paths {
@@ -225,11 +184,7 @@ pub fn glob(pattern: &str) -> std::io::Result<Vec<PathBuf>> {
                 next.push(base.join(part));
                 continue;
             }
-            let dir = if base.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                base.as_path()
-            };
+            let dir = if base.as_os_str().is_empty() { Path::new(".") } else { base.as_path() };
             let Ok(entries) = std::fs::read_dir(dir) else {
                 continue;
             };
@@ -253,9 +208,8 @@ fn wildcard(pattern: &str, name: &str) -> bool {
         None => pattern == name,
         Some((head, rest)) => {
             name.starts_with(head)
-                && (0..=name.len() - head.len()).any(|i| {
-                    name.is_char_boundary(head.len() + i) && wildcard(rest, &name[head.len() + i..])
-                })
+                && (0..=name.len() - head.len())
+                    .any(|i| name.is_char_boundary(head.len() + i) && wildcard(rest, &name[head.len() + i..]))
         }
     }
 }
@@ -276,12 +230,75 @@ mod glob_tests {
         }
         std::fs::create_dir(dir.path().join("c")).unwrap();
         let found = glob(&format!("{}/*/task.toml", dir.path().display())).unwrap();
-        assert_eq!(
-            found,
-            [
-                dir.path().join("a/task.toml"),
-                dir.path().join("b/task.toml")
-            ]
-        );
+        assert_eq!(found, [dir.path().join("a/task.toml"), dir.path().join("b/task.toml")]);
     }
+}
+
+/// Timings of committing one large file into a fresh workspace.
+#[derive(Debug, Clone)]
+pub struct SnapshotTimes {
+    pub bytes: u64,
+    /// First commit: the large file is new.
+    pub first: Duration,
+    /// Second commit: the large file unchanged, a small file changed.
+    pub unchanged: Duration,
+    /// Third commit: the large file rewritten with other content.
+    pub changed: Duration,
+    /// Objects written by the second commit (the large file must not be among them).
+    pub objects_written_unchanged: usize,
+}
+
+/// Commits an iteration holding a `bytes`-sized model file three times (new, unchanged,
+/// changed) and times each commit.
+pub fn snapshot(bytes: u64) -> anyhow::Result<SnapshotTimes> {
+    use std::io::Write;
+
+    use crate::snapshot::Workspace;
+    let root = tempfile::tempdir()?;
+    let ws = Workspace::open_or_init(&root.path().join("workspace"))?;
+    let iter = root.path().join("iter");
+    fs_err::create_dir_all(iter.join("model"))?;
+    let write_model = |seed: u64| -> anyhow::Result<()> {
+        // Incompressible bytes: the worst case for git's zlib.
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut file = std::io::BufWriter::new(fs_err::File::create(iter.join("model/weights.bin"))?);
+        let mut chunk = vec![0u8; 1 << 20];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            rng.fill(&mut chunk[..n]);
+            file.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
+        file.flush()?;
+        Ok(())
+    };
+    write_model(1)?;
+    fs_err::write(iter.join("train.py"), "print(1)\n")?;
+    let objects = || count_objects(&root.path().join("workspace/.git/objects"));
+    let timed = |n: u32| -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        ws.commit_iteration(&iter, &[], n, "bench", true, &|| {})?;
+        Ok(started.elapsed())
+    };
+    let first = timed(1)?;
+    fs_err::write(iter.join("train.py"), "print(2)\n")?;
+    let before = objects();
+    let unchanged = timed(2)?;
+    let objects_written_unchanged = objects() - before;
+    write_model(2)?;
+    let changed = timed(3)?;
+    Ok(SnapshotTimes { bytes, first, unchanged, changed, objects_written_unchanged })
+}
+
+fn count_objects(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().len() == 2)
+                .map(|e| std::fs::read_dir(e.path()).map(|d| d.count()).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
 }

@@ -127,11 +127,7 @@ impl ConfigFile {
         let text = fs_err::read_to_string(path)
             .map_err(|e| UserError::setup(format!("cannot read the config file: {e}")))?;
         toml::from_str(&text).map_err(|e| {
-            UserError::setup(format!(
-                "config file `{}` is not valid: {}",
-                path.display(),
-                e.message().trim()
-            ))
+            UserError::setup(format!("config file `{}` is not valid: {}", path.display(), e.message().trim()))
         })
     }
 }
@@ -190,16 +186,14 @@ impl RunConfig {
     pub fn resolve(file: &ConfigFile, cli: &Overrides) -> Result<Self, UserError> {
         let a = &file.agent;
         let backend = cli.backend.or(a.backend).unwrap_or_default();
-        let duration = |field: &str,
-                        value: &Option<String>,
-                        default: Duration|
-         -> Result<Duration, UserError> {
-            match value {
-                None => Ok(default),
-                Some(text) => crate::cli::parse_duration(text)
-                    .map_err(|e| UserError::setup(format!("config `{field}`: {e}"))),
-            }
-        };
+        let duration =
+            |field: &str, value: &Option<String>, default: Duration| -> Result<Duration, UserError> {
+                match value {
+                    None => Ok(default),
+                    Some(text) => crate::cli::parse_duration(text)
+                        .map_err(|e| UserError::setup(format!("config `{field}`: {e}"))),
+                }
+            };
         let bytes = |field: &str, value: &Option<String>, default: u64| -> Result<u64, UserError> {
             match value {
                 None => Ok(default),
@@ -207,14 +201,10 @@ impl RunConfig {
                     .map_err(|e| UserError::setup(format!("config `{field}`: {e}"))),
             }
         };
-        let model = cli
-            .model
-            .clone()
-            .or_else(|| a.model.clone())
-            .unwrap_or_else(|| match backend {
-                BackendKind::Openai => "gpt-4o-mini".into(),
-                _ => "builtin".into(),
-            });
+        let model = cli.model.clone().or_else(|| a.model.clone()).unwrap_or_else(|| match backend {
+            BackendKind::Openai => "gpt-4o-mini".into(),
+            _ => "builtin".into(),
+        });
         for step in a.models.keys() {
             if !crate::steps::STEP_NAMES.contains(&step.as_str()) {
                 return Err(UserError::setup(format!(
@@ -226,9 +216,7 @@ impl RunConfig {
         if let Some(t) = a.temperature
             && !(0.0..=2.0).contains(&t)
         {
-            return Err(UserError::setup(format!(
-                "config `agent.temperature` {t} is outside 0..=2"
-            )));
+            return Err(UserError::setup(format!("config `agent.temperature` {t} is outside 0..=2")));
         }
         let settings = AgentSettings {
             model,
@@ -259,11 +247,7 @@ impl RunConfig {
         };
         let l = &file.loop_;
         let loop_ = LoopConfig {
-            max_iterations: cli
-                .max_iterations
-                .or(l.max_iterations)
-                .unwrap_or(1000)
-                .max(1),
+            max_iterations: cli.max_iterations.or(l.max_iterations).unwrap_or(1000).max(1),
             split_iterations: l.split_iterations.unwrap_or(1),
             fix_attempts: l.fix_attempts.unwrap_or(3),
             seed: cli.seed.or(l.seed).unwrap_or(0),
@@ -271,19 +255,11 @@ impl RunConfig {
         let s = &file.sandbox;
         let sandbox = SandboxConfig {
             kind: cli.sandbox.or(s.kind).unwrap_or_default(),
-            script_timeout: duration(
-                "sandbox.script_timeout",
-                &s.script_timeout,
-                Duration::from_secs(600),
-            )?,
+            script_timeout: duration("sandbox.script_timeout", &s.script_timeout, Duration::from_secs(600))?,
             memory_bytes: bytes("sandbox.memory", &s.memory, 3 << 30)?,
             disk_bytes: bytes("sandbox.disk", &s.disk, 2 << 30)?,
         };
-        Ok(Self {
-            agent,
-            loop_,
-            sandbox,
-        })
+        Ok(Self { agent, loop_, sandbox })
     }
 }
 
@@ -358,11 +334,8 @@ mod tests {
         assert_eq!(config.agent.timeout, Duration::from_secs(30));
         assert_eq!(config.loop_.max_iterations, 7);
         assert_eq!(config.sandbox.memory_bytes, 1 << 30);
-        let cli = Overrides {
-            backend: Some(BackendKind::Builtin),
-            max_iterations: Some(2),
-            ..Default::default()
-        };
+        let cli =
+            Overrides { backend: Some(BackendKind::Builtin), max_iterations: Some(2), ..Default::default() };
         let config = RunConfig::resolve(&file, &cli).unwrap();
         assert_eq!(config.agent.backend, BackendKind::Builtin);
         assert_eq!(config.loop_.max_iterations, 2);
@@ -374,17 +347,9 @@ mod tests {
             "[agent]\nbackend = \"openai\"\nmodel = \"m\"\ntemperature = 0.5\nspend_cap_usd = 2.0\n[agent.prices.m]\ninput_per_million = 1.0\noutput_per_million = 2.0\n[loop]\nsplit_iterations = 3\n[sandbox]\nscript_timeout = \"90s\"\n",
         )
         .unwrap();
-        let config = RunConfig::resolve(
-            &file,
-            &Overrides {
-                seed: Some(9),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let config = RunConfig::resolve(&file, &Overrides { seed: Some(9), ..Default::default() }).unwrap();
         let text = toml::to_string(&config.to_file()).unwrap();
-        let again =
-            RunConfig::resolve(&toml::from_str(&text).unwrap(), &Overrides::default()).unwrap();
+        let again = RunConfig::resolve(&toml::from_str(&text).unwrap(), &Overrides::default()).unwrap();
         assert_eq!(again, config);
     }
 

@@ -54,9 +54,7 @@ impl EnvironmentOptions {
 
     /// The loop-runner home: `$LOOP_RUNNER_HOME`, else `<cache>/loop-runner`.
     pub fn default_home(&self) -> Option<PathBuf> {
-        self.home
-            .clone()
-            .or_else(|| self.cache_base.as_ref().map(|c| c.join("loop-runner")))
+        self.home.clone().or_else(|| self.cache_base.as_ref().map(|c| c.join("loop-runner")))
     }
 }
 
@@ -65,24 +63,16 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> EnvironmentOptions {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let pairs: Vec<(String, String)> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         EnvironmentOptions::from_lookup(move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| OsString::from(v))
+            pairs.iter().find(|(k, _)| k == name).map(|(_, v)| OsString::from(v))
         })
     }
 
     #[test]
     fn home_precedence() {
-        assert_eq!(
-            env(&[("HOME", "/h")]).default_home(),
-            Some(PathBuf::from("/h/.cache/loop-runner"))
-        );
+        assert_eq!(env(&[("HOME", "/h")]).default_home(), Some(PathBuf::from("/h/.cache/loop-runner")));
         assert_eq!(
             env(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")]).default_home(),
             Some(PathBuf::from("/x/loop-runner"))

@@ -21,20 +21,12 @@ pub struct UserError {
 impl UserError {
     /// A configuration or input problem (exit code [`exit_code::SETUP`]).
     pub fn setup(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            hint: None,
-            exit_code: exit_code::SETUP,
-        }
+        Self { message: message.into(), hint: None, exit_code: exit_code::SETUP }
     }
 
     /// Bad command-line usage (exit code [`exit_code::USAGE`]).
     pub fn usage(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            hint: None,
-            exit_code: exit_code::USAGE,
-        }
+        Self { message: message.into(), hint: None, exit_code: exit_code::USAGE }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -54,9 +46,7 @@ pub fn exit_code_for(error: &anyhow::Error) -> i32 {
         if let Some(e) = cause.downcast_ref::<UserError>() {
             return e.exit_code;
         }
-        if cause.downcast_ref::<RuntimeError>().is_some()
-            || cause.downcast_ref::<AgentError>().is_some()
-        {
+        if cause.downcast_ref::<RuntimeError>().is_some() || cause.downcast_ref::<AgentError>().is_some() {
             return exit_code::SETUP;
         }
         if let Some(e) = cause.downcast_ref::<SandboxError>() {
@@ -119,20 +109,12 @@ mod tests {
 
     #[test]
     fn typed_errors_keep_their_code_and_hint_through_context() {
-        let err = anyhow::Error::new(RuntimeError::NotInstalled {
-            dir: PathBuf::from("/x"),
-        })
-        .context("opening the WASI sandbox");
+        let err = anyhow::Error::new(RuntimeError::NotInstalled { dir: PathBuf::from("/x") })
+            .context("opening the WASI sandbox");
         assert_eq!(exit_code_for(&err), exit_code::SETUP);
         let text = render(&err);
-        assert!(
-            text.starts_with("error: opening the WASI sandbox\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("caused by: the WASI Python runtime is not installed"),
-            "{text}"
-        );
+        assert!(text.starts_with("error: opening the WASI sandbox\n"), "{text}");
+        assert!(text.contains("caused by: the WASI Python runtime is not installed"), "{text}");
         assert!(text.contains("hint: run `loop-runner setup`"), "{text}");
     }
 

@@ -44,29 +44,16 @@ pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs_err::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("creating a temporary file in `{}`: {e}", dir.display()),
-            )
-        })?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(|e| {
+        io::Error::new(e.kind(), format!("creating a temporary file in `{}`: {e}", dir.display()))
+    })?;
     tmp.write_all(bytes)?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| {
-        io::Error::new(
-            e.error.kind(),
-            format!("replacing `{}`: {}", path.display(), e.error),
-        )
+        io::Error::new(e.error.kind(), format!("replacing `{}`: {}", path.display(), e.error))
     })?;
     sync_dir(dir);
     Ok(())
@@ -96,10 +83,7 @@ mod tests {
 
     #[test]
     fn sha256_of_known_input() {
-        assert_eq!(
-            sha256_bytes(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_bytes(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]

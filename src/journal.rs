@@ -165,23 +165,12 @@ struct Line {
 
 impl Line {
     fn entry(self) -> (Entry, String) {
-        (
-            Entry {
-                seq: self.seq,
-                at: self.at,
-                event: self.event,
-            },
-            self.check,
-        )
+        (Entry { seq: self.seq, at: self.at, event: self.event }, self.check)
     }
 }
 
 fn checksum(entry: &Entry) -> String {
-    crate::fsx::sha256_bytes(
-        serde_json::to_string(entry)
-            .expect("entries serialize")
-            .as_bytes(),
-    )[..16]
+    crate::fsx::sha256_bytes(serde_json::to_string(entry).expect("entries serialize").as_bytes())[..16]
         .to_string()
 }
 
@@ -196,11 +185,7 @@ impl Journal {
     /// Opens (or creates) the journal, continuing after its last complete entry. A torn tail is
     /// cut off first, so the next entry starts on a line of its own.
     pub fn open(path: &Path) -> Result<Self, JournalError> {
-        let (entries, good_len) = if path.exists() {
-            read_with_len(path)?
-        } else {
-            (Vec::new(), 0)
-        };
+        let (entries, good_len) = if path.exists() { read_with_len(path)? } else { (Vec::new(), 0) };
         let file = std::fs::OpenOptions::new()
             .create(true)
             .read(true)
@@ -208,18 +193,11 @@ impl Journal {
             .truncate(false)
             .open(path)
             .map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
-        file.set_len(good_len)
-            .map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
-        let mut journal = Self {
-            path: path.to_path_buf(),
-            file,
-            next_seq: entries.last().map_or(0, |e| e.seq + 1),
-        };
+        file.set_len(good_len).map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
+        let mut journal =
+            Self { path: path.to_path_buf(), file, next_seq: entries.last().map_or(0, |e| e.seq + 1) };
         use std::io::Seek;
-        journal
-            .file
-            .seek(std::io::SeekFrom::End(0))
-            .map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
+        journal.file.seek(std::io::SeekFrom::End(0)).map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
         Ok(journal)
     }
 
@@ -238,12 +216,8 @@ impl Journal {
         };
         let mut text = serde_json::to_string(&line).expect("entries serialize");
         text.push('\n');
-        self.file
-            .write_all(text.as_bytes())
-            .map_err(|e| JournalError::Io(self.path.clone(), e))?;
-        self.file
-            .sync_data()
-            .map_err(|e| JournalError::Io(self.path.clone(), e))?;
+        self.file.write_all(text.as_bytes()).map_err(|e| JournalError::Io(self.path.clone(), e))?;
+        self.file.sync_data().map_err(|e| JournalError::Io(self.path.clone(), e))?;
         self.next_seq += 1;
         Ok(entry)
     }
@@ -254,14 +228,8 @@ pub enum JournalError {
     #[error("journal `{0}`")]
     Io(PathBuf, #[source] std::io::Error),
     #[error("journal `{path}` line {line} is damaged ({why}); it was changed after it was written")]
-    Damaged {
-        path: PathBuf,
-        line: usize,
-        why: String,
-    },
-    #[error(
-        "journal `{path}` was written by a newer loop-runner (format {found}; this one reads {FORMAT})"
-    )]
+    Damaged { path: PathBuf, line: usize, why: String },
+    #[error("journal `{path}` was written by a newer loop-runner (format {found}; this one reads {FORMAT})")]
     Newer { path: PathBuf, found: u32 },
 }
 
@@ -278,18 +246,14 @@ fn read_with_len(path: &Path) -> Result<(Vec<Entry>, u64), JournalError> {
     let mut line_no = 0;
     while offset < bytes.len() {
         line_no += 1;
-        let end = bytes[offset..]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map(|i| offset + i);
+        let end = bytes[offset..].iter().position(|b| *b == b'\n').map(|i| offset + i);
         let Some(end) = end else {
             // No newline: a torn final write.
             break;
         };
         let text = String::from_utf8_lossy(&bytes[offset..end]);
-        let parsed: Result<(Entry, String), String> = serde_json::from_str::<Line>(&text)
-            .map(Line::entry)
-            .map_err(|e| e.to_string());
+        let parsed: Result<(Entry, String), String> =
+            serde_json::from_str::<Line>(&text).map(Line::entry).map_err(|e| e.to_string());
         let entry = match parsed {
             Ok((entry, check)) if checksum(&entry) == check => entry,
             Ok(_) if end + 1 == bytes.len() => break,
@@ -302,20 +266,13 @@ fn read_with_len(path: &Path) -> Result<(Vec<Entry>, u64), JournalError> {
                 });
             }
             Err(why) => {
-                return Err(JournalError::Damaged {
-                    path: path.to_path_buf(),
-                    line: line_no,
-                    why,
-                });
+                return Err(JournalError::Damaged { path: path.to_path_buf(), line: line_no, why });
             }
         };
         if let Event::RunStarted { format, .. } = &entry.event
             && *format > FORMAT
         {
-            return Err(JournalError::Newer {
-                path: path.to_path_buf(),
-                found: *format,
-            });
+            return Err(JournalError::Newer { path: path.to_path_buf(), found: *format });
         }
         entries.push(entry);
         offset = end + 1;
@@ -359,15 +316,8 @@ mod tests {
         j.append(started(1)).unwrap();
         j.append(started(2)).unwrap();
         drop(j);
-        let text = std::fs::read_to_string(&path).unwrap().replacen(
-            "\"iteration\":1",
-            "\"iteration\":7",
-            1,
-        );
+        let text = std::fs::read_to_string(&path).unwrap().replacen("\"iteration\":1", "\"iteration\":7", 1);
         std::fs::write(&path, text).unwrap();
-        assert!(matches!(
-            read(&path),
-            Err(JournalError::Damaged { line: 1, .. })
-        ));
+        assert!(matches!(read(&path), Err(JournalError::Damaged { line: 1, .. })));
     }
 }

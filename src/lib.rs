@@ -7,6 +7,7 @@
 //! process environment on its own: facts about the environment are resolved once and passed in.
 
 pub mod agent;
+pub mod audit;
 pub mod bench;
 pub mod builtin;
 pub mod cli;

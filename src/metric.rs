@@ -50,19 +50,12 @@ impl Metric {
 
     /// Whether a larger value is better.
     pub fn higher_is_better(self) -> bool {
-        matches!(
-            self,
-            Metric::RocAuc | Metric::Accuracy | Metric::MacroF1 | Metric::R2
-        )
+        matches!(self, Metric::RocAuc | Metric::Accuracy | Metric::MacroF1 | Metric::R2)
     }
 
     /// Whether `a` is strictly better than `b`.
     pub fn better(self, a: f64, b: f64) -> bool {
-        if self.higher_is_better() {
-            a > b
-        } else {
-            a < b
-        }
+        if self.higher_is_better() { a > b } else { a < b }
     }
 
     /// Whether the metric applies to regression (else classification).
@@ -86,13 +79,10 @@ impl FromStr for Metric {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Metric::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
-                format!("unknown metric `{s}`; use one of: {}", names.join(", "))
-            })
+        Metric::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown metric `{s}`; use one of: {}", names.join(", "))
+        })
     }
 }
 
@@ -118,10 +108,7 @@ pub enum Predictions {
     Values(Vec<f64>),
     /// Predicted labels, and for each class its probability per row (may be empty when the
     /// metric needs only labels).
-    Classes {
-        labels: Vec<String>,
-        probabilities: BTreeMap<String, Vec<f64>>,
-    },
+    Classes { labels: Vec<String>, probabilities: BTreeMap<String, Vec<f64>> },
 }
 
 /// Scores regression predictions.
@@ -132,34 +119,13 @@ pub fn regression(metric: Metric, truth: &[f64], predicted: &[f64]) -> Result<f6
     }
     let n = truth.len() as f64;
     Ok(match metric {
-        Metric::Rmse => (truth
-            .iter()
-            .zip(predicted)
-            .map(|(t, p)| (t - p).powi(2))
-            .sum::<f64>()
-            / n)
-            .sqrt(),
-        Metric::Mae => {
-            truth
-                .iter()
-                .zip(predicted)
-                .map(|(t, p)| (t - p).abs())
-                .sum::<f64>()
-                / n
-        }
+        Metric::Rmse => (truth.iter().zip(predicted).map(|(t, p)| (t - p).powi(2)).sum::<f64>() / n).sqrt(),
+        Metric::Mae => truth.iter().zip(predicted).map(|(t, p)| (t - p).abs()).sum::<f64>() / n,
         Metric::R2 => {
             let mean = truth.iter().sum::<f64>() / n;
-            let ss_res: f64 = truth
-                .iter()
-                .zip(predicted)
-                .map(|(t, p)| (t - p).powi(2))
-                .sum();
+            let ss_res: f64 = truth.iter().zip(predicted).map(|(t, p)| (t - p).powi(2)).sum();
             let ss_tot: f64 = truth.iter().map(|t| (t - mean).powi(2)).sum();
-            if ss_tot == 0.0 {
-                if ss_res == 0.0 { 1.0 } else { 0.0 }
-            } else {
-                1.0 - ss_res / ss_tot
-            }
+            if ss_tot == 0.0 { if ss_res == 0.0 { 1.0 } else { 0.0 } } else { 1.0 - ss_res / ss_tot }
         }
         other => unreachable!("{other} is not a regression metric"),
     })
@@ -180,10 +146,7 @@ pub fn classification(
     match metric {
         Metric::Accuracy => {
             check_lengths(labels.len(), truth.len())?;
-            Ok(
-                truth.iter().zip(labels).filter(|(t, p)| t == p).count() as f64
-                    / truth.len() as f64,
-            )
+            Ok(truth.iter().zip(labels).filter(|(t, p)| t == p).count() as f64 / truth.len() as f64)
         }
         Metric::MacroF1 => {
             check_lengths(labels.len(), truth.len())?;
@@ -195,9 +158,8 @@ pub fn classification(
                 return Err(MetricError::SingleClass);
             }
             if classes.len() == 2 {
-                let positive = positive
-                    .map(str::to_string)
-                    .unwrap_or_else(|| (*classes.last().unwrap()).clone());
+                let positive =
+                    positive.map(str::to_string).unwrap_or_else(|| (*classes.last().unwrap()).clone());
                 let scores = class_column(probabilities, &positive, truth.len())?;
                 let is_pos: Vec<bool> = truth.iter().map(|t| *t == positive).collect();
                 return Ok(binary_auc(&is_pos, scores));
@@ -233,10 +195,7 @@ fn check_lengths(predicted: usize, expected: usize) -> Result<(), MetricError> {
         return Err(MetricError::Empty);
     }
     if predicted != expected {
-        return Err(MetricError::Length {
-            predicted,
-            expected,
-        });
+        return Err(MetricError::Length { predicted, expected });
     }
     Ok(())
 }
@@ -246,9 +205,7 @@ fn class_column<'a>(
     class: &str,
     rows: usize,
 ) -> Result<&'a [f64], MetricError> {
-    let column = probabilities
-        .get(class)
-        .ok_or_else(|| MetricError::MissingClass(class.to_string()))?;
+    let column = probabilities.get(class).ok_or_else(|| MetricError::MissingClass(class.to_string()))?;
     check_lengths(column.len(), rows)?;
     if let Some((row, &value)) = column.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(MetricError::NotFinite { row, value });
@@ -275,12 +232,7 @@ fn binary_auc(is_positive: &[bool], scores: &[f64]) -> f64 {
     }
     let positives = is_positive.iter().filter(|p| **p).count() as f64;
     let negatives = is_positive.len() as f64 - positives;
-    let rank_sum: f64 = ranks
-        .iter()
-        .zip(is_positive)
-        .filter(|(_, p)| **p)
-        .map(|(r, _)| r)
-        .sum();
+    let rank_sum: f64 = ranks.iter().zip(is_positive).filter(|(_, p)| **p).map(|(r, _)| r).sum();
     (rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives)
 }
 
@@ -288,27 +240,11 @@ fn macro_f1(truth: &[String], predicted: &[String]) -> f64 {
     let classes: BTreeSet<&String> = truth.iter().chain(predicted).collect();
     let mut total = 0.0;
     for class in &classes {
-        let tp = truth
-            .iter()
-            .zip(predicted)
-            .filter(|(t, p)| t == class && p == class)
-            .count() as f64;
-        let fp = truth
-            .iter()
-            .zip(predicted)
-            .filter(|(t, p)| t != class && p == class)
-            .count() as f64;
-        let fn_ = truth
-            .iter()
-            .zip(predicted)
-            .filter(|(t, p)| t == class && p != class)
-            .count() as f64;
+        let tp = truth.iter().zip(predicted).filter(|(t, p)| t == class && p == class).count() as f64;
+        let fp = truth.iter().zip(predicted).filter(|(t, p)| t != class && p == class).count() as f64;
+        let fn_ = truth.iter().zip(predicted).filter(|(t, p)| t == class && p != class).count() as f64;
         let denominator = 2.0 * tp + fp + fn_;
-        total += if denominator == 0.0 {
-            0.0
-        } else {
-            2.0 * tp / denominator
-        };
+        total += if denominator == 0.0 { 0.0 } else { 2.0 * tp / denominator };
     }
     total / classes.len() as f64
 }
@@ -330,16 +266,10 @@ mod tests {
     fn regression_metrics_match_sklearn() {
         let t = [3.0, -0.5, 2.0, 7.0];
         let p = [2.5, 0.0, 2.0, 8.0];
-        close(
-            regression(Metric::Rmse, &t, &p).unwrap(),
-            0.6123724356957945,
-        );
+        close(regression(Metric::Rmse, &t, &p).unwrap(), 0.6123724356957945);
         close(regression(Metric::Mae, &t, &p).unwrap(), 0.5);
         close(regression(Metric::R2, &t, &p).unwrap(), 0.9486081370449679);
-        assert!(matches!(
-            regression(Metric::Rmse, &t, &p[..3]),
-            Err(MetricError::Length { .. })
-        ));
+        assert!(matches!(regression(Metric::Rmse, &t, &p[..3]), Err(MetricError::Length { .. })));
         assert!(matches!(
             regression(Metric::Mae, &t, &[1.0, f64::NAN, 1.0, 1.0]),
             Err(MetricError::NotFinite { .. })
@@ -353,27 +283,15 @@ mod tests {
         let pb = vec![0.1, 0.4, 0.35, 0.8, 0.9, 0.35];
         let pa: Vec<f64> = pb.iter().map(|p| 1.0 - p).collect();
         let probs = BTreeMap::from([("a".to_string(), pa), ("b".to_string(), pb)]);
-        close(
-            classification(Metric::Accuracy, &truth, &labels, &probs, None).unwrap(),
-            4.0 / 6.0,
-        );
-        close(
-            classification(Metric::MacroF1, &truth, &labels, &probs, None).unwrap(),
-            0.6666666666666666,
-        );
+        close(classification(Metric::Accuracy, &truth, &labels, &probs, None).unwrap(), 4.0 / 6.0);
+        close(classification(Metric::MacroF1, &truth, &labels, &probs, None).unwrap(), 0.6666666666666666);
         // roc_auc_score([0,1,1,0,1,0], [0.1,0.4,0.35,0.8,0.9,0.35]) with a tie at 0.35
-        close(
-            classification(Metric::RocAuc, &truth, &labels, &probs, None).unwrap(),
-            0.7222222222222222,
-        );
+        close(classification(Metric::RocAuc, &truth, &labels, &probs, None).unwrap(), 0.7222222222222222);
         close(
             classification(Metric::RocAuc, &truth, &labels, &probs, Some("a")).unwrap(),
             0.7222222222222222,
         );
-        close(
-            classification(Metric::LogLoss, &truth, &labels, &probs, None).unwrap(),
-            0.7028424527025067,
-        );
+        close(classification(Metric::LogLoss, &truth, &labels, &probs, None).unwrap(), 0.7028424527025067);
     }
 
     #[test]
@@ -384,22 +302,10 @@ mod tests {
         let py = vec![0.2, 0.6, 0.5, 0.3, 0.3, 0.2, 0.4];
         let pz = vec![0.1, 0.3, 0.3, 0.1, 0.5, 0.7, 0.3];
         let probs = BTreeMap::from([("x".into(), px), ("y".into(), py), ("z".into(), pz)]);
-        close(
-            classification(Metric::Accuracy, &truth, &labels, &probs, None).unwrap(),
-            4.0 / 7.0,
-        );
-        close(
-            classification(Metric::MacroF1, &truth, &labels, &probs, None).unwrap(),
-            0.5666666666666668,
-        );
-        close(
-            classification(Metric::RocAuc, &truth, &labels, &probs, None).unwrap(),
-            0.85,
-        );
-        close(
-            classification(Metric::LogLoss, &truth, &labels, &probs, None).unwrap(),
-            0.7638456497696078,
-        );
+        close(classification(Metric::Accuracy, &truth, &labels, &probs, None).unwrap(), 4.0 / 7.0);
+        close(classification(Metric::MacroF1, &truth, &labels, &probs, None).unwrap(), 0.5666666666666668);
+        close(classification(Metric::RocAuc, &truth, &labels, &probs, None).unwrap(), 0.85);
+        close(classification(Metric::LogLoss, &truth, &labels, &probs, None).unwrap(), 0.7638456497696078);
         let missing = BTreeMap::from([("x".to_string(), vec![0.5; 7])]);
         assert!(matches!(
             classification(Metric::RocAuc, &truth, &labels, &missing, None),
@@ -410,12 +316,7 @@ mod tests {
     #[test]
     fn names_and_directions() {
         assert_eq!("roc_auc".parse::<Metric>().unwrap(), Metric::RocAuc);
-        assert!(
-            "auc"
-                .parse::<Metric>()
-                .unwrap_err()
-                .contains("roc_auc, accuracy")
-        );
+        assert!("auc".parse::<Metric>().unwrap_err().contains("roc_auc, accuracy"));
         assert!(Metric::Rmse.better(1.0, 2.0));
         assert!(Metric::Accuracy.better(0.9, 0.8));
     }

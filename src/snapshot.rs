@@ -48,34 +48,22 @@ impl Workspace {
         let err = |context: &str| {
             let context = context.to_string();
             let path = path.to_path_buf();
-            move |source| SnapshotError {
-                path,
-                context,
-                source,
-            }
+            move |source| SnapshotError { path, context, source }
         };
         let repo = match Repository::open(path) {
             Ok(repo) => repo,
             Err(_) => {
                 let repo = Repository::init(path).map_err(err("creating the repository"))?;
-                repo.set_head(BEST)
-                    .map_err(err("pointing HEAD at `best`"))?;
+                repo.set_head(BEST).map_err(err("pointing HEAD at `best`"))?;
                 repo
             }
         };
-        Ok(Self {
-            repo,
-            path: path.to_path_buf(),
-        })
+        Ok(Self { repo, path: path.to_path_buf() })
     }
 
     fn err(&self, context: impl Into<String>) -> impl FnOnce(git2::Error) -> SnapshotError + '_ {
         let context = context.into();
-        move |source| SnapshotError {
-            path: self.path.clone(),
-            context,
-            source,
-        }
+        move |source| SnapshotError { path: self.path.clone(), context, source }
     }
 
     /// Commits the files under `dir` plus `extra` (repository path, host file) as iteration
@@ -89,31 +77,15 @@ impl Workspace {
         best: bool,
         between: &dyn Fn(),
     ) -> Result<Committed, SnapshotError> {
-        let tree_oid = self
-            .tree_of(dir, extra)
-            .map_err(self.err(format!("storing `{}`", dir.display())))?;
-        let tree = self
-            .repo
-            .find_tree(tree_oid)
-            .map_err(self.err("reading the new tree"))?;
+        let tree_oid = self.tree_of(dir, extra).map_err(self.err(format!("storing `{}`", dir.display())))?;
+        let tree = self.repo.find_tree(tree_oid).map_err(self.err("reading the new tree"))?;
         let signature =
             Signature::now("loop-runner", "loop-runner@localhost").map_err(self.err("signing"))?;
-        let parent = self
-            .repo
-            .refname_to_id(ITERATIONS)
-            .ok()
-            .and_then(|id| self.repo.find_commit(id).ok());
+        let parent = self.repo.refname_to_id(ITERATIONS).ok().and_then(|id| self.repo.find_commit(id).ok());
         let parents: Vec<&git2::Commit> = parent.iter().collect();
         let commit = self
             .repo
-            .commit(
-                Some(ITERATIONS),
-                &signature,
-                &signature,
-                message,
-                &tree,
-                &parents,
-            )
+            .commit(Some(ITERATIONS), &signature, &signature, message, &tree, &parents)
             .map_err(self.err(format!("committing iteration {iteration}")))?;
         // Crash-test hook: the commit and `iterations` are written, the tag and `best` not yet.
         between();
@@ -124,36 +96,22 @@ impl Workspace {
         if best {
             self.set_best(commit)?;
         }
-        Ok(Committed {
-            commit: commit.to_string(),
-            tree: tree_oid.to_string(),
-            tag,
-        })
+        Ok(Committed { commit: commit.to_string(), tree: tree_oid.to_string(), tag })
     }
 
     /// Points `best` at `commit` and checks it out.
     pub fn set_best(&self, commit: Oid) -> Result<(), SnapshotError> {
-        self.repo
-            .reference(BEST, commit, true, "best iteration")
-            .map_err(self.err("moving `best`"))?;
-        self.repo
-            .set_head(BEST)
-            .map_err(self.err("pointing HEAD at `best`"))?;
+        self.repo.reference(BEST, commit, true, "best iteration").map_err(self.err("moving `best`"))?;
+        self.repo.set_head(BEST).map_err(self.err("pointing HEAD at `best`"))?;
         let mut checkout = git2::build::CheckoutBuilder::new();
         checkout.force().remove_untracked(true);
-        self.repo
-            .checkout_head(Some(&mut checkout))
-            .map_err(self.err("checking out `best`"))
+        self.repo.checkout_head(Some(&mut checkout)).map_err(self.err("checking out `best`"))
     }
 
     /// Makes the repository agree with the journal after a crash: `iterations` at the last
     /// recorded commit, exactly the recorded tags, `best` at the recorded best (checked out).
     /// Commits the journal never recorded become unreachable.
-    pub fn reconcile(
-        &self,
-        recorded: &[(u32, Oid)],
-        best: Option<Oid>,
-    ) -> Result<(), SnapshotError> {
+    pub fn reconcile(&self, recorded: &[(u32, Oid)], best: Option<Oid>) -> Result<(), SnapshotError> {
         match recorded.last() {
             Some((_, last)) => {
                 self.repo
@@ -176,9 +134,7 @@ impl Workspace {
             .collect();
         for name in names {
             if !recorded.iter().any(|(n, _)| tag_name(*n) == name) {
-                self.repo
-                    .tag_delete(&name)
-                    .map_err(self.err(format!("removing tag {name}")))?;
+                self.repo.tag_delete(&name).map_err(self.err(format!("removing tag {name}")))?;
             }
         }
         for (n, oid) in recorded {
@@ -199,10 +155,7 @@ impl Workspace {
 
     /// Every `iter-*` tag and the commit it names, sorted.
     pub fn tags(&self) -> Result<Vec<(String, String)>, SnapshotError> {
-        let names = self
-            .repo
-            .tag_names(Some("iter-*"))
-            .map_err(self.err("listing tags"))?;
+        let names = self.repo.tag_names(Some("iter-*")).map_err(self.err("listing tags"))?;
         let mut out = Vec::new();
         for name in names.iter().flatten() {
             let oid = self.resolve(name)?;
@@ -231,31 +184,20 @@ impl Workspace {
 
     /// Resolves a revision (`best`, `iter-0003`, a commit id) to a commit.
     pub fn resolve(&self, rev: &str) -> Result<Oid, SnapshotError> {
-        let object = self
-            .repo
-            .revparse_single(rev)
-            .map_err(self.err(format!("resolving `{rev}`")))?;
-        let commit = object
-            .peel_to_commit()
-            .map_err(self.err(format!("`{rev}` is not a commit")))?;
+        let object = self.repo.revparse_single(rev).map_err(self.err(format!("resolving `{rev}`")))?;
+        let commit = object.peel_to_commit().map_err(self.err(format!("`{rev}` is not a commit")))?;
         Ok(commit.id())
     }
 
     /// The tree id of a commit.
     pub fn tree_id(&self, commit: Oid) -> Result<String, SnapshotError> {
-        let c = self
-            .repo
-            .find_commit(commit)
-            .map_err(self.err("reading a commit"))?;
+        let c = self.repo.find_commit(commit).map_err(self.err("reading a commit"))?;
         Ok(c.tree_id().to_string())
     }
 
     /// Writes the files of `commit` into `dest` (which must not exist or be empty).
     pub fn materialize(&self, commit: Oid, dest: &Path) -> Result<(), SnapshotError> {
-        let c = self
-            .repo
-            .find_commit(commit)
-            .map_err(self.err("reading a commit"))?;
+        let c = self.repo.find_commit(commit).map_err(self.err("reading a commit"))?;
         let tree = c.tree().map_err(self.err("reading a tree"))?;
         self.write_tree(&tree, dest)
     }
@@ -275,17 +217,11 @@ impl Workspace {
             let path = dest.join(name);
             match entry.kind() {
                 Some(git2::ObjectType::Tree) => {
-                    let sub = self
-                        .repo
-                        .find_tree(entry.id())
-                        .map_err(self.err("reading a tree"))?;
+                    let sub = self.repo.find_tree(entry.id()).map_err(self.err("reading a tree"))?;
                     self.write_tree(&sub, &path)?;
                 }
                 Some(git2::ObjectType::Blob) => {
-                    let blob = self
-                        .repo
-                        .find_blob(entry.id())
-                        .map_err(self.err("reading a file"))?;
+                    let blob = self.repo.find_blob(entry.id()).map_err(self.err("reading a file"))?;
                     fs_err::write(&path, blob.content()).map_err(io)?;
                 }
                 _ => {}
@@ -296,18 +232,12 @@ impl Workspace {
 
     /// Every `(repository path, blob id)` of a commit, sorted.
     pub fn files(&self, commit: Oid) -> Result<Vec<(String, String)>, SnapshotError> {
-        let c = self
-            .repo
-            .find_commit(commit)
-            .map_err(self.err("reading a commit"))?;
+        let c = self.repo.find_commit(commit).map_err(self.err("reading a commit"))?;
         let tree = c.tree().map_err(self.err("reading a tree"))?;
         let mut files = Vec::new();
         tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
             if entry.kind() == Some(git2::ObjectType::Blob) {
-                files.push((
-                    format!("{root}{}", entry.name().unwrap_or_default()),
-                    entry.id().to_string(),
-                ));
+                files.push((format!("{root}{}", entry.name().unwrap_or_default()), entry.id().to_string()));
             }
             git2::TreeWalkResult::Ok
         })
@@ -319,8 +249,7 @@ impl Workspace {
     /// Builds a tree from a directory (links and special files skipped) plus extra files.
     fn tree_of(&self, dir: &Path, extra: &[(String, PathBuf)]) -> Result<Oid, git2::Error> {
         let mut files: Vec<(String, PathBuf)> = Vec::new();
-        collect_files(dir, String::new(), &mut files)
-            .map_err(|e| git2::Error::from_str(&e.to_string()))?;
+        collect_files(dir, String::new(), &mut files).map_err(|e| git2::Error::from_str(&e.to_string()))?;
         files.extend(extra.iter().cloned());
         files.sort_by(|a, b| a.0.cmp(&b.0));
         files.dedup_by(|a, b| a.0 == b.0);
@@ -359,11 +288,7 @@ impl Workspace {
     }
 }
 
-fn collect_files(
-    dir: &Path,
-    prefix: String,
-    out: &mut Vec<(String, PathBuf)>,
-) -> std::io::Result<()> {
+fn collect_files(dir: &Path, prefix: String, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).collect();
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
@@ -395,54 +320,28 @@ mod tests {
         let data = root.path().join("train.csv");
         std::fs::write(&data, "a,b\n").unwrap();
         let extra = [("data/train.csv".to_string(), data)];
-        let first = ws
-            .commit_iteration(&iter, &extra, 1, "iter 1", true, &|| {})
-            .unwrap();
+        let first = ws.commit_iteration(&iter, &extra, 1, "iter 1", true, &|| {}).unwrap();
         assert_eq!(first.tag, "iter-0001");
         let checked_out = root.path().join("workspace");
-        assert_eq!(
-            std::fs::read_to_string(checked_out.join("train.py")).unwrap(),
-            "print(1)\n"
-        );
-        assert_eq!(
-            std::fs::read(checked_out.join("model/sub/w.bin")).unwrap(),
-            [1, 2, 3]
-        );
+        assert_eq!(std::fs::read_to_string(checked_out.join("train.py")).unwrap(), "print(1)\n");
+        assert_eq!(std::fs::read(checked_out.join("model/sub/w.bin")).unwrap(), [1, 2, 3]);
         assert!(checked_out.join("data/train.csv").is_file());
-        assert!(
-            !checked_out.join("link").exists(),
-            "links are not committed"
-        );
+        assert!(!checked_out.join("link").exists(), "links are not committed");
         std::fs::write(iter.join("train.py"), "print(2)\n").unwrap();
-        let second = ws
-            .commit_iteration(&iter, &extra, 2, "iter 2", false, &|| {})
-            .unwrap();
+        let second = ws.commit_iteration(&iter, &extra, 2, "iter 2", false, &|| {}).unwrap();
         assert_ne!(first.tree, second.tree);
-        assert_eq!(
-            ws.best().unwrap().to_string(),
-            first.commit,
-            "best did not move"
-        );
-        assert_eq!(
-            std::fs::read_to_string(checked_out.join("train.py")).unwrap(),
-            "print(1)\n"
-        );
+        assert_eq!(ws.best().unwrap().to_string(), first.commit, "best did not move");
+        assert_eq!(std::fs::read_to_string(checked_out.join("train.py")).unwrap(), "print(1)\n");
         assert_eq!(ws.resolve("iter-0002").unwrap().to_string(), second.commit);
         let files = ws.files(ws.resolve("best").unwrap()).unwrap();
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["data/train.csv", "model/sub/w.bin", "train.py"]);
         // Same content, same tree: what replay relies on.
         std::fs::write(iter.join("train.py"), "print(1)\n").unwrap();
-        let third = ws
-            .commit_iteration(&iter, &extra, 3, "iter 3", false, &|| {})
-            .unwrap();
+        let third = ws.commit_iteration(&iter, &extra, 3, "iter 3", false, &|| {}).unwrap();
         assert_eq!(third.tree, first.tree);
         let out = root.path().join("out");
-        ws.materialize(ws.resolve("iter-0002").unwrap(), &out)
-            .unwrap();
-        assert_eq!(
-            std::fs::read_to_string(out.join("train.py")).unwrap(),
-            "print(2)\n"
-        );
+        ws.materialize(ws.resolve("iter-0002").unwrap(), &out).unwrap();
+        assert_eq!(std::fs::read_to_string(out.join("train.py")).unwrap(), "print(2)\n");
     }
 }

@@ -103,9 +103,8 @@ impl Task {
     /// Reads and checks a task file.
     pub fn load(path: &Path) -> Result<Self, UserError> {
         let text = fs_err::read_to_string(path).map_err(|e| {
-            UserError::setup(format!("cannot read the task file: {e}")).with_hint(
-                "pass an existing file with --task, or run from a directory with task.toml",
-            )
+            UserError::setup(format!("cannot read the task file: {e}"))
+                .with_hint("pass an existing file with --task, or run from a directory with task.toml")
         })?;
         Self::parse(&text, path)
     }
@@ -114,28 +113,26 @@ impl Task {
     pub fn parse(text: &str, path: &Path) -> Result<Self, UserError> {
         let shown = path.display();
         let raw: TaskFile = toml::from_str(text).map_err(|e| {
-            UserError::setup(format!("task file `{shown}` is not valid: {}", e.message().trim()))
-                .with_hint("see the task file format in README.md (name, data or train/test, target, task, metric)")
+            UserError::setup(format!("task file `{shown}` is not valid: {}", e.message().trim())).with_hint(
+                "see the task file format in README.md (name, data or train/test, target, task, metric)",
+            )
         })?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let resolve = |p: &PathBuf| {
-            if p.is_absolute() {
-                p.clone()
-            } else {
-                dir.join(p)
-            }
+            if p.is_absolute() { p.clone() } else { dir.join(p) }
         };
         let source = match (&raw.data, &raw.train, &raw.test) {
-            (Some(data), None, None) => Source::Single {
-                data: resolve(data),
-            },
-            (None, Some(train), Some(test)) => Source::TrainTest {
-                train: resolve(train),
-                test: resolve(test),
-            },
+            (Some(data), None, None) => Source::Single { data: resolve(data) },
+            (None, Some(train), Some(test)) => {
+                Source::TrainTest { train: resolve(train), test: resolve(test) }
+            }
             (None, Some(_), None) => {
-                return Err(UserError::setup(format!("task file `{shown}` names `train` but no `test` file"))
-                    .with_hint("add `test = \"...\"`, or use `data = \"...\"` and let the runner split off a test set"));
+                return Err(UserError::setup(format!(
+                    "task file `{shown}` names `train` but no `test` file"
+                ))
+                .with_hint(
+                    "add `test = \"...\"`, or use `data = \"...\"` and let the runner split off a test set",
+                ));
             }
             (Some(_), _, _) => {
                 return Err(UserError::setup(format!(
@@ -143,16 +140,12 @@ impl Task {
                 )));
             }
             _ => {
-                return Err(
-                    UserError::setup(format!("task file `{shown}` names no data"))
-                        .with_hint("add `data = \"file.csv\"` (or `train` and `test`)"),
-                );
+                return Err(UserError::setup(format!("task file `{shown}` names no data"))
+                    .with_hint("add `data = \"file.csv\"` (or `train` and `test`)"));
             }
         };
         if raw.target.trim().is_empty() {
-            return Err(UserError::setup(format!(
-                "task file `{shown}`: `target` is empty"
-            )));
+            return Err(UserError::setup(format!("task file `{shown}`: `target` is empty")));
         }
         let metric = raw
             .metric
@@ -161,12 +154,9 @@ impl Task {
             .transpose()
             .map_err(|e| UserError::setup(format!("task file `{shown}`: {e}")))?;
         if let (Some(kind), Some(metric)) = (raw.task, metric) {
-            check_metric(kind, metric)
-                .map_err(|e| UserError::setup(format!("task file `{shown}`: {e}")))?;
+            check_metric(kind, metric).map_err(|e| UserError::setup(format!("task file `{shown}`: {e}")))?;
         }
-        if raw.positive.is_some()
-            && matches!(raw.task, Some(TaskKind::Regression | TaskKind::Multiclass))
-        {
+        if raw.positive.is_some() && matches!(raw.task, Some(TaskKind::Regression | TaskKind::Multiclass)) {
             return Err(UserError::setup(format!(
                 "task file `{shown}`: `positive` applies to binary tasks only"
             )));
@@ -195,10 +185,7 @@ impl Task {
 /// Whether `metric` fits a task of `kind`.
 pub fn check_metric(kind: TaskKind, metric: Metric) -> Result<(), String> {
     if kind.is_classification() == metric.is_regression() {
-        return Err(format!(
-            "metric `{metric}` does not apply to a {} task",
-            kind.name()
-        ));
+        return Err(format!("metric `{metric}` does not apply to a {} task", kind.name()));
     }
     Ok(())
 }
@@ -217,25 +204,15 @@ mod tests {
             "name = \"credit\"\ndata = \"credit.csv\"\ntarget = \"Status\"\ntask = \"binary\"\nmetric = \"roc_auc\"\npositive = \"bad\"\ndescription = \"x\"\n",
         )
         .unwrap();
-        assert_eq!(
-            task.source,
-            Source::Single {
-                data: PathBuf::from("/tasks/credit.csv")
-            }
-        );
+        assert_eq!(task.source, Source::Single { data: PathBuf::from("/tasks/credit.csv") });
         assert_eq!(task.kind, Some(TaskKind::Binary));
         assert_eq!(task.metric, Some(Metric::RocAuc));
         assert_eq!(task.positive.as_deref(), Some("bad"));
-        let task = parse(
-            "name = \"d\"\ntrain = \"a/train.csv\"\ntest = \"/abs/test.csv\"\ntarget = \"y\"\n",
-        )
-        .unwrap();
+        let task = parse("name = \"d\"\ntrain = \"a/train.csv\"\ntest = \"/abs/test.csv\"\ntarget = \"y\"\n")
+            .unwrap();
         assert_eq!(
             task.source,
-            Source::TrainTest {
-                train: "/tasks/a/train.csv".into(),
-                test: "/abs/test.csv".into()
-            }
+            Source::TrainTest { train: "/tasks/a/train.csv".into(), test: "/abs/test.csv".into() }
         );
         assert_eq!(task.metric, None);
     }
@@ -244,27 +221,15 @@ mod tests {
     fn bad_task_files_say_what_is_wrong() {
         let cases = [
             ("name = \"x\"\ntarget = \"y\"\n", "names no data"),
-            (
-                "name = \"x\"\ndata = \"a\"\ntrain = \"b\"\ntest = \"c\"\ntarget = \"y\"\n",
-                "both",
-            ),
+            ("name = \"x\"\ndata = \"a\"\ntrain = \"b\"\ntest = \"c\"\ntarget = \"y\"\n", "both"),
             ("name = \"x\"\ntrain = \"b\"\ntarget = \"y\"\n", "no `test`"),
-            (
-                "name = \"x\"\ndata = \"a\"\ntarget = \"y\"\nmetric = \"auc\"\n",
-                "unknown metric `auc`",
-            ),
+            ("name = \"x\"\ndata = \"a\"\ntarget = \"y\"\nmetric = \"auc\"\n", "unknown metric `auc`"),
             (
                 "name = \"x\"\ndata = \"a\"\ntarget = \"y\"\ntask = \"regression\"\nmetric = \"roc_auc\"\n",
                 "does not apply",
             ),
-            (
-                "name = \"x\"\ndata = \"a\"\ntarget = \"y\"\ntask = \"ranking\"\n",
-                "not valid",
-            ),
-            (
-                "name = \"x\"\ndata = \"a\"\ntarget = \"y\"\ncolour = \"red\"\n",
-                "unknown field `colour`",
-            ),
+            ("name = \"x\"\ndata = \"a\"\ntarget = \"y\"\ntask = \"ranking\"\n", "not valid"),
+            ("name = \"x\"\ndata = \"a\"\ntarget = \"y\"\ncolour = \"red\"\n", "unknown field `colour`"),
             ("name = \"x\"\ndata = \"a\"\n", "missing field `target`"),
         ];
         for (text, expected) in cases {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::llm::{Behaviour, Server};
 use loop_runner::agent::{
-    Agent, AgentError, AgentSettings, Ask, BackendError, OpenAiBackend, Price, Redactor,
-    ReplayBackend, Secret, StructuredOutput, Transcript, Verdict, read_transcript,
+    Agent, AgentError, AgentSettings, Ask, BackendError, OpenAiBackend, Price, Redactor, ReplayBackend,
+    Secret, StructuredOutput, Transcript, Verdict, read_transcript,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -43,12 +43,7 @@ fn settings() -> AgentSettings {
 fn agent(server: &Server, settings: AgentSettings, transcript: &Path, timeout: Duration) -> Agent {
     let backend = OpenAiBackend::new(&server.base_url(), Some(&Secret::new(KEY)), timeout).unwrap();
     let transcript = Transcript::open(transcript, Redactor::new([Secret::new(KEY)])).unwrap();
-    Agent::new(
-        Arc::new(backend),
-        settings,
-        transcript,
-        CancellationToken::new(),
-    )
+    Agent::new(Arc::new(backend), settings, transcript, CancellationToken::new())
 }
 
 fn question(prompt: &str) -> Ask<'_> {
@@ -62,43 +57,23 @@ fn question(prompt: &str) -> Ask<'_> {
 }
 
 async fn ask(agent: &Agent, prompt: &str) -> Result<Plan, AgentError> {
-    agent
-        .ask::<Plan>(question(prompt), &no_rules)
-        .await
-        .map(|a| a.value)
+    agent.ask::<Plan>(question(prompt), &no_rules).await.map(|a| a.value)
 }
 
 #[tokio::test]
 async fn a_good_answer_is_accepted_with_strict_json_schema() {
     let server = Server::start(vec![Behaviour::Answer(GOOD.into())]);
     let dir = tempfile::tempdir().unwrap();
-    let agent = agent(
-        &server,
-        settings(),
-        &dir.path().join("t.jsonl"),
-        Duration::from_secs(5),
-    );
-    let answer = agent
-        .ask::<Plan>(question("plan it"), &no_rules)
-        .await
-        .unwrap();
-    assert_eq!(
-        answer.value,
-        Plan {
-            family: "random_forest".into(),
-            trees: 200
-        }
-    );
+    let agent = agent(&server, settings(), &dir.path().join("t.jsonl"), Duration::from_secs(5));
+    let answer = agent.ask::<Plan>(question("plan it"), &no_rules).await.unwrap();
+    assert_eq!(answer.value, Plan { family: "random_forest".into(), trees: 200 });
     assert_eq!(answer.attempts, 1);
     assert!(answer.usage.prompt_tokens > 0);
     let sent = &server.requests()[0];
     assert_eq!(sent.body["response_format"]["type"], "json_schema");
     assert_eq!(sent.body["response_format"]["json_schema"]["strict"], true);
     assert_eq!(sent.body["model"], "test-model");
-    assert!(
-        sent.headers.contains(&format!("Bearer {KEY}")),
-        "the key is sent to the server"
-    );
+    assert!(sent.headers.contains(&format!("Bearer {KEY}")), "the key is sent to the server");
     let records = read_transcript(&dir.path().join("t.jsonl")).unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].verdict, Verdict::Accepted);
@@ -112,38 +87,16 @@ async fn invalid_json_then_schema_violation_then_good() {
         Behaviour::Answer(GOOD.into()),
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let agent = agent(
-        &server,
-        settings(),
-        &dir.path().join("t.jsonl"),
-        Duration::from_secs(5),
-    );
-    let answer = agent
-        .ask::<Plan>(question("plan it"), &no_rules)
-        .await
-        .unwrap();
+    let agent = agent(&server, settings(), &dir.path().join("t.jsonl"), Duration::from_secs(5));
+    let answer = agent.ask::<Plan>(question("plan it"), &no_rules).await.unwrap();
     assert_eq!(answer.attempts, 3);
     // The problems were quoted back to the agent.
     let third = &server.requests()[2].body["messages"];
-    let feedback = third
-        .as_array()
-        .unwrap()
-        .iter()
-        .rfind(|m| m["role"] == "user")
-        .unwrap();
-    assert!(
-        feedback["content"].as_str().unwrap().contains("/trees"),
-        "{feedback}"
-    );
-    let verdicts: Vec<Verdict> = read_transcript(&dir.path().join("t.jsonl"))
-        .unwrap()
-        .iter()
-        .map(|r| r.verdict)
-        .collect();
-    assert_eq!(
-        verdicts,
-        [Verdict::Rejected, Verdict::Rejected, Verdict::Accepted]
-    );
+    let feedback = third.as_array().unwrap().iter().rfind(|m| m["role"] == "user").unwrap();
+    assert!(feedback["content"].as_str().unwrap().contains("/trees"), "{feedback}");
+    let verdicts: Vec<Verdict> =
+        read_transcript(&dir.path().join("t.jsonl")).unwrap().iter().map(|r| r.verdict).collect();
+    assert_eq!(verdicts, [Verdict::Rejected, Verdict::Rejected, Verdict::Accepted]);
 }
 
 #[tokio::test]
@@ -151,28 +104,13 @@ async fn always_bad_fails_the_step_with_every_attempt() {
     let server = Server::start(vec![]);
     server.set_fallback(Behaviour::Answer(r#"{"family": "svm", "trees": 3}"#.into()));
     let dir = tempfile::tempdir().unwrap();
-    let agent = agent(
-        &server,
-        settings(),
-        &dir.path().join("t.jsonl"),
-        Duration::from_secs(5),
-    );
+    let agent = agent(&server, settings(), &dir.path().join("t.jsonl"), Duration::from_secs(5));
     let rule = |p: &Plan| {
-        if p.family == "svm" {
-            vec!["svm is not available".to_string()]
-        } else {
-            vec![]
-        }
+        if p.family == "svm" { vec!["svm is not available".to_string()] } else { vec![] }
     };
-    let err = agent
-        .ask::<Plan>(question("plan it"), &rule)
-        .await
-        .unwrap_err();
+    let err = agent.ask::<Plan>(question("plan it"), &rule).await.unwrap_err();
     let text = err.to_string();
-    assert!(
-        matches!(err, AgentError::Invalid { ref attempts, .. } if attempts.len() == 3),
-        "{text}"
-    );
+    assert!(matches!(err, AgentError::Invalid { ref attempts, .. } if attempts.len() == 3), "{text}");
     assert_eq!(text.matches("svm is not available").count(), 3, "{text}");
     assert!(text.contains("attempt 3"), "{text}");
 }
@@ -188,60 +126,32 @@ async fn rate_limit_honours_retry_after() {
         Behaviour::Answer(GOOD.into()),
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let agent = agent(
-        &server,
-        settings(),
-        &dir.path().join("t.jsonl"),
-        Duration::from_secs(5),
-    );
+    let agent = agent(&server, settings(), &dir.path().join("t.jsonl"), Duration::from_secs(5));
     let started = Instant::now();
     ask(&agent, "plan").await.unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "waited {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_secs(1), "waited {:?}", started.elapsed());
     let records = read_transcript(&dir.path().join("t.jsonl")).unwrap();
     assert_eq!(records[0].verdict, Verdict::Failed);
     assert!(records[0].error.as_ref().unwrap().detail.contains("429"));
-    assert_eq!(
-        (records[1].try_number, records[1].verdict),
-        (2, Verdict::Accepted)
-    );
+    assert_eq!((records[1].try_number, records[1].verdict), (2, Verdict::Accepted));
 }
 
 #[tokio::test]
 async fn server_errors_hangs_and_truncated_bodies_are_retried() {
     let server = Server::start(vec![
-        Behaviour::Status {
-            code: 500,
-            retry_after: None,
-            body: "boom".into(),
-        },
+        Behaviour::Status { code: 500, retry_after: None, body: "boom".into() },
         Behaviour::Hang(Duration::from_secs(10)),
         Behaviour::Truncated,
-        Behaviour::Status {
-            code: 503,
-            retry_after: None,
-            body: "busy".into(),
-        },
+        Behaviour::Status { code: 503, retry_after: None, body: "busy".into() },
         Behaviour::Answer(GOOD.into()),
     ]);
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings();
     s.max_http_retries = 4;
-    let agent = agent(
-        &server,
-        s,
-        &dir.path().join("t.jsonl"),
-        Duration::from_millis(500),
-    );
+    let agent = agent(&server, s, &dir.path().join("t.jsonl"), Duration::from_millis(500));
     let started = Instant::now();
     ask(&agent, "plan").await.unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the hang was cut by the timeout"
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "the hang was cut by the timeout");
     let details: Vec<String> = read_transcript(&dir.path().join("t.jsonl"))
         .unwrap()
         .iter()
@@ -250,10 +160,7 @@ async fn server_errors_hangs_and_truncated_bodies_are_retried() {
     assert_eq!(details.len(), 4, "{details:?}");
     assert!(details[0].contains("HTTP 500"), "{details:?}");
     assert!(details[1].contains("no answer"), "{details:?}");
-    assert!(
-        details[2].contains("broke off") || details[2].contains("malformed"),
-        "{details:?}"
-    );
+    assert!(details[2].contains("broke off") || details[2].contains("malformed"), "{details:?}");
 }
 
 #[tokio::test]
@@ -261,30 +168,12 @@ async fn retries_are_bounded() {
     let server = Server::start(vec![]);
     server.set_fallback(Behaviour::Answer(String::new()));
     for _ in 0..10 {
-        server.push(Behaviour::Status {
-            code: 500,
-            retry_after: None,
-            body: "down".into(),
-        });
+        server.push(Behaviour::Status { code: 500, retry_after: None, body: "down".into() });
     }
     let dir = tempfile::tempdir().unwrap();
-    let agent = agent(
-        &server,
-        settings(),
-        &dir.path().join("t.jsonl"),
-        Duration::from_secs(5),
-    );
+    let agent = agent(&server, settings(), &dir.path().join("t.jsonl"), Duration::from_secs(5));
     let err = ask(&agent, "plan").await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            AgentError::Backend {
-                source: BackendError::Transient { .. },
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, AgentError::Backend { source: BackendError::Transient { .. }, .. }), "{err}");
     assert_eq!(server.requests().len(), 4, "one try and three retries");
 }
 
@@ -296,12 +185,7 @@ async fn a_refused_json_schema_falls_back_to_the_prompt() {
         Behaviour::Answer(GOOD.into()),
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let agent = agent(
-        &server,
-        settings(),
-        &dir.path().join("t.jsonl"),
-        Duration::from_secs(5),
-    );
+    let agent = agent(&server, settings(), &dir.path().join("t.jsonl"), Duration::from_secs(5));
     ask(&agent, "plan").await.unwrap();
     assert!(agent.prompt_mode());
     ask(&agent, "plan again").await.unwrap();
@@ -311,25 +195,14 @@ async fn a_refused_json_schema_falls_back_to_the_prompt() {
     for later in &requests[1..] {
         assert!(later.body.get("response_format").is_none());
         let prompt = later.body["messages"][1]["content"].as_str().unwrap();
-        assert!(
-            prompt.contains("JSON Schema") && prompt.contains("\"trees\""),
-            "{prompt}"
-        );
+        assert!(prompt.contains("JSON Schema") && prompt.contains("\"trees\""), "{prompt}");
     }
     // Forced json_schema mode does not fall back.
     let server = Server::start(vec![Behaviour::RejectSchemaThenAnswer(GOOD.into())]);
     let mut s = settings();
     s.structured = StructuredOutput::JsonSchema;
-    let agent = self::agent(
-        &server,
-        s,
-        &dir.path().join("t2.jsonl"),
-        Duration::from_secs(5),
-    );
-    assert!(matches!(
-        ask(&agent, "plan").await.unwrap_err(),
-        AgentError::Backend { .. }
-    ));
+    let agent = self::agent(&server, s, &dir.path().join("t2.jsonl"), Duration::from_secs(5));
+    assert!(matches!(ask(&agent, "plan").await.unwrap_err(), AgentError::Backend { .. }));
 }
 
 #[tokio::test]
@@ -338,24 +211,11 @@ async fn the_spend_cap_stops_cleanly() {
     server.set_fallback(Behaviour::Answer(GOOD.into()));
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings();
-    s.prices.insert(
-        "test-model".into(),
-        Price {
-            input_per_million: 100_000.0,
-            output_per_million: 100_000.0,
-        },
-    );
+    s.prices
+        .insert("test-model".into(), Price { input_per_million: 100_000.0, output_per_million: 100_000.0 });
     s.spend_cap_usd = Some(1.0);
-    let agent = agent(
-        &server,
-        s,
-        &dir.path().join("t.jsonl"),
-        Duration::from_secs(5),
-    );
-    let first = agent
-        .ask::<Plan>(question("plan"), &no_rules)
-        .await
-        .unwrap();
+    let agent = agent(&server, s, &dir.path().join("t.jsonl"), Duration::from_secs(5));
+    let first = agent.ask::<Plan>(question("plan"), &no_rules).await.unwrap();
     assert!(first.cost_usd > 1.0);
     let err = ask(&agent, "plan again").await.unwrap_err();
     assert!(matches!(err, AgentError::SpendCap { .. }), "{err}");
@@ -374,10 +234,7 @@ async fn replay_reproduces_answers_and_names_a_divergence() {
     let path = dir.path().join("t.jsonl");
     let recorded = {
         let agent = agent(&server, settings(), &path, Duration::from_secs(5));
-        (
-            ask(&agent, "first").await.unwrap(),
-            ask(&agent, "second").await.unwrap(),
-        )
+        (ask(&agent, "first").await.unwrap(), ask(&agent, "second").await.unwrap())
     };
     let replay = |prompts: [&'static str; 2]| {
         let path = path.clone();
@@ -389,28 +246,17 @@ async fn replay_reproduces_answers_and_names_a_divergence() {
                 Transcript::discard(Redactor::default()),
                 CancellationToken::new(),
             );
-            Ok::<_, AgentError>((
-                ask(&agent, prompts[0]).await?,
-                ask(&agent, prompts[1]).await?,
-            ))
+            Ok::<_, AgentError>((ask(&agent, prompts[0]).await?, ask(&agent, prompts[1]).await?))
         }
     };
     assert_eq!(replay(["first", "second"]).await.unwrap(), recorded);
     assert_eq!(server.requests().len(), 3, "replay makes no HTTP call");
     let err = replay(["first", "second, changed"]).await.unwrap_err();
-    let AgentError::Backend {
-        source: BackendError::ReplayMismatch(divergence),
-        ..
-    } = &err
-    else {
+    let AgentError::Backend { source: BackendError::ReplayMismatch(divergence), .. } = &err else {
         panic!("{err}");
     };
     assert_eq!(divergence.step, "plan");
-    assert!(
-        divergence.field.starts_with("messages[1].content"),
-        "{}",
-        divergence.field
-    );
+    assert!(divergence.field.starts_with("messages[1].content"), "{}", divergence.field);
 }
 
 #[tokio::test]
@@ -419,16 +265,8 @@ async fn the_api_key_never_reaches_the_transcript_or_errors() {
         r#"{{"error":{{"message":"Incorrect API key provided: {KEY}","type":"invalid_request_error"}}}}"#
     );
     let server = Server::start(vec![
-        Behaviour::Status {
-            code: 500,
-            retry_after: None,
-            body: format!("upstream said {KEY}"),
-        },
-        Behaviour::Status {
-            code: 401,
-            retry_after: None,
-            body: echo,
-        },
+        Behaviour::Status { code: 500, retry_after: None, body: format!("upstream said {KEY}") },
+        Behaviour::Status { code: 401, retry_after: None, body: echo },
     ]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.jsonl");
@@ -436,9 +274,7 @@ async fn the_api_key_never_reaches_the_transcript_or_errors() {
     let err = ask(&agent, "plan").await.unwrap_err();
     let shown = format!(
         "{err} {err:?} {}",
-        std::error::Error::source(&err)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
+        std::error::Error::source(&err).map(|s| s.to_string()).unwrap_or_default()
     );
     assert!(shown.contains("rejected the API key"), "{shown}");
     assert!(!shown.contains(KEY), "{shown}");
@@ -468,11 +304,7 @@ fn agent_check_reports_what_the_server_supports() {
     let server = Server::start(vec![Behaviour::Answer(answer.into())]);
     let output = check(&server);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(
         stdout.contains("json_schema: supported")
             && stdout.contains("tokens:")
@@ -495,9 +327,6 @@ fn agent_check_reports_what_the_server_supports() {
     let output = check(&server);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
-    assert!(
-        stderr.contains("rejected the API key") && stderr.contains("hint:"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("rejected the API key") && stderr.contains("hint:"), "{stderr}");
     assert!(!stderr.contains(KEY));
 }

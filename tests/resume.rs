@@ -28,10 +28,7 @@ fn start(runs: &Path, fault: Option<&str>) -> Output {
 }
 
 fn only_run(runs: &Path) -> PathBuf {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let dirs: Vec<PathBuf> = std::fs::read_dir(runs).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     dirs.into_iter().next().unwrap()
 }
@@ -39,10 +36,7 @@ fn only_run(runs: &Path) -> PathBuf {
 /// Iteration → tree hash, checked for consistency between journal and git.
 fn check_consistent(dir: &Path) -> BTreeMap<u32, String> {
     let entries = journal::read(&dir.join("journal.jsonl")).unwrap();
-    assert!(
-        matches!(entries.last().unwrap().event, Event::RunFinished { .. }),
-        "the run finished"
-    );
+    assert!(matches!(entries.last().unwrap().event, Event::RunFinished { .. }), "the run finished");
     let finished: Vec<u32> = entries
         .iter()
         .filter_map(|e| match &e.event {
@@ -50,37 +44,22 @@ fn check_consistent(dir: &Path) -> BTreeMap<u32, String> {
             _ => None,
         })
         .collect();
-    assert_eq!(
-        finished,
-        [1, 2, 3],
-        "every iteration finished exactly once, in order"
-    );
+    assert_eq!(finished, [1, 2, 3], "every iteration finished exactly once, in order");
     // The last recorded commit of each iteration is what git has.
     let mut recorded: BTreeMap<u32, (String, String)> = BTreeMap::new();
     for e in &entries {
-        if let Event::SnapshotCommitted {
-            iteration,
-            commit,
-            tree,
-            ..
-        } = &e.event
-        {
+        if let Event::SnapshotCommitted { iteration, commit, tree, .. } = &e.event {
             recorded.insert(*iteration, (commit.clone(), tree.clone()));
         }
     }
     let ws = Workspace::open_or_init(&dir.join("workspace")).unwrap();
     let tags = ws.tags().unwrap();
-    let expected: Vec<(String, String)> = recorded
-        .iter()
-        .map(|(n, (c, _))| (format!("iter-{n:04}"), c.clone()))
-        .collect();
+    let expected: Vec<(String, String)> =
+        recorded.iter().map(|(n, (c, _))| (format!("iter-{n:04}"), c.clone())).collect();
     assert_eq!(tags, expected, "tags match the journal");
     let history = ws.history().unwrap();
     let commits: Vec<String> = recorded.values().map(|(c, _)| c.clone()).collect();
-    assert_eq!(
-        history, commits,
-        "`iterations` holds exactly the recorded commits, in order"
-    );
+    assert_eq!(history, commits, "`iterations` holds exactly the recorded commits, in order");
     // `best` is the journal's best iteration, and it is what is checked out.
     let best_iteration = entries.iter().rev().find_map(|e| match &e.event {
         Event::RunFinished { best_iteration, .. } => *best_iteration,
@@ -91,9 +70,7 @@ fn check_consistent(dir: &Path) -> BTreeMap<u32, String> {
     let files = ws.files(ws.best().unwrap()).unwrap();
     for (path, blob) in files {
         let on_disk = std::fs::read(dir.join("workspace").join(&path)).unwrap();
-        let hash = git2::Oid::hash_object(git2::ObjectType::Blob, &on_disk)
-            .unwrap()
-            .to_string();
+        let hash = git2::Oid::hash_object(git2::ObjectType::Blob, &on_disk).unwrap().to_string();
         assert_eq!(hash, blob, "{path} in the working tree matches `best`");
     }
     let leftover: Vec<String> = std::fs::read_dir(dir.join("iterations"))
@@ -102,61 +79,32 @@ fn check_consistent(dir: &Path) -> BTreeMap<u32, String> {
         .filter(|n| n.as_str() > "iter-0003")
         .collect();
     assert!(leftover.is_empty(), "{leftover:?}");
-    recorded
-        .into_iter()
-        .map(|(n, (_, tree))| (n, tree))
-        .collect()
+    recorded.into_iter().map(|(n, (_, tree))| (n, tree)).collect()
 }
 
 #[test]
 fn a_run_killed_anywhere_resumes_to_the_same_result() {
     let reference_runs = tempfile::tempdir().unwrap();
     let output = start(reference_runs.path(), None);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let reference = check_consistent(&only_run(reference_runs.path()));
 
     // Journal entries the runner writes through its fault counter (all but the first two).
-    let written = journal::read(&only_run(reference_runs.path()).join("journal.jsonl"))
-        .unwrap()
-        .len()
-        - 2;
-    let mut faults: Vec<String> = [
-        1,
-        written / 10,
-        written / 5,
-        written / 3,
-        written / 2,
-        written * 2 / 3,
-        written * 4 / 5,
-    ]
-    .iter()
-    .chain(&[written - 3, written - 2, written - 1])
-    .map(|n| format!("journal:{}", n.max(&1)))
-    .collect();
-    faults.extend(
-        [
-            "commit:1",
-            "commit:3",
-            "committed:2",
-            "sandbox:2",
-            "sandbox:6",
-        ]
-        .map(String::from),
-    );
+    let written = journal::read(&only_run(reference_runs.path()).join("journal.jsonl")).unwrap().len() - 2;
+    let mut faults: Vec<String> =
+        [1, written / 10, written / 5, written / 3, written / 2, written * 2 / 3, written * 4 / 5]
+            .iter()
+            .chain(&[written - 3, written - 2, written - 1])
+            .map(|n| format!("journal:{}", n.max(&1)))
+            .collect();
+    faults.extend(["commit:1", "commit:3", "committed:2", "sandbox:2", "sandbox:6"].map(String::from));
     faults.dedup();
     assert!(faults.len() >= 14, "{faults:?}");
     for fault in &faults {
         let fault = fault.as_str();
         let runs = tempfile::tempdir().unwrap();
         let crashed = start(runs.path(), Some(fault));
-        assert!(
-            !crashed.status.success(),
-            "{fault}: the deliberate crash happened"
-        );
+        assert!(!crashed.status.success(), "{fault}: the deliberate crash happened");
         let dir = only_run(runs.path());
         let resumed = bin().arg("resume").arg(&dir).output().unwrap();
         assert!(
@@ -165,10 +113,7 @@ fn a_run_killed_anywhere_resumes_to_the_same_result() {
             String::from_utf8_lossy(&resumed.stderr)
         );
         let trees = check_consistent(&dir);
-        assert_eq!(
-            trees, reference,
-            "{fault}: the resumed run's snapshots differ from an uninterrupted run"
-        );
+        assert_eq!(trees, reference, "{fault}: the resumed run's snapshots differ from an uninterrupted run");
         // A finished run is not resumed twice.
         let again = bin().arg("resume").arg(&dir).output().unwrap();
         assert_eq!(again.status.code(), Some(4), "{fault}");
@@ -190,14 +135,13 @@ fn a_real_sigkill_mid_run_resumes() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(Instant::now() < deadline);
-        let ready = std::fs::read_dir(runs.path())
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .is_some_and(|e| {
-                std::fs::read_to_string(e.path().join("journal.jsonl"))
-                    .is_ok_and(|t| t.matches("script_run").count() >= 3)
-            });
+        let ready =
+            std::fs::read_dir(runs.path()).ok().and_then(|mut d| d.next()).and_then(|e| e.ok()).is_some_and(
+                |e| {
+                    std::fs::read_to_string(e.path().join("journal.jsonl"))
+                        .is_ok_and(|t| t.matches("script_run").count() >= 3)
+                },
+            );
         if ready {
             break;
         }
@@ -207,10 +151,6 @@ fn a_real_sigkill_mid_run_resumes() {
     child.wait().unwrap();
     let dir = only_run(runs.path());
     let resumed = bin().arg("resume").arg(&dir).output().unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
     check_consistent(&dir);
 }

@@ -29,8 +29,7 @@ fn stderr(output: &Output) -> String {
 }
 
 fn summary(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("report/summary.json")).unwrap())
-        .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report/summary.json")).unwrap()).unwrap()
 }
 
 #[test]
@@ -83,34 +82,18 @@ fn builtin_agent_runs_a_fixture_end_to_end() {
     ] {
         assert!(ws.join(file).is_file(), "workspace lacks {file}");
     }
-    let tags = std::process::Command::new("git")
-        .arg("-C")
-        .arg(&ws)
-        .arg("tag")
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&tags.stdout),
-        "iter-0001\niter-0002\niter-0003\n"
-    );
+    let tags = std::process::Command::new("git").arg("-C").arg(&ws).arg("tag").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&tags.stdout), "iter-0001\niter-0002\niter-0003\n");
     // The journal tells the same story.
     let events = journal::read(&dir.join("journal.jsonl")).unwrap();
-    let finished = events
-        .iter()
-        .filter(|e| matches!(e.event, Event::IterationFinished { .. }))
-        .count();
+    let finished = events.iter().filter(|e| matches!(e.event, Event::IterationFinished { .. })).count();
     assert_eq!(finished, 3);
-    assert!(matches!(
-        events.last().unwrap().event,
-        Event::RunFinished { .. }
-    ));
+    assert!(matches!(events.last().unwrap().event, Event::RunFinished { .. }));
     // status prints the leaderboard.
     let status = bin().arg("status").arg(&dir).output().unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(
-        status.status.success()
-            && text.contains("accuracy")
-            && text.contains("hist_gradient_boosting"),
+        status.status.success() && text.contains("accuracy") && text.contains("hist_gradient_boosting"),
         "{text}"
     );
 }
@@ -121,11 +104,7 @@ fn the_short_form_runs_task_toml_in_the_current_directory() {
     for f in ["train.csv", "test.csv", "task.toml"] {
         std::fs::copy(fixtures().join("penguins").join(f), work.path().join(f)).unwrap();
     }
-    let output = bin()
-        .current_dir(work.path())
-        .args(["--iterations", "1"])
-        .output()
-        .unwrap();
+    let output = bin().current_dir(work.path()).args(["--iterations", "1"]).output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let dir = run_dir_of(&output);
     assert!(
@@ -143,15 +122,9 @@ fn an_openai_compatible_server_drives_the_loop_and_the_key_stays_secret() {
     let server = Server::start(vec![
         // The first answer is not JSON; the runner re-asks.
         Behaviour::Answer("Let me think about the plan...".into()),
-        Behaviour::Status {
-            code: 500,
-            retry_after: None,
-            body: "overloaded".into(),
-        },
+        Behaviour::Status { code: 500, retry_after: None, body: "overloaded".into() },
     ]);
-    server.set_fallback(Behaviour::Compute(Box::new(|req| {
-        answer(req, PENGUINS_TRAIN, PENGUINS_INFER)
-    })));
+    server.set_fallback(Behaviour::Compute(Box::new(|req| answer(req, PENGUINS_TRAIN, PENGUINS_INFER))));
     let runs = tempfile::tempdir().unwrap();
     let config = runs.path().join("loop-runner.toml");
     std::fs::write(
@@ -161,14 +134,7 @@ fn an_openai_compatible_server_drives_the_loop_and_the_key_stays_secret() {
     .unwrap();
     let output = bin()
         .env("E2E_KEY", KEY)
-        .args([
-            "run",
-            "--agent",
-            "openai",
-            "--base-url",
-            &server.base_url(),
-            "--config",
-        ])
+        .args(["run", "--agent", "openai", "--base-url", &server.base_url(), "--config"])
         .arg(&config)
         .arg("--task")
         .arg(fixtures().join("penguins/task.toml"))
@@ -182,72 +148,38 @@ fn an_openai_compatible_server_drives_the_loop_and_the_key_stays_secret() {
     assert_eq!(s["agent"], "openai");
     assert!(s["test_score"].as_f64().unwrap() > 0.9, "{s}");
     let requests = server.requests();
-    assert!(
-        requests.iter().any(|r| r.body["model"] == "scripted-coder"),
-        "per-step model"
-    );
-    assert!(
-        requests
-            .iter()
-            .all(|r| r.headers.contains(&format!("Bearer {KEY}")))
-    );
+    assert!(requests.iter().any(|r| r.body["model"] == "scripted-coder"), "per-step model");
+    assert!(requests.iter().all(|r| r.headers.contains(&format!("Bearer {KEY}"))));
     let report = std::fs::read_to_string(dir.join("report/REPORT.md")).unwrap();
     assert!(report.contains("scripted-model") && !report.contains("no LLM"));
-    assert!(
-        !report.contains("$0.0000 |\n\nThe test"),
-        "costs are counted from the price table"
-    );
+    assert!(!report.contains("$0.0000 |\n\nThe test"), "costs are counted from the price table");
     // The key appears in no file of the run and not in the output.
     assert!(!stderr(&output).contains(KEY));
     for entry in walk(&dir) {
         let bytes = std::fs::read(&entry).unwrap();
-        assert!(
-            !String::from_utf8_lossy(&bytes).contains(KEY),
-            "the key leaked into {}",
-            entry.display()
-        );
+        assert!(!String::from_utf8_lossy(&bytes).contains(KEY), "the key leaked into {}", entry.display());
     }
     let transcript = std::fs::read_to_string(dir.join("transcript.jsonl")).unwrap();
-    assert!(
-        transcript.contains("\"verdict\":\"rejected\"")
-            && transcript.contains("\"verdict\":\"failed\"")
-    );
+    assert!(transcript.contains("\"verdict\":\"rejected\"") && transcript.contains("\"verdict\":\"failed\""));
 }
 
 #[test]
 fn the_budget_holds_even_when_a_script_wants_to_run_longer() {
     let slow_train = format!("import time\ntime.sleep(3600)\n{PENGUINS_TRAIN}");
     let server = Server::start(vec![]);
-    server.set_fallback(Behaviour::Compute(Box::new(move |req| {
-        answer(req, &slow_train, PENGUINS_INFER)
-    })));
+    server.set_fallback(Behaviour::Compute(Box::new(move |req| answer(req, &slow_train, PENGUINS_INFER))));
     let runs = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let output = bin()
-        .args([
-            "run",
-            "--agent",
-            "openai",
-            "--base-url",
-            &server.base_url(),
-            "--budget",
-            "20s",
-            "--task",
-        ])
+        .args(["run", "--agent", "openai", "--base-url", &server.base_url(), "--budget", "20s", "--task"])
         .arg(fixtures().join("penguins/task.toml"))
         .arg("--runs-dir")
         .arg(runs.path())
         .output()
         .unwrap();
     let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(24),
-        "a 20 s budget took {took:?}"
-    );
-    assert!(
-        took >= Duration::from_secs(9),
-        "the loop used its time: {took:?}"
-    );
+    assert!(took < Duration::from_secs(24), "a 20 s budget took {took:?}");
+    assert!(took >= Duration::from_secs(9), "the loop used its time: {took:?}");
     // Nothing succeeded, so there is nothing to test: an experiment failure, cleanly reported.
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let dir = run_dir_of(&output);
@@ -296,21 +228,10 @@ for c in ["Adelie", "Chinstrap", "Gentoo"]:
 out.to_csv(a.output, index=False)
 "#;
     let server = Server::start(vec![]);
-    server.set_fallback(Behaviour::Compute(Box::new(move |req| {
-        answer(req, PENGUINS_TRAIN, snoop)
-    })));
+    server.set_fallback(Behaviour::Compute(Box::new(move |req| answer(req, PENGUINS_TRAIN, snoop))));
     let runs = tempfile::tempdir().unwrap();
     let output = bin()
-        .args([
-            "run",
-            "--agent",
-            "openai",
-            "--base-url",
-            &server.base_url(),
-            "--iterations",
-            "1",
-            "--task",
-        ])
+        .args(["run", "--agent", "openai", "--base-url", &server.base_url(), "--iterations", "1", "--task"])
         .arg(fixtures().join("penguins/task.toml"))
         .arg("--runs-dir")
         .arg(runs.path())
@@ -326,15 +247,8 @@ out.to_csv(a.output, index=False)
         .lines()
         .filter(|l| l.starts_with("Adelie"))
         .count();
-    let rows = std::fs::read_to_string(fixtures().join("penguins/test.csv"))
-        .unwrap()
-        .lines()
-        .count()
-        - 1;
-    assert!(
-        (test - adelie as f64 / rows as f64).abs() < 1e-9,
-        "test accuracy {test}: labels were found"
-    );
+    let rows = std::fs::read_to_string(fixtures().join("penguins/test.csv")).unwrap().lines().count() - 1;
+    assert!((test - adelie as f64 / rows as f64).abs() < 1e-9, "test accuracy {test}: labels were found");
     let journal_text = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
     assert!(!journal_text.contains("holdout/test.csv\""));
 }
@@ -346,26 +260,11 @@ fn bad_task_files_and_data_are_clear_setup_errors() {
     write("data.csv", "a,b,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n9,1,x\n");
     write("dup.csv", "a,a,label\n1,2,x\n");
     let cases = [
-        (
-            "name = \"t\"\ndata = \"data.csv\"\ntarget = \"nope\"\n",
-            "target column `nope` is not in",
-        ),
-        (
-            "name = \"t\"\ndata = \"data.csv\"\ntarget = \"label\"\nmetric = \"f2\"\n",
-            "unknown metric `f2`",
-        ),
-        (
-            "name = \"t\"\ndata = \"missing.csv\"\ntarget = \"label\"\n",
-            "missing.csv",
-        ),
-        (
-            "name = \"t\"\ndata = \"dup.csv\"\ntarget = \"label\"\n",
-            "more than once",
-        ),
-        (
-            "name = \"t\"\ndata = \"data.csv\"\n",
-            "missing field `target`",
-        ),
+        ("name = \"t\"\ndata = \"data.csv\"\ntarget = \"nope\"\n", "target column `nope` is not in"),
+        ("name = \"t\"\ndata = \"data.csv\"\ntarget = \"label\"\nmetric = \"f2\"\n", "unknown metric `f2`"),
+        ("name = \"t\"\ndata = \"missing.csv\"\ntarget = \"label\"\n", "missing.csv"),
+        ("name = \"t\"\ndata = \"dup.csv\"\ntarget = \"label\"\n", "more than once"),
+        ("name = \"t\"\ndata = \"data.csv\"\n", "missing field `target`"),
     ];
     for (task, expected) in cases {
         write("task.toml", task);
@@ -381,10 +280,7 @@ fn bad_task_files_and_data_are_clear_setup_errors() {
         assert_eq!(output.status.code(), Some(3), "{task}: {err}");
         assert!(err.contains(expected), "{task}: {err}");
         assert!(!err.contains("panicked"), "{err}");
-        assert!(
-            !runs.exists(),
-            "no run directory for a task that cannot run"
-        );
+        assert!(!runs.exists(), "no run directory for a task that cannot run");
     }
 }
 
@@ -417,10 +313,7 @@ fn ctrl_c_ends_with_the_final_evaluation_and_the_report() {
     // Wait for a finished iteration, then interrupt.
     let deadline = Instant::now() + Duration::from_secs(60);
     let journal_path = loop {
-        assert!(
-            Instant::now() < deadline,
-            "no iteration finished within a minute"
-        );
+        assert!(Instant::now() < deadline, "no iteration finished within a minute");
         let found = std::fs::read_dir(runs.path())
             .ok()
             .and_then(|mut d| d.next())
@@ -439,14 +332,11 @@ fn ctrl_c_ends_with_the_final_evaluation_and_the_report() {
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     let dir = journal_path.parent().unwrap();
     let s = summary(dir);
-    assert!(
-        s["test_score"].as_f64().is_some(),
-        "the best iteration was scored: {s}"
-    );
+    assert!(s["test_score"].as_f64().is_some(), "the best iteration was scored: {s}");
     let events = journal::read(&journal_path).unwrap();
     assert!(
-        events.iter().any(
-            |e| matches!(&e.event, Event::RunFinished { reason, .. } if reason == "interrupted")
-        )
+        events
+            .iter()
+            .any(|e| matches!(&e.event, Event::RunFinished { reason, .. } if reason == "interrupted"))
     );
 }

@@ -45,11 +45,7 @@ fn symlinks_do_not_lead_out_of_mounts() {
     std::fs::write(secret_dir.path().join("secret.txt"), HOST_SECRET).unwrap();
     let data = tempfile::tempdir().unwrap();
     // Links the host itself left in a mounted dir, pointing outside it.
-    std::os::unix::fs::symlink(
-        secret_dir.path().join("secret.txt"),
-        data.path().join("file_link"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(secret_dir.path().join("secret.txt"), data.path().join("file_link")).unwrap();
     std::os::unix::fs::symlink(secret_dir.path(), data.path().join("dir_link")).unwrap();
     let script = r#"
 import os
@@ -79,16 +75,8 @@ for target, link in [("/etc/passwd", "/work/abs_link"), ("../../../../../../etc/
     let run = run_json(cmd);
     let out = run.stdout();
     assert!(!out.contains("READ"), "{out}");
-    assert!(
-        !out.contains(HOST_SECRET) && !out.contains("root:"),
-        "{out}"
-    );
-    assert_eq!(
-        out.matches("DENIED").count(),
-        4,
-        "{out}\n{}",
-        run.outcome.stderr.text
-    );
+    assert!(!out.contains(HOST_SECRET) && !out.contains("root:"), "{out}");
+    assert_eq!(out.matches("DENIED").count(), 4, "{out}\n{}", run.outcome.stderr.text);
 }
 
 #[test]
@@ -97,10 +85,7 @@ fn read_only_mounts_cannot_be_changed() {
     std::fs::write(data.path().join("train.csv"), "a,b\n1,2\n").unwrap();
     let mode_before = {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(data.path().join("train.csv"))
-            .unwrap()
-            .permissions()
-            .mode()
+        std::fs::metadata(data.path().join("train.csv")).unwrap().permissions().mode()
     };
     let script = r#"
 import os
@@ -141,26 +126,13 @@ except Exception:
         .arg(work.path().join("main.py"));
     let run = run_json(cmd);
     let out = run.stdout();
-    assert!(
-        !out.contains("ALLOWED"),
-        "{out}\n{}",
-        run.outcome.stderr.text
-    );
+    assert!(!out.contains("ALLOWED"), "{out}\n{}", run.outcome.stderr.text);
     assert_eq!(out.matches("DENIED").count(), 9, "{out}");
-    assert_eq!(
-        std::fs::read_to_string(data.path().join("train.csv")).unwrap(),
-        "a,b\n1,2\n"
-    );
+    assert_eq!(std::fs::read_to_string(data.path().join("train.csv")).unwrap(), "a,b\n1,2\n");
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(data.path().join("train.csv"))
-        .unwrap()
-        .permissions()
-        .mode();
+    let mode = std::fs::metadata(data.path().join("train.csv")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, mode_before & 0o777, "chmod reached the host");
-    let names: Vec<_> = std::fs::read_dir(data.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(data.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["train.csv"]);
 }
 
@@ -190,17 +162,8 @@ for name, attempt in attempts.items():
     );
     let run = sandbox_run(&script, &["--timeout", "30s"]);
     let out = run.stdout();
-    assert!(
-        !out.contains("ALLOWED"),
-        "{out}\n{}",
-        run.outcome.stderr.text
-    );
-    assert_eq!(
-        out.matches("DENIED").count(),
-        6,
-        "{out}\n{}",
-        run.outcome.stderr.text
-    );
+    assert!(!out.contains("ALLOWED"), "{out}\n{}", run.outcome.stderr.text);
+    assert_eq!(out.matches("DENIED").count(), 6, "{out}\n{}", run.outcome.stderr.text);
     match listener.accept() {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
         other => panic!("the guest reached the host's loopback: {other:?}"),
@@ -227,29 +190,14 @@ for name, attempt in {
 "#;
     std::fs::write(work.path().join("main.py"), script).unwrap();
     let mut cmd = bin();
-    cmd.env("LOOP_TEST_SECRET", HOST_SECRET)
-        .env("OPENAI_API_KEY", HOST_SECRET);
-    cmd.args(["sandbox", "run", "--json", "--work"])
-        .arg(work.path())
-        .arg(work.path().join("main.py"));
+    cmd.env("LOOP_TEST_SECRET", HOST_SECRET).env("OPENAI_API_KEY", HOST_SECRET);
+    cmd.args(["sandbox", "run", "--json", "--work"]).arg(work.path()).arg(work.path().join("main.py"));
     let run = run_json(cmd);
     let out = run.stdout();
     assert!(!out.contains(HOST_SECRET), "{out}");
-    assert!(
-        !out.contains("LOOP_TEST_SECRET") && !out.contains("OPENAI_API_KEY"),
-        "{out}"
-    );
-    assert!(
-        !out.contains("ALLOWED"),
-        "{out}\n{}",
-        run.outcome.stderr.text
-    );
-    assert_eq!(
-        out.matches("DENIED").count(),
-        4,
-        "{out}\n{}",
-        run.outcome.stderr.text
-    );
+    assert!(!out.contains("LOOP_TEST_SECRET") && !out.contains("OPENAI_API_KEY"), "{out}");
+    assert!(!out.contains("ALLOWED"), "{out}\n{}", run.outcome.stderr.text);
+    assert_eq!(out.matches("DENIED").count(), 4, "{out}\n{}", run.outcome.stderr.text);
 }
 
 #[test]
@@ -312,11 +260,7 @@ except OSError as e:
         &["--open-files", "100"],
     );
     let out = run.stdout().trim();
-    assert!(
-        out.starts_with("STOPPED"),
-        "{out}\n{}",
-        run.outcome.stderr.text
-    );
+    assert!(out.starts_with("STOPPED"), "{out}\n{}", run.outcome.stderr.text);
     let n: usize = out.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!((90..=100).contains(&n), "{out}");
     assert!(out.ends_with("EMFILE"), "{out}");
@@ -355,16 +299,9 @@ attempt("sparse_truncate", sparse_truncate)
         &["--disk", "10MiB"],
     );
     let out = run.stdout();
-    assert!(
-        !out.contains("ALLOWED"),
-        "{out}\n{}",
-        run.outcome.stderr.text
-    );
+    assert!(!out.contains("ALLOWED"), "{out}\n{}", run.outcome.stderr.text);
     // One file filling up is refused as too large; the next file finds the budget spent.
-    assert!(
-        out.contains("STOPPED fill_work EFBIG") || out.contains("STOPPED fill_work ENOSPC"),
-        "{out}"
-    );
+    assert!(out.contains("STOPPED fill_work EFBIG") || out.contains("STOPPED fill_work ENOSPC"), "{out}");
     assert!(out.contains("STOPPED fill_tmp ENOSPC"), "{out}");
     assert!(
         out.contains("STOPPED sparse_seek EFBIG") && out.contains("STOPPED sparse_truncate EFBIG"),
@@ -381,11 +318,7 @@ fn walk_sizes(dir: &std::path::Path) -> u64 {
         .map(|e| {
             let e = e.unwrap();
             let meta = e.metadata().unwrap();
-            if meta.is_dir() {
-                walk_sizes(&e.path())
-            } else {
-                meta.len()
-            }
+            if meta.is_dir() { walk_sizes(&e.path()) } else { meta.len() }
         })
         .sum()
 }
@@ -398,23 +331,14 @@ fn planted_links_in_the_work_dir_are_not_followed_by_the_host() {
     // A relative path from the work dir to the secret: the guest cannot follow it, but a careless
     // host that follows links while reading outputs would.
     let depth = work.path().components().count();
-    let to_secret = format!(
-        "{}{}",
-        "../".repeat(depth),
-        secret_dir.path().join("secret.txt").display()
-    );
+    let to_secret = format!("{}{}", "../".repeat(depth), secret_dir.path().join("secret.txt").display());
     let script = format!(
         "import os\nos.symlink('../../../../../../etc/passwd', '/work/passwd')\nos.symlink('{to_secret}', '/work/secret')\nos.mkdir('/work/sub')\nos.symlink('../secret', '/work/sub/chain')\nopen('/work/real.txt', 'w').write('ok')\n"
     );
     let run = sandbox_run_in(work.path(), &script, &[]);
     let o = &run.outcome;
     assert!(o.success(), "{o:?}");
-    assert!(
-        std::fs::symlink_metadata(work.path().join("secret"))
-            .unwrap()
-            .file_type()
-            .is_symlink()
-    );
+    assert!(std::fs::symlink_metadata(work.path().join("secret")).unwrap().file_type().is_symlink());
     assert_eq!(
         std::fs::read_to_string(work.path().join("secret")).unwrap(),
         HOST_SECRET,

@@ -38,8 +38,7 @@ print("trained")
     assert_eq!(o.stdout.text, "trained\n");
     assert!(run.output.status.success());
     let metrics: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(work.path().join("metrics.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(work.path().join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["rows"], 3563);
     let accuracy = metrics["accuracy"].as_f64().unwrap();
     assert!(accuracy > 0.7 && accuracy < 1.0, "{accuracy}");
@@ -55,24 +54,12 @@ fn exit_codes_and_tracebacks_come_back() {
     let run = sandbox_run("import sys\nprint('bye')\nsys.exit(3)\n", &[]);
     assert_eq!(run.outcome.exit, Exit::Code(3));
     assert_eq!(run.outcome.limit, None);
-    assert_eq!(
-        run.output.status.code(),
-        Some(1),
-        "a failed script is a failed experiment"
-    );
+    assert_eq!(run.output.status.code(), Some(1), "a failed script is a failed experiment");
 
     let run = sandbox_run("def f():\n    raise ValueError('bad column')\nf()\n", &[]);
     assert_eq!(run.outcome.exit, Exit::Code(1));
-    assert!(
-        run.outcome.stderr.text.contains("ValueError: bad column"),
-        "{}",
-        run.outcome.stderr.text
-    );
-    assert!(
-        run.outcome.stderr.text.contains("main.py"),
-        "{}",
-        run.outcome.stderr.text
-    );
+    assert!(run.outcome.stderr.text.contains("ValueError: bad column"), "{}", run.outcome.stderr.text);
+    assert!(run.outcome.stderr.text.contains("main.py"), "{}", run.outcome.stderr.text);
 }
 
 #[test]
@@ -90,14 +77,8 @@ fn scripts_see_their_arguments_and_work_dir() {
         .args(["--", "--input", "a b.csv"]);
     let run = run_json(cmd);
     assert!(run.outcome.success(), "{}", run.outcome.stderr.text);
-    assert_eq!(
-        run.stdout(),
-        "['/work/main.py', '--input', 'a b.csv']\n/work\n"
-    );
-    assert!(
-        work.path().join("rel.txt").is_file(),
-        "relative paths resolve in the work dir"
-    );
+    assert_eq!(run.stdout(), "['/work/main.py', '--input', 'a b.csv']\n/work\n");
+    assert!(work.path().join("rel.txt").is_file(), "relative paths resolve in the work dir");
 }
 
 #[test]
@@ -168,15 +149,8 @@ print(sys.argv[1:], os.environ.get("RUN_TAG"), os.getcwd())
     let outputs: Vec<String> = ["preimport", "snapshot"]
         .iter()
         .map(|flavor| {
-            let run = sandbox_run(
-                script,
-                &["--flavor", flavor, "--env", "RUN_TAG=t1", "--", "a1"],
-            );
-            assert!(
-                run.outcome.success(),
-                "{flavor}: {}",
-                run.outcome.stderr.text
-            );
+            let run = sandbox_run(script, &["--flavor", flavor, "--env", "RUN_TAG=t1", "--", "a1"]);
+            assert!(run.outcome.success(), "{flavor}: {}", run.outcome.stderr.text);
             run.stdout().to_string()
         })
         .collect();

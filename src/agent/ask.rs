@@ -101,10 +101,7 @@ pub struct Answer<T> {
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("step `{step}` got no valid answer in {} attempts:{}", attempts.len(), render_attempts(attempts))]
-    Invalid {
-        step: String,
-        attempts: Vec<Vec<String>>,
-    },
+    Invalid { step: String, attempts: Vec<Vec<String>> },
     #[error("step `{step}`: the agent backend failed")]
     Backend {
         step: String,
@@ -133,10 +130,7 @@ impl AgentError {
             AgentError::SpendCap { .. } => {
                 Some("raise `spend_cap_usd` in the [agent] config to continue".into())
             }
-            AgentError::Backend {
-                source: BackendError::Fatal { .. },
-                ..
-            } => Some(
+            AgentError::Backend { source: BackendError::Fatal { .. }, .. } => Some(
                 "check `base_url`, `model` and the API key variable named by `api_key_env`; \
                  `loop-runner agent check` tests a server"
                     .into(),
@@ -193,8 +187,7 @@ impl Agent {
 
     /// Whether answers are requested through the prompt (configured, or after a refusal).
     pub fn prompt_mode(&self) -> bool {
-        self.settings.structured == StructuredOutput::Prompt
-            || self.fell_back.load(Ordering::Relaxed)
+        self.settings.structured == StructuredOutput::Prompt || self.fell_back.load(Ordering::Relaxed)
     }
 
     /// Asks until an answer of type `T` passes the schema and `validate`.
@@ -212,17 +205,13 @@ impl Agent {
         let mut cost = 0.0;
         let started = Instant::now();
         for attempt in 1..=self.settings.max_attempts.max(1) {
-            let (reply, call_cost, record) = self
-                .call(&ask, attempt, &conversation, &schema, strict, &schema_name)
-                .await?;
+            let (reply, call_cost, record) =
+                self.call(&ask, attempt, &conversation, &schema, strict, &schema_name).await?;
             total += reply.usage;
             cost += call_cost;
             match check::<T>(&reply.content, &validator, validate) {
                 Ok(value) => {
-                    self.write(Record {
-                        verdict: Verdict::Accepted,
-                        ..record
-                    })?;
+                    self.write(Record { verdict: Verdict::Accepted, ..record })?;
                     return Ok(Answer {
                         value,
                         attempts: attempt,
@@ -233,11 +222,7 @@ impl Agent {
                     });
                 }
                 Err(problems) => {
-                    self.write(Record {
-                        verdict: Verdict::Rejected,
-                        problems: problems.clone(),
-                        ..record
-                    })?;
+                    self.write(Record { verdict: Verdict::Rejected, problems: problems.clone(), ..record })?;
                     tracing::info!(step = ask.step, attempt, problems = ?problems, "answer rejected");
                     conversation.push(Message::assistant(&reply.content));
                     conversation.push(Message::user(feedback(&problems)));
@@ -245,10 +230,7 @@ impl Agent {
                 }
             }
         }
-        Err(AgentError::Invalid {
-            step: ask.step.to_string(),
-            attempts: rejected,
-        })
+        Err(AgentError::Invalid { step: ask.step.to_string(), attempts: rejected })
     }
 
     /// One backend call with transient retries and the json_schema fallback. Failed tries are
@@ -315,18 +297,13 @@ impl Agent {
                     return Ok((reply, cost, record));
                 }
                 Err(error) => {
-                    let error = error.redacted(
-                        self.transcript
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .redactor(),
-                    );
+                    let error =
+                        error.redacted(self.transcript.lock().unwrap_or_else(|p| p.into_inner()).redactor());
                     record.error = Some(RecordedError::of(&error));
                     self.write(record)?;
                     match error {
                         BackendError::SchemaUnsupported { .. }
-                            if self.settings.structured == StructuredOutput::Auto
-                                && !self.prompt_mode() =>
+                            if self.settings.structured == StructuredOutput::Auto && !self.prompt_mode() =>
                         {
                             tracing::warn!(
                                 step = ask.step,
@@ -335,10 +312,9 @@ impl Agent {
                             self.fell_back.store(true, Ordering::Relaxed);
                             try_number = 0;
                         }
-                        BackendError::Transient {
-                            retry_after,
-                            ref detail,
-                        } if try_number <= self.settings.max_http_retries => {
+                        BackendError::Transient { retry_after, ref detail }
+                            if try_number <= self.settings.max_http_retries =>
+                        {
                             let delay = self.backoff(try_number, retry_after);
                             tracing::warn!(step = ask.step, try_number, ?delay, detail = %detail, "agent call failed; retrying");
                             tokio::select! {
@@ -348,10 +324,7 @@ impl Agent {
                             }
                         }
                         source => {
-                            return Err(AgentError::Backend {
-                                step: ask.step.to_string(),
-                                source,
-                            });
+                            return Err(AgentError::Backend { step: ask.step.to_string(), source });
                         }
                     }
                 }
@@ -389,11 +362,7 @@ impl Agent {
             messages,
             schema_name: schema_name.to_string(),
             schema: schema.clone(),
-            mode: if prompt_mode {
-                OutputMode::Prompt
-            } else {
-                OutputMode::JsonSchema { strict }
-            },
+            mode: if prompt_mode { OutputMode::Prompt } else { OutputMode::JsonSchema { strict } },
             temperature: self.settings.temperature,
             max_tokens: self.settings.max_tokens,
             seed: self.settings.seed,
@@ -409,10 +378,7 @@ impl Agent {
             let jitter = self.settings.backoff_base.mul_f64(fastrand::f64() * 0.1);
             return (after + jitter).min(cap.max(after));
         }
-        let exp = self
-            .settings
-            .backoff_base
-            .saturating_mul(1u32 << try_number.min(16).saturating_sub(1));
+        let exp = self.settings.backoff_base.saturating_mul(1u32 << try_number.min(16).saturating_sub(1));
         exp.min(cap).mul_f64(0.5 + fastrand::f64() * 0.5)
     }
 
@@ -427,9 +393,7 @@ impl Agent {
 
 /// A name for the schema as OpenAI wants it (`[a-zA-Z0-9_-]{1,64}`).
 fn schema_name<T: StepOutput>() -> String {
-    let name: String = T::schema_name()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-        .collect();
+    let name: String =
+        T::schema_name().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect();
     name.chars().take(64).collect()
 }

@@ -27,22 +27,13 @@ pub struct Message {
 
 impl Message {
     pub fn system(content: impl Into<String>) -> Self {
-        Self {
-            role: Role::System,
-            content: content.into(),
-        }
+        Self { role: Role::System, content: content.into() }
     }
     pub fn user(content: impl Into<String>) -> Self {
-        Self {
-            role: Role::User,
-            content: content.into(),
-        }
+        Self { role: Role::User, content: content.into() }
     }
     pub fn assistant(content: impl Into<String>) -> Self {
-        Self {
-            role: Role::Assistant,
-            content: content.into(),
-        }
+        Self { role: Role::Assistant, content: content.into() }
     }
 }
 
@@ -80,11 +71,7 @@ pub struct Request {
 impl Request {
     /// sha256 of the canonical JSON of the request.
     pub fn hash(&self) -> String {
-        crate::fsx::sha256_bytes(
-            serde_json::to_string(self)
-                .expect("requests serialize")
-                .as_bytes(),
-        )
+        crate::fsx::sha256_bytes(serde_json::to_string(self).expect("requests serialize").as_bytes())
     }
 }
 
@@ -131,10 +118,7 @@ pub struct Divergence {
 pub enum BackendError {
     /// Worth retrying: rate limit, server error, connection failure, timeout, truncated body.
     #[error("{detail}")]
-    Transient {
-        detail: String,
-        retry_after: Option<Duration>,
-    },
+    Transient { detail: String, retry_after: Option<Duration> },
     /// The server rejects `response_format: json_schema`; fall back to the schema in the prompt.
     #[error("the server does not support json_schema output: {detail}")]
     SchemaUnsupported { detail: String },
@@ -154,13 +138,9 @@ impl BackendError {
     pub fn redacted(self, redactor: &super::secret::Redactor) -> Self {
         let r = |s: String| redactor.redact(&s);
         match self {
-            BackendError::Transient {
-                detail,
-                retry_after,
-            } => BackendError::Transient {
-                detail: r(detail),
-                retry_after,
-            },
+            BackendError::Transient { detail, retry_after } => {
+                BackendError::Transient { detail: r(detail), retry_after }
+            }
             BackendError::SchemaUnsupported { detail } => {
                 BackendError::SchemaUnsupported { detail: r(detail) }
             }

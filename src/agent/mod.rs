@@ -15,9 +15,7 @@ mod spend;
 mod transcript;
 
 pub use ask::{Agent, AgentError, AgentSettings, Answer, Ask, StructuredOutput};
-pub use backend::{
-    Backend, BackendError, BoxFuture, Message, OutputMode, Reply, Request, Role, Usage,
-};
+pub use backend::{Backend, BackendError, BoxFuture, Message, OutputMode, Reply, Request, Role, Usage};
 pub use openai::OpenAiBackend;
 pub use replay::{ReplayBackend, first_difference};
 pub use schema::{StepOutput, check, extract_json, schema_of};

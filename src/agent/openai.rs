@@ -14,9 +14,9 @@ use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
 use async_openai::middleware::HttpRequestFactory;
 use async_openai::types::chat::{
-    ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
-    ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
-    CreateChatCompletionRequest, FinishReason, ResponseFormat, ResponseFormatJsonSchema,
+    ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
+    ChatCompletionRequestUserMessage, CreateChatCompletionRequest, FinishReason, ResponseFormat,
+    ResponseFormatJsonSchema,
 };
 
 use super::backend::{Backend, BackendError, BoxFuture, OutputMode, Reply, Request, Role, Usage};
@@ -31,28 +31,18 @@ pub struct OpenAiBackend {
 
 impl OpenAiBackend {
     /// A client for `base_url` (e.g. `https://api.openai.com/v1`, `http://localhost:11434/v1`).
-    pub fn new(
-        base_url: &str,
-        api_key: Option<&Secret>,
-        timeout: Duration,
-    ) -> Result<Self, BackendError> {
+    pub fn new(base_url: &str, api_key: Option<&Secret>, timeout: Duration) -> Result<Self, BackendError> {
         install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(15)))
             .build()
-            .map_err(|e| BackendError::Fatal {
-                detail: format!("building the HTTP client: {e}"),
-            })?;
+            .map_err(|e| BackendError::Fatal { detail: format!("building the HTTP client: {e}") })?;
         let config = OpenAIConfig::new()
             .with_api_base(base_url.trim_end_matches('/'))
             .with_api_key(api_key.map(Secret::expose).unwrap_or_default());
         let client = Client::with_config(config).with_http_service(Classify { http });
-        Ok(Self {
-            client,
-            base_url: base_url.to_string(),
-            timeout,
-        })
+        Ok(Self { client, base_url: base_url.to_string(), timeout })
     }
 }
 
@@ -72,12 +62,7 @@ impl Backend for OpenAiBackend {
     fn complete<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Reply, BackendError>> {
         Box::pin(async move {
             let body = chat_request(request);
-            let response = self
-                .client
-                .chat()
-                .create(body)
-                .await
-                .map_err(|e| self.classify(e, request))?;
+            let response = self.client.chat().create(body).await.map_err(|e| self.classify(e, request))?;
             let usage = response
                 .usage
                 .as_ref()
@@ -92,11 +77,7 @@ impl Backend for OpenAiBackend {
                     retry_after: None,
                 });
             };
-            let content = choice
-                .message
-                .content
-                .or(choice.message.refusal)
-                .unwrap_or_default();
+            let content = choice.message.content.or(choice.message.refusal).unwrap_or_default();
             Ok(Reply {
                 content,
                 usage,
@@ -120,10 +101,7 @@ impl OpenAiBackend {
                     ),
                     retry_after: status.retry_after,
                 },
-                Err(other) => BackendError::Transient {
-                    detail: other.to_string(),
-                    retry_after: None,
-                },
+                Err(other) => BackendError::Transient { detail: other.to_string(), retry_after: None },
             },
             OpenAIError::Reqwest(e) if e.is_timeout() => BackendError::Transient {
                 detail: format!("no answer from {} within {:?}", self.base_url, self.timeout),
@@ -134,11 +112,7 @@ impl OpenAiBackend {
                 retry_after: None,
             },
             OpenAIError::Reqwest(e) => BackendError::Transient {
-                detail: format!(
-                    "the response from {} broke off: {}",
-                    self.base_url,
-                    root_cause(&e)
-                ),
+                detail: format!("the response from {} broke off: {}", self.base_url, root_cause(&e)),
                 retry_after: None,
             },
             OpenAIError::JSONDeserialize(e, body) => BackendError::Transient {
@@ -176,9 +150,7 @@ impl OpenAiBackend {
                     ),
                 }
             }
-            other => BackendError::Fatal {
-                detail: other.to_string(),
-            },
+            other => BackendError::Fatal { detail: other.to_string() },
         }
     }
 }
@@ -217,12 +189,10 @@ fn chat_request(request: &Request) -> CreateChatCompletionRequest {
         .messages
         .iter()
         .map(|m| match m.role {
-            Role::System => {
-                ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage {
-                    content: m.content.clone().into(),
-                    name: None,
-                })
-            }
+            Role::System => ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage {
+                content: m.content.clone().into(),
+                name: None,
+            }),
             Role::User => ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage {
                 content: m.content.clone().into(),
                 name: None,
@@ -328,11 +298,9 @@ fn httpdate_parse(value: &str) -> Option<SystemTime> {
     let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
         return None;
     };
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m == month)? as u32
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| m == month)? as u32
         + 1;
     let text = format!("{year}-{month:02}-{day:0>2}T{time}Z");
     humantime::parse_rfc3339(&text).ok()
@@ -346,10 +314,7 @@ mod tests {
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

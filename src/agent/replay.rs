@@ -20,10 +20,7 @@ impl ReplayBackend {
     }
 
     pub fn new(records: Vec<Record>) -> Self {
-        Self {
-            records,
-            cursor: Mutex::new(0),
-        }
+        Self { records, cursor: Mutex::new(0) }
     }
 
     /// Recorded calls not yet replayed.
@@ -50,13 +47,7 @@ impl Backend for ReplayBackend {
                 let recorded = serde_json::to_value(&record.request).expect("requests serialize");
                 let now = serde_json::to_value(request).expect("requests serialize");
                 let (field, was, is) = first_difference(&recorded, &now, String::new())
-                    .unwrap_or_else(|| {
-                        (
-                            "(hash only)".into(),
-                            record.request_hash.clone(),
-                            request.hash(),
-                        )
-                    });
+                    .unwrap_or_else(|| ("(hash only)".into(), record.request_hash.clone(), request.hash()));
                 return Err(BackendError::ReplayMismatch(Box::new(Divergence {
                     step: request.step.clone(),
                     iteration: request.iteration,
@@ -87,11 +78,7 @@ pub fn first_difference(a: &Value, b: &Value, path: String) -> Option<(String, S
             keys.sort();
             keys.dedup();
             keys.into_iter().find_map(|k| {
-                let sub = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
+                let sub = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
                 match (x.get(k), y.get(k)) {
                     (Some(l), Some(r)) => first_difference(l, r, sub),
                     (l, r) => Some((sub, show(l), show(r))),
@@ -114,11 +101,7 @@ pub fn first_difference(a: &Value, b: &Value, path: String) -> Option<(String, S
         }
         (Value::String(x), Value::String(y)) if x != y => {
             let at = x.chars().zip(y.chars()).take_while(|(p, q)| p == q).count();
-            Some((
-                format!("{path} (from character {at})"),
-                window(x, at),
-                window(y, at),
-            ))
+            Some((format!("{path} (from character {at})"), window(x, at), window(y, at)))
         }
         (x, y) if x != y => Some((path, x.to_string(), y.to_string())),
         _ => None,
@@ -150,9 +133,6 @@ mod tests {
         assert!(was.contains("world") && now.contains("there"));
         assert!(first_difference(&a, &a, String::new()).is_none());
         let c = json!({"model": "m2", "messages": []});
-        assert_eq!(
-            first_difference(&a, &c, String::new()).unwrap().0,
-            "messages[0]"
-        );
+        assert_eq!(first_difference(&a, &c, String::new()).unwrap().0, "messages[0]");
     }
 }

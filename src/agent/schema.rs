@@ -34,10 +34,7 @@ fn close_objects(value: &mut Value) -> bool {
         Value::Object(map) => {
             // schemars adds `format: uint32`, `double`... which strict mode rejects; the
             // bounds that matter are in `minimum`/`maximum`.
-            let numeric = matches!(
-                map.get("type").and_then(Value::as_str),
-                Some("number" | "integer")
-            );
+            let numeric = matches!(map.get("type").and_then(Value::as_str), Some("number" | "integer"));
             if numeric {
                 map.remove("format");
             }
@@ -46,15 +43,10 @@ fn close_objects(value: &mut Value) -> bool {
                 let required: Vec<String> = map
                     .get("required")
                     .and_then(Value::as_array)
-                    .map(|r| {
-                        r.iter()
-                            .filter_map(|v| v.as_str().map(str::to_string))
-                            .collect()
-                    })
+                    .map(|r| r.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
                     .unwrap_or_default();
                 strict &= keys.iter().all(|k| required.contains(k));
-                map.entry("additionalProperties")
-                    .or_insert(Value::Bool(false));
+                map.entry("additionalProperties").or_insert(Value::Bool(false));
             }
             for child in map.values_mut() {
                 strict &= close_objects(child);
@@ -80,8 +72,7 @@ pub fn extract_json(text: &str) -> Result<Value, String> {
         let after = &trimmed[start + 3..];
         let body_start = after.find('\n').map_or(0, |i| i + 1);
         if let Some(end) = after[body_start..].find("```")
-            && let Ok(value) =
-                serde_json::from_str::<Value>(after[body_start..body_start + end].trim())
+            && let Ok(value) = serde_json::from_str::<Value>(after[body_start..body_start + end].trim())
         {
             return Ok(value);
         }
@@ -92,14 +83,9 @@ pub fn extract_json(text: &str) -> Result<Value, String> {
     {
         return Ok(value);
     }
-    let error = serde_json::from_str::<Value>(trimmed)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let error = serde_json::from_str::<Value>(trimmed).err().map(|e| e.to_string()).unwrap_or_default();
     let preview: String = trimmed.chars().take(200).collect();
-    Err(format!(
-        "the reply is not a JSON object ({error}); it begins: {preview:?}"
-    ))
+    Err(format!("the reply is not a JSON object ({error}); it begins: {preview:?}"))
 }
 
 /// Checks a reply against `schema` and `T`, then the semantic `validate`; returns the value or
@@ -114,24 +100,16 @@ pub fn check<T: StepOutput>(
         .iter_errors(&value)
         .map(|e| {
             let at = e.instance_path().to_string();
-            if at.is_empty() {
-                format!("at the top level: {e}")
-            } else {
-                format!("at `{at}`: {e}")
-            }
+            if at.is_empty() { format!("at the top level: {e}") } else { format!("at `{at}`: {e}") }
         })
         .collect();
     if !schema_errors.is_empty() {
         return Err(schema_errors);
     }
-    let typed: T = serde_json::from_value(value)
-        .map_err(|e| vec![format!("does not fit the expected shape: {e}")])?;
+    let typed: T =
+        serde_json::from_value(value).map_err(|e| vec![format!("does not fit the expected shape: {e}")])?;
     let problems = validate(&typed);
-    if problems.is_empty() {
-        Ok(typed)
-    } else {
-        Err(problems)
-    }
+    if problems.is_empty() { Ok(typed) } else { Err(problems) }
 }
 
 /// The schema instructions for prompt mode (servers without `json_schema` output).
@@ -193,46 +171,26 @@ mod tests {
     fn replies_are_found_in_fences_and_prose() {
         let expected = serde_json::json!({"a": 1});
         assert_eq!(extract_json("{\"a\": 1}").unwrap(), expected);
-        assert_eq!(
-            extract_json("Sure!\n```json\n{\"a\": 1}\n```\n").unwrap(),
-            expected
-        );
-        assert_eq!(
-            extract_json("Here: {\"a\": 1} hope it helps").unwrap(),
-            expected
-        );
-        assert!(
-            extract_json("no json here")
-                .unwrap_err()
-                .contains("not a JSON object")
-        );
+        assert_eq!(extract_json("Sure!\n```json\n{\"a\": 1}\n```\n").unwrap(), expected);
+        assert_eq!(extract_json("Here: {\"a\": 1} hope it helps").unwrap(), expected);
+        assert!(extract_json("no json here").unwrap_err().contains("not a JSON object"));
     }
 
     #[test]
     fn every_problem_is_reported() {
         let v = validator();
-        let ok =
-            check::<Answer>(r#"{"family":"hgb","depth":3,"notes":[]}"#, &v, &no_rules).unwrap();
+        let ok = check::<Answer>(r#"{"family":"hgb","depth":3,"notes":[]}"#, &v, &no_rules).unwrap();
         assert_eq!(ok.depth, 3);
-        let errs = check::<Answer>(
-            r#"{"family":1,"depth":-2,"notes":[],"extra":true}"#,
-            &v,
-            &no_rules,
-        )
-        .unwrap_err();
+        let errs =
+            check::<Answer>(r#"{"family":1,"depth":-2,"notes":[],"extra":true}"#, &v, &no_rules).unwrap_err();
         assert!(errs.len() >= 3, "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("/family")), "{errs:?}");
         let errs = check::<Answer>("{\"family\": ", &v, &no_rules).unwrap_err();
         assert!(errs[0].contains("not a JSON object"));
         let rule = |a: &Answer| {
-            if a.family == "knn" {
-                vec!["knn is not allowed".to_string()]
-            } else {
-                vec![]
-            }
+            if a.family == "knn" { vec!["knn is not allowed".to_string()] } else { vec![] }
         };
-        let errs =
-            check::<Answer>(r#"{"family":"knn","depth":1,"notes":[]}"#, &v, &rule).unwrap_err();
+        let errs = check::<Answer>(r#"{"family":"knn","depth":1,"notes":[]}"#, &v, &rule).unwrap_err();
         assert_eq!(errs, ["knn is not allowed"]);
         assert!(feedback(&errs).contains("- knn is not allowed"));
     }

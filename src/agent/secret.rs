@@ -39,12 +39,7 @@ pub struct Redactor {
 impl Redactor {
     pub fn new(secrets: impl IntoIterator<Item = Secret>) -> Self {
         // Very short values would redact ordinary words; keys are long.
-        Self {
-            secrets: secrets
-                .into_iter()
-                .filter(|s| s.expose().len() >= 8)
-                .collect(),
-        }
+        Self { secrets: secrets.into_iter().filter(|s| s.expose().len() >= 8).collect() }
     }
 
     pub fn redact(&self, text: &str) -> String {
@@ -68,9 +63,6 @@ mod tests {
         let key = Secret::new("sk-test-1234567890");
         assert_eq!(format!("{key} {key:?}"), "**** Secret(****)");
         let r = Redactor::new([key, Secret::new("short")]);
-        assert_eq!(
-            r.redact("bad key sk-test-1234567890 (short)"),
-            "bad key **** (short)"
-        );
+        assert_eq!(r.redact("bad key sk-test-1234567890 (short)"), "bad key **** (short)");
     }
 }

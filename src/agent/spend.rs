@@ -58,32 +58,13 @@ mod tests {
 
     #[test]
     fn costs_follow_the_price_table() {
-        let prices = BTreeMap::from([(
-            "m".to_string(),
-            Price {
-                input_per_million: 1.0,
-                output_per_million: 4.0,
-            },
-        )]);
+        let prices =
+            BTreeMap::from([("m".to_string(), Price { input_per_million: 1.0, output_per_million: 4.0 })]);
         let mut spend = Spend::default();
-        let cost = spend.add(
-            &prices,
-            "m",
-            Usage {
-                prompt_tokens: 1_000_000,
-                completion_tokens: 500_000,
-            },
-        );
+        let cost = spend.add(&prices, "m", Usage { prompt_tokens: 1_000_000, completion_tokens: 500_000 });
         assert!((cost - 3.0).abs() < 1e-12);
         assert!(spend.over(Some(3.0)) && !spend.over(Some(3.5)) && !spend.over(None));
-        spend.add(
-            &prices,
-            "other",
-            Usage {
-                prompt_tokens: 5,
-                completion_tokens: 5,
-            },
-        );
+        spend.add(&prices, "other", Usage { prompt_tokens: 5, completion_tokens: 5 });
         assert_eq!(spend.unpriced_models, ["other"]);
         assert_eq!(spend.calls, 2);
     }

@@ -39,25 +39,15 @@ impl RecordedError {
             BackendError::SchemaUnsupported { .. } => "schema_unsupported",
             _ => "fatal",
         };
-        Self {
-            kind: kind.to_string(),
-            detail: error.to_string(),
-        }
+        Self { kind: kind.to_string(), detail: error.to_string() }
     }
 
     /// The error to give again when replaying.
     pub fn to_error(&self) -> BackendError {
         match self.kind.as_str() {
-            "transient" => BackendError::Transient {
-                detail: self.detail.clone(),
-                retry_after: None,
-            },
-            "schema_unsupported" => BackendError::SchemaUnsupported {
-                detail: self.detail.clone(),
-            },
-            _ => BackendError::Fatal {
-                detail: self.detail.clone(),
-            },
+            "transient" => BackendError::Transient { detail: self.detail.clone(), retry_after: None },
+            "schema_unsupported" => BackendError::SchemaUnsupported { detail: self.detail.clone() },
+            _ => BackendError::Fatal { detail: self.detail.clone() },
         }
     }
 }
@@ -95,34 +85,18 @@ pub struct Transcript {
 impl Transcript {
     /// Opens `path` for appending, continuing its sequence numbers.
     pub fn open(path: &Path, redactor: Redactor) -> std::io::Result<Self> {
-        let existing = if path.exists() {
-            read(path)?.len() as u64
-        } else {
-            0
-        };
+        let existing = if path.exists() { read(path)?.len() as u64 } else { 0 };
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|e| {
-                std::io::Error::new(e.kind(), format!("opening `{}`: {e}", path.display()))
-            })?;
-        Ok(Self {
-            path: Some(path.to_path_buf()),
-            file: Some(file),
-            next_seq: existing,
-            redactor,
-        })
+            .map_err(|e| std::io::Error::new(e.kind(), format!("opening `{}`: {e}", path.display())))?;
+        Ok(Self { path: Some(path.to_path_buf()), file: Some(file), next_seq: existing, redactor })
     }
 
     /// A transcript that keeps nothing (for one-off checks).
     pub fn discard(redactor: Redactor) -> Self {
-        Self {
-            path: None,
-            file: None,
-            next_seq: 0,
-            redactor,
-        }
+        Self { path: None, file: None, next_seq: 0, redactor }
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -137,9 +111,7 @@ impl Transcript {
     pub fn append(&mut self, mut record: Record) -> std::io::Result<()> {
         record.seq = self.next_seq;
         self.next_seq += 1;
-        let line = self
-            .redactor
-            .redact(&serde_json::to_string(&record).expect("records serialize"));
+        let line = self.redactor.redact(&serde_json::to_string(&record).expect("records serialize"));
         if let Some(file) = &mut self.file {
             file.write_all(line.as_bytes())?;
             file.write_all(b"\n")?;
@@ -222,11 +194,9 @@ mod tests {
     fn append_read_and_redact() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("transcript.jsonl");
-        let mut t =
-            Transcript::open(&path, Redactor::new([Secret::new("sk-secret-value-123")])).unwrap();
+        let mut t = Transcript::open(&path, Redactor::new([Secret::new("sk-secret-value-123")])).unwrap();
         t.append(sample("plan", "{}")).unwrap();
-        t.append(sample("train", "leaked sk-secret-value-123"))
-            .unwrap();
+        t.append(sample("train", "leaked sk-secret-value-123")).unwrap();
         drop(t);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("sk-secret-value-123"));

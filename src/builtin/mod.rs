@@ -28,19 +28,13 @@ impl Backend for BuiltinBackend {
     fn complete<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Reply, BackendError>> {
         Box::pin(async move {
             let context: StepContext =
-                serde_json::from_value(request.context.clone()).map_err(|e| {
-                    BackendError::Fatal {
-                        detail: format!("the built-in agent cannot read the step context: {e}"),
-                    }
+                serde_json::from_value(request.context.clone()).map_err(|e| BackendError::Fatal {
+                    detail: format!("the built-in agent cannot read the step context: {e}"),
                 })?;
             let step = Step::from_name(&request.step).ok_or_else(|| BackendError::Fatal {
-                detail: format!(
-                    "the built-in agent has no answer for step `{}`",
-                    request.step
-                ),
+                detail: format!("the built-in agent has no answer for step `{}`", request.step),
             })?;
-            let content =
-                answer(step, &context).map_err(|detail| BackendError::Fatal { detail })?;
+            let content = answer(step, &context).map_err(|detail| BackendError::Fatal { detail })?;
             Ok(Reply {
                 content,
                 usage: Usage::default(),
@@ -61,20 +55,14 @@ pub fn answer(step: Step, context: &StepContext) -> Result<String, String> {
     match step {
         Step::Plan => json(&plan(context, &choice)),
         Step::Explore => json(&ExploreOutput {
-            notes: "Look at missing values and at how the numeric features relate to the target."
-                .into(),
-            script: if context.iteration == 1 {
-                scripts::explore_script(context)
-            } else {
-                String::new()
-            },
+            notes: "Look at missing values and at how the numeric features relate to the target.".into(),
+            script: if context.iteration == 1 { scripts::explore_script(context) } else { String::new() },
         }),
         Step::Split => json(&SplitOutput {
             validation_fraction: 0.2,
             stratify: context.task.kind != "regression",
             seed: context.seed,
-            rationale:
-                "Hold out a fifth of the rows, keeping the class balance for classification.".into(),
+            rationale: "Hold out a fifth of the rows, keeping the class balance for classification.".into(),
         }),
         Step::Represent => json(&represent(context, &choice)),
         Step::Architecture => json(&ArchitectureOutput {
@@ -83,29 +71,15 @@ pub fn answer(step: Step, context: &StepContext) -> Result<String, String> {
             rationale: rationale(&choice),
         }),
         Step::Train => {
-            let representation = context
-                .current
-                .represent
-                .clone()
-                .unwrap_or_else(|| represent(context, &choice));
+            let representation =
+                context.current.represent.clone().unwrap_or_else(|| represent(context, &choice));
             // A failing script gets the most forgiving configuration instead.
-            let choice = if context.failure.is_some() {
-                safe_choice(context)
-            } else {
-                choice
-            };
-            let representation = if context.failure.is_some() {
-                safe_representation(context)
-            } else {
-                representation
-            };
+            let choice = if context.failure.is_some() { safe_choice(context) } else { choice };
+            let representation =
+                if context.failure.is_some() { safe_representation(context) } else { representation };
             json(&ScriptOutput {
                 script: scripts::train_script(context, &choice, &representation),
-                notes: format!(
-                    "{} ({})",
-                    choice.family_name(),
-                    render_params(&choice.hyperparameters())
-                ),
+                notes: format!("{} ({})", choice.family_name(), render_params(&choice.hyperparameters())),
             })
         }
         Step::Infer => json(&ScriptOutput {
@@ -131,9 +105,7 @@ fn plan(context: &StepContext, choice: &Choice) -> PlanOutput {
         ),
     };
     let plan = match choice {
-        Choice::Single { family, params }
-            if context.history.iter().all(|h| h.family != family.name) =>
-        {
+        Choice::Single { family, params } if context.history.iter().all(|h| h.family != family.name) => {
             format!(
                 "Try {} with default settings ({}) to see how this family does.",
                 family.name,
@@ -141,31 +113,17 @@ fn plan(context: &StepContext, choice: &Choice) -> PlanOutput {
             )
         }
         Choice::Single { family, params } => {
-            format!(
-                "Refine {} around its best settings: {}.",
-                family.name,
-                render_params(params)
-            )
+            format!("Refine {} around its best settings: {}.", family.name, render_params(params))
         }
         Choice::Ensemble { members } => format!(
             "Average the predictions of the best configurations of {}.",
-            members
-                .iter()
-                .map(|(f, _)| f.name)
-                .collect::<Vec<_>>()
-                .join(", ")
+            members.iter().map(|(f, _)| f.name).collect::<Vec<_>>().join(", ")
         ),
         Choice::Exhausted { family, .. } => {
-            format!(
-                "Every nearby setting has been tried; re-run the best {} configuration.",
-                family.name
-            )
+            format!("Every nearby setting has been tried; re-run the best {} configuration.", family.name)
         }
     };
-    PlanOutput {
-        review,
-        plan: format!("{plan} (built-in agent, no LLM)"),
-    }
+    PlanOutput { review, plan: format!("{plan} (built-in agent, no LLM)") }
 }
 
 fn represent(context: &StepContext, choice: &Choice) -> RepresentOutput {
@@ -178,51 +136,23 @@ fn represent(context: &StepContext, choice: &Choice) -> RepresentOutput {
         .filter(|c| c.kind == ColumnKind::Categorical && c.unique * 2 > rows && c.unique > 50)
         .map(|c| c.name.clone())
         .collect();
-    let numeric = if choice.scaled() {
-        NumericTreatment::Standardize
-    } else {
-        NumericTreatment::None
-    };
-    let missing = if choice.native_missing() {
-        MissingTreatment::Native
-    } else {
-        MissingTreatment::Median
-    };
+    let numeric = if choice.scaled() { NumericTreatment::Standardize } else { NumericTreatment::None };
+    let missing = if choice.native_missing() { MissingTreatment::Native } else { MissingTreatment::Median };
     let mut description = format!(
         "numeric columns {}, categorical columns one-hot encoded after filling with the most frequent value, missing numbers {}",
-        if choice.scaled() {
-            "standardized"
-        } else {
-            "as they are"
-        },
-        if choice.native_missing() {
-            "left to the model"
-        } else {
-            "filled with the median"
-        }
+        if choice.scaled() { "standardized" } else { "as they are" },
+        if choice.native_missing() { "left to the model" } else { "filled with the median" }
     );
     if !drop_columns.is_empty() {
-        description.push_str(&format!(
-            "; identifier-like columns dropped: {}",
-            drop_columns.join(", ")
-        ));
+        description.push_str(&format!("; identifier-like columns dropped: {}", drop_columns.join(", ")));
     }
-    RepresentOutput {
-        description,
-        numeric,
-        categorical: CategoricalTreatment::OneHot,
-        missing,
-        drop_columns,
-    }
+    RepresentOutput { description, numeric, categorical: CategoricalTreatment::OneHot, missing, drop_columns }
 }
 
 fn safe_choice(context: &StepContext) -> Choice {
     let regression = context.task.kind == "regression";
     let family = strategy::family("hist_gradient_boosting").expect("a known family");
-    Choice::Single {
-        family,
-        params: strategy::defaults(family, regression),
-    }
+    Choice::Single { family, params: strategy::defaults(family, regression) }
 }
 
 fn safe_representation(context: &StepContext) -> RepresentOutput {
@@ -235,26 +165,17 @@ fn safe_representation(context: &StepContext) -> RepresentOutput {
 fn rationale(choice: &Choice) -> String {
     match choice {
         Choice::Ensemble { .. } => "Soft voting over diverse models usually beats each of them.".into(),
-        _ => "Chosen by the built-in agent's search: each family once, then local search around the best.".into(),
+        _ => "Chosen by the built-in agent's search: each family once, then local search around the best."
+            .into(),
     }
 }
 
 fn analyze(context: &StepContext) -> AnalyzeOutput {
     let Some(validation) = &context.validation else {
-        return AnalyzeOutput {
-            observations: vec!["No validation score.".into()],
-            next_ideas: vec![],
-        };
+        return AnalyzeOutput { observations: vec!["No validation score.".into()], next_ideas: vec![] };
     };
-    let family = context
-        .current
-        .architecture
-        .as_ref()
-        .map_or("the model", |a| a.family.as_str());
-    let mut observations = vec![format!(
-        "{family} scored {} {:.4}.",
-        context.task.metric, validation.score
-    )];
+    let family = context.current.architecture.as_ref().map_or("the model", |a| a.family.as_str());
+    let mut observations = vec![format!("{family} scored {} {:.4}.", context.task.metric, validation.score)];
     if let Some(best) = &context.best
         && let Some(best_score) = best.score
     {
@@ -264,32 +185,15 @@ fn analyze(context: &StepContext) -> AnalyzeOutput {
             validation.score < best_score
         };
         observations.push(if better {
-            format!(
-                "This beats the previous best ({best_score:.4}, iteration {}).",
-                best.iteration
-            )
+            format!("This beats the previous best ({best_score:.4}, iteration {}).", best.iteration)
         } else {
-            format!(
-                "The best remains {best_score:.4} (iteration {}).",
-                best.iteration
-            )
+            format!("The best remains {best_score:.4} (iteration {}).", best.iteration)
         });
     }
     if !validation.details.is_empty() {
-        observations.push(
-            validation
-                .details
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        );
+        observations.push(validation.details.lines().next().unwrap_or_default().to_string());
     }
-    let next_ideas = vec![format!(
-        "Tune {family} further if it is among the best; otherwise try other families."
-    )];
-    AnalyzeOutput {
-        observations,
-        next_ideas,
-    }
+    let next_ideas =
+        vec![format!("Tune {family} further if it is among the best; otherwise try other families.")];
+    AnalyzeOutput { observations, next_ideas }
 }

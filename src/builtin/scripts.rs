@@ -3,17 +3,12 @@
 
 use super::strategy::{Choice, Family, render_params};
 use crate::steps::{
-    CategoricalTreatment, Hyperparameter, MissingTreatment, NumericTreatment, RepresentOutput,
-    StepContext,
+    CategoricalTreatment, Hyperparameter, MissingTreatment, NumericTreatment, RepresentOutput, StepContext,
 };
 
 /// Python expression building the estimator of `family` with `params`.
 fn estimator(family: Family, params: &[Hyperparameter], regression: bool) -> String {
-    let kwargs = params
-        .iter()
-        .map(|p| format!("{}={}", p.name, p.value))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let kwargs = params.iter().map(|p| format!("{}={}", p.name, p.value)).collect::<Vec<_>>().join(", ");
     let sep = if kwargs.is_empty() { "" } else { ", " };
     let plain = |name: &str, extra: &str| format!("{name}({kwargs}{sep}{extra})");
     // Models that predict better on a standardized target.
@@ -21,12 +16,8 @@ fn estimator(family: Family, params: &[Hyperparameter], regression: bool) -> Str
         format!("TransformedTargetRegressor(regressor={inner}, transformer=StandardScaler())")
     };
     match (family.name, regression) {
-        ("hist_gradient_boosting", false) => {
-            plain("HistGradientBoostingClassifier", "random_state=SEED")
-        }
-        ("hist_gradient_boosting", true) => {
-            plain("HistGradientBoostingRegressor", "random_state=SEED")
-        }
+        ("hist_gradient_boosting", false) => plain("HistGradientBoostingClassifier", "random_state=SEED"),
+        ("hist_gradient_boosting", true) => plain("HistGradientBoostingRegressor", "random_state=SEED"),
         ("random_forest", false) => plain("RandomForestClassifier", "n_jobs=1, random_state=SEED"),
         ("random_forest", true) => plain("RandomForestRegressor", "n_jobs=1, random_state=SEED"),
         ("extra_trees", false) => plain("ExtraTreesClassifier", "n_jobs=1, random_state=SEED"),
@@ -37,14 +28,10 @@ fn estimator(family: Family, params: &[Hyperparameter], regression: bool) -> Str
         ("svm", true) => scaled_target(plain("SVR", "")),
         ("knn", false) => plain("KNeighborsClassifier", ""),
         ("knn", true) => scaled_target(plain("KNeighborsRegressor", "")),
-        ("mlp", false) => plain(
-            "MLPClassifier",
-            "max_iter=500, early_stopping=True, random_state=SEED",
-        ),
-        ("mlp", true) => scaled_target(plain(
-            "MLPRegressor",
-            "max_iter=500, early_stopping=True, random_state=SEED",
-        )),
+        ("mlp", false) => plain("MLPClassifier", "max_iter=500, early_stopping=True, random_state=SEED"),
+        ("mlp", true) => {
+            scaled_target(plain("MLPRegressor", "max_iter=500, early_stopping=True, random_state=SEED"))
+        }
         (other, _) => unreachable!("unknown family {other}"),
     }
 }

@@ -54,39 +54,21 @@ const LOGISTIC: Family = Family {
     name: "logistic_regression",
     scaled: true,
     native_missing: false,
-    space: &[(
-        "C",
-        "1.0",
-        &[
-            "0.01", "0.03", "0.1", "0.3", "1.0", "3.0", "10.0", "30.0", "100.0",
-        ],
-    )],
+    space: &[("C", "1.0", &["0.01", "0.03", "0.1", "0.3", "1.0", "3.0", "10.0", "30.0", "100.0"])],
 };
 const RIDGE: Family = Family {
     name: "ridge",
     scaled: true,
     native_missing: false,
-    space: &[(
-        "alpha",
-        "1.0",
-        &["0.01", "0.1", "0.3", "1.0", "3.0", "10.0", "30.0", "100.0"],
-    )],
+    space: &[("alpha", "1.0", &["0.01", "0.1", "0.3", "1.0", "3.0", "10.0", "30.0", "100.0"])],
 };
 const SVM: Family = Family {
     name: "svm",
     scaled: true,
     native_missing: false,
     space: &[
-        (
-            "C",
-            "1.0",
-            &["0.1", "0.3", "1.0", "3.0", "10.0", "30.0", "100.0"],
-        ),
-        (
-            "gamma",
-            "'scale'",
-            &["'scale'", "0.001", "0.003", "0.01", "0.03", "0.1"],
-        ),
+        ("C", "1.0", &["0.1", "0.3", "1.0", "3.0", "10.0", "30.0", "100.0"]),
+        ("gamma", "'scale'", &["'scale'", "0.001", "0.003", "0.01", "0.03", "0.1"]),
     ],
 };
 const KNN: Family = Family {
@@ -103,16 +85,8 @@ const MLP: Family = Family {
     scaled: true,
     native_missing: false,
     space: &[
-        (
-            "hidden_layer_sizes",
-            "(100,)",
-            &["(64,)", "(100,)", "(128, 64)", "(64, 64)"],
-        ),
-        (
-            "alpha",
-            "0.0001",
-            &["0.0001", "0.001", "0.01", "0.1", "1.0"],
-        ),
+        ("hidden_layer_sizes", "(100,)", &["(64,)", "(100,)", "(128, 64)", "(64, 64)"]),
+        ("alpha", "0.0001", &["0.0001", "0.001", "0.01", "0.1", "1.0"]),
         ("learning_rate_init", "0.001", &["0.001", "0.003"]),
     ],
 };
@@ -132,9 +106,7 @@ pub fn families(regression: bool, rows: usize) -> Vec<Family> {
 }
 
 pub fn family(name: &str) -> Option<Family> {
-    [HGB, RF, ET, LOGISTIC, RIDGE, SVM, KNN, MLP]
-        .into_iter()
-        .find(|f| f.name == name)
+    [HGB, RF, ET, LOGISTIC, RIDGE, SVM, KNN, MLP].into_iter().find(|f| f.name == name)
 }
 
 /// One configuration to try.
@@ -169,10 +141,7 @@ impl Choice {
             Choice::Single { params, .. } | Choice::Exhausted { params, .. } => params.clone(),
             Choice::Ensemble { members } => members
                 .iter()
-                .map(|(f, p)| Hyperparameter {
-                    name: f.name.to_string(),
-                    value: render_params(p),
-                })
+                .map(|(f, p)| Hyperparameter { name: f.name.to_string(), value: render_params(p) })
                 .collect(),
         }
     }
@@ -187,9 +156,7 @@ impl Choice {
 
     pub fn native_missing(&self) -> bool {
         match self {
-            Choice::Single { family, .. } | Choice::Exhausted { family, .. } => {
-                family.native_missing
-            }
+            Choice::Single { family, .. } | Choice::Exhausted { family, .. } => family.native_missing,
             Choice::Ensemble { .. } => false,
         }
     }
@@ -201,25 +168,14 @@ pub fn defaults(family: Family, regression: bool) -> Vec<Hyperparameter> {
         .iter()
         .map(|(name, default, _)| {
             // A forest regressor considers every feature by default, as scikit-learn does.
-            let value = if regression && *name == "max_features" {
-                "1.0"
-            } else {
-                default
-            };
-            Hyperparameter {
-                name: name.to_string(),
-                value: value.to_string(),
-            }
+            let value = if regression && *name == "max_features" { "1.0" } else { default };
+            Hyperparameter { name: name.to_string(), value: value.to_string() }
         })
         .collect()
 }
 
 pub fn render_params(params: &[Hyperparameter]) -> String {
-    params
-        .iter()
-        .map(|p| format!("{}={}", p.name, p.value))
-        .collect::<Vec<_>>()
-        .join(", ")
+    params.iter().map(|p| format!("{}={}", p.name, p.value)).collect::<Vec<_>>().join(", ")
 }
 
 /// The configuration for this iteration.
@@ -228,10 +184,7 @@ pub fn choose(context: &StepContext) -> Choice {
     let candidates = families(regression, context.profile.rows);
     let tried: Vec<&str> = context.history.iter().map(|h| h.family.as_str()).collect();
     if let Some(next) = candidates.iter().find(|f| !tried.contains(&f.name)) {
-        return Choice::Single {
-            family: *next,
-            params: defaults(*next, regression),
-        };
+        return Choice::Single { family: *next, params: defaults(*next, regression) };
     }
     let ranked = best_per_family(context);
     if !tried.contains(&ENSEMBLE) && ranked.len() >= 2 {
@@ -244,46 +197,27 @@ pub fn choose(context: &StepContext) -> Choice {
     }
     let Some(best) = ranked.first() else {
         // Nothing has worked: the most forgiving family again.
-        return Choice::Single {
-            family: HGB,
-            params: defaults(HGB, regression),
-        };
+        return Choice::Single { family: HGB, params: defaults(HGB, regression) };
     };
     let mut rng = fastrand::Rng::with_seed(
         context.seed ^ u64::from(context.iteration).wrapping_mul(0x9e37_79b9_7f4a_7c15),
     );
-    let seen: Vec<(String, String)> = context
-        .history
-        .iter()
-        .map(|h| (h.family.clone(), render_params(&h.hyperparameters)))
-        .collect();
+    let seen: Vec<(String, String)> =
+        context.history.iter().map(|h| (h.family.clone(), render_params(&h.hyperparameters))).collect();
     for _ in 0..50 {
         // Mostly the best single family; sometimes the runner-up.
-        let base = if ranked.len() > 1 && rng.f64() < 0.25 {
-            &ranked[1]
-        } else {
-            best
-        };
+        let base = if ranked.len() > 1 && rng.f64() < 0.25 { &ranked[1] } else { best };
         let Some(fam) = family(&base.family) else {
             continue;
         };
         let params = neighbour(fam, &base.hyperparameters, &mut rng);
         if !seen.contains(&(fam.name.to_string(), render_params(&params))) {
-            return Choice::Single {
-                family: fam,
-                params,
-            };
+            return Choice::Single { family: fam, params };
         }
     }
     match family(&best.family) {
-        Some(fam) => Choice::Exhausted {
-            family: fam,
-            params: best.hyperparameters.clone(),
-        },
-        None => Choice::Single {
-            family: HGB,
-            params: defaults(HGB, regression),
-        },
+        Some(fam) => Choice::Exhausted { family: fam, params: best.hyperparameters.clone() },
+        None => Choice::Single { family: HGB, params: defaults(HGB, regression) },
     }
 }
 
@@ -312,41 +246,22 @@ pub fn best_per_family(context: &StepContext) -> Vec<IterationBrief> {
     let mut ranked: Vec<IterationBrief> = best.into_values().cloned().collect();
     ranked.sort_by(|a, b| {
         let (x, y) = (a.score.unwrap_or(f64::NAN), b.score.unwrap_or(f64::NAN));
-        if higher {
-            y.total_cmp(&x)
-        } else {
-            x.total_cmp(&y)
-        }
-        .then(a.iteration.cmp(&b.iteration))
+        if higher { y.total_cmp(&x) } else { x.total_cmp(&y) }.then(a.iteration.cmp(&b.iteration))
     });
     ranked
 }
 
 /// Changes one or two parameters of `params` to other values from the family's space.
-fn neighbour(
-    family: Family,
-    params: &[Hyperparameter],
-    rng: &mut fastrand::Rng,
-) -> Vec<Hyperparameter> {
+fn neighbour(family: Family, params: &[Hyperparameter], rng: &mut fastrand::Rng) -> Vec<Hyperparameter> {
     let mut out: Vec<Hyperparameter> = family
         .space
         .iter()
         .map(|(name, default, _)| {
-            let value = params
-                .iter()
-                .find(|p| p.name == *name)
-                .map_or(*default, |p| p.value.as_str());
-            Hyperparameter {
-                name: name.to_string(),
-                value: value.to_string(),
-            }
+            let value = params.iter().find(|p| p.name == *name).map_or(*default, |p| p.value.as_str());
+            Hyperparameter { name: name.to_string(), value: value.to_string() }
         })
         .collect();
-    let changes = if family.space.len() > 1 && rng.bool() {
-        2
-    } else {
-        1
-    };
+    let changes = if family.space.len() > 1 && rng.bool() { 2 } else { 1 };
     for _ in 0..changes {
         let i = rng.usize(..family.space.len());
         let values = family.space[i].2;
@@ -394,12 +309,7 @@ mod tests {
         }
     }
 
-    fn done(
-        iteration: u32,
-        family: &str,
-        params: Vec<Hyperparameter>,
-        score: f64,
-    ) -> IterationBrief {
+    fn done(iteration: u32, family: &str, params: Vec<Hyperparameter>, score: f64) -> IterationBrief {
         IterationBrief {
             iteration,
             status: "succeeded".into(),
@@ -418,31 +328,19 @@ mod tests {
         for (i, name) in order.iter().enumerate() {
             let choice = choose(&context(history.clone()));
             assert_eq!(choice.family_name(), *name);
-            let score = if *name == "random_forest" {
-                0.9
-            } else {
-                0.8 - i as f64 * 0.01
-            };
+            let score = if *name == "random_forest" { 0.9 } else { 0.8 - i as f64 * 0.01 };
             history.push(done(i as u32 + 1, name, choice.hyperparameters(), score));
         }
         let ensemble = choose(&context(history.clone()));
-        let Choice::Ensemble { members } = &ensemble else {
-            panic!("{ensemble:?}")
-        };
+        let Choice::Ensemble { members } = &ensemble else { panic!("{ensemble:?}") };
         assert_eq!(members[0].0.name, "random_forest");
         assert_eq!(members.len(), 3);
         history.push(done(9, ENSEMBLE, ensemble.hyperparameters(), 0.85));
         let next = choose(&context(history.clone()));
         assert!(matches!(next, Choice::Single { .. }));
         assert_eq!(next, choose(&context(history.clone())), "deterministic");
-        let seen: Vec<String> = history
-            .iter()
-            .map(|h| render_params(&h.hyperparameters))
-            .collect();
-        assert!(
-            !seen.contains(&render_params(&next.hyperparameters())),
-            "a new configuration"
-        );
+        let seen: Vec<String> = history.iter().map(|h| render_params(&h.hyperparameters)).collect();
+        assert!(!seen.contains(&render_params(&next.hyperparameters())), "a new configuration");
     }
 
     #[test]

@@ -39,9 +39,7 @@ pub fn check(_ctx: &Context, args: &AgentCheckArgs) -> anyhow::Result<i32> {
         Transcript::discard(Redactor::new(key)),
         CancellationToken::new(),
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let started = Instant::now();
     let answer = runtime.block_on(agent.ask::<Check>(
         Ask {
@@ -52,11 +50,7 @@ pub fn check(_ctx: &Context, args: &AgentCheckArgs) -> anyhow::Result<i32> {
             context: serde_json::Value::Null,
         },
         &|c: &Check| {
-            if c.product == 42 {
-                vec![]
-            } else {
-                vec![format!("seven times six is not {}", c.product)]
-            }
+            if c.product == 42 { vec![] } else { vec![format!("seven times six is not {}", c.product)] }
         },
     ));
     let took = started.elapsed();
@@ -80,15 +74,10 @@ pub fn check(_ctx: &Context, args: &AgentCheckArgs) -> anyhow::Result<i32> {
                 if a.attempts == 1 { "" } else { "s" }
             );
             println!("latency:     {:.2} s", took.as_secs_f64());
-            println!(
-                "tokens:      {} in, {} out",
-                a.usage.prompt_tokens, a.usage.completion_tokens
-            );
+            println!("tokens:      {} in, {} out", a.usage.prompt_tokens, a.usage.completion_tokens);
             Ok(exit_code::SUCCESS)
         }
-        Err(e) => Err(anyhow::Error::new(e).context(format!(
-            "the server at {} did not give a usable answer",
-            args.base_url
-        ))),
+        Err(e) => Err(anyhow::Error::new(e)
+            .context(format!("the server at {} did not give a usable answer", args.base_url))),
     }
 }

@@ -49,6 +49,14 @@ pub enum Command {
     Status(RunRef),
     /// (Re)write a run's report: REPORT.md, report.html, summary.json.
     Report(RunRef),
+    /// Write a snapshot of a run into a directory (plain `git checkout` works too).
+    Checkout(CheckoutArgs),
+    /// Predict new data with a run's best snapshot, in its recorded sandbox.
+    Predict(PredictArgs),
+    /// Re-run a snapshot's inference (and with --retrain its training) and compare with the record.
+    Audit(AuditArgs),
+    /// Re-run a whole run from its transcript into a new run directory and compare snapshots.
+    Replay(ReplayArgs),
     /// Agent tools.
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -116,6 +124,47 @@ pub enum SandboxArg {
 pub struct RunRef {
     /// The run directory.
     pub run: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckoutArgs {
+    pub run: PathBuf,
+    /// `best`, `iter-0003`, or a commit.
+    #[arg(default_value = "best")]
+    pub rev: String,
+    /// Where to write the files (must not exist, or be empty).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    pub run: PathBuf,
+    /// CSV with the feature columns.
+    #[arg(long, value_name = "PATH")]
+    pub input: PathBuf,
+    /// Where to write the predictions CSV.
+    #[arg(long, value_name = "PATH")]
+    pub output: PathBuf,
+    #[arg(long, default_value = "best")]
+    pub rev: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    pub run: PathBuf,
+    #[arg(default_value = "best")]
+    pub rev: String,
+    /// Re-run training too, and compare the model files.
+    #[arg(long)]
+    pub retrain: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    pub run: PathBuf,
+    /// Where the replayed run is created [default: next to the original].
+    #[arg(long, value_name = "DIR")]
+    pub runs_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +297,15 @@ pub enum BenchCommand {
     Sandbox(BenchSandboxArgs),
     /// The loop on several tasks with the built-in agent: validation and test scores.
     Quality(BenchQualityArgs),
+    /// Committing a large model file into a run's git workspace.
+    Snapshot(BenchSnapshotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSnapshotArgs {
+    /// Size of the model file.
+    #[arg(long, default_value = "200MiB", value_parser = parse_bytes)]
+    pub size: u64,
 }
 
 #[derive(Debug, Args)]
@@ -302,13 +360,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses `512MiB`, `2GiB`, `1G`, `100k`, or a bare number of bytes. Suffixes are binary.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like 512MiB or 2GiB"))?;
+    let value: f64 = num.parse().map_err(|_| format!("`{text}` is not a size like 512MiB or 2GiB"))?;
     let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -316,9 +370,7 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
         other => {
-            return Err(format!(
-                "unknown size unit `{other}` in `{text}`: use KiB, MiB, GiB"
-            ));
+            return Err(format!("unknown size unit `{other}` in `{text}`: use KiB, MiB, GiB"));
         }
     };
     Ok((value * scale as f64) as u64)

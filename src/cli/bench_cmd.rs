@@ -14,28 +14,18 @@ pub fn sandbox(ctx: &Context, args: &BenchSandboxArgs) -> anyhow::Result<i32> {
     let observer = CompileProgress::new(ctx.printer);
     let mut opened = Vec::new();
     for flavor in [Flavor::Preimport, Flavor::Snapshot] {
-        let options = WasiOptions {
-            flavor,
-            ..Default::default()
-        };
+        let options = WasiOptions { flavor, ..Default::default() };
         let sandbox = WasiSandbox::open(&ctx.home, options, &observer)
             .with_context(|| format!("opening the WASI sandbox ({})", flavor.name()))?;
         opened.push((format!("wasi-{}", flavor.name()), sandbox));
     }
-    let sandboxes: Vec<(&str, &dyn Sandbox)> = opened
-        .iter()
-        .map(|(label, s)| (label.as_str(), s as &dyn Sandbox))
-        .collect();
+    let sandboxes: Vec<(&str, &dyn Sandbox)> =
+        opened.iter().map(|(label, s)| (label.as_str(), s as &dyn Sandbox)).collect();
     let native = (!args.wasi_only).then_some(args.python.as_path());
     let printer = ctx.printer;
-    let rows = bench::sandbox(
-        &sandboxes,
-        native,
-        &args.data,
-        &args.target,
-        args.repeat,
-        &|line| printer.status(line),
-    )?;
+    let rows = bench::sandbox(&sandboxes, native, &args.data, &args.target, args.repeat, &|line| {
+        printer.status(line)
+    })?;
     print!("{}", table(&sandboxes, &rows));
     let info = opened[0].1.info();
     println!(
@@ -63,15 +53,10 @@ fn table(sandboxes: &[(&str, &dyn Sandbox)], rows: &[bench::Row]) -> String {
         for t in &row.sandboxed {
             out.push_str(&format!(" {:>15.3}", t.as_secs_f64()));
         }
-        let native = row
-            .native
-            .map_or("-".into(), |n| format!("{:.3}", n.as_secs_f64()));
+        let native = row.native.map_or("-".into(), |n| format!("{:.3}", n.as_secs_f64()));
         out.push_str(&format!(" {native:>8}"));
         for r in row.ratios() {
-            out.push_str(&format!(
-                " {:>22}",
-                r.map_or("-".into(), |r| format!("{r:.2}x"))
-            ));
+            out.push_str(&format!(" {:>22}", r.map_or("-".into(), |r| format!("{r:.2}x"))));
         }
         out.push('\n');
     }
@@ -92,32 +77,22 @@ pub fn quality(ctx: &Context, args: &super::args::BenchQualityArgs) -> anyhow::R
 
     let tasks = bench::glob(&args.tasks)?;
     anyhow::ensure!(!tasks.is_empty(), "no task file matches `{}`", args.tasks);
-    let references: BTreeMap<String, BTreeMap<String, f64>> =
-        match fs_err::read_to_string(&args.references) {
-            Ok(text) => toml::from_str(&text)
-                .with_context(|| format!("reading `{}`", args.references.display()))?,
-            Err(_) => BTreeMap::new(),
-        };
+    let references: BTreeMap<String, BTreeMap<String, f64>> = match fs_err::read_to_string(&args.references) {
+        Ok(text) => {
+            toml::from_str(&text).with_context(|| format!("reading `{}`", args.references.display()))?
+        }
+        Err(_) => BTreeMap::new(),
+    };
     let sandbox: Arc<dyn Sandbox> = Arc::new(
-        WasiSandbox::open(
-            &ctx.home,
-            WasiOptions::default(),
-            &CompileProgress::new(ctx.printer),
-        )
-        .context("opening the WASI sandbox")?,
+        WasiSandbox::open(&ctx.home, WasiOptions::default(), &CompileProgress::new(ctx.printer))
+            .context("opening the WASI sandbox")?,
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut rows = Vec::new();
     for path in &tasks {
         let task = Task::load(path)?;
         let dataset = Dataset::prepare(&task)?;
-        let overrides = Overrides {
-            seed: args.seed,
-            ..Default::default()
-        };
+        let overrides = Overrides { seed: args.seed, ..Default::default() };
         let config = RunConfig::resolve(&ConfigFile::default(), &overrides)?;
         ctx.printer.status(&format!(
             "{}: {} for {:.0} s",
@@ -174,5 +149,20 @@ pub fn quality(ctx: &Context, args: &super::args::BenchQualityArgs) -> anyhow::R
         args.budget.as_secs_f64(),
         args.runs_dir.display()
     );
+    Ok(exit_code::SUCCESS)
+}
+
+/// `bench snapshot`: commit times for a large model file.
+pub fn snapshot(_ctx: &Context, args: &super::args::BenchSnapshotArgs) -> anyhow::Result<i32> {
+    let t = bench::snapshot(args.size)?;
+    let mib = t.bytes as f64 / (1 << 20) as f64;
+    println!("commit of an iteration with a {mib:.0} MiB model file (incompressible):");
+    println!("  new file:              {:>7.3} s", t.first.as_secs_f64());
+    println!(
+        "  file unchanged:        {:>7.3} s  ({} objects written)",
+        t.unchanged.as_secs_f64(),
+        t.objects_written_unchanged
+    );
+    println!("  file changed:          {:>7.3} s", t.changed.as_secs_f64());
     Ok(exit_code::SUCCESS)
 }

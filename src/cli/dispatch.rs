@@ -8,7 +8,7 @@ use clap::Parser;
 
 use super::args::{AgentCommand, BenchCommand, Cli, Command, SandboxCommand};
 use super::printer::{LogFile, Printer, init_logging};
-use super::{agent_cmd, bench_cmd, run_cmd, runs_cmd, sandbox_cmd, setup_cmd};
+use super::{agent_cmd, bench_cmd, run_cmd, runs_cmd, sandbox_cmd, setup_cmd, snapshot_cmd};
 use crate::env::EnvironmentOptions;
 use crate::error::{UserError, exit_code_for, render};
 
@@ -23,21 +23,11 @@ pub struct Context {
 impl Context {
     fn resolve(cli: &Cli, env: EnvironmentOptions, log_file: LogFile) -> anyhow::Result<Self> {
         let printer = Printer::from_process(&env, cli.global.verbose);
-        let home = cli
-            .global
-            .home
-            .clone()
-            .or_else(|| env.default_home())
-            .ok_or_else(|| {
-                UserError::setup("no loop-runner home directory: HOME is not set")
-                    .with_hint("set LOOP_RUNNER_HOME or pass --home DIR")
-            })?;
-        Ok(Self {
-            env,
-            printer,
-            home,
-            log_file,
-        })
+        let home = cli.global.home.clone().or_else(|| env.default_home()).ok_or_else(|| {
+            UserError::setup("no loop-runner home directory: HOME is not set")
+                .with_hint("set LOOP_RUNNER_HOME or pass --home DIR")
+        })?;
+        Ok(Self { env, printer, home, log_file })
     }
 }
 
@@ -63,10 +53,15 @@ fn run(ctx: &Context, command: Command) -> anyhow::Result<i32> {
         Command::Resume(args) => run_cmd::resume(ctx, &args),
         Command::Status(args) => runs_cmd::status(ctx, &args),
         Command::Report(args) => runs_cmd::report(ctx, &args),
+        Command::Checkout(args) => snapshot_cmd::checkout(ctx, &args),
+        Command::Predict(args) => snapshot_cmd::predict(ctx, &args),
+        Command::Audit(args) => snapshot_cmd::audit_cmd(ctx, &args),
+        Command::Replay(args) => snapshot_cmd::replay(ctx, &args),
         Command::Agent(AgentCommand::Check(args)) => agent_cmd::check(ctx, &args),
         Command::Setup(args) => setup_cmd::run(ctx, &args),
         Command::Sandbox(SandboxCommand::Run(args)) => sandbox_cmd::run(ctx, &args),
         Command::Bench(BenchCommand::Sandbox(args)) => bench_cmd::sandbox(ctx, &args),
         Command::Bench(BenchCommand::Quality(args)) => bench_cmd::quality(ctx, &args),
+        Command::Bench(BenchCommand::Snapshot(args)) => bench_cmd::snapshot(ctx, &args),
     }
 }

@@ -13,6 +13,7 @@ mod run_cmd;
 mod runs_cmd;
 mod sandbox_cmd;
 mod setup_cmd;
+mod snapshot_cmd;
 
 pub use args::{Cli, parse_bytes, parse_duration};
 pub use dispatch::main;

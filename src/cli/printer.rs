@@ -17,9 +17,7 @@ pub struct Printer {
 impl Printer {
     /// Progress is drawn only on a terminal, outside CI, and without verbose logs.
     pub fn resolve(stderr_is_terminal: bool, env: &EnvironmentOptions, verbose: bool) -> Self {
-        Self {
-            fancy: stderr_is_terminal && !env.ci && !verbose && env.log_filter.is_none(),
-        }
+        Self { fancy: stderr_is_terminal && !env.ci && !verbose && env.log_filter.is_none() }
     }
 
     pub fn from_process(env: &EnvironmentOptions, verbose: bool) -> Self {
@@ -38,9 +36,7 @@ impl Printer {
             return ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
         }
         let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"),
-        );
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
         bar.set_message(message.to_string());
         bar.enable_steady_tick(Duration::from_millis(120));
         bar
@@ -55,29 +51,22 @@ pub struct CompileProgress {
 
 impl CompileProgress {
     pub fn new(printer: Printer) -> Self {
-        Self {
-            printer,
-            bar: std::cell::RefCell::new(None),
-        }
+        Self { printer, bar: std::cell::RefCell::new(None) }
     }
 }
 
 impl CompileObserver for CompileProgress {
     fn compile_started(&self, what: &str) {
-        *self.bar.borrow_mut() = Some(
-            self.printer
-                .spinner(&format!("compiling {what} (one time, about a minute)")),
-        );
+        *self.bar.borrow_mut() =
+            Some(self.printer.spinner(&format!("compiling {what} (one time, about a minute)")));
     }
 
     fn compile_finished(&self, what: &str, took: Duration) {
         if let Some(bar) = self.bar.borrow_mut().take() {
             bar.finish_and_clear();
         }
-        self.printer.status(&format!(
-            "compiled {what} in {:.0} s (cached for next time)",
-            took.as_secs_f64()
-        ));
+        self.printer
+            .status(&format!("compiled {what} in {:.0} s (cached for next time)", took.as_secs_f64()));
     }
 }
 
@@ -88,10 +77,7 @@ pub struct LogFile(std::sync::Arc<std::sync::Mutex<Option<std::fs::File>>>);
 impl LogFile {
     /// Starts writing JSON log lines to `path` (appending).
     pub fn open(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
         Ok(())
     }
@@ -127,13 +113,10 @@ pub fn init_logging(env: &EnvironmentOptions, verbose: bool) -> LogFile {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, Layer};
-    let filter = env.log_filter.clone().unwrap_or_else(|| {
-        if verbose {
-            "loop_runner=debug,info".into()
-        } else {
-            "warn".into()
-        }
-    });
+    let filter = env
+        .log_filter
+        .clone()
+        .unwrap_or_else(|| if verbose { "loop_runner=debug,info".into() } else { "warn".into() });
     let ansi = std::io::stderr().is_terminal() && !env.no_color;
     let log_file = LogFile::default();
     let stderr = tracing_subscriber::fmt::layer()
@@ -145,10 +128,7 @@ pub fn init_logging(env: &EnvironmentOptions, verbose: bool) -> LogFile {
         .json()
         .with_writer(log_file.clone())
         .with_filter(EnvFilter::new("loop_runner=info,warn"));
-    let _ = tracing_subscriber::registry()
-        .with(stderr)
-        .with(json)
-        .try_init();
+    let _ = tracing_subscriber::registry().with(stderr).with(json).try_init();
     log_file
 }
 
@@ -161,11 +141,7 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 #[cfg(test)]
@@ -175,10 +151,7 @@ mod tests {
     #[test]
     fn progress_only_on_an_interactive_terminal() {
         let plain = EnvironmentOptions::default();
-        let ci = EnvironmentOptions {
-            ci: true,
-            ..Default::default()
-        };
+        let ci = EnvironmentOptions { ci: true, ..Default::default() };
         assert!(Printer::resolve(true, &plain, false).fancy);
         assert!(!Printer::resolve(false, &plain, false).fancy);
         assert!(!Printer::resolve(true, &ci, false).fancy);

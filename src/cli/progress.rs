@@ -33,11 +33,7 @@ impl CliReporter {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        Self {
-            printer,
-            bar,
-            state: Mutex::new(Line::default()),
-        }
+        Self { printer, bar, state: Mutex::new(Line::default()) }
     }
 
     fn say(&self, line: &str) {
@@ -50,14 +46,8 @@ impl CliReporter {
     fn redraw(&self, line: &Line) {
         if let Some(bar) = &self.bar {
             let best = line.best.map_or("-".into(), |b| format!("{b:.4}"));
-            let left = line
-                .left
-                .map_or(String::new(), |l| format!(" · {} left", clock(l)));
-            let cost = if line.cost > 0.0 {
-                format!(" · ${:.3}", line.cost)
-            } else {
-                String::new()
-            };
+            let left = line.left.map_or(String::new(), |l| format!(" · {} left", clock(l)));
+            let cost = if line.cost > 0.0 { format!(" · ${:.3}", line.cost) } else { String::new() };
             bar.set_message(format!(
                 "iteration {} · {} · best {} {best}{left}{cost}",
                 line.iteration, line.step, line.metric
@@ -85,13 +75,7 @@ impl Reporter for CliReporter {
     fn report(&self, event: Progress) {
         let mut line = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match event {
-            Progress::RunStarted {
-                run_dir,
-                agent,
-                sandbox,
-                metric,
-                budget_seconds,
-            } => {
+            Progress::RunStarted { run_dir, agent, sandbox, metric, budget_seconds } => {
                 line.metric = metric;
                 self.say(&format!(
                     "run {run_dir}\nagent: {agent}\nsandbox: {sandbox}\nbudget: {}",
@@ -103,42 +87,25 @@ impl Reporter for CliReporter {
                 line.step = "plan".into();
             }
             Progress::Step { step, .. } => line.step = step,
-            Progress::IterationFinished {
-                iteration,
-                status,
-                family,
-                score,
-                best,
-            } => {
-                let score =
-                    score.map_or_else(|| status.clone(), |s| format!("{} {s:.4}", line.metric));
+            Progress::IterationFinished { iteration, status, family, score, best } => {
+                let score = score.map_or_else(|| status.clone(), |s| format!("{} {s:.4}", line.metric));
                 self.say(&format!(
                     "iteration {iteration:>3}: {family:<24} {score}{}",
                     if best { "  (new best)" } else { "" }
                 ));
             }
-            Progress::Status {
-                best_score,
-                metric,
-                left_seconds,
-                cost_usd,
-            } => {
+            Progress::Status { best_score, metric, left_seconds, cost_usd } => {
                 line.best = best_score;
                 line.metric = metric;
                 line.left = left_seconds;
                 line.cost = cost_usd;
             }
             Progress::Note(text) => self.say(&text),
-            Progress::FinalEvaluation {
-                iteration,
-                test_score,
-            } => match (iteration, test_score) {
-                (Some(i), Some(s)) => {
-                    self.say(&format!("test {}: {s:.4} (iteration {i})", line.metric))
+            Progress::FinalEvaluation { iteration, test_score } => match (iteration, test_score) {
+                (Some(i), Some(s)) => self.say(&format!("test {}: {s:.4} (iteration {i})", line.metric)),
+                (Some(i), None) => {
+                    self.say(&format!("the best iteration ({i}) could not be scored on the test split"))
                 }
-                (Some(i), None) => self.say(&format!(
-                    "the best iteration ({i}) could not be scored on the test split"
-                )),
                 _ => self.say("no iteration succeeded; nothing to score on the test split"),
             },
         }

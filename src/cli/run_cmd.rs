@@ -26,23 +26,16 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<i32> {
         return Err(UserError::usage(
             "give the run a limit: --budget DURATION (e.g. --budget 6h) and/or --iterations N",
         )
-        .with_hint(
-            "loop-runner never runs unbounded; the budget also covers the final test evaluation",
-        )
+        .with_hint("loop-runner never runs unbounded; the budget also covers the final test evaluation")
         .into());
     }
-    let task_path = args
-        .task
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("task.toml"));
+    let task_path = args.task.clone().unwrap_or_else(|| PathBuf::from("task.toml"));
     let task = Task::load(&task_path)?;
     let config = resolve_config(args, &task_path)?;
     if config.sandbox.kind == SandboxChoice::Process {
-        return Err(
-            UserError::setup("the process sandbox is not available in this build")
-                .with_hint("use --sandbox wasi (the default)")
-                .into(),
-        );
+        return Err(UserError::setup("the process sandbox is not available in this build")
+            .with_hint("use --sandbox wasi (the default)")
+            .into());
     }
     let dataset = Dataset::prepare(&task)?;
     let (backend, redactor) = backend(&config.agent, args.transcript.as_deref())?;
@@ -57,16 +50,7 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<i32> {
         faults: faults(ctx)?,
     };
     drive(ctx, |interrupt, reporter| {
-        Runner::create(
-            &args.runs_dir,
-            &dataset,
-            inputs,
-            backend,
-            redactor,
-            sandbox,
-            reporter,
-            interrupt,
-        )
+        Runner::create(&args.runs_dir, &dataset, inputs, backend, redactor, sandbox, reporter, interrupt)
     })
 }
 
@@ -76,37 +60,22 @@ pub fn resume(ctx: &Context, args: &super::args::RunRef) -> anyhow::Result<i32> 
     let manifest = Manifest::read(&dir.run_json())?;
     let config = RunConfig::resolve(&manifest.config, &Overrides::default())?;
     if config.agent.backend == BackendKind::Replay {
-        return Err(UserError::setup(
-            "a replay run cannot be resumed; run `loop-runner replay` again",
-        )
-        .with_code(exit_code::RESUME_REFUSED)
-        .into());
+        return Err(UserError::setup("a replay run cannot be resumed; run `loop-runner replay` again")
+            .with_code(exit_code::RESUME_REFUSED)
+            .into());
     }
     let (backend, redactor) = backend(&config.agent, None)?;
     let sandbox = open_sandbox(ctx)?;
     let faults = faults(ctx)?;
     drive(ctx, |interrupt, reporter| {
-        Runner::resume(
-            dir,
-            backend,
-            redactor,
-            sandbox,
-            reporter,
-            interrupt,
-            faults,
-            Some(config),
-        )
+        Runner::resume(dir, backend, redactor, sandbox, reporter, interrupt, faults, Some(config))
     })
 }
 
 pub fn open_sandbox(ctx: &Context) -> anyhow::Result<Arc<dyn Sandbox>> {
     Ok(Arc::new(
-        WasiSandbox::open(
-            &ctx.home,
-            WasiOptions::default(),
-            &CompileProgress::new(ctx.printer),
-        )
-        .context("opening the WASI sandbox")?,
+        WasiSandbox::open(&ctx.home, WasiOptions::default(), &CompileProgress::new(ctx.printer))
+            .context("opening the WASI sandbox")?,
     ))
 }
 
@@ -115,10 +84,7 @@ pub fn drive(
     ctx: &Context,
     make: impl FnOnce(CancellationToken, Arc<dyn crate::runner::Reporter>) -> anyhow::Result<Runner>,
 ) -> anyhow::Result<i32> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let printer = ctx.printer;
     let result = runtime.block_on(async {
         let interrupt = CancellationToken::new();
@@ -126,9 +92,7 @@ pub fn drive(
         let reporter = Arc::new(CliReporter::new(printer));
         let mut runner = make(interrupt.clone(), reporter.clone())?;
         println!("{}", runner.dir.root.display());
-        ctx.log_file
-            .open(&runner.dir.log())
-            .context("opening the run's log file")?;
+        ctx.log_file.open(&runner.dir.log()).context("opening the run's log file")?;
         let summary = runner.run().await;
         reporter.finish();
         let summary = summary?;
@@ -156,10 +120,7 @@ pub fn faults(ctx: &Context) -> anyhow::Result<crate::runner::FaultPlan> {
 }
 
 fn resolve_config(args: &RunArgs, task_path: &Path) -> anyhow::Result<RunConfig> {
-    let default_file = task_path
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("loop-runner.toml");
+    let default_file = task_path.parent().unwrap_or(Path::new(".")).join("loop-runner.toml");
     let file = match &args.config {
         Some(path) => ConfigFile::load(path)?,
         None if default_file.is_file() => ConfigFile::load(&default_file)?,
@@ -192,9 +153,7 @@ pub fn backend(
         BackendKind::Builtin => Ok((Arc::new(BuiltinBackend), Redactor::default())),
         BackendKind::Replay => {
             let path = transcript.ok_or_else(|| {
-                UserError::usage(
-                    "--agent replay needs --transcript PATH (a run's transcript.jsonl)",
-                )
+                UserError::usage("--agent replay needs --transcript PATH (a run's transcript.jsonl)")
             })?;
             let backend = ReplayBackend::from_transcript(path)
                 .map_err(|e| UserError::setup(format!("cannot read the transcript: {e}")))?;
@@ -215,12 +174,12 @@ pub fn api_key(var: Option<&str>, base_url: &str) -> Result<Option<Secret>, User
     let Some(var) = var else { return Ok(None) };
     match std::env::var(var) {
         Ok(value) if !value.is_empty() => Ok(Some(Secret::new(value))),
-        _ if base_url.contains("api.openai.com") => Err(UserError::setup(format!(
-            "the API key variable `{var}` (named by `api_key_env`) is not set"
-        ))
-        .with_hint(format!(
-            "export {var}=..., or point --base-url at a local OpenAI-compatible server"
-        ))),
+        _ if base_url.contains("api.openai.com") => {
+            Err(UserError::setup(format!("the API key variable `{var}` (named by `api_key_env`) is not set"))
+                .with_hint(format!(
+                    "export {var}=..., or point --base-url at a local OpenAI-compatible server"
+                )))
+        }
         _ => {
             tracing::warn!("`{var}` is not set; calling {base_url} without an API key");
             Ok(None)
@@ -234,7 +193,9 @@ fn watch_interrupts(interrupt: CancellationToken, printer: Printer) {
         if tokio::signal::ctrl_c().await.is_err() {
             return;
         }
-        printer.status("interrupted: finishing with the final evaluation and the report (Ctrl-C again to abort now)");
+        printer.status(
+            "interrupted: finishing with the final evaluation and the report (Ctrl-C again to abort now)",
+        );
         interrupt.cancel();
         if tokio::signal::ctrl_c().await.is_ok() {
             printer.status("aborted; the journal and every finished iteration are saved (`loop-runner resume` continues)");

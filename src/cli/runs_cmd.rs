@@ -36,8 +36,7 @@ pub fn status(_ctx: &Context, args: &RunRef) -> anyhow::Result<i32> {
 pub fn report(ctx: &Context, args: &RunRef) -> anyhow::Result<i32> {
     let dir = RunDir::open(&args.run)?;
     crate::report::write(&dir)?;
-    ctx.printer
-        .status(&format!("wrote {}", dir.report().display()));
+    ctx.printer.status(&format!("wrote {}", dir.report().display()));
     for name in ["REPORT.md", "report.html", "summary.json"] {
         println!("{}", dir.report().join(name).display());
     }

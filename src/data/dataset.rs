@@ -45,17 +45,9 @@ impl Dataset {
                 require_target(&df, &task.target, &data.display().to_string())?;
                 let (df, dropped) = drop_null_target(df, &task.target)?;
                 let kind = infer_kind(task, &df)?;
-                let stratify = if kind.is_classification() {
-                    Some(target_labels(&df, &task.target)?)
-                } else {
-                    None
-                };
-                let parts = split(
-                    df.height(),
-                    stratify.as_deref(),
-                    task.test_fraction,
-                    task.seed,
-                );
+                let stratify =
+                    if kind.is_classification() { Some(target_labels(&df, &task.target)?) } else { None };
+                let parts = split(df.height(), stratify.as_deref(), task.test_fraction, task.seed);
                 let pool = take(&df, &parts.kept)?;
                 let test = take(&df, &parts.held)?;
                 (pool, test, dropped)
@@ -82,9 +74,7 @@ impl Dataset {
                 }
                 let test_df = test_df
                     .select(pool.get_column_names().into_iter().cloned())
-                    .map_err(|e| {
-                        UserError::setup(format!("test file `{}`: {e}", test.display()))
-                    })?;
+                    .map_err(|e| UserError::setup(format!("test file `{}`: {e}", test.display())))?;
                 let (pool, dropped) = drop_null_target(pool, &task.target)?;
                 let (test_df, dropped_test) = drop_null_target(test_df, &task.target)?;
                 (pool, test_df, dropped + dropped_test)
@@ -137,13 +127,7 @@ impl Dataset {
         let profile = Profile::of(&pool, &task.target, kind.is_classification())
             .map_err(|e| UserError::setup(format!("profiling the data failed: {e}")))?;
         Ok(Self {
-            target: TargetInfo {
-                column: task.target.clone(),
-                kind,
-                metric,
-                classes,
-                positive,
-            },
+            target: TargetInfo { column: task.target.clone(), kind, metric, classes, positive },
             pool,
             test,
             dropped_rows,
@@ -154,62 +138,42 @@ impl Dataset {
 
 fn preview(values: &[String]) -> String {
     let shown: Vec<&str> = values.iter().take(8).map(String::as_str).collect();
-    if values.len() > 8 {
-        format!("{}, ...", shown.join(", "))
-    } else {
-        shown.join(", ")
-    }
+    if values.len() > 8 { format!("{}, ...", shown.join(", ")) } else { shown.join(", ") }
 }
 
 fn require_target(df: &DataFrame, target: &str, file: &str) -> Result<(), UserError> {
     if df.column(target).is_ok() {
         return Ok(());
     }
-    let names: Vec<String> = df
-        .get_column_names()
-        .iter()
-        .map(|n| n.to_string())
-        .collect();
-    let close = names
-        .iter()
-        .find(|n| n.eq_ignore_ascii_case(target) || n.trim() == target.trim());
+    let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+    let close = names.iter().find(|n| n.eq_ignore_ascii_case(target) || n.trim() == target.trim());
     let mut err = UserError::setup(format!(
         "target column `{target}` is not in `{file}` (columns: {})",
         preview(&names)
     ));
     if let Some(close) = close {
-        err = err.with_hint(format!(
-            "did you mean `{close}`? set `target = \"{close}\"` in the task file"
-        ));
+        err = err.with_hint(format!("did you mean `{close}`? set `target = \"{close}\"` in the task file"));
     }
     Err(err)
 }
 
 fn drop_null_target(df: DataFrame, target: &str) -> Result<(DataFrame, usize), UserError> {
-    let column = df
-        .column(target)
-        .map_err(|e| UserError::setup(e.to_string()))?;
+    let column = df.column(target).map_err(|e| UserError::setup(e.to_string()))?;
     let nulls = column.null_count();
     if nulls == df.height() {
-        return Err(UserError::setup(format!(
-            "target column `{target}` is empty (every value is missing)"
-        )));
+        return Err(UserError::setup(format!("target column `{target}` is empty (every value is missing)")));
     }
     if nulls == 0 {
         return Ok((df, 0));
     }
     let mask = column.as_materialized_series().is_not_null();
-    let kept = df
-        .filter(&mask)
-        .map_err(|e| UserError::setup(e.to_string()))?;
+    let kept = df.filter(&mask).map_err(|e| UserError::setup(e.to_string()))?;
     Ok((kept, nulls))
 }
 
 fn infer_kind(task: &Task, df: &DataFrame) -> Result<TaskKind, UserError> {
-    let series = df
-        .column(&task.target)
-        .map_err(|e| UserError::setup(e.to_string()))?
-        .as_materialized_series();
+    let series =
+        df.column(&task.target).map_err(|e| UserError::setup(e.to_string()))?.as_materialized_series();
     if let Some(kind) = task.kind {
         if kind == TaskKind::Regression && !series.dtype().is_primitive_numeric() {
             return Err(UserError::setup(format!(
@@ -220,15 +184,9 @@ fn infer_kind(task: &Task, df: &DataFrame) -> Result<TaskKind, UserError> {
         }
         return Ok(kind);
     }
-    let unique = series
-        .n_unique()
-        .map_err(|e| UserError::setup(e.to_string()))?;
+    let unique = series.n_unique().map_err(|e| UserError::setup(e.to_string()))?;
     if !series.dtype().is_primitive_numeric() {
-        return Ok(if unique <= 2 {
-            TaskKind::Binary
-        } else {
-            TaskKind::Multiclass
-        });
+        return Ok(if unique <= 2 { TaskKind::Binary } else { TaskKind::Multiclass });
     }
     let values = numeric_values(series).map_err(|e| UserError::setup(e.to_string()))?;
     let integral = values.iter().all(|v| v.fract() == 0.0);
@@ -241,10 +199,7 @@ fn infer_kind(task: &Task, df: &DataFrame) -> Result<TaskKind, UserError> {
 
 /// Target values as canonical labels (no nulls: they were dropped).
 pub fn target_labels(df: &DataFrame, target: &str) -> Result<Vec<String>, UserError> {
-    let series = df
-        .column(target)
-        .map_err(|e| UserError::setup(e.to_string()))?
-        .as_materialized_series();
+    let series = df.column(target).map_err(|e| UserError::setup(e.to_string()))?.as_materialized_series();
     Ok(labels(series)
         .map_err(|e| UserError::setup(e.to_string()))?
         .into_iter()
@@ -254,12 +209,8 @@ pub fn target_labels(df: &DataFrame, target: &str) -> Result<Vec<String>, UserEr
 
 /// The rows at `indices`.
 pub fn take(df: &DataFrame, indices: &[u32]) -> Result<DataFrame, UserError> {
-    let idx = IdxCa::from_vec(
-        "idx".into(),
-        indices.iter().map(|&i| i as IdxSize).collect(),
-    );
-    df.take(&idx)
-        .map_err(|e| UserError::setup(format!("selecting rows failed: {e}")))
+    let idx = IdxCa::from_vec("idx".into(), indices.iter().map(|&i| i as IdxSize).collect());
+    df.take(&idx).map_err(|e| UserError::setup(format!("selecting rows failed: {e}")))
 }
 
 #[cfg(test)]
@@ -282,10 +233,7 @@ mod tests {
             csv.push_str(&format!("{i},{}\n", if i % 3 == 0 { "yes" } else { "no" }));
         }
         std::fs::write(dir.path().join("d.csv"), csv).unwrap();
-        let task = task_in(
-            dir.path(),
-            "name = \"t\"\ndata = \"d.csv\"\ntarget = \"y\"\n",
-        );
+        let task = task_in(dir.path(), "name = \"t\"\ndata = \"d.csv\"\ntarget = \"y\"\n");
         let ds = Dataset::prepare(&task).unwrap();
         assert_eq!(ds.target.kind, TaskKind::Binary);
         assert_eq!(ds.target.metric, Metric::RocAuc);
@@ -304,39 +252,18 @@ mod tests {
         write("three.csv", "x,y\n1,a\n2,b\n3,c\n4,a\n5,b\n6,c\n");
         let cases = [
             ("data = \"one_class.csv\"\ntarget = \"y\"", "single class"),
-            (
-                "data = \"null_target.csv\"\ntarget = \"y\"",
-                "every value is missing",
-            ),
+            ("data = \"null_target.csv\"\ntarget = \"y\"", "every value is missing"),
             ("data = \"three.csv\"\ntarget = \"Y\"", "not in"),
-            (
-                "data = \"three.csv\"\ntarget = \"y\"\ntask = \"binary\"",
-                "has 3 classes",
-            ),
-            (
-                "data = \"three.csv\"\ntarget = \"y\"\ntask = \"regression\"",
-                "not numeric",
-            ),
-            (
-                "data = \"three.csv\"\ntarget = \"y\"\npositive = \"z\"",
-                "positive class `z`",
-            ),
+            ("data = \"three.csv\"\ntarget = \"y\"\ntask = \"binary\"", "has 3 classes"),
+            ("data = \"three.csv\"\ntarget = \"y\"\ntask = \"regression\"", "not numeric"),
+            ("data = \"three.csv\"\ntarget = \"y\"\npositive = \"z\"", "positive class `z`"),
         ];
         for (body, expected) in cases {
             let task = task_in(dir.path(), &format!("name = \"t\"\n{body}\n"));
             let err = Dataset::prepare(&task).unwrap_err();
             assert!(err.to_string().contains(expected), "{body}: {err}");
         }
-        let task = task_in(
-            dir.path(),
-            "name = \"t\"\ndata = \"three.csv\"\ntarget = \"Y\"\n",
-        );
-        assert!(
-            Dataset::prepare(&task)
-                .unwrap_err()
-                .hint
-                .unwrap()
-                .contains("did you mean `y`")
-        );
+        let task = task_in(dir.path(), "name = \"t\"\ndata = \"three.csv\"\ntarget = \"Y\"\n");
+        assert!(Dataset::prepare(&task).unwrap_err().hint.unwrap().contains("did you mean `y`"));
     }
 }

@@ -17,9 +17,5 @@ pub struct Fingerprint {
 /// Hashes `path`, recording it as `name`.
 pub fn fingerprint(name: impl Into<String>, path: &Path) -> std::io::Result<Fingerprint> {
     let bytes = fs_err::metadata(path)?.len();
-    Ok(Fingerprint {
-        name: name.into(),
-        sha256: fsx::sha256_file(path)?,
-        bytes,
-    })
+    Ok(Fingerprint { name: name.into(), sha256: fsx::sha256_file(path)?, bytes })
 }

@@ -16,19 +16,14 @@ pub fn read_table(path: &Path) -> Result<DataFrame, UserError> {
     if meta.len() == 0 {
         return Err(UserError::setup(format!("data file `{shown}` is empty")));
     }
-    let is_parquet = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("pq"));
+    let is_parquet =
+        path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("pq"));
     let df = if is_parquet {
-        let file = fs_err::File::open(path)
-            .map_err(|e| UserError::setup(format!("cannot read data file: {e}")))?;
+        let file =
+            fs_err::File::open(path).map_err(|e| UserError::setup(format!("cannot read data file: {e}")))?;
         ParquetReader::new(file.into_parts().0)
             .finish()
-            .map_err(|e| {
-                UserError::setup(format!(
-                    "data file `{shown}` is not readable as Parquet: {e}"
-                ))
-            })?
+            .map_err(|e| UserError::setup(format!("data file `{shown}` is not readable as Parquet: {e}")))?
     } else {
         check_csv_header(path)?;
         CsvReadOptions::default()
@@ -55,14 +50,12 @@ pub fn read_table(path: &Path) -> Result<DataFrame, UserError> {
 /// different table than the user wrote.
 fn check_csv_header(path: &Path) -> Result<(), UserError> {
     use std::io::BufRead;
-    let file = fs_err::File::open(path)
-        .map_err(|e| UserError::setup(format!("cannot read data file: {e}")))?;
+    let file =
+        fs_err::File::open(path).map_err(|e| UserError::setup(format!("cannot read data file: {e}")))?;
     let mut first = String::new();
     std::io::BufReader::new(file)
         .read_line(&mut first)
-        .map_err(|e| {
-            UserError::setup(format!("data file `{}` is not text: {e}", path.display()))
-        })?;
+        .map_err(|e| UserError::setup(format!("data file `{}` is not text: {e}", path.display())))?;
     let names = split_csv_line(first.trim_end_matches(['\r', '\n']));
     let mut seen = std::collections::BTreeSet::new();
     for name in &names {
@@ -75,10 +68,7 @@ fn check_csv_header(path: &Path) -> Result<(), UserError> {
         }
     }
     if names.iter().all(|n| n.is_empty()) {
-        return Err(UserError::setup(format!(
-            "data file `{}` has an empty header row",
-            path.display()
-        )));
+        return Err(UserError::setup(format!("data file `{}` has an empty header row", path.display())));
     }
     Ok(())
 }
@@ -121,10 +111,7 @@ mod tests {
 
     #[test]
     fn csv_lines_split_on_unquoted_commas() {
-        assert_eq!(
-            split_csv_line("a,\"b,c\",\"d\"\"e\","),
-            ["a", "b,c", "d\"e", ""]
-        );
+        assert_eq!(split_csv_line("a,\"b,c\",\"d\"\"e\","), ["a", "b,c", "d\"e", ""]);
     }
 
     #[test]
@@ -139,10 +126,7 @@ mod tests {
             let path = dir.path().join(name);
             std::fs::write(&path, text).unwrap();
             let err = read_table(&path).unwrap_err();
-            assert!(
-                err.to_string().contains(expected) && err.to_string().contains(name),
-                "{name}: {err}"
-            );
+            assert!(err.to_string().contains(expected) && err.to_string().contains(name), "{name}: {err}");
         }
         let err = read_table(&dir.path().join("missing.csv")).unwrap_err();
         assert!(err.to_string().contains("missing.csv"), "{err}");

@@ -31,16 +31,8 @@ pub struct ColumnProfile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum TargetProfile {
-    Classes {
-        counts: Vec<(String, usize)>,
-    },
-    Range {
-        min: f64,
-        max: f64,
-        mean: f64,
-        median: f64,
-        std: f64,
-    },
+    Classes { counts: Vec<(String, usize)> },
+    Range { min: f64, max: f64, mean: f64, median: f64, std: f64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,9 +55,7 @@ impl Profile {
         }
         let target_series = df.column(target)?.as_materialized_series();
         let target_profile = if classification {
-            TargetProfile::Classes {
-                counts: value_counts(target_series)?,
-            }
+            TargetProfile::Classes { counts: value_counts(target_series)? }
         } else {
             let values = numeric_values(target_series)?;
             TargetProfile::Range {
@@ -76,28 +66,15 @@ impl Profile {
                 std: std(&values),
             }
         };
-        Ok(Self {
-            rows: df.height(),
-            target: target.to_string(),
-            target_profile,
-            features,
-        })
+        Ok(Self { rows: df.height(), target: target.to_string(), target_profile, features })
     }
 
     pub fn categorical_columns(&self) -> Vec<&str> {
-        self.features
-            .iter()
-            .filter(|c| c.kind == ColumnKind::Categorical)
-            .map(|c| c.name.as_str())
-            .collect()
+        self.features.iter().filter(|c| c.kind == ColumnKind::Categorical).map(|c| c.name.as_str()).collect()
     }
 
     pub fn numeric_columns(&self) -> Vec<&str> {
-        self.features
-            .iter()
-            .filter(|c| c.kind == ColumnKind::Numeric)
-            .map(|c| c.name.as_str())
-            .collect()
+        self.features.iter().filter(|c| c.kind == ColumnKind::Numeric).map(|c| c.name.as_str()).collect()
     }
 
     pub fn missing_cells(&self) -> usize {
@@ -117,13 +94,7 @@ impl Profile {
                 let parts: Vec<String> = counts.iter().map(|(v, n)| format!("{v}: {n}")).collect();
                 out.push_str(&format!("target classes: {}\n", parts.join(", ")));
             }
-            TargetProfile::Range {
-                min,
-                max,
-                mean,
-                median,
-                std,
-            } => {
+            TargetProfile::Range { min, max, mean, median, std } => {
                 out.push_str(&format!(
                     "target range: min {min:.4}, median {median:.4}, mean {mean:.4}, max {max:.4}, std {std:.4}\n"
                 ));
@@ -176,19 +147,11 @@ fn column_profile(series: &Series) -> PolarsResult<ColumnProfile> {
         (None, None, None)
     };
     let unique = series.n_unique()?;
-    let top = if numeric {
-        Vec::new()
-    } else {
-        value_counts(series)?.into_iter().take(5).collect()
-    };
+    let top = if numeric { Vec::new() } else { value_counts(series)?.into_iter().take(5).collect() };
     Ok(ColumnProfile {
         name: series.name().to_string(),
         dtype: dtype.to_string(),
-        kind: if numeric {
-            ColumnKind::Numeric
-        } else {
-            ColumnKind::Categorical
-        },
+        kind: if numeric { ColumnKind::Numeric } else { ColumnKind::Categorical },
         missing: series.null_count(),
         unique,
         min,
@@ -201,12 +164,7 @@ fn column_profile(series: &Series) -> PolarsResult<ColumnProfile> {
 /// Non-null values as f64.
 pub fn numeric_values(series: &Series) -> PolarsResult<Vec<f64>> {
     let cast = series.cast(&DataType::Float64)?;
-    Ok(cast
-        .f64()?
-        .iter()
-        .flatten()
-        .filter(|v| v.is_finite())
-        .collect())
+    Ok(cast.f64()?.iter().flatten().filter(|v| v.is_finite()).collect())
 }
 
 /// Non-null values as canonical labels, with counts, most frequent first (ties by label).
@@ -245,11 +203,7 @@ pub fn canonical_label(raw: &str) -> String {
 }
 
 fn mean(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        f64::NAN
-    } else {
-        values.iter().sum::<f64>() / values.len() as f64
-    }
+    if values.is_empty() { f64::NAN } else { values.iter().sum::<f64>() / values.len() as f64 }
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -259,11 +213,7 @@ fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
-    if sorted.len().is_multiple_of(2) {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    } else {
-        sorted[mid]
-    }
+    if sorted.len().is_multiple_of(2) { (sorted[mid - 1] + sorted[mid]) / 2.0 } else { sorted[mid] }
 }
 
 fn std(values: &[f64]) -> f64 {
@@ -296,18 +246,13 @@ mod tests {
         assert_eq!(p.rows, 4);
         assert_eq!(
             p.target_profile,
-            TargetProfile::Classes {
-                counts: vec![("a".into(), 3), ("b".into(), 1)]
-            }
+            TargetProfile::Classes { counts: vec![("a".into(), 3), ("b".into(), 1)] }
         );
         assert_eq!(p.features[0].kind, ColumnKind::Numeric);
         assert_eq!(p.features[0].missing, 1);
         assert_eq!(p.features[0].mean, Some(40.0));
         assert_eq!(p.features[1].kind, ColumnKind::Categorical);
-        assert_eq!(
-            p.features[1].top,
-            vec![("rent".to_string(), 2), ("own".to_string(), 1)]
-        );
+        assert_eq!(p.features[1].top, vec![("rent".to_string(), 2), ("own".to_string(), 1)]);
         assert_eq!(p.categorical_columns(), ["home"]);
         assert!(p.render().contains("target classes: a: 3, b: 1"));
     }

@@ -48,23 +48,12 @@ mod tests {
 
     #[test]
     fn stratified_split_keeps_balance_and_is_seeded() {
-        let labels: Vec<String> = (0..100)
-            .map(|i| {
-                if i % 4 == 0 {
-                    "rare".into()
-                } else {
-                    "common".into()
-                }
-            })
-            .collect();
+        let labels: Vec<String> =
+            (0..100).map(|i| if i % 4 == 0 { "rare".into() } else { "common".into() }).collect();
         let s = split(100, Some(&labels), 0.2, 7);
         assert_eq!(s.held.len(), 20);
         assert_eq!(s.kept.len() + s.held.len(), 100);
-        let rare_held = s
-            .held
-            .iter()
-            .filter(|&&i| labels[i as usize] == "rare")
-            .count();
+        let rare_held = s.held.iter().filter(|&&i| labels[i as usize] == "rare").count();
         assert_eq!(rare_held, 5);
         assert_eq!(s, split(100, Some(&labels), 0.2, 7));
         assert_ne!(s, split(100, Some(&labels), 0.2, 8));
@@ -73,20 +62,11 @@ mod tests {
 
     #[test]
     fn tiny_classes_stay_on_both_sides() {
-        let labels: Vec<String> = ["a", "a", "b", "b", "b", "b", "b", "b", "b", "c"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let labels: Vec<String> =
+            ["a", "a", "b", "b", "b", "b", "b", "b", "b", "c"].iter().map(|s| s.to_string()).collect();
         let s = split(10, Some(&labels), 0.1, 0);
-        let held: Vec<&str> = s
-            .held
-            .iter()
-            .map(|&i| labels[i as usize].as_str())
-            .collect();
-        assert!(
-            held.contains(&"a") && held.contains(&"b") && !held.contains(&"c"),
-            "{held:?}"
-        );
+        let held: Vec<&str> = s.held.iter().map(|&i| labels[i as usize].as_str()).collect();
+        assert!(held.contains(&"a") && held.contains(&"b") && !held.contains(&"c"), "{held:?}");
     }
 
     #[test]

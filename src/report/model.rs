@@ -83,11 +83,8 @@ impl ReportData {
             environment: None,
         };
         data.metric = metric_of(dir).unwrap_or_default();
-        data.higher_is_better = data
-            .metric
-            .parse::<crate::metric::Metric>()
-            .map(|m| m.higher_is_better())
-            .unwrap_or(true);
+        data.higher_is_better =
+            data.metric.parse::<crate::metric::Metric>().map(|m| m.higher_is_better()).unwrap_or(true);
         let mut best: Option<(u32, f64)> = None;
         let mut current_split = 0;
         for entry in &entries {
@@ -157,17 +154,11 @@ impl ReportData {
                     data.iterations.retain(|r| r.iteration != record.iteration);
                     data.iterations.push(record.clone());
                 }
-                Event::FinalEvaluation {
-                    test_score, detail, ..
-                } => {
+                Event::FinalEvaluation { test_score, detail, .. } => {
                     data.test_score = *test_score;
                     data.test_detail = detail.clone();
                 }
-                Event::RunFinished {
-                    reason,
-                    wall_seconds,
-                    ..
-                } => {
+                Event::RunFinished { reason, wall_seconds, .. } => {
                     data.finished = Some(reason.clone());
                     data.wall_seconds = *wall_seconds;
                 }
@@ -176,10 +167,7 @@ impl ReportData {
         }
         data.best_iteration = best.map(|b| b.0);
         data.validation_score = best.map(|b| b.1);
-        if let Some(n) = data
-            .best_iteration
-            .or(data.iterations.last().map(|r| r.iteration))
-        {
+        if let Some(n) = data.best_iteration.or(data.iterations.last().map(|r| r.iteration)) {
             data.environment = std::fs::read_to_string(dir.iteration(n).join("environment.json"))
                 .ok()
                 .and_then(|t| serde_json::from_str(&t).ok());
@@ -227,12 +215,9 @@ impl ReportData {
             .collect();
         let higher = self.higher_is_better;
         rows.sort_by(|a, b| match (a.score, b.score) {
-            (Some(x), Some(y)) => (if higher {
-                y.total_cmp(&x)
-            } else {
-                x.total_cmp(&y)
-            })
-            .then(a.iteration.cmp(&b.iteration)),
+            (Some(x), Some(y)) => {
+                (if higher { y.total_cmp(&x) } else { x.total_cmp(&y) }).then(a.iteration.cmp(&b.iteration))
+            }
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => a.iteration.cmp(&b.iteration),

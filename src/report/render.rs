@@ -31,16 +31,8 @@ pub fn leaderboard_text(data: &ReportData, limit: usize) -> String {
         "iter", "model", data.metric, "time", "status / settings"
     );
     for row in data.leaderboard().into_iter().take(limit) {
-        let mark = if Some(row.iteration) == data.best_iteration {
-            "*"
-        } else {
-            " "
-        };
-        let detail = if row.score.is_some() {
-            row.settings
-        } else {
-            row.status
-        };
+        let mark = if Some(row.iteration) == data.best_iteration { "*" } else { " " };
+        let detail = if row.score.is_some() { row.settings } else { row.status };
         out.push_str(&format!(
             "{:>4}{mark}  {:<24} {:>10} {:>9}  {}\n",
             row.iteration,
@@ -66,10 +58,7 @@ pub fn markdown(data: &ReportData) -> String {
     let mut md = format!("# loop-runner report: {}\n\n", data.task);
     md.push_str(&format!("Run `{}`", data.run_id));
     if let Some(reason) = &data.finished {
-        md.push_str(&format!(
-            ", finished ({reason}) after {}",
-            fmt_seconds(data.wall_seconds)
-        ));
+        md.push_str(&format!(", finished ({reason}) after {}", fmt_seconds(data.wall_seconds)));
     } else {
         md.push_str(", still running or interrupted");
     }
@@ -79,33 +68,20 @@ pub fn markdown(data: &ReportData) -> String {
     md.push_str(&format!(
         "| metric | {} ({} is better) |\n",
         data.metric,
-        if data.higher_is_better {
-            "higher"
-        } else {
-            "lower"
-        }
+        if data.higher_is_better { "higher" } else { "lower" }
     ));
     md.push_str(&format!(
         "| best iteration | {} |\n",
         data.best_iteration.map_or("—".into(), |i| i.to_string())
     ));
-    md.push_str(&format!(
-        "| validation {} | {} |\n",
-        data.metric,
-        fmt_score(data.validation_score)
-    ));
-    md.push_str(&format!(
-        "| **test {}** | **{}** |\n",
-        data.metric,
-        fmt_score(data.test_score)
-    ));
+    md.push_str(&format!("| validation {} | {} |\n", data.metric, fmt_score(data.validation_score)));
+    md.push_str(&format!("| **test {}** | **{}** |\n", data.metric, fmt_score(data.test_score)));
     md.push_str(&format!("| iterations | {} |\n", data.iterations.len()));
     md.push_str(&format!("| agent | {} |\n", agent_label(data)));
     md.push_str(&format!("| sandbox | {} |\n", data.sandbox));
     md.push_str(&format!(
         "| budget | {} |\n",
-        data.budget_seconds
-            .map_or("iterations only".into(), fmt_seconds)
+        data.budget_seconds.map_or("iterations only".into(), fmt_seconds)
     ));
     md.push_str(&format!("| agent cost | ${:.4} |\n\n", data.cost_usd));
     md.push_str("The test score comes from the best iteration's `inference.py` run once on the held-out test features; \
@@ -116,11 +92,7 @@ pub fn markdown(data: &ReportData) -> String {
     md.push_str("## Validation score per iteration\n\nSee `report.html` for the plot.\n\n");
     md.push_str("## Leaderboard\n\n| iteration | model | settings | score | time | status |\n|---|---|---|---|---|---|\n");
     for row in data.leaderboard() {
-        let mark = if Some(row.iteration) == data.best_iteration {
-            " (best)"
-        } else {
-            ""
-        };
+        let mark = if Some(row.iteration) == data.best_iteration { " (best)" } else { "" };
         md.push_str(&format!(
             "| {}{mark} | {} | {} | {} | {} | {} |\n",
             row.iteration,
@@ -151,10 +123,7 @@ pub fn markdown(data: &ReportData) -> String {
         data.loop_runner_version, data.prompts_sha256
     ));
     if let Some(env) = &data.environment {
-        md.push_str(&format!(
-            "\n```json\n{}\n```\n",
-            serde_json::to_string_pretty(env).unwrap_or_default()
-        ));
+        md.push_str(&format!("\n```json\n{}\n```\n", serde_json::to_string_pretty(env).unwrap_or_default()));
     }
     md
 }
@@ -172,25 +141,14 @@ pub fn svg_plot(data: &ReportData) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"validation {} per iteration\">\n",
         data.metric
     );
-    svg.push_str(&format!(
-        "<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>\n"
-    ));
+    svg.push_str(&format!("<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>\n"));
     if points.is_empty() {
         svg.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-family=\"sans-serif\">no scored iteration</text>\n</svg>\n", w / 2.0, h / 2.0));
         return svg;
     }
-    let max_iter = data
-        .iterations
-        .iter()
-        .map(|r| r.iteration)
-        .max()
-        .unwrap_or(1)
-        .max(2) as f64;
-    let (mut lo, mut hi) = points
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, s)| {
-            (lo.min(*s), hi.max(*s))
-        });
+    let max_iter = data.iterations.iter().map(|r| r.iteration).max().unwrap_or(1).max(2) as f64;
+    let (mut lo, mut hi) =
+        points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, s)| (lo.min(*s), hi.max(*s)));
     if (hi - lo).abs() < 1e-12 {
         lo -= 0.5;
         hi += 0.5;
@@ -243,11 +201,7 @@ pub fn svg_plot(data: &ReportData) -> String {
             }
         });
         let cmd = if path.is_empty() { "M" } else { "L" };
-        path.push_str(&format!(
-            "{cmd}{:.1},{:.1} ",
-            x(*i as f64),
-            y(best.unwrap_or(*s))
-        ));
+        path.push_str(&format!("{cmd}{:.1},{:.1} ", x(*i as f64), y(best.unwrap_or(*s))));
     }
     svg.push_str(&format!(
         "<path d=\"{}\" fill=\"none\" stroke=\"#2a7\" stroke-width=\"2\"/>\n",
@@ -277,10 +231,7 @@ pub fn svg_plot(data: &ReportData) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// `report.html`: one self-contained page.
@@ -294,15 +245,10 @@ pub fn html(data: &ReportData) -> String {
         escape(&data.run_id),
         escape(&agent_label(data)),
         escape(&data.sandbox),
-        escape(
-            &data
-                .finished
-                .clone()
-                .map_or("not finished".into(), |r| format!(
-                    "finished ({r}) after {}",
-                    fmt_seconds(data.wall_seconds)
-                ))
-        )
+        escape(&data.finished.clone().map_or("not finished".into(), |r| format!(
+            "finished ({r}) after {}",
+            fmt_seconds(data.wall_seconds)
+        )))
     ));
     page.push_str(&format!(
         "<table><tr><th>best iteration</th><td>{}</td></tr><tr><th>validation {m}</th><td>{}</td></tr><tr><th>test {m}</th><td><b>{}</b></td></tr><tr><th>iterations</th><td>{}</td></tr><tr><th>agent cost</th><td>${:.4}</td></tr></table>\n",
@@ -318,11 +264,7 @@ pub fn html(data: &ReportData) -> String {
     page.push_str("<p>Dots: each iteration's validation score. Line: best so far. Red ring: the best iteration, scored on the test split.</p>\n");
     page.push_str("<h2>Leaderboard</h2>\n<table><tr><th>iteration</th><th>model</th><th>settings</th><th>score</th><th>time</th><th>status</th></tr>\n");
     for row in data.leaderboard() {
-        let class = if Some(row.iteration) == data.best_iteration {
-            " class=\"best\""
-        } else {
-            ""
-        };
+        let class = if Some(row.iteration) == data.best_iteration { " class=\"best\"" } else { "" };
         page.push_str(&format!(
             "<tr{class}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             row.iteration,

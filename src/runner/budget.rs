@@ -16,36 +16,27 @@ pub struct Budget {
 impl Budget {
     pub fn new(total: Option<Duration>, spent_before: Duration) -> Self {
         let reserve = total.map_or(Duration::from_secs(120), reserve_for);
-        Self {
-            start: Instant::now(),
-            total,
-            spent_before,
-            reserve,
-        }
+        Self { start: Instant::now(), total, spent_before, reserve }
     }
 
     /// When the loop must stop starting work (the reserve is left for the final evaluation).
     pub fn loop_deadline(&self) -> Option<Instant> {
-        self.end()
-            .map(|end| end.checked_sub(self.reserve).unwrap_or(end))
+        self.end().map(|end| end.checked_sub(self.reserve).unwrap_or(end))
     }
 
     /// When everything, final evaluation and report included, must be done.
     pub fn end(&self) -> Option<Instant> {
-        self.total
-            .map(|t| self.start + t.saturating_sub(self.spent_before))
+        self.total.map(|t| self.start + t.saturating_sub(self.spent_before))
     }
 
     /// Time left for the loop.
     pub fn loop_left(&self) -> Option<Duration> {
-        self.loop_deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()))
+        self.loop_deadline().map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Time left in total.
     pub fn left(&self) -> Option<Duration> {
-        self.end()
-            .map(|d| d.saturating_duration_since(Instant::now()))
+        self.end().map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Wall time of the run so far, earlier sessions included.
@@ -64,10 +55,7 @@ impl Budget {
 
 /// A tenth of the budget, between 10 s and 2 min, and never more than half of it.
 fn reserve_for(total: Duration) -> Duration {
-    total
-        .mul_f64(0.1)
-        .clamp(Duration::from_secs(10), Duration::from_secs(120))
-        .min(total / 2)
+    total.mul_f64(0.1).clamp(Duration::from_secs(10), Duration::from_secs(120)).min(total / 2)
 }
 
 #[cfg(test)]
@@ -76,18 +64,9 @@ mod tests {
 
     #[test]
     fn reserve_scales_and_is_bounded() {
-        assert_eq!(
-            reserve_for(Duration::from_secs(60)),
-            Duration::from_secs(10)
-        );
-        assert_eq!(
-            reserve_for(Duration::from_secs(600)),
-            Duration::from_secs(60)
-        );
-        assert_eq!(
-            reserve_for(Duration::from_secs(6 * 3600)),
-            Duration::from_secs(120)
-        );
+        assert_eq!(reserve_for(Duration::from_secs(60)), Duration::from_secs(10));
+        assert_eq!(reserve_for(Duration::from_secs(600)), Duration::from_secs(60));
+        assert_eq!(reserve_for(Duration::from_secs(6 * 3600)), Duration::from_secs(120));
         assert_eq!(reserve_for(Duration::from_secs(8)), Duration::from_secs(4));
     }
 

@@ -16,9 +16,7 @@ use super::manifest::Manifest;
 use super::predictions::{Truth, score};
 use super::progress::{Progress, Reporter};
 use super::run_dir::RunDir;
-use crate::agent::{
-    Agent, AgentError, Ask, Backend, BackendError, Redactor, StepOutput, Transcript,
-};
+use crate::agent::{Agent, AgentError, Ask, Backend, BackendError, Redactor, StepOutput, Transcript};
 use crate::config::RunConfig;
 use crate::data::{Dataset, Profile, TargetInfo, fingerprint, take, target_labels, write_csv};
 use crate::journal::{Event, IterationRecord, Journal, OutcomeBrief};
@@ -28,8 +26,7 @@ use crate::sandbox::{
 use crate::snapshot::Workspace;
 use crate::steps::{
     self, AnalyzeOutput, ArchitectureOutput, ExploreOutput, Failure, IterationBrief, PlanOutput,
-    RepresentOutput, ScriptOutput, SplitOutput, Step, StepContext, TaskBrief, ValidationBrief,
-    rules,
+    RepresentOutput, ScriptOutput, SplitOutput, Step, StepContext, TaskBrief, ValidationBrief, rules,
 };
 use crate::task::Task;
 
@@ -110,12 +107,8 @@ impl FaultPlan {
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut plan = FaultPlan::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (kind, n) = part
-                .split_once(':')
-                .ok_or_else(|| format!("fault `{part}` is not KIND:N"))?;
-            let n: u64 = n
-                .parse()
-                .map_err(|_| format!("fault `{part}`: `{n}` is not a number"))?;
+            let (kind, n) = part.split_once(':').ok_or_else(|| format!("fault `{part}` is not KIND:N"))?;
+            let n: u64 = n.parse().map_err(|_| format!("fault `{part}`: `{n}` is not a number"))?;
             match kind {
                 "journal" => plan.after_journal = Some(n),
                 "commit" => plan.in_commit = Some(n as u32),
@@ -166,10 +159,7 @@ const EXPLORE_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Runner {
     /// Creates a new run directory for `dataset` and everything in it.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the run's parts are built by the caller"
-    )]
+    #[expect(clippy::too_many_arguments, reason = "the run's parts are built by the caller")]
     pub fn create(
         runs_dir: &Path,
         dataset: &Dataset,
@@ -195,12 +185,7 @@ impl Runner {
         }
         .write(&dir.run_json())?;
         let transcript = Transcript::open(&dir.transcript(), redactor)?;
-        let agent = Agent::new(
-            backend,
-            inputs.config.agent.settings.clone(),
-            transcript,
-            interrupt.clone(),
-        );
+        let agent = Agent::new(backend, inputs.config.agent.settings.clone(), transcript, interrupt.clone());
         let workspace = Workspace::open_or_init(&dir.workspace())?;
         let mut journal = Journal::open(&dir.journal())?;
         let sandbox_info = sandbox.info();
@@ -258,16 +243,9 @@ impl Runner {
             agent: if self.agent.backend_name() == "builtin" {
                 "built-in agent (offline, no LLM)".into()
             } else {
-                format!(
-                    "{} ({})",
-                    self.agent.backend_name(),
-                    self.inputs.config.agent.settings.model
-                )
+                format!("{} ({})", self.agent.backend_name(), self.inputs.config.agent.settings.model)
             },
-            sandbox: format!(
-                "{} {}",
-                self.sandbox_info.kind, self.sandbox_info.interpreter
-            ),
+            sandbox: format!("{} {}", self.sandbox_info.kind, self.sandbox_info.interpreter),
             metric: self.inputs.target.metric.name().into(),
             budget_seconds: self.inputs.budget.map(|b| b.as_secs_f64()),
         });
@@ -284,27 +262,18 @@ impl Runner {
             if self.interrupt.is_cancelled() {
                 break StopReason::Interrupted;
             }
-            if loop_cancel.is_cancelled()
-                || self.budget.loop_left().is_some_and(|left| left.is_zero())
-            {
+            if loop_cancel.is_cancelled() || self.budget.loop_left().is_some_and(|left| left.is_zero()) {
                 break StopReason::Budget;
             }
             let next = self.state.records.len() as u32 + 1;
-            let limit = self
-                .inputs
-                .stop_after
-                .unwrap_or(u32::MAX)
-                .min(self.inputs.config.loop_.max_iterations);
+            let limit =
+                self.inputs.stop_after.unwrap_or(u32::MAX).min(self.inputs.config.loop_.max_iterations);
             if next > limit {
                 break StopReason::Iterations;
             }
             let stop = self.iteration(next, &loop_cancel).await?;
             if let Some(stop) = stop {
-                break if self.interrupt.is_cancelled() {
-                    StopReason::Interrupted
-                } else {
-                    stop
-                };
+                break if self.interrupt.is_cancelled() { StopReason::Interrupted } else { stop };
             }
         };
         tracing::info!(reason = reason.describe(), "loop finished");
@@ -337,15 +306,10 @@ impl Runner {
     }
 
     /// One iteration; `Some(reason)` when the loop must stop.
-    async fn iteration(
-        &mut self,
-        n: u32,
-        cancel: &CancellationToken,
-    ) -> anyhow::Result<Option<StopReason>> {
+    async fn iteration(&mut self, n: u32, cancel: &CancellationToken) -> anyhow::Result<Option<StopReason>> {
         let started = Instant::now();
         self.log(Event::IterationStarted { iteration: n })?;
-        self.reporter
-            .report(Progress::IterationStarted { iteration: n });
+        self.reporter.report(Progress::IterationStarted { iteration: n });
         let dir = self.dir.iteration(n);
         if dir.exists() {
             fs_err::remove_dir_all(&dir)?;
@@ -365,22 +329,12 @@ impl Runner {
         let record = IterationRecord {
             iteration: n,
             status,
-            family: acc
-                .architecture
-                .as_ref()
-                .map_or_else(|| "-".into(), |a| a.family.clone()),
-            hyperparameters: acc
-                .architecture
-                .as_ref()
-                .map(|a| a.hyperparameters.clone())
-                .unwrap_or_default(),
+            family: acc.architecture.as_ref().map_or_else(|| "-".into(), |a| a.family.clone()),
+            hyperparameters: acc.architecture.as_ref().map(|a| a.hyperparameters.clone()).unwrap_or_default(),
             representation: acc.represent.clone(),
             split_id: self.state.split_id,
             validation_score,
-            next_ideas: done
-                .as_ref()
-                .map(|d| d.next_ideas.clone())
-                .unwrap_or_default(),
+            next_ideas: done.as_ref().map(|d| d.next_ideas.clone()).unwrap_or_default(),
             predictions_sha256: done.as_ref().map(|d| d.predictions_sha256.clone()),
             model_files: done.map(|d| d.model_files).unwrap_or_default(),
             seconds: started.elapsed().as_secs_f64(),
@@ -390,11 +344,9 @@ impl Runner {
         let best = record.succeeded()
             && match self.state.best {
                 None => true,
-                Some((_, best)) => self
-                    .inputs
-                    .target
-                    .metric
-                    .better(record.validation_score.unwrap_or(f64::NAN), best),
+                Some((_, best)) => {
+                    self.inputs.target.metric.better(record.validation_score.unwrap_or(f64::NAN), best)
+                }
             };
         // A cut iteration left nothing worth keeping; everything else is committed.
         if stop.is_none() || record.validation_score.is_some() {
@@ -403,10 +355,7 @@ impl Runner {
         if best {
             self.state.best = Some((n, record.validation_score.unwrap_or(f64::NAN)));
         }
-        self.log(Event::IterationFinished {
-            iteration: n,
-            record: record.clone(),
-        })?;
+        self.log(Event::IterationFinished { iteration: n, record: record.clone() })?;
         self.reporter.report(Progress::IterationFinished {
             iteration: n,
             status: record.status.clone(),
@@ -453,9 +402,7 @@ impl Runner {
         let plan: PlanOutput = self.ask(Step::Plan, &ctx, &|_| vec![], dir, acc).await?;
         ctx.current.plan = Some(plan);
 
-        let explore: ExploreOutput = self
-            .ask(Step::Explore, &ctx, &rules::explore, dir, acc)
-            .await?;
+        let explore: ExploreOutput = self.ask(Step::Explore, &ctx, &rules::explore, dir, acc).await?;
         if !explore.script.trim().is_empty() {
             fs_err::write(dir.join("explore.py"), &explore.script).map_err(StepFailure::io)?;
             let spec = self.spec(dir, "explore.py", vec![], false, Some(EXPLORE_TIMEOUT));
@@ -469,11 +416,8 @@ impl Runner {
                 ));
             }
             let finding = format!("iteration {n}: {}", text.trim());
-            self.log(Event::Finding {
-                iteration: n,
-                text: finding.clone(),
-            })
-            .map_err(|e| StepFailure::Internal(e.into()))?;
+            self.log(Event::Finding { iteration: n, text: finding.clone() })
+                .map_err(|e| StepFailure::Internal(e.into()))?;
             self.state.findings.push(finding.clone());
             ctx.findings.push(finding);
         }
@@ -481,9 +425,7 @@ impl Runner {
 
         if ctx.split_open {
             let split: SplitOutput = self.ask(Step::Split, &ctx, &rules::split, dir, acc).await?;
-            if Some(&split) != self.state.split.as_ref()
-                && !same_split(&split, self.state.split.as_ref())
-            {
+            if Some(&split) != self.state.split.as_ref() && !same_split(&split, self.state.split.as_ref()) {
                 self.apply_split(&split).map_err(StepFailure::Internal)?;
             }
             ctx = self.refresh(ctx);
@@ -491,20 +433,13 @@ impl Runner {
 
         let represent: RepresentOutput = {
             let c = ctx.clone();
-            self.ask(
-                Step::Represent,
-                &ctx,
-                &move |a: &RepresentOutput| rules::represent(a, &c),
-                dir,
-                acc,
-            )
-            .await?
+            self.ask(Step::Represent, &ctx, &move |a: &RepresentOutput| rules::represent(a, &c), dir, acc)
+                .await?
         };
         acc.represent = Some(represent.clone());
         ctx.current.represent = Some(represent);
-        let architecture: ArchitectureOutput = self
-            .ask(Step::Architecture, &ctx, &rules::architecture, dir, acc)
-            .await?;
+        let architecture: ArchitectureOutput =
+            self.ask(Step::Architecture, &ctx, &rules::architecture, dir, acc).await?;
         acc.architecture = Some(architecture.clone());
         ctx.current.architecture = Some(architecture);
 
@@ -594,19 +529,11 @@ impl Runner {
         let scored = scored.expect("the loop either scores or returns");
 
         // Analyze what the runner measured.
-        ctx.validation = Some(ValidationBrief {
-            score: scored.score,
-            details: scored.details.clone(),
-        });
+        ctx.validation = Some(ValidationBrief { score: scored.score, details: scored.details.clone() });
         let analysis: AnalyzeOutput = self.ask(Step::Analyze, &ctx, &|_| vec![], dir, acc).await?;
         let predictions_sha256 =
             crate::fsx::sha256_file(&dir.join("predictions.csv")).map_err(StepFailure::io)?;
-        Ok(Done {
-            score: scored.score,
-            next_ideas: analysis.next_ideas,
-            predictions_sha256,
-            model_files,
-        })
+        Ok(Done { score: scored.score, next_ideas: analysis.next_ideas, predictions_sha256, model_files })
     }
 
     /// Asks the agent one step, journals it, and keeps the answer in `steps/<step>.json`.
@@ -618,15 +545,9 @@ impl Runner {
         dir: &Path,
         acc: &mut Accumulator,
     ) -> Result<T, StepFailure> {
-        self.reporter.report(Progress::Step {
-            iteration: ctx.iteration,
-            step: step.name().into(),
-        });
+        self.reporter.report(Progress::Step { iteration: ctx.iteration, step: step.name().into() });
         let (system, prompt) = steps::render(step, ctx).map_err(|e| {
-            StepFailure::Internal(anyhow::anyhow!(
-                "rendering the {} prompt: {e:#}",
-                step.name()
-            ))
+            StepFailure::Internal(anyhow::anyhow!("rendering the {} prompt: {e:#}", step.name()))
         })?;
         let started = Instant::now();
         let question = Ask {
@@ -641,7 +562,7 @@ impl Runner {
         acc.step_seconds.push((step.name().to_string(), seconds));
         let (ok, detail, attempts, cost, usage) = match &result {
             Ok(a) => (true, String::new(), a.attempts, a.cost_usd, a.usage),
-            Err(e) => (false, e.to_string(), 0, 0.0, Default::default()),
+            Err(e) => (false, error_chain(e), 0, 0.0, Default::default()),
         };
         acc.cost += cost;
         self.log(Event::StepFinished {
@@ -659,17 +580,13 @@ impl Runner {
         match result {
             Ok(answer) => {
                 let json = serde_json::to_string_pretty(&answer.value).expect("answers serialize");
-                fs_err::write(
-                    dir.join("steps").join(format!("{}.json", step.name())),
-                    json,
-                )
-                .map_err(StepFailure::io)?;
+                fs_err::write(dir.join("steps").join(format!("{}.json", step.name())), json)
+                    .map_err(StepFailure::io)?;
                 Ok(answer.value)
             }
-            Err(AgentError::Cancelled) => Err(StepFailure::Stop(
-                self.stop_reason(),
-                format!("{} cancelled", step.name()),
-            )),
+            Err(AgentError::Cancelled) => {
+                Err(StepFailure::Stop(self.stop_reason(), format!("{} cancelled", step.name())))
+            }
             Err(AgentError::SpendCap { spent, cap }) => Err(StepFailure::Stop(
                 StopReason::SpendCap,
                 format!("spend cap ${cap:.2} reached (${spent:.4})"),
@@ -677,10 +594,7 @@ impl Runner {
             Err(e @ AgentError::Invalid { .. }) => {
                 Err(StepFailure::Failed(step.name().into(), e.to_string()))
             }
-            Err(AgentError::Backend {
-                source: BackendError::Transient { detail, .. },
-                ..
-            }) => {
+            Err(AgentError::Backend { source: BackendError::Transient { detail, .. }, .. }) => {
                 // The server kept failing: give up on this iteration, not the run.
                 Err(StepFailure::Failed(step.name().into(), detail))
             }
@@ -693,11 +607,7 @@ impl Runner {
     }
 
     fn stop_reason(&self) -> StopReason {
-        if self.interrupt.is_cancelled() {
-            StopReason::Interrupted
-        } else {
-            StopReason::Budget
-        }
+        if self.interrupt.is_cancelled() { StopReason::Interrupted } else { StopReason::Budget }
     }
 
     /// A sandbox request for a script in the iteration directory.
@@ -712,10 +622,7 @@ impl Runner {
         let mut mounts = vec![Mount::read_write(dir, "/work")];
         if inference {
             // Inference sees the model and the features to predict, never the training data.
-            mounts.push(Mount::read_only(
-                self.dir.validation_inputs(),
-                "/work/input",
-            ));
+            mounts.push(Mount::read_only(self.dir.validation_inputs(), "/work/input"));
         } else {
             mounts.push(Mount::read_only(self.dir.data(), "/work/data"));
         }
@@ -743,17 +650,11 @@ impl Runner {
     ) -> Result<Outcome, StepFailure> {
         if let Some(left) = self.budget.loop_left() {
             if left < Duration::from_secs(1) {
-                return Err(StepFailure::Stop(
-                    self.stop_reason(),
-                    format!("no time left to run {step}"),
-                ));
+                return Err(StepFailure::Stop(self.stop_reason(), format!("no time left to run {step}")));
             }
             spec.limits.wall = spec.limits.wall.min(left);
         }
-        self.reporter.report(Progress::Step {
-            iteration: n,
-            step: format!("{step} (running)"),
-        });
+        self.reporter.report(Progress::Step { iteration: n, step: format!("{step} (running)") });
         let outcome = self.sandbox_run(spec.clone(), cancel.clone()).await?;
         self.log(Event::ScriptRun {
             iteration: n,
@@ -771,11 +672,7 @@ impl Runner {
         Ok(outcome)
     }
 
-    async fn sandbox_run(
-        &mut self,
-        spec: RunSpec,
-        cancel: SandboxCancel,
-    ) -> Result<Outcome, StepFailure> {
+    async fn sandbox_run(&mut self, spec: RunSpec, cancel: SandboxCancel) -> Result<Outcome, StepFailure> {
         self.faults.sandbox += 1;
         if self.inputs.faults.in_sandbox == Some(self.faults.sandbox) {
             std::thread::spawn(|| {
@@ -811,10 +708,7 @@ impl Runner {
 
     /// Writes a split's files (deterministic from the pool and the split's parameters) and
     /// loads its validation labels. Returns the rows on each side.
-    pub(super) fn materialize_split(
-        &mut self,
-        split: &SplitOutput,
-    ) -> anyhow::Result<(usize, usize)> {
+    pub(super) fn materialize_split(&mut self, split: &SplitOutput) -> anyhow::Result<(usize, usize)> {
         let pool = crate::data::read_table(&self.dir.pool_csv())?;
         let target = &self.inputs.target;
         let labels = if split.stratify && target.kind.is_classification() {
@@ -822,19 +716,12 @@ impl Runner {
         } else {
             None
         };
-        let parts = crate::data::split(
-            pool.height(),
-            labels.as_deref(),
-            split.validation_fraction,
-            split.seed,
-        );
+        let parts =
+            crate::data::split(pool.height(), labels.as_deref(), split.validation_fraction, split.seed);
         let train = take(&pool, &parts.kept)?;
         let validation = take(&pool, &parts.held)?;
         write_csv(&train, &self.dir.train_csv())?;
-        write_csv(
-            &validation.drop(&target.column)?,
-            &self.dir.validation_inputs().join("features.csv"),
-        )?;
+        write_csv(&validation.drop(&target.column)?, &self.dir.validation_inputs().join("features.csv"))?;
         write_csv(&validation, &self.dir.validation_labels())?;
         self.validation_truth =
             Truth::from_csv(&self.dir.validation_labels(), target).map_err(anyhow::Error::msg)?;
@@ -846,10 +733,7 @@ impl Runner {
     fn context(&self, n: u32) -> StepContext {
         let t = &self.inputs.target;
         let history: Vec<IterationBrief> = self.state.records.iter().map(brief).collect();
-        let best = self
-            .state
-            .best
-            .and_then(|(i, _)| history.iter().find(|h| h.iteration == i).cloned());
+        let best = self.state.best.and_then(|(i, _)| history.iter().find(|h| h.iteration == i).cloned());
         StepContext {
             task: TaskBrief {
                 name: self.inputs.task.name.clone(),
@@ -880,21 +764,11 @@ impl Runner {
     /// The context after a split change (best and split updated).
     fn refresh(&self, ctx: StepContext) -> StepContext {
         let fresh = self.context(ctx.iteration);
-        StepContext {
-            current: ctx.current,
-            findings: ctx.findings,
-            ..fresh
-        }
+        StepContext { current: ctx.current, findings: ctx.findings, ..fresh }
     }
 
     /// Writes the iteration's metadata files and commits it.
-    fn commit(
-        &mut self,
-        n: u32,
-        dir: &Path,
-        record: &IterationRecord,
-        best: bool,
-    ) -> anyhow::Result<()> {
+    fn commit(&mut self, n: u32, dir: &Path, record: &IterationRecord, best: bool) -> anyhow::Result<()> {
         let split = self.state.split.clone();
         let metrics = serde_json::json!({
             "iteration": n,
@@ -910,14 +784,8 @@ impl Runner {
                 "seed": split.as_ref().map(|s| s.seed),
             },
         });
-        fs_err::write(
-            dir.join("metrics.json"),
-            serde_json::to_string_pretty(&metrics)?,
-        )?;
-        fs_err::write(
-            dir.join("environment.json"),
-            serde_json::to_string_pretty(&self.environment())?,
-        )?;
+        fs_err::write(dir.join("metrics.json"), serde_json::to_string_pretty(&metrics)?)?;
+        fs_err::write(dir.join("environment.json"), serde_json::to_string_pretty(&self.environment())?)?;
         let data = serde_json::json!({
             "train": fingerprint("data/train.csv", &self.dir.train_csv())?,
             "validation_features": fingerprint("input/features.csv", &self.dir.validation_inputs().join("features.csv"))?,
@@ -928,15 +796,11 @@ impl Runner {
         fs_err::write(dir.join("README.md"), snapshot_readme(&self.inputs.task, n))?;
         let extra = vec![
             ("data/train.csv".to_string(), self.dir.train_csv()),
-            (
-                "input/features.csv".to_string(),
-                self.dir.validation_inputs().join("features.csv"),
-            ),
+            ("input/features.csv".to_string(), self.dir.validation_inputs().join("features.csv")),
         ];
-        let score = record.validation_score.map_or_else(
-            || "no score".into(),
-            |s| format!("{} {s:.4}", self.inputs.target.metric),
-        );
+        let score = record
+            .validation_score
+            .map_or_else(|| "no score".into(), |s| format!("{} {s:.4}", self.inputs.target.metric));
         let message = format!(
             "iteration {n}: {score} ({}, {}){}",
             record.family,
@@ -945,13 +809,11 @@ impl Runner {
         );
         self.faults.commits += 1;
         let crash_inside = self.inputs.faults.in_commit == Some(self.faults.commits);
-        let committed = self
-            .workspace
-            .commit_iteration(dir, &extra, n, &message, best, &|| {
-                if crash_inside {
-                    crash("in the middle of a commit");
-                }
-            })?;
+        let committed = self.workspace.commit_iteration(dir, &extra, n, &message, best, &|| {
+            if crash_inside {
+                crash("in the middle of a commit");
+            }
+        })?;
         if self.inputs.faults.after_commit == Some(self.faults.commits) {
             crash("after a commit, before the journal records it");
         }
@@ -974,7 +836,7 @@ impl Runner {
             "seed": self.inputs.config.loop_.seed,
             "loop_runner_version": env!("CARGO_PKG_VERSION"),
             "prompts_sha256": steps::prompts_hash(),
-            "agent": { "backend": self.agent.backend_name(), "model": self.inputs.config.agent.settings.model, "models": self.inputs.config.agent.settings.models },
+            "agent": { "backend": self.inputs.config.agent.backend.name(), "model": self.inputs.config.agent.settings.model, "models": self.inputs.config.agent.settings.models },
         })
     }
 
@@ -987,15 +849,10 @@ impl Runner {
                 detail: "no iteration succeeded".into(),
                 outcome: None,
             })?;
-            self.reporter.report(Progress::FinalEvaluation {
-                iteration: None,
-                test_score: None,
-            });
+            self.reporter.report(Progress::FinalEvaluation { iteration: None, test_score: None });
             return Ok(None);
         };
-        self.reporter.report(Progress::Note(format!(
-            "scoring iteration {best} on the held-out test split"
-        )));
+        self.reporter.report(Progress::Note(format!("scoring iteration {best} on the held-out test split")));
         let final_dir = self.dir.root.join("final");
         if final_dir.exists() {
             fs_err::remove_dir_all(&final_dir)?;
@@ -1010,16 +867,10 @@ impl Runner {
         let input = final_dir.join("input");
         fs_err::create_dir_all(&input)?;
         let test = crate::data::read_table(&self.dir.test_csv())?;
-        write_csv(
-            &test.drop(&self.inputs.target.column)?,
-            &input.join("features.csv"),
-        )?;
+        write_csv(&test.drop(&self.inputs.target.column)?, &input.join("features.csv"))?;
         let mut spec = RunSpec::new(
             "/work/inference.py",
-            vec![
-                Mount::read_write(&work, "/work"),
-                Mount::read_only(&input, "/work/input"),
-            ],
+            vec![Mount::read_write(&work, "/work"), Mount::read_only(&input, "/work/input")],
         );
         spec.args = vec![
             "--input".into(),
@@ -1039,21 +890,13 @@ impl Runner {
         };
         spec.seed = self.inputs.config.loop_.seed;
         // Only a second interrupt (which exits the process) stops the final evaluation.
-        let outcome = self
-            .sandbox_run(spec, SandboxCancel::new())
-            .await
-            .map_err(|e| match e {
-                StepFailure::Internal(e) => e,
-                other => anyhow::anyhow!("{other:?}"),
-            })?;
-        let truth = Truth::from_csv(&self.dir.test_csv(), &self.inputs.target)
-            .map_err(anyhow::Error::msg)?;
+        let outcome = self.sandbox_run(spec, SandboxCancel::new()).await.map_err(|e| match e {
+            StepFailure::Internal(e) => e,
+            other => anyhow::anyhow!("{other:?}"),
+        })?;
+        let truth = Truth::from_csv(&self.dir.test_csv(), &self.inputs.target).map_err(anyhow::Error::msg)?;
         let (test_score, detail) = if outcome.success() {
-            match score(
-                &work.join("test_predictions.csv"),
-                &self.inputs.target,
-                &truth,
-            ) {
+            match score(&work.join("test_predictions.csv"), &self.inputs.target, &truth) {
                 Ok(s) => (Some(s.score), s.details),
                 Err(why) => (None, why),
             }
@@ -1073,19 +916,14 @@ impl Runner {
             detail,
             outcome: Some(OutcomeBrief::from(&outcome)),
         })?;
-        self.reporter.report(Progress::FinalEvaluation {
-            iteration: Some(best),
-            test_score,
-        });
+        self.reporter.report(Progress::FinalEvaluation { iteration: Some(best), test_score });
         Ok(test_score)
     }
 }
 
 fn same_split(a: &SplitOutput, b: Option<&SplitOutput>) -> bool {
     b.is_some_and(|b| {
-        a.validation_fraction == b.validation_fraction
-            && a.stratify == b.stratify
-            && a.seed == b.seed
+        a.validation_fraction == b.validation_fraction && a.stratify == b.stratify && a.seed == b.seed
     })
 }
 
@@ -1099,6 +937,17 @@ fn brief(r: &IterationRecord) -> IterationBrief {
         score: r.validation_score,
         next_ideas: r.next_ideas.clone(),
     }
+}
+
+/// An error and its causes on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 /// `(path, sha256)` of the files under `/work/model/`, sorted.

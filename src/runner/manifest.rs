@@ -27,12 +27,10 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn read(path: &Path) -> Result<Self, crate::error::UserError> {
-        let text = fs_err::read_to_string(path).map_err(|e| {
-            crate::error::UserError::setup(format!("cannot read the run's manifest: {e}"))
-        })?;
-        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
-            crate::error::UserError::setup(format!("`{}` is damaged: {e}", path.display()))
-        })?;
+        let text = fs_err::read_to_string(path)
+            .map_err(|e| crate::error::UserError::setup(format!("cannot read the run's manifest: {e}")))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| crate::error::UserError::setup(format!("`{}` is damaged: {e}", path.display())))?;
         if manifest.format > FORMAT {
             return Err(crate::error::UserError::setup(format!(
                 "`{}` was written by a newer loop-runner (format {})",
@@ -47,9 +45,7 @@ impl Manifest {
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         crate::fsx::write_atomic(
             path,
-            serde_json::to_string_pretty(self)
-                .expect("manifests serialize")
-                .as_bytes(),
+            serde_json::to_string_pretty(self).expect("manifests serialize").as_bytes(),
         )
     }
 }

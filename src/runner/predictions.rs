@@ -29,11 +29,7 @@ impl Truth {
     /// Reads the target column of a labelled CSV.
     pub fn from_csv(path: &Path, target: &TargetInfo) -> Result<Self, String> {
         let df = read_table(path).map_err(|e| e.to_string())?;
-        let series = df
-            .column(&target.column)
-            .map_err(|e| e.to_string())?
-            .as_materialized_series()
-            .clone();
+        let series = df.column(&target.column).map_err(|e| e.to_string())?.as_materialized_series().clone();
         Ok(if target.kind == TaskKind::Regression {
             Truth::Values(numeric_values(&series).map_err(|e| e.to_string())?)
         } else {
@@ -64,8 +60,7 @@ pub fn score(path: &Path, target: &TargetInfo, truth: &Truth) -> Result<Scored, 
             path.file_name().unwrap_or_default().to_string_lossy()
         ));
     }
-    let df = read_table(path)
-        .map_err(|e| format!("predictions.csv is not a readable CSV: {}", e.message))?;
+    let df = read_table(path).map_err(|e| format!("predictions.csv is not a readable CSV: {}", e.message))?;
     if df.height() != truth.len() {
         return Err(format!(
             "predictions.csv has {} rows; the input had {}: write one row per input row, in order",
@@ -76,15 +71,8 @@ pub fn score(path: &Path, target: &TargetInfo, truth: &Truth) -> Result<Scored, 
     let column = df
         .column("prediction")
         .map_err(|_| {
-            let names: Vec<String> = df
-                .get_column_names()
-                .iter()
-                .map(|n| n.to_string())
-                .collect();
-            format!(
-                "predictions.csv has no `prediction` column (it has: {})",
-                names.join(", ")
-            )
+            let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+            format!("predictions.csv has no `prediction` column (it has: {})", names.join(", "))
         })?
         .as_materialized_series()
         .clone();
@@ -98,12 +86,8 @@ pub fn score(path: &Path, target: &TargetInfo, truth: &Truth) -> Result<Scored, 
             if predicted.len() != values.len() {
                 return Err("some predictions are not finite numbers".into());
             }
-            let score =
-                metric::regression(target.metric, values, &predicted).map_err(|e| e.to_string())?;
-            Ok(Scored {
-                score,
-                details: residual_details(values, &predicted),
-            })
+            let score = metric::regression(target.metric, values, &predicted).map_err(|e| e.to_string())?;
+            Ok(Scored { score, details: residual_details(values, &predicted) })
         }
         Truth::Classes(truth) => {
             let predicted: Vec<String> = labels(&column)
@@ -114,20 +98,15 @@ pub fn score(path: &Path, target: &TargetInfo, truth: &Truth) -> Result<Scored, 
             let mut probabilities: BTreeMap<String, Vec<f64>> = BTreeMap::new();
             for name in df.get_column_names() {
                 if let Some(class) = name.strip_prefix("proba_") {
-                    let series = df
-                        .column(name.as_str())
-                        .map_err(|e| e.to_string())?
-                        .as_materialized_series()
-                        .clone();
+                    let series =
+                        df.column(name.as_str()).map_err(|e| e.to_string())?.as_materialized_series().clone();
                     if series.null_count() > 0 {
                         return Err(format!("column `{name}` has empty values"));
                     }
                     let values = numeric_values(&series)
                         .map_err(|e| format!("column `{name}` is not numeric: {e}"))?;
                     if values.len() != truth.len() {
-                        return Err(format!(
-                            "column `{name}` has values that are not finite numbers"
-                        ));
+                        return Err(format!("column `{name}` has values that are not finite numbers"));
                     }
                     probabilities.insert(canonical_label(class), values);
                 }
@@ -155,10 +134,7 @@ pub fn score(path: &Path, target: &TargetInfo, truth: &Truth) -> Result<Scored, 
                 target.positive.as_deref(),
             )
             .map_err(|e| e.to_string())?;
-            Ok(Scored {
-                score,
-                details: class_details(truth, &predicted),
-            })
+            Ok(Scored { score, details: class_details(truth, &predicted) })
         }
     }
 }
@@ -171,30 +147,17 @@ fn class_details(truth: &[String], predicted: &[String]) -> String {
     let mut rows: Vec<(f64, String)> = classes
         .iter()
         .map(|class| {
-            let tp = truth
-                .iter()
-                .zip(predicted)
-                .filter(|(t, p)| t == class && p == class)
-                .count();
+            let tp = truth.iter().zip(predicted).filter(|(t, p)| t == class && p == class).count();
             let actual = truth.iter().filter(|t| t == class).count();
             let called = predicted.iter().filter(|p| p == class).count();
             let recall = tp as f64 / actual.max(1) as f64;
-            let precision = if called == 0 {
-                0.0
-            } else {
-                tp as f64 / called as f64
-            };
-            (
-                recall,
-                format!(
-                    "class {class}: recall {recall:.3}, precision {precision:.3} ({actual} rows)"
-                ),
-            )
+            let precision = if called == 0 { 0.0 } else { tp as f64 / called as f64 };
+            (recall, format!("class {class}: recall {recall:.3}, precision {precision:.3} ({actual} rows)"))
         })
         .collect();
     rows.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let accuracy = truth.iter().zip(predicted).filter(|(t, p)| t == p).count() as f64
-        / truth.len().max(1) as f64;
+    let accuracy =
+        truth.iter().zip(predicted).filter(|(t, p)| t == p).count() as f64 / truth.len().max(1) as f64;
     let mut out = format!("accuracy {accuracy:.4}\n");
     for (_, line) in rows.iter().take(10) {
         out.push_str(line);
@@ -245,21 +208,13 @@ mod tests {
     fn scores_classification_with_probabilities() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.csv");
-        std::fs::write(
-            &path,
-            "prediction,proba_a,proba_b\na,0.9,0.1\nb,0.2,0.8\nb,0.4,0.6\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "prediction,proba_a,proba_b\na,0.9,0.1\nb,0.2,0.8\nb,0.4,0.6\n").unwrap();
         let truth = Truth::Classes(vec!["a".into(), "b".into(), "a".into()]);
         let s = score(&path, &target(TaskKind::Binary, Metric::RocAuc), &truth).unwrap();
         assert!((s.score - 1.0).abs() < 1e-12);
         let acc = score(&path, &target(TaskKind::Binary, Metric::Accuracy), &truth).unwrap();
         assert!((acc.score - 2.0 / 3.0).abs() < 1e-12);
-        assert!(
-            acc.details.contains("class a: recall 0.500"),
-            "{}",
-            acc.details
-        );
+        assert!(acc.details.contains("class a: recall 0.500"), "{}", acc.details);
     }
 
     #[test]
@@ -278,11 +233,7 @@ mod tests {
             let err = score(&path, &t, &truth).unwrap_err();
             assert!(err.contains(expected), "{text:?}: {err}");
         }
-        assert!(
-            score(&dir.path().join("none.csv"), &t, &truth)
-                .unwrap_err()
-                .contains("no predictions file")
-        );
+        assert!(score(&dir.path().join("none.csv"), &t, &truth).unwrap_err().contains("no predictions file"));
     }
 
     #[test]

@@ -54,21 +54,12 @@ pub fn recover(entries: &[Entry]) -> Recovered {
     for entry in entries {
         let at = humantime::parse_rfc3339(&entry.at).ok();
         match &entry.event {
-            Event::Session {
-                started_at: _,
-                elapsed_before_seconds,
-            } => {
+            Event::Session { started_at: _, elapsed_before_seconds } => {
                 if let Some(at) = at {
                     session = Some((*elapsed_before_seconds, at));
                 }
             }
-            Event::SplitMade {
-                split_id,
-                validation_fraction,
-                stratify,
-                seed,
-                ..
-            } => {
+            Event::SplitMade { split_id, validation_fraction, stratify, seed, .. } => {
                 let split = SplitOutput {
                     validation_fraction: *validation_fraction,
                     stratify: *stratify,
@@ -77,24 +68,14 @@ pub fn recover(entries: &[Entry]) -> Recovered {
                 };
                 r.split = Some((*split_id, split));
             }
-            Event::StepFinished {
-                cost_usd,
-                prompt_tokens,
-                completion_tokens,
-                attempts,
-                ..
-            } => {
+            Event::StepFinished { cost_usd, prompt_tokens, completion_tokens, attempts, .. } => {
                 r.spend.calls += u64::from(*attempts);
                 r.spend.cost_usd += cost_usd;
-                r.spend.usage += Usage {
-                    prompt_tokens: *prompt_tokens,
-                    completion_tokens: *completion_tokens,
-                };
+                r.spend.usage +=
+                    Usage { prompt_tokens: *prompt_tokens, completion_tokens: *completion_tokens };
             }
             Event::Finding { iteration, text } => findings.push((*iteration, text.clone())),
-            Event::SnapshotCommitted {
-                iteration, commit, ..
-            } => {
+            Event::SnapshotCommitted { iteration, commit, .. } => {
                 commits.insert(*iteration, commit.clone());
             }
             Event::IterationFinished { iteration, record } => {
@@ -106,29 +87,18 @@ pub fn recover(entries: &[Entry]) -> Recovered {
         last_at = at.or(last_at);
     }
     if let (Some((before, start)), Some(last)) = (session, last_at) {
-        r.elapsed =
-            Duration::from_secs_f64(before) + last.duration_since(start).unwrap_or_default();
+        r.elapsed = Duration::from_secs_f64(before) + last.duration_since(start).unwrap_or_default();
     }
     // A commit counts only for an iteration the journal saw finish.
-    r.commits = commits
-        .into_iter()
-        .filter(|(n, _)| finished.contains_key(n))
-        .collect();
-    r.findings = findings
-        .into_iter()
-        .filter(|(n, _)| finished.contains_key(n))
-        .map(|(_, t)| t)
-        .collect();
+    r.commits = commits.into_iter().filter(|(n, _)| finished.contains_key(n)).collect();
+    r.findings = findings.into_iter().filter(|(n, _)| finished.contains_key(n)).map(|(_, t)| t).collect();
     r.records = finished.into_values().collect();
     r
 }
 
 impl Runner {
     /// Reopens a run for `resume`.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the run's parts are built by the caller"
-    )]
+    #[expect(clippy::too_many_arguments, reason = "the run's parts are built by the caller")]
     pub fn resume(
         dir: RunDir,
         backend: Arc<dyn Backend>,
@@ -141,9 +111,9 @@ impl Runner {
     ) -> anyhow::Result<Self> {
         let manifest = Manifest::read(&dir.run_json())?;
         let entries = journal::read(&dir.journal()).map_err(|e| match e {
-            journal::JournalError::Newer { .. } => anyhow::Error::new(
-                UserError::setup(e.to_string()).with_code(exit_code::RESUME_REFUSED),
-            ),
+            journal::JournalError::Newer { .. } => {
+                anyhow::Error::new(UserError::setup(e.to_string()).with_code(exit_code::RESUME_REFUSED))
+            }
             other => anyhow::Error::new(other),
         })?;
         let recovered = recover(&entries);
@@ -152,9 +122,7 @@ impl Runner {
                 "run `{}` has already finished; there is nothing to resume",
                 dir.id()
             ))
-            .with_hint(
-                "start a new run with `loop-runner run`, or look at it with `loop-runner status`",
-            )
+            .with_hint("start a new run with `loop-runner run`, or look at it with `loop-runner status`")
             .with_code(exit_code::RESUME_REFUSED)
             .into());
         }
@@ -196,11 +164,7 @@ impl Runner {
         let (split_id, split) = recorded_split.clone().unwrap_or((0, default_split.clone()));
         let metric = manifest.target.metric;
         let mut best: Option<(u32, f64)> = None;
-        for r in recovered
-            .records
-            .iter()
-            .filter(|r| r.succeeded() && r.split_id == split_id)
-        {
+        for r in recovered.records.iter().filter(|r| r.succeeded() && r.split_id == split_id) {
             let score = r.validation_score.unwrap_or(f64::NAN);
             if best.is_none_or(|(_, b)| metric.better(score, b)) {
                 best = Some((r.iteration, score));
@@ -212,8 +176,7 @@ impl Runner {
             .iter()
             .map(|(n, c)| git2::Oid::from_str(c).map(|oid| (*n, oid)))
             .collect::<Result<_, _>>()?;
-        let best_commit =
-            best.and_then(|(n, _)| recorded.iter().find(|(i, _)| *i == n).map(|(_, c)| *c));
+        let best_commit = best.and_then(|(n, _)| recorded.iter().find(|(i, _)| *i == n).map(|(_, c)| *c));
         workspace.reconcile(&recorded, best_commit)?;
 
         let mut journal = Journal::open(&dir.journal())?;
@@ -222,17 +185,9 @@ impl Runner {
             elapsed_before_seconds: recovered.elapsed.as_secs_f64(),
         })?;
         let transcript = Transcript::open(&dir.transcript(), redactor)?;
-        let agent = Agent::new(
-            backend,
-            config.agent.settings.clone(),
-            transcript,
-            interrupt.clone(),
-        );
+        let agent = Agent::new(backend, config.agent.settings.clone(), transcript, interrupt.clone());
         agent.restore_spend(recovered.spend.clone());
-        let budget = Budget::new(
-            manifest.budget_seconds.map(Duration::from_secs_f64),
-            recovered.elapsed,
-        );
+        let budget = Budget::new(manifest.budget_seconds.map(Duration::from_secs_f64), recovered.elapsed);
         let sandbox_info = sandbox.info();
         let state = State {
             records: recovered.records,

@@ -33,13 +33,7 @@ impl RunDir {
             .replace('T', "-");
         let name: String = task_name
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
             .collect();
         let mut root = runs_dir.join(format!("{name}-{stamp}"));
         let mut n = 1;
@@ -49,13 +43,7 @@ impl RunDir {
         }
         fs_err::create_dir(&root)?;
         let dir = Self { root };
-        for sub in [
-            dir.data(),
-            dir.validation_inputs(),
-            dir.holdout(),
-            dir.iterations(),
-            dir.report(),
-        ] {
+        for sub in [dir.data(), dir.validation_inputs(), dir.holdout(), dir.iterations(), dir.report()] {
             fs_err::create_dir_all(sub)?;
         }
         Ok(dir)
@@ -63,27 +51,19 @@ impl RunDir {
 
     /// An existing run directory.
     pub fn open(path: &Path) -> Result<Self, crate::error::UserError> {
-        let dir = Self {
-            root: path.to_path_buf(),
-        };
+        let dir = Self { root: path.to_path_buf() };
         if !dir.journal().is_file() {
             return Err(crate::error::UserError::setup(format!(
                 "`{}` is not a loop-runner run directory (no journal.jsonl)",
                 path.display()
             ))
-            .with_hint(
-                "pass the directory `loop-runner run` printed, e.g. runs/credit-20261123-101500",
-            ));
+            .with_hint("pass the directory `loop-runner run` printed, e.g. runs/credit-20261123-101500"));
         }
         Ok(dir)
     }
 
     pub fn id(&self) -> String {
-        self.root
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string()
+        self.root.file_name().unwrap_or_default().to_string_lossy().to_string()
     }
     pub fn journal(&self) -> PathBuf {
         self.root.join("journal.jsonl")

@@ -72,20 +72,15 @@ impl Artifacts {
         if !record_path.is_file() {
             return Err(RuntimeError::NotInstalled { dir });
         }
-        let text =
-            fs_err::read_to_string(&record_path).map_err(|e| RuntimeError::io(&record_path, e))?;
-        let record: ArtifactRecord =
-            serde_json::from_str(&text).map_err(|e| RuntimeError::Corrupt {
-                file: record_path.clone(),
-                detail: format!("unreadable: {e}"),
-            })?;
+        let text = fs_err::read_to_string(&record_path).map_err(|e| RuntimeError::io(&record_path, e))?;
+        let record: ArtifactRecord = serde_json::from_str(&text).map_err(|e| RuntimeError::Corrupt {
+            file: record_path.clone(),
+            detail: format!("unreadable: {e}"),
+        })?;
         if record.format > 1 {
             return Err(RuntimeError::Corrupt {
                 file: record_path,
-                detail: format!(
-                    "format {} is newer than this loop-runner understands",
-                    record.format
-                ),
+                detail: format!("format {} is newer than this loop-runner understands", record.format),
             });
         }
         let artifacts = Self { dir, record };
@@ -104,10 +99,8 @@ impl Artifacts {
                 detail: "not listed in artifacts.json".to_string(),
             });
         };
-        let meta = fs_err::metadata(&path).map_err(|_| RuntimeError::Corrupt {
-            file: path.clone(),
-            detail: "missing".to_string(),
-        })?;
+        let meta = fs_err::metadata(&path)
+            .map_err(|_| RuntimeError::Corrupt { file: path.clone(), detail: "missing".to_string() })?;
         if meta.len() == expected.size && mtime_ns(&meta) == expected.mtime_ns {
             return Ok(());
         }
@@ -161,11 +154,7 @@ impl Artifacts {
 
 /// Modification time in nanoseconds since the epoch (0 where unavailable).
 pub fn mtime_ns(meta: &std::fs::Metadata) -> u128 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
+    meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
 /// Parses the wheel's MANIFEST: `python 3.15.0` and `package numpy 2.5.2` lines.
@@ -190,10 +179,7 @@ pub fn parse_sha256sums(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|line| {
             let (hash, name) = line.split_once(char::is_whitespace)?;
-            Some((
-                name.trim_start_matches([' ', '*']).to_string(),
-                hash.to_ascii_lowercase(),
-            ))
+            Some((name.trim_start_matches([' ', '*']).to_string(), hash.to_ascii_lowercase()))
         })
         .collect()
 }
@@ -204,9 +190,8 @@ mod tests {
 
     #[test]
     fn manifest_lines() {
-        let (py, pkgs) = parse_manifest(
-            "python 3.15.0\npackage numpy 2.5.2\npackage scikit-learn 1.8.0\nnoise\n",
-        );
+        let (py, pkgs) =
+            parse_manifest("python 3.15.0\npackage numpy 2.5.2\npackage scikit-learn 1.8.0\nnoise\n");
         assert_eq!(py, "3.15.0");
         assert_eq!(pkgs["numpy"], "2.5.2");
         assert_eq!(pkgs["scikit-learn"], "1.8.0");
@@ -228,14 +213,8 @@ mod tests {
             std::fs::write(dir.join(name), name.as_bytes()).unwrap();
             let meta = std::fs::metadata(dir.join(name)).unwrap();
             let sha256 = fsx::sha256_bytes(name.as_bytes());
-            files.insert(
-                name.to_string(),
-                FileRecord {
-                    sha256,
-                    size: meta.len(),
-                    mtime_ns: mtime_ns(&meta),
-                },
-            );
+            files
+                .insert(name.to_string(), FileRecord { sha256, size: meta.len(), mtime_ns: mtime_ns(&meta) });
         }
         let record = ArtifactRecord {
             format: 1,
@@ -245,11 +224,7 @@ mod tests {
             packages: BTreeMap::new(),
             files,
         };
-        std::fs::write(
-            dir.join(RECORD_FILE),
-            serde_json::to_string(&record).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(dir.join(RECORD_FILE), serde_json::to_string(&record).unwrap()).unwrap();
         dir
     }
 
@@ -261,10 +236,7 @@ mod tests {
         // Same size, different bytes, new mtime: caught by the re-hash.
         std::fs::write(dir.join("python.wasm"), b"pythonXwasm").unwrap();
         let err = Artifacts::open(home.path()).unwrap_err();
-        assert!(
-            matches!(&err, RuntimeError::Corrupt { file, .. } if file.ends_with("python.wasm")),
-            "{err}"
-        );
+        assert!(matches!(&err, RuntimeError::Corrupt { file, .. } if file.ends_with("python.wasm")), "{err}");
         assert!(err.hint().unwrap().contains("setup --force"));
         std::fs::remove_file(dir.join("lib/python315.zip")).unwrap();
         std::fs::write(dir.join("python.wasm"), b"python.wasm").unwrap();

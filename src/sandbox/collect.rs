@@ -36,19 +36,9 @@ impl CollectLimits {
 pub fn collect(mounts: &[Mount], limits: CollectLimits) -> (Vec<WrittenFile>, Vec<SkippedEntry>) {
     let mut files = Vec::new();
     let mut skipped = Vec::new();
-    let mut budget = Budget {
-        bytes: limits.max_total_bytes,
-        entries: limits.max_entries,
-    };
+    let mut budget = Budget { bytes: limits.max_total_bytes, entries: limits.max_entries };
     for mount in mounts.iter().filter(|m| m.access == Access::ReadWrite) {
-        walk(
-            &mount.host,
-            mount.guest.trim_end_matches('/'),
-            limits,
-            &mut budget,
-            &mut files,
-            &mut skipped,
-        );
+        walk(&mount.host, mount.guest.trim_end_matches('/'), limits, &mut budget, &mut files, &mut skipped);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     (files, skipped)
@@ -70,10 +60,7 @@ fn walk(
     let mut queue = VecDeque::from([(root.to_path_buf(), guest_root.to_string())]);
     while let Some((dir, guest_dir)) = queue.pop_front() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
-            skipped.push(SkippedEntry {
-                path: guest_dir,
-                reason: "unreadable directory".into(),
-            });
+            skipped.push(SkippedEntry { path: guest_dir, reason: "unreadable directory".into() });
             continue;
         };
         let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
@@ -81,10 +68,8 @@ fn walk(
         for entry in entries {
             let guest_path = format!("{guest_dir}/{}", entry.file_name().to_string_lossy());
             if budget.entries == 0 {
-                skipped.push(SkippedEntry {
-                    path: guest_path,
-                    reason: "too many entries; walk stopped".into(),
-                });
+                skipped
+                    .push(SkippedEntry { path: guest_path, reason: "too many entries; walk stopped".into() });
                 return;
             }
             budget.entries -= 1;
@@ -93,39 +78,23 @@ fn walk(
                 continue;
             };
             if kind.is_symlink() {
-                skipped.push(SkippedEntry {
-                    path: guest_path,
-                    reason: "symbolic link (not followed)".into(),
-                });
+                skipped
+                    .push(SkippedEntry { path: guest_path, reason: "symbolic link (not followed)".into() });
             } else if kind.is_dir() {
                 queue.push_back((entry.path(), guest_path));
             } else if kind.is_file() {
                 match hash_file(&entry.path(), limits, budget) {
-                    Ok((size, sha256)) => files.push(WrittenFile {
-                        path: guest_path,
-                        size,
-                        sha256,
-                    }),
-                    Err(reason) => skipped.push(SkippedEntry {
-                        path: guest_path,
-                        reason,
-                    }),
+                    Ok((size, sha256)) => files.push(WrittenFile { path: guest_path, size, sha256 }),
+                    Err(reason) => skipped.push(SkippedEntry { path: guest_path, reason }),
                 }
             } else {
-                skipped.push(SkippedEntry {
-                    path: guest_path,
-                    reason: "not a regular file".into(),
-                });
+                skipped.push(SkippedEntry { path: guest_path, reason: "not a regular file".into() });
             }
         }
     }
 }
 
-fn hash_file(
-    path: &Path,
-    limits: CollectLimits,
-    budget: &mut Budget,
-) -> Result<(u64, String), String> {
+fn hash_file(path: &Path, limits: CollectLimits, budget: &mut Budget) -> Result<(u64, String), String> {
     let file = fsx::open_no_follow(path).map_err(|e| format!("unreadable: {e}"))?;
     let meta = file.metadata().map_err(|e| format!("unreadable: {e}"))?;
     if !meta.is_file() {
@@ -133,10 +102,7 @@ fn hash_file(
     }
     let size = meta.len();
     if size > limits.max_file_bytes {
-        return Err(format!(
-            "{size} bytes, over the {} byte read limit (not read)",
-            limits.max_file_bytes
-        ));
+        return Err(format!("{size} bytes, over the {} byte read limit (not read)", limits.max_file_bytes));
     }
     if size > budget.bytes {
         return Err("the total read limit for outputs is used up (not read)".into());
@@ -161,10 +127,7 @@ mod tests {
         std::fs::write(work.path().join("sub/x.txt"), b"").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", work.path().join("evil")).unwrap();
         std::fs::write(data.path().join("train.csv"), b"a,b\n").unwrap();
-        let mounts = [
-            Mount::read_only(data.path(), "/data"),
-            Mount::read_write(work.path(), "/work"),
-        ];
+        let mounts = [Mount::read_only(data.path(), "/data"), Mount::read_write(work.path(), "/work")];
         let (files, skipped) = collect(&mounts, CollectLimits::for_disk_cap(1 << 20));
         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["/work/model.bin", "/work/sub/x.txt"]);
@@ -178,10 +141,8 @@ mod tests {
         let work = tempfile::tempdir().unwrap();
         let f = std::fs::File::create(work.path().join("sparse")).unwrap();
         f.set_len(10 << 30).unwrap();
-        let (files, skipped) = collect(
-            &[Mount::read_write(work.path(), "/work")],
-            CollectLimits::for_disk_cap(1 << 20),
-        );
+        let (files, skipped) =
+            collect(&[Mount::read_write(work.path(), "/work")], CollectLimits::for_disk_cap(1 << 20));
         assert!(files.is_empty());
         assert!(skipped[0].reason.contains("not read"), "{skipped:?}");
     }

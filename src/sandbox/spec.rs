@@ -28,19 +28,11 @@ pub struct Mount {
 
 impl Mount {
     pub fn read_only(host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
-        Self {
-            host: host.into(),
-            guest: guest.into(),
-            access: Access::ReadOnly,
-        }
+        Self { host: host.into(), guest: guest.into(), access: Access::ReadOnly }
     }
 
     pub fn read_write(host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
-        Self {
-            host: host.into(),
-            guest: guest.into(),
-            access: Access::ReadWrite,
-        }
+        Self { host: host.into(), guest: guest.into(), access: Access::ReadWrite }
     }
 
     /// Parses the command-line form `HOST:GUEST[:ro|rw]` (read-only unless `rw`).
@@ -51,26 +43,16 @@ impl Mount {
             [host, guest, "ro"] => (host, guest, Access::ReadOnly),
             [host, guest, "rw"] => (host, guest, Access::ReadWrite),
             [_, _, other] => {
-                return Err(format!(
-                    "unknown access `{other}` in mount `{text}`: use `ro` or `rw`"
-                ));
+                return Err(format!("unknown access `{other}` in mount `{text}`: use `ro` or `rw`"));
             }
             _ => {
-                return Err(format!(
-                    "mount `{text}` is not of the form HOST:GUEST[:ro|rw]"
-                ));
+                return Err(format!("mount `{text}` is not of the form HOST:GUEST[:ro|rw]"));
             }
         };
         if host.is_empty() || guest.is_empty() {
-            return Err(format!(
-                "mount `{text}` is not of the form HOST:GUEST[:ro|rw]"
-            ));
+            return Err(format!("mount `{text}` is not of the form HOST:GUEST[:ro|rw]"));
         }
-        Ok(Self {
-            host: PathBuf::from(host),
-            guest: guest.to_string(),
-            access,
-        })
+        Ok(Self { host: PathBuf::from(host), guest: guest.to_string(), access })
     }
 }
 
@@ -287,36 +269,18 @@ mod tests {
 
     #[test]
     fn mount_parse_forms() {
-        assert_eq!(
-            Mount::parse("data:/data").unwrap(),
-            Mount::read_only("data", "/data")
-        );
-        assert_eq!(
-            Mount::parse("w:/work:rw").unwrap(),
-            Mount::read_write("w", "/work")
-        );
-        assert_eq!(
-            Mount::parse("d:/d:ro").unwrap(),
-            Mount::read_only("d", "/d")
-        );
-        assert!(
-            Mount::parse("d:/d:xx")
-                .unwrap_err()
-                .contains("unknown access")
-        );
+        assert_eq!(Mount::parse("data:/data").unwrap(), Mount::read_only("data", "/data"));
+        assert_eq!(Mount::parse("w:/work:rw").unwrap(), Mount::read_write("w", "/work"));
+        assert_eq!(Mount::parse("d:/d:ro").unwrap(), Mount::read_only("d", "/d"));
+        assert!(Mount::parse("d:/d:xx").unwrap_err().contains("unknown access"));
         assert!(Mount::parse("nothing").is_err());
         assert!(Mount::parse(":/x").is_err());
     }
 
     #[test]
     fn workdir_defaults_to_first_writable_mount() {
-        let spec = RunSpec::new(
-            "/work/a.py",
-            vec![
-                Mount::read_only("d", "/data"),
-                Mount::read_write("w", "/work"),
-            ],
-        );
+        let spec =
+            RunSpec::new("/work/a.py", vec![Mount::read_only("d", "/data"), Mount::read_write("w", "/work")]);
         assert_eq!(spec.effective_workdir(), "/work");
     }
 

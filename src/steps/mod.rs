@@ -9,8 +9,8 @@ pub mod rules;
 
 pub use context::{CurrentSteps, Failure, IterationBrief, StepContext, TaskBrief, ValidationBrief};
 pub use outputs::{
-    AnalyzeOutput, ArchitectureOutput, CategoricalTreatment, ExploreOutput, Hyperparameter,
-    MissingTreatment, NumericTreatment, PlanOutput, RepresentOutput, ScriptOutput, SplitOutput,
+    AnalyzeOutput, ArchitectureOutput, CategoricalTreatment, ExploreOutput, Hyperparameter, MissingTreatment,
+    NumericTreatment, PlanOutput, RepresentOutput, ScriptOutput, SplitOutput,
 };
 pub use prompts::{prompts_hash, render};
 
@@ -29,16 +29,8 @@ pub enum Step {
 }
 
 /// Step names, as used in config (`agent.models`) and transcripts.
-pub const STEP_NAMES: [&str; 8] = [
-    "plan",
-    "explore",
-    "split",
-    "represent",
-    "architecture",
-    "train",
-    "infer",
-    "analyze",
-];
+pub const STEP_NAMES: [&str; 8] =
+    ["plan", "explore", "split", "represent", "architecture", "train", "infer", "analyze"];
 
 impl Step {
     pub fn name(self) -> &'static str {

@@ -15,10 +15,7 @@ const TEMPLATES: [(&str, &str); 9] = [
     ("explore", include_str!("../../prompts/explore.j2")),
     ("split", include_str!("../../prompts/split.j2")),
     ("represent", include_str!("../../prompts/represent.j2")),
-    (
-        "architecture",
-        include_str!("../../prompts/architecture.j2"),
-    ),
+    ("architecture", include_str!("../../prompts/architecture.j2")),
     ("train", include_str!("../../prompts/train.j2")),
     ("infer", include_str!("../../prompts/infer.j2")),
     ("analyze", include_str!("../../prompts/analyze.j2")),
@@ -32,8 +29,7 @@ fn environment() -> &'static Environment<'static> {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_trim_blocks(false);
         for (name, source) in TEMPLATES {
-            env.add_template(name, source)
-                .expect("prompt templates parse");
+            env.add_template(name, source).expect("prompt templates parse");
         }
         env
     })

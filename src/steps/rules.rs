@@ -1,9 +1,7 @@
 //! Semantic checks on answers, beyond their schema. A failed check is quoted back to the agent.
 
 use super::context::StepContext;
-use super::outputs::{
-    ArchitectureOutput, ExploreOutput, RepresentOutput, ScriptOutput, SplitOutput,
-};
+use super::outputs::{ArchitectureOutput, ExploreOutput, RepresentOutput, ScriptOutput, SplitOutput};
 
 /// Largest script accepted (an agent pasting data into code is a mistake).
 const MAX_SCRIPT_BYTES: usize = 200_000;
@@ -15,21 +13,13 @@ pub fn explore(answer: &ExploreOutput) -> Vec<String> {
 pub fn split(answer: &SplitOutput) -> Vec<String> {
     let mut problems = Vec::new();
     if !(0.1..=0.4).contains(&answer.validation_fraction) {
-        problems.push(format!(
-            "validation_fraction {} is outside 0.1..=0.4",
-            answer.validation_fraction
-        ));
+        problems.push(format!("validation_fraction {} is outside 0.1..=0.4", answer.validation_fraction));
     }
     problems
 }
 
 pub fn represent(answer: &RepresentOutput, context: &StepContext) -> Vec<String> {
-    let columns: Vec<&str> = context
-        .profile
-        .features
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
+    let columns: Vec<&str> = context.profile.features.iter().map(|c| c.name.as_str()).collect();
     let mut problems = Vec::new();
     for dropped in &answer.drop_columns {
         if dropped == &context.task.target {
@@ -41,11 +31,7 @@ pub fn represent(answer: &RepresentOutput, context: &StepContext) -> Vec<String>
             ));
         }
     }
-    if !columns.is_empty()
-        && columns
-            .iter()
-            .all(|c| answer.drop_columns.iter().any(|d| d == c))
-    {
+    if !columns.is_empty() && columns.iter().all(|c| answer.drop_columns.iter().any(|d| d == c)) {
         problems.push("drop_columns would drop every feature".into());
     }
     problems
@@ -56,11 +42,7 @@ pub fn architecture(answer: &ArchitectureOutput) -> Vec<String> {
     if answer.family.trim().is_empty() {
         problems.push("family is empty".into());
     }
-    let mut names: Vec<&str> = answer
-        .hyperparameters
-        .iter()
-        .map(|h| h.name.as_str())
-        .collect();
+    let mut names: Vec<&str> = answer.hyperparameters.iter().map(|h| h.name.as_str()).collect();
     names.sort_unstable();
     for pair in names.windows(2) {
         if pair[0] == pair[1] {
@@ -102,10 +84,7 @@ pub fn infer(answer: &ScriptOutput) -> Vec<String> {
 
 fn script_size(script: &str) -> Vec<String> {
     if script.len() > MAX_SCRIPT_BYTES {
-        vec![format!(
-            "the script is {} bytes; keep it under {MAX_SCRIPT_BYTES}",
-            script.len()
-        )]
+        vec![format!("the script is {} bytes; keep it under {MAX_SCRIPT_BYTES}", script.len())]
     } else {
         vec![]
     }
@@ -116,34 +95,20 @@ mod tests {
     use super::*;
 
     fn script(text: &str) -> ScriptOutput {
-        ScriptOutput {
-            script: text.into(),
-            notes: String::new(),
-        }
+        ScriptOutput { script: text.into(), notes: String::new() }
     }
 
     #[test]
     fn inference_must_not_read_training_data() {
-        let bad = infer(&script(
-            "import pandas as pd\npd.read_csv('data/train.csv')\n# --input --output",
-        ));
-        assert!(
-            bad.iter()
-                .any(|p| p.contains("must not read the training file")),
-            "{bad:?}"
-        );
+        let bad = infer(&script("import pandas as pd\npd.read_csv('data/train.csv')\n# --input --output"));
+        assert!(bad.iter().any(|p| p.contains("must not read the training file")), "{bad:?}");
         assert!(infer(&script("x")).len() == 2);
         assert!(infer(&script("argparse --input --output")).is_empty());
     }
 
     #[test]
     fn splits_are_bounded() {
-        let s = |f| SplitOutput {
-            validation_fraction: f,
-            stratify: true,
-            seed: 0,
-            rationale: String::new(),
-        };
+        let s = |f| SplitOutput { validation_fraction: f, stratify: true, seed: 0, rationale: String::new() };
         assert!(split(&s(0.2)).is_empty());
         assert!(!split(&s(0.01)).is_empty());
         assert!(!split(&s(0.9)).is_empty());

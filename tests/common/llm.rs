@@ -19,11 +19,7 @@ pub enum Behaviour {
     /// 200 with this message content.
     Answer(String),
     /// This status, optional `Retry-After` seconds, and body.
-    Status {
-        code: u16,
-        retry_after: Option<u64>,
-        body: String,
-    },
+    Status { code: u16, retry_after: Option<u64>, body: String },
     /// Reads the request, then says nothing for this long.
     Hang(Duration),
     /// Promises a long body and closes after a few bytes.
@@ -54,11 +50,8 @@ pub struct Server {
 impl Server {
     /// Starts a server on its own runtime (usable from sync tests and from a spawned binary).
     pub fn start(script: Vec<Behaviour>) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         // Bound without `block_on`, so a server can start inside an async test too.
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
@@ -82,13 +75,7 @@ impl Server {
                 });
             }
         });
-        Self {
-            addr,
-            script,
-            fallback,
-            received,
-            runtime: Some(runtime),
-        }
+        Self { addr, script, fallback, received, runtime: Some(runtime) }
     }
 
     /// The base URL to configure (`http://127.0.0.1:PORT/v1`).
@@ -141,8 +128,7 @@ async fn serve(
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
+            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
         })
         .unwrap_or(0);
     while buf.len() < head_end + length {
@@ -153,35 +139,20 @@ async fn serve(
         buf.extend_from_slice(&chunk[..n]);
     }
     let body: Value = serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null);
-    received.lock().unwrap().push(Received {
-        headers,
-        body: body.clone(),
-    });
+    received.lock().unwrap().push(Received { headers, body: body.clone() });
     let behaviour = script.lock().unwrap().pop_front();
     let behaviour = match behaviour {
         Some(b) => b,
         None => match &*fallback.lock().unwrap() {
             Some(Behaviour::Compute(f)) => Behaviour::Answer(f(&body)),
             Some(Behaviour::Answer(a)) => Behaviour::Answer(a.clone()),
-            _ => Behaviour::Status {
-                code: 500,
-                retry_after: None,
-                body: "script exhausted".into(),
-            },
+            _ => Behaviour::Status { code: 500, retry_after: None, body: "script exhausted".into() },
         },
     };
     match behaviour {
-        Behaviour::Answer(content) => {
-            respond(&mut stream, 200, None, &completion(&body, &content)).await
-        }
-        Behaviour::Compute(f) => {
-            respond(&mut stream, 200, None, &completion(&body, &f(&body))).await
-        }
-        Behaviour::Status {
-            code,
-            retry_after,
-            body,
-        } => respond(&mut stream, code, retry_after, &body).await,
+        Behaviour::Answer(content) => respond(&mut stream, 200, None, &completion(&body, &content)).await,
+        Behaviour::Compute(f) => respond(&mut stream, 200, None, &completion(&body, &f(&body))).await,
+        Behaviour::Status { code, retry_after, body } => respond(&mut stream, code, retry_after, &body).await,
         Behaviour::Hang(d) => {
             tokio::time::sleep(d).await;
             Ok(())
@@ -189,14 +160,12 @@ async fn serve(
         Behaviour::Truncated => {
             let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 5000\r\nconnection: close\r\n\r\n";
             stream.write_all(head.as_bytes()).await?;
-            stream
-                .write_all(b"{\"id\":\"x\",\"choices\":[{\"mess")
-                .await?;
+            stream.write_all(b"{\"id\":\"x\",\"choices\":[{\"mess").await?;
             stream.shutdown().await
         }
         Behaviour::RejectSchemaThenAnswer(content) => {
-            let wants_schema = body.get("response_format").and_then(|f| f.get("type"))
-                == Some(&json!("json_schema"));
+            let wants_schema =
+                body.get("response_format").and_then(|f| f.get("type")) == Some(&json!("json_schema"));
             if wants_schema {
                 let err = json!({"error": {"message": "response_format of type json_schema is not supported by this server", "type": "invalid_request_error", "param": null, "code": null}});
                 respond(&mut stream, 400, None, &err.to_string()).await
@@ -211,11 +180,7 @@ async fn serve(
 pub fn completion(request: &Value, content: &str) -> String {
     let prompt_chars: usize = request["messages"]
         .as_array()
-        .map(|m| {
-            m.iter()
-                .map(|x| x["content"].as_str().map_or(0, str::len))
-                .sum()
-        })
+        .map(|m| m.iter().map(|x| x["content"].as_str().map_or(0, str::len)).sum())
         .unwrap_or(0);
     json!({
         "id": "chatcmpl-test",

@@ -14,9 +14,7 @@ use loop_runner::sandbox::Outcome;
 /// The loop-runner home the tests use: `$LOOP_RUNNER_HOME`, else the default. The WASI runtime
 /// must be installed there (`loop-runner setup`); `.ci/run` does that first.
 pub fn home() -> PathBuf {
-    let home = EnvironmentOptions::from_process()
-        .default_home()
-        .expect("HOME or LOOP_RUNNER_HOME is set");
+    let home = EnvironmentOptions::from_process().default_home().expect("HOME or LOOP_RUNNER_HOME is set");
     if let Err(e) = Artifacts::open(&home) {
         panic!(
             "the WASI runtime is not usable in `{}` ({e}); run `cargo run -- setup` first",
@@ -59,10 +57,7 @@ pub fn sandbox_run_in(work: &Path, script: &str, args: &[&str]) -> SandboxRun {
     let path = work.join("main.py");
     std::fs::write(&path, script).unwrap();
     let mut cmd = bin();
-    cmd.args(["sandbox", "run", "--json", "--work"])
-        .arg(work)
-        .arg(&path)
-        .args(args);
+    cmd.args(["sandbox", "run", "--json", "--work"]).arg(work).arg(&path).args(args);
     run_json(cmd)
 }
 

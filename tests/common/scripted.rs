@@ -46,17 +46,10 @@ out.to_csv(a.output, index=False)
 
 /// Which step a request is for, from its schema name and prompt.
 pub fn step_of(request: &Value) -> &'static str {
-    let schema = request["response_format"]["json_schema"]["name"]
-        .as_str()
-        .unwrap_or_default();
+    let schema = request["response_format"]["json_schema"]["name"].as_str().unwrap_or_default();
     let prompt: String = request["messages"]
         .as_array()
-        .map(|m| {
-            m.iter()
-                .filter_map(|x| x["content"].as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
+        .map(|m| m.iter().filter_map(|x| x["content"].as_str()).collect::<Vec<_>>().join("\n"))
         .unwrap_or_default();
     match schema {
         "PlanOutput" => "plan",
@@ -65,9 +58,7 @@ pub fn step_of(request: &Value) -> &'static str {
         "RepresentOutput" => "represent",
         "ArchitectureOutput" => "architecture",
         "AnalyzeOutput" => "analyze",
-        "ScriptOutput"
-            if prompt.contains("Write train.py") || prompt.contains("Your train.py failed") =>
-        {
+        "ScriptOutput" if prompt.contains("Write train.py") || prompt.contains("Your train.py failed") => {
             "train"
         }
         "ScriptOutput" => "infer",

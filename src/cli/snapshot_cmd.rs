@@ -1,0 +1,173 @@
+//! `checkout`, `predict`, `audit` and `replay`: using and checking a run's snapshots.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use super::args::{AuditArgs, CheckoutArgs, PredictArgs, ReplayArgs};
+use super::dispatch::Context;
+use super::run_cmd::{drive, open_sandbox};
+use crate::agent::{Redactor, ReplayBackend};
+use crate::audit::{audit, compare_runs, render};
+use crate::config::RunConfig;
+use crate::data::{Dataset, read_table};
+use crate::error::UserError;
+use crate::exit_code;
+use crate::journal::{self, Event};
+use crate::runner::{Manifest, RunDir, RunInputs, Runner};
+use crate::sandbox::{Limits, Mount, RunSpec};
+use crate::snapshot::Workspace;
+
+pub fn checkout(_ctx: &Context, args: &CheckoutArgs) -> anyhow::Result<i32> {
+    let dir = RunDir::open(&args.run)?;
+    if args.dir.exists() && fs_err::read_dir(&args.dir)?.next().is_some() {
+        return Err(UserError::usage(format!("`{}` exists and is not empty", args.dir.display())).into());
+    }
+    let workspace = Workspace::open_or_init(&dir.workspace())?;
+    let commit = workspace.resolve(&args.rev)?;
+    workspace.materialize(commit, &args.dir)?;
+    println!("{}", args.dir.display());
+    Ok(exit_code::SUCCESS)
+}
+
+pub fn predict(ctx: &Context, args: &PredictArgs) -> anyhow::Result<i32> {
+    let dir = RunDir::open(&args.run)?;
+    let manifest = Manifest::read(&dir.run_json())?;
+    let config = RunConfig::resolve(&manifest.config, &Default::default())?;
+    let input = read_table(&args.input)?;
+    let workspace = Workspace::open_or_init(&dir.workspace())?;
+    let commit = workspace.resolve(&args.rev).context("this run has no snapshot to predict with")?;
+    let work = tempfile::Builder::new().prefix("loop-runner-predict-").tempdir()?;
+    let root = work.path().join("work");
+    workspace.materialize(commit, &root)?;
+    // Inference never sees the training data.
+    let _ = fs_err::remove_dir_all(root.join("data"));
+    let _ = fs_err::remove_dir_all(root.join("input"));
+    fs_err::create_dir_all(root.join("input"))?;
+    let input_dir = work.path().join("input");
+    fs_err::create_dir_all(&input_dir)?;
+    fs_err::copy(&args.input, input_dir.join("features.csv"))?;
+    let sandbox = open_sandbox(ctx)?;
+    let mut spec = RunSpec::new(
+        "/work/inference.py",
+        vec![Mount::read_write(&root, "/work"), Mount::read_only(&input_dir, "/work/input")],
+    );
+    spec.args =
+        vec!["--input".into(), "input/features.csv".into(), "--output".into(), "predictions.csv".into()];
+    spec.limits = Limits {
+        wall: config.sandbox.script_timeout,
+        memory_bytes: config.sandbox.memory_bytes,
+        disk_bytes: config.sandbox.disk_bytes,
+        ..Limits::default()
+    };
+    spec.seed = config.loop_.seed;
+    let outcome = sandbox.run(&spec, &CancellationToken::new())?;
+    if !outcome.success() {
+        return Err(UserError::setup(format!(
+            "inference.py failed on `{}`: {}\n{}",
+            args.input.display(),
+            outcome.summary(),
+            outcome.stderr.text.trim_end()
+        ))
+        .with_code(exit_code::EXPERIMENT_FAILED)
+        .into());
+    }
+    let produced = root.join("predictions.csv");
+    let rows = read_table(&produced).map(|df| df.height()).unwrap_or(0);
+    if rows != input.height() {
+        return Err(UserError::setup(format!(
+            "inference.py wrote {rows} predictions for {} input rows",
+            input.height()
+        ))
+        .with_code(exit_code::EXPERIMENT_FAILED)
+        .into());
+    }
+    fs_err::copy(&produced, &args.output)?;
+    ctx.printer.status(&format!("{} predictions from `{}` ({commit})", rows, args.rev));
+    println!("{}", args.output.display());
+    Ok(exit_code::SUCCESS)
+}
+
+pub fn audit_cmd(ctx: &Context, args: &AuditArgs) -> anyhow::Result<i32> {
+    let dir = RunDir::open(&args.run)?;
+    let sandbox = open_sandbox(ctx)?;
+    let checks = audit(&dir, &args.rev, args.retrain, &sandbox)?;
+    print!("{}", render(&checks));
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed == 0 {
+        println!("audit passed: {} checks match", checks.len());
+        Ok(exit_code::SUCCESS)
+    } else {
+        println!("audit FAILED: {failed} of {} checks differ", checks.len());
+        Ok(exit_code::EXPERIMENT_FAILED)
+    }
+}
+
+pub fn replay(ctx: &Context, args: &ReplayArgs) -> anyhow::Result<i32> {
+    let original = RunDir::open(&args.run)?;
+    let manifest = Manifest::read(&original.run_json())?;
+    let mut config = RunConfig::resolve(&manifest.config, &Default::default())?;
+    // Replayed errors need no waiting.
+    config.agent.settings.backoff_base = std::time::Duration::ZERO;
+    let entries = journal::read(&original.journal())?;
+    let iterations =
+        entries.iter().filter(|e| matches!(e.event, Event::IterationFinished { .. })).count() as u32;
+    let backend = ReplayBackend::from_transcript(&original.transcript())
+        .map_err(|e| UserError::setup(format!("cannot read the transcript: {e}")))?;
+    let dataset = Dataset {
+        target: manifest.target.clone(),
+        pool: read_table(&original.pool_csv())?,
+        test: read_table(&original.test_csv())?,
+        dropped_rows: manifest.dropped_rows_without_target,
+        profile: manifest.profile.clone(),
+    };
+    let inputs = RunInputs {
+        task: manifest.task.clone(),
+        target: manifest.target.clone(),
+        profile: manifest.profile.clone(),
+        config,
+        budget: None,
+        stop_after: Some(iterations),
+        faults: Default::default(),
+    };
+    let sandbox = open_sandbox(ctx)?;
+    let runs_dir = args
+        .runs_dir
+        .clone()
+        .unwrap_or_else(|| original.root.parent().map(PathBuf::from).unwrap_or_default());
+    let new_dir = std::cell::RefCell::new(None);
+    let code = drive(ctx, |interrupt, reporter| {
+        let runner = Runner::create(
+            &runs_dir,
+            &dataset,
+            inputs,
+            Arc::new(backend),
+            Redactor::default(),
+            sandbox,
+            reporter,
+            interrupt,
+        )?;
+        *new_dir.borrow_mut() = Some(runner.dir.clone());
+        Ok(runner)
+    })?;
+    let replayed = new_dir.into_inner().expect("the run was created");
+    let divergence = journal::read(&replayed.journal())?.into_iter().find_map(|e| match e.event {
+        Event::StepFinished { ok: false, detail, .. } if detail.contains("replay") => Some(detail),
+        _ => None,
+    });
+    let checks = compare_runs(&original, &replayed)?;
+    eprintln!();
+    print!("{}", render(&checks));
+    if let Some(detail) = &divergence {
+        println!("{detail}");
+    }
+    if divergence.is_none() && checks.iter().all(|c| c.ok) && code != exit_code::INTERRUPTED {
+        println!("replay reproduced all {iterations} iterations: every snapshot tree is identical");
+        Ok(exit_code::SUCCESS)
+    } else {
+        println!("replay DIVERGED");
+        Ok(exit_code::EXPERIMENT_FAILED)
+    }
+}
