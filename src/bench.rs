@@ -244,6 +244,8 @@ pub struct SnapshotTimes {
     pub unchanged: Duration,
     /// Third commit: the large file rewritten with other content.
     pub changed: Duration,
+    /// Moving `best` to each commit and checking it out.
+    pub checkouts: [Duration; 3],
     /// Objects written by the second commit (the large file must not be among them).
     pub objects_written_unchanged: usize,
 }
@@ -276,19 +278,30 @@ pub fn snapshot(bytes: u64) -> anyhow::Result<SnapshotTimes> {
     write_model(1)?;
     fs_err::write(iter.join("train.py"), "print(1)\n")?;
     let objects = || count_objects(&root.path().join("workspace/.git/objects"));
-    let timed = |n: u32| -> anyhow::Result<Duration> {
+    // Commit first, then move `best` (which also checks the files out), timed apart.
+    let timed = |n: u32| -> anyhow::Result<(Duration, Duration)> {
         let started = Instant::now();
-        ws.commit_iteration(&iter, &[], n, "bench", true, &|| {})?;
-        Ok(started.elapsed())
+        let committed = ws.commit_iteration(&iter, &[], n, "bench", false, &|| {})?;
+        let commit = started.elapsed();
+        let started = Instant::now();
+        ws.set_best(git2::Oid::from_str(&committed.commit)?)?;
+        Ok((commit, started.elapsed()))
     };
-    let first = timed(1)?;
+    let (first, first_checkout) = timed(1)?;
     fs_err::write(iter.join("train.py"), "print(2)\n")?;
     let before = objects();
-    let unchanged = timed(2)?;
+    let (unchanged, unchanged_checkout) = timed(2)?;
     let objects_written_unchanged = objects() - before;
     write_model(2)?;
-    let changed = timed(3)?;
-    Ok(SnapshotTimes { bytes, first, unchanged, changed, objects_written_unchanged })
+    let (changed, changed_checkout) = timed(3)?;
+    Ok(SnapshotTimes {
+        bytes,
+        first,
+        unchanged,
+        changed,
+        checkouts: [first_checkout, unchanged_checkout, changed_checkout],
+        objects_written_unchanged,
+    })
 }
 
 fn count_objects(dir: &Path) -> usize {

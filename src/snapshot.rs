@@ -255,10 +255,29 @@ impl Workspace {
         files.dedup_by(|a, b| a.0 == b.0);
         let mut entries = Vec::new();
         for (rel, host) in files {
-            let oid = self.repo.blob_path(&host)?;
+            let oid = self.store_blob(&host)?;
             entries.push((rel, oid));
         }
         self.build_tree(&entries, "")
+    }
+
+    /// Stores a file as a blob, unless the same content is stored already. Large files are
+    /// written as loose objects holding an uncompressed (stored) zlib stream: model files are
+    /// mostly incompressible, and deflating hundreds of megabytes would cost seconds per commit.
+    /// Any git reads such objects.
+    fn store_blob(&self, path: &Path) -> Result<Oid, git2::Error> {
+        let oid = Oid::hash_file(git2::ObjectType::Blob, path)?;
+        let odb = self.repo.odb()?;
+        if odb.exists(oid) {
+            return Ok(oid);
+        }
+        let size = std::fs::metadata(path).map_err(|e| git2::Error::from_str(&e.to_string()))?.len();
+        if size < LARGE_BLOB {
+            return self.repo.blob_path(path);
+        }
+        write_stored_loose_object(&self.repo.path().join("objects"), oid, path, size)
+            .map_err(|e| git2::Error::from_str(&format!("writing `{}` into git: {e}", path.display())))?;
+        Ok(oid)
     }
 
     /// A tree for the entries under `prefix` (entries sorted by path).
@@ -286,6 +305,31 @@ impl Workspace {
         }
         builder.write()
     }
+}
+
+/// Files from this size on skip zlib compression.
+const LARGE_BLOB: u64 = 8 << 20;
+
+/// Writes `path` as the loose object `oid`: `zlib(stored)("blob <size>\0" + content)`, via a
+/// temporary file renamed into place.
+fn write_stored_loose_object(objects: &Path, oid: Oid, path: &Path, size: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let hex = oid.to_string();
+    let dir = objects.join(&hex[..2]);
+    fs_err::create_dir_all(&dir)?;
+    let tmp = tempfile::Builder::new().prefix(".tmp-obj-").tempfile_in(&dir)?;
+    {
+        let mut encoder = flate2::write::ZlibEncoder::new(
+            std::io::BufWriter::new(tmp.as_file()),
+            flate2::Compression::none(),
+        );
+        encoder.write_all(format!("blob {size}\0").as_bytes())?;
+        std::io::copy(&mut fs_err::File::open(path)?, &mut encoder)?;
+        encoder.finish()?.flush()?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(dir.join(&hex[2..])).map_err(|e| e.error)?;
+    Ok(())
 }
 
 fn collect_files(dir: &Path, prefix: String, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
@@ -340,6 +384,17 @@ mod tests {
         std::fs::write(iter.join("train.py"), "print(1)\n").unwrap();
         let third = ws.commit_iteration(&iter, &extra, 3, "iter 3", false, &|| {}).unwrap();
         assert_eq!(third.tree, first.tree);
+        // A large file takes the uncompressed path and reads back intact.
+        let big: Vec<u8> = (0..(LARGE_BLOB + 12345)).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(iter.join("model/big.bin"), &big).unwrap();
+        let fourth = ws.commit_iteration(&iter, &extra, 4, "iter 4", true, &|| {}).unwrap();
+        assert_eq!(std::fs::read(checked_out.join("model/big.bin")).unwrap(), big);
+        let git_fsck =
+            std::process::Command::new("git").arg("-C").arg(&checked_out).args(["fsck", "--strict"]).output();
+        if let Ok(o) = git_fsck {
+            assert!(o.status.success(), "git fsck: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        assert_ne!(fourth.tree, first.tree);
         let out = root.path().join("out");
         ws.materialize(ws.resolve("iter-0002").unwrap(), &out).unwrap();
         assert_eq!(std::fs::read_to_string(out.join("train.py")).unwrap(), "print(2)\n");

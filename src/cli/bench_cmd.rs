@@ -156,13 +156,18 @@ pub fn quality(ctx: &Context, args: &super::args::BenchQualityArgs) -> anyhow::R
 pub fn snapshot(_ctx: &Context, args: &super::args::BenchSnapshotArgs) -> anyhow::Result<i32> {
     let t = bench::snapshot(args.size)?;
     let mib = t.bytes as f64 / (1 << 20) as f64;
-    println!("commit of an iteration with a {mib:.0} MiB model file (incompressible):");
-    println!("  new file:              {:>7.3} s", t.first.as_secs_f64());
+    println!("an iteration with a {mib:.0} MiB model file (incompressible) in the run's git workspace:");
+    println!("{:<24} {:>10} {:>22}", "", "commit (s)", "move best + checkout (s)");
+    for (name, commit, checkout) in [
+        ("new file", t.first, t.checkouts[0]),
+        ("file unchanged", t.unchanged, t.checkouts[1]),
+        ("file changed", t.changed, t.checkouts[2]),
+    ] {
+        println!("{name:<24} {:>10.3} {:>22.3}", commit.as_secs_f64(), checkout.as_secs_f64());
+    }
     println!(
-        "  file unchanged:        {:>7.3} s  ({} objects written)",
-        t.unchanged.as_secs_f64(),
+        "objects written by the commit with the file unchanged: {} (the tree, the commit, train.py)",
         t.objects_written_unchanged
     );
-    println!("  file changed:          {:>7.3} s", t.changed.as_secs_f64());
     Ok(exit_code::SUCCESS)
 }
