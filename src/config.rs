@@ -33,7 +33,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -105,6 +105,13 @@ pub struct LoopSection {
 #[serde(deny_unknown_fields)]
 pub struct SandboxSection {
     pub kind: Option<SandboxChoice>,
+    /// Interpreter for the process sandbox.
+    pub python: Option<PathBuf>,
+    /// Process-sandbox layers the user accepts running without.
+    #[serde(default)]
+    pub allow_weaker: Vec<String>,
+    /// BLAS/OpenMP threads for process-sandbox scripts.
+    pub threads: Option<u32>,
     pub script_timeout: Option<String>,
     pub memory: Option<String>,
     pub disk: Option<String>,
@@ -156,6 +163,9 @@ pub struct LoopConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxConfig {
     pub kind: SandboxChoice,
+    pub python: Option<PathBuf>,
+    pub allow_weaker: Vec<crate::sandbox::process::Layer>,
+    pub threads: u32,
     #[serde(with = "crate::config::secs")]
     pub script_timeout: Duration,
     pub memory_bytes: u64,
@@ -253,8 +263,19 @@ impl RunConfig {
             seed: cli.seed.or(l.seed).unwrap_or(0),
         };
         let s = &file.sandbox;
+        let allow_weaker = s
+            .allow_weaker
+            .iter()
+            .map(|n| {
+                crate::sandbox::process::Layer::parse(n)
+                    .map_err(|e| UserError::setup(format!("config `sandbox.allow_weaker`: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let sandbox = SandboxConfig {
             kind: cli.sandbox.or(s.kind).unwrap_or_default(),
+            python: s.python.clone(),
+            allow_weaker,
+            threads: s.threads.unwrap_or(1).max(1),
             script_timeout: duration("sandbox.script_timeout", &s.script_timeout, Duration::from_secs(600))?,
             memory_bytes: bytes("sandbox.memory", &s.memory, 3 << 30)?,
             disk_bytes: bytes("sandbox.disk", &s.disk, 2 << 30)?,
@@ -294,6 +315,9 @@ impl RunConfig {
             },
             sandbox: SandboxSection {
                 kind: Some(self.sandbox.kind),
+                python: self.sandbox.python.clone(),
+                allow_weaker: self.sandbox.allow_weaker.iter().map(|l| l.name().to_string()).collect(),
+                threads: Some(self.sandbox.threads),
                 script_timeout: Some(format!("{}ms", self.sandbox.script_timeout.as_millis())),
                 memory: Some(self.sandbox.memory_bytes.to_string()),
                 disk: Some(self.sandbox.disk_bytes.to_string()),

@@ -27,6 +27,9 @@ pub enum Event {
         agent: String,
         model: String,
         sandbox: String,
+        /// Isolation layers in force (process sandbox) or the WASI target.
+        #[serde(default)]
+        sandbox_layers: Vec<String>,
         loop_runner_version: String,
         prompts_sha256: String,
     },

@@ -157,3 +157,19 @@ print(sys.argv[1:], os.environ.get("RUN_TAG"), os.getcwd())
     assert_eq!(outputs[0], outputs[1]);
     assert!(outputs[0].ends_with("['a1'] t1 /work\n"), "{}", outputs[0]);
 }
+
+#[test]
+fn the_process_sandbox_trains_with_native_scikit_learn_and_records_its_layers() {
+    let work = tempfile::tempdir().unwrap();
+    let mut cmd = bin();
+    cmd.args(["sandbox", "run", "--json", "--sandbox", "process", "--work"])
+        .arg(work.path())
+        .arg("--mount")
+        .arg(format!("{}:/data", fixtures().join("credit").display()))
+        .arg(fixtures().join("scripts/train_credit.py"));
+    let run = run_json(cmd);
+    assert!(run.outcome.success(), "{}\n{}", run.outcome.summary(), run.outcome.stderr.text);
+    assert!(run.stdout().contains("validation ROC AUC 0.8"), "{}", run.stdout());
+    assert!(run.outcome.file("/work/model.pkl").is_some());
+    assert!(run.outcome.peak_memory_bytes > 50 << 20);
+}

@@ -59,10 +59,11 @@ pub fn answer(step: Step, context: &StepContext) -> Result<String, String> {
             script: if context.iteration == 1 { scripts::explore_script(context) } else { String::new() },
         }),
         Step::Split => json(&SplitOutput {
-            validation_fraction: 0.2,
+            // Small data: a larger validation set makes the comparison of models less noisy.
+            validation_fraction: if context.profile.rows < 2000 { 0.25 } else { 0.2 },
             stratify: context.task.kind != "regression",
             seed: context.seed,
-            rationale: "Hold out a fifth of the rows, keeping the class balance for classification.".into(),
+            rationale: "Hold out a fifth of the rows (a quarter when there are few), keeping the class balance for classification.".into(),
         }),
         Step::Represent => json(&represent(context, &choice)),
         Step::Architecture => json(&ArchitectureOutput {

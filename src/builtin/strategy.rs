@@ -187,13 +187,24 @@ pub fn choose(context: &StepContext) -> Choice {
         return Choice::Single { family: *next, params: defaults(*next, regression) };
     }
     let ranked = best_per_family(context);
-    if !tried.contains(&ENSEMBLE) && ranked.len() >= 2 {
-        let members = ranked
+    let seen: Vec<(String, String)> =
+        context.history.iter().map(|h| (h.family.clone(), render_params(&h.hyperparameters))).collect();
+    // Ensembles of the best configurations: first the top three, then, every fourth iteration,
+    // the top three, five or all families with whatever is best by then. Averaging diverse models
+    // is the surest way past the winner's curse of picking one model on a small validation set.
+    let since_exploration = context.history.len().saturating_sub(candidates.len());
+    if ranked.len() >= 2 && (!tried.contains(&ENSEMBLE) || since_exploration.is_multiple_of(4)) {
+        let sizes = [3, 5, ranked.len()];
+        let k = sizes[(since_exploration / 4) % sizes.len()].min(ranked.len()).max(2);
+        let members: Vec<(Family, Vec<Hyperparameter>)> = ranked
             .iter()
-            .take(3)
+            .take(k)
             .filter_map(|b| Some((family(&b.family)?, b.hyperparameters.clone())))
             .collect();
-        return Choice::Ensemble { members };
+        let choice = Choice::Ensemble { members };
+        if !seen.contains(&(ENSEMBLE.to_string(), render_params(&choice.hyperparameters()))) {
+            return choice;
+        }
     }
     let Some(best) = ranked.first() else {
         // Nothing has worked: the most forgiving family again.
@@ -202,8 +213,6 @@ pub fn choose(context: &StepContext) -> Choice {
     let mut rng = fastrand::Rng::with_seed(
         context.seed ^ u64::from(context.iteration).wrapping_mul(0x9e37_79b9_7f4a_7c15),
     );
-    let seen: Vec<(String, String)> =
-        context.history.iter().map(|h| (h.family.clone(), render_params(&h.hyperparameters))).collect();
     for _ in 0..50 {
         // Mostly the best single family; sometimes the runner-up.
         let base = if ranked.len() > 1 && rng.f64() < 0.25 { &ranked[1] } else { best };

@@ -87,9 +87,8 @@ pub struct RunArgs {
     /// Agent backend [default: builtin, or the config file's].
     #[arg(long, value_enum)]
     pub agent: Option<AgentArg>,
-    /// Sandbox backend.
-    #[arg(long, value_enum)]
-    pub sandbox: Option<SandboxArg>,
+    #[command(flatten)]
+    pub backend: SandboxBackendArgs,
     /// Configuration file (agent, loop, sandbox) [default: loop-runner.toml next to the task, if present].
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -243,6 +242,23 @@ pub struct SandboxRunArgs {
     /// `snapshot` (interpreter started), `plain`.
     #[arg(long, value_enum, default_value_t = FlavorArg::Preimport)]
     pub flavor: FlavorArg,
+    #[command(flatten)]
+    pub backend: SandboxBackendArgs,
+}
+
+/// Which sandbox, and the process backend's options.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SandboxBackendArgs {
+    /// Sandbox backend: `wasi` (WebAssembly, the default) or `process` (native Python in
+    /// namespaces, Landlock and seccomp).
+    #[arg(long, value_enum)]
+    pub sandbox: Option<SandboxArg>,
+    /// Interpreter for the process sandbox.
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+    /// Run the process sandbox without these layers (comma-separated), if the host lacks them.
+    #[arg(long, value_name = "LAYER,...", value_delimiter = ',')]
+    pub allow_weaker_sandbox: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -19,8 +19,19 @@ pub fn sandbox(ctx: &Context, args: &BenchSandboxArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("opening the WASI sandbox ({})", flavor.name()))?;
         opened.push((format!("wasi-{}", flavor.name()), sandbox));
     }
-    let sandboxes: Vec<(&str, &dyn Sandbox)> =
+    let mut sandboxes: Vec<(&str, &dyn Sandbox)> =
         opened.iter().map(|(label, s)| (label.as_str(), s as &dyn Sandbox)).collect();
+    // The process jail around the same interpreter the native column runs bare.
+    let process = if args.wasi_only {
+        None
+    } else {
+        let options =
+            crate::sandbox::process::ProcessOptions { python: args.python.clone(), ..Default::default() };
+        Some(crate::sandbox::process::ProcessSandbox::open(&options).context("opening the process sandbox")?)
+    };
+    if let Some(p) = &process {
+        sandboxes.push(("process", p as &dyn Sandbox));
+    }
     let native = (!args.wasi_only).then_some(args.python.as_path());
     let printer = ctx.printer;
     let rows = bench::sandbox(&sandboxes, native, &args.data, &args.target, args.repeat, &|line| {

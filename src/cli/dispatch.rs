@@ -33,6 +33,12 @@ impl Context {
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> ExitCode {
+    // The process sandbox re-executes this binary as its helper; that path must not parse
+    // arguments, read the environment, or start logging.
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if raw.get(1).is_some_and(|a| a == "__sandbox-exec") && raw.len() == 4 {
+        crate::sandbox::process::jail::main(&raw[2].to_string_lossy(), std::path::Path::new(&raw[3]));
+    }
     let mut cli = Cli::parse();
     let env = EnvironmentOptions::from_process();
     let log_file = init_logging(&env, cli.global.verbose);

@@ -32,14 +32,9 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<i32> {
     let task_path = args.task.clone().unwrap_or_else(|| PathBuf::from("task.toml"));
     let task = Task::load(&task_path)?;
     let config = resolve_config(args, &task_path)?;
-    if config.sandbox.kind == SandboxChoice::Process {
-        return Err(UserError::setup("the process sandbox is not available in this build")
-            .with_hint("use --sandbox wasi (the default)")
-            .into());
-    }
     let dataset = Dataset::prepare(&task)?;
     let (backend, redactor) = backend(&config.agent, args.transcript.as_deref())?;
-    let sandbox = open_sandbox(ctx)?;
+    let sandbox = open_sandbox_for(ctx, &config.sandbox, &args.backend)?;
     let inputs = RunInputs {
         target: dataset.target.clone(),
         profile: dataset.profile.clone(),
@@ -65,11 +60,29 @@ pub fn resume(ctx: &Context, args: &super::args::RunRef) -> anyhow::Result<i32> 
             .into());
     }
     let (backend, redactor) = backend(&config.agent, None)?;
-    let sandbox = open_sandbox(ctx)?;
+    let sandbox = open_sandbox_for(ctx, &config.sandbox, &Default::default())?;
     let faults = faults(ctx)?;
     drive(ctx, |interrupt, reporter| {
         Runner::resume(dir, backend, redactor, sandbox, reporter, interrupt, faults, Some(config))
     })
+}
+
+/// The sandbox a run's configuration names.
+pub fn open_sandbox_for(
+    ctx: &Context,
+    config: &crate::config::SandboxConfig,
+    args: &super::args::SandboxBackendArgs,
+) -> anyhow::Result<Arc<dyn Sandbox>> {
+    match config.kind {
+        SandboxChoice::Wasi => open_sandbox(ctx),
+        SandboxChoice::Process => Ok(Arc::new(
+            crate::sandbox::process::ProcessSandbox::open(&super::sandbox_cmd::process_options(
+                args,
+                Some(config),
+            )?)
+            .context("opening the process sandbox")?,
+        )),
+    }
 }
 
 pub fn open_sandbox(ctx: &Context) -> anyhow::Result<Arc<dyn Sandbox>> {
@@ -135,7 +148,7 @@ fn resolve_config(args: &RunArgs, task_path: &Path) -> anyhow::Result<RunConfig>
         base_url: args.base_url.clone(),
         model: args.model.clone(),
         max_iterations: args.iterations,
-        sandbox: args.sandbox.map(|s| match s {
+        sandbox: args.backend.sandbox.map(|s| match s {
             SandboxArg::Wasi => SandboxChoice::Wasi,
             SandboxArg::Process => SandboxChoice::Process,
         }),

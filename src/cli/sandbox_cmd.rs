@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use super::args::{LimitArgs, SandboxRunArgs};
+use super::args::{LimitArgs, SandboxArg, SandboxBackendArgs, SandboxRunArgs};
 use super::dispatch::Context;
 use super::printer::{CompileProgress, human_bytes};
 use crate::error::UserError;
 use crate::exit_code;
+use crate::sandbox::process::{Layer, ProcessOptions, ProcessSandbox};
 use crate::sandbox::wasi::{EngineOptions, WasiOptions, WasiSandbox};
 use crate::sandbox::{CancellationToken, Limits, Mount, Outcome, RunSpec, Sandbox};
 
@@ -67,10 +68,22 @@ pub fn run(ctx: &Context, args: &SandboxRunArgs) -> anyhow::Result<i32> {
     )?;
 
     let limits = args.limits.to_limits();
-    let options =
-        WasiOptions { engine: EngineOptions { fuel: limits.fuel.is_some() }, flavor: args.flavor.into() };
-    let sandbox = WasiSandbox::open(&ctx.home, options, &CompileProgress::new(ctx.printer))
-        .context("opening the WASI sandbox")?;
+    let sandbox: Box<dyn Sandbox> = match args.backend.sandbox.unwrap_or(SandboxArg::Wasi) {
+        SandboxArg::Wasi => {
+            let options = WasiOptions {
+                engine: EngineOptions { fuel: limits.fuel.is_some() },
+                flavor: args.flavor.into(),
+            };
+            Box::new(
+                WasiSandbox::open(&ctx.home, options, &CompileProgress::new(ctx.printer))
+                    .context("opening the WASI sandbox")?,
+            )
+        }
+        SandboxArg::Process => Box::new(
+            ProcessSandbox::open(&process_options(&args.backend, None)?)
+                .context("opening the process sandbox")?,
+        ),
+    };
     let mut spec = RunSpec::new(guest_script, mounts);
     spec.args = args.args.clone();
     spec.limits = limits;
@@ -84,6 +97,31 @@ pub fn run(ctx: &Context, args: &SandboxRunArgs) -> anyhow::Result<i32> {
         print!("{}", render_outcome(&outcome));
     }
     Ok(if outcome.success() { exit_code::SUCCESS } else { exit_code::EXPERIMENT_FAILED })
+}
+
+/// Process-sandbox options from the command line, over the config file's.
+pub fn process_options(
+    args: &SandboxBackendArgs,
+    config: Option<&crate::config::SandboxConfig>,
+) -> anyhow::Result<ProcessOptions> {
+    let mut options = ProcessOptions::default();
+    if let Some(c) = config {
+        if let Some(p) = &c.python {
+            options.python = p.clone();
+        }
+        options.allow_weaker = c.allow_weaker.clone();
+        options.threads = c.threads;
+    }
+    if let Some(p) = &args.python {
+        options.python = p.clone();
+    }
+    for name in &args.allow_weaker_sandbox {
+        let layer = Layer::parse(name.trim()).map_err(UserError::usage)?;
+        if !options.allow_weaker.contains(&layer) {
+            options.allow_weaker.push(layer);
+        }
+    }
+    Ok(options)
 }
 
 /// The guest path of a host file inside one of the mounts.

@@ -198,6 +198,7 @@ impl Runner {
             agent: inputs.config.agent.backend.name().into(),
             model: inputs.config.agent.settings.model.clone(),
             sandbox: sandbox_info.kind.to_string(),
+            sandbox_layers: sandbox_info.layers.clone(),
             loop_runner_version: env!("CARGO_PKG_VERSION").into(),
             prompts_sha256: steps::prompts_hash(),
         })?;

@@ -64,6 +64,10 @@ pub enum SandboxError {
     },
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
+    #[error("sandbox layer `{layer}` is unavailable: {detail}")]
+    LayerUnavailable { layer: String, detail: String },
+    #[error("building the sandbox failed: {0}")]
+    Setup(String),
     #[error("the WebAssembly engine failed: {context}")]
     Engine {
         context: String,
@@ -80,6 +84,13 @@ impl SandboxError {
     pub fn hint(&self) -> Option<String> {
         match self {
             SandboxError::Runtime(e) => e.hint(),
+            SandboxError::LayerUnavailable { layer, .. } if layer == "python" => Some(
+                "pass the interpreter with --python PATH (it needs the packages your scripts import)".into(),
+            ),
+            SandboxError::LayerUnavailable { layer, .. } => Some(format!(
+                "run as root on a Linux with that feature, or accept a weaker sandbox explicitly: \
+                 --allow-weaker-sandbox {layer}"
+            )),
             SandboxError::MountMissing { .. } => {
                 Some("create the directory first, or fix the HOST part of `--mount HOST:GUEST`".into())
             }

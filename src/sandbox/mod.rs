@@ -1,6 +1,7 @@
 //! Running untrusted Python scripts under limits.
 //!
-//! One trait ([`Sandbox`]) with a WebAssembly backend ([`wasi`]). A sandbox reads nothing from
+//! One trait ([`Sandbox`]) with a WebAssembly backend ([`wasi`], the default) and a native one
+//! ([`process`]). A sandbox reads nothing from
 //! the host beyond what the [`RunSpec`] mounts, passes no host environment, and reports an
 //! [`Outcome`] for every script it starts, whatever the script does. It knows nothing about
 //! experiments, agents or budgets: callers turn those into limits and a cancellation token.
@@ -8,6 +9,7 @@
 mod backend;
 mod capture;
 mod collect;
+pub mod process;
 mod spec;
 pub mod wasi;
 

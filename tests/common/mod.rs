@@ -51,20 +51,35 @@ impl SandboxRun {
     }
 }
 
-/// Writes `script` into `work` as `main.py` and runs it with `--work work` plus `args`.
-pub fn sandbox_run_in(work: &Path, script: &str, args: &[&str]) -> SandboxRun {
+/// Both sandbox backends: every adversarial test runs against each.
+pub const BACKENDS: [&str; 2] = ["wasi", "process"];
+
+/// Writes `script` into `work` as `main.py` and runs it with `--work work` plus `args`, in the
+/// given backend.
+pub fn sandbox_run_with(backend: &str, work: &Path, script: &str, args: &[&str]) -> SandboxRun {
     std::fs::create_dir_all(work).unwrap();
     let path = work.join("main.py");
     std::fs::write(&path, script).unwrap();
     let mut cmd = bin();
-    cmd.args(["sandbox", "run", "--json", "--work"]).arg(work).arg(&path).args(args);
+    cmd.args(["sandbox", "run", "--json", "--sandbox", backend, "--work"]).arg(work).arg(&path).args(args);
     run_json(cmd)
+}
+
+/// [`sandbox_run_with`] in the WASI backend.
+pub fn sandbox_run_in(work: &Path, script: &str, args: &[&str]) -> SandboxRun {
+    sandbox_run_with("wasi", work, script, args)
 }
 
 /// Like [`sandbox_run_in`] in a fresh temporary work dir.
 pub fn sandbox_run(script: &str, args: &[&str]) -> SandboxRun {
     let work = tempfile::tempdir().unwrap();
     sandbox_run_in(work.path(), script, args)
+}
+
+/// A fresh work dir in `backend`.
+pub fn sandbox_run_on(backend: &str, script: &str, args: &[&str]) -> SandboxRun {
+    let work = tempfile::tempdir().unwrap();
+    sandbox_run_with(backend, work.path(), script, args)
 }
 
 pub fn run_json(mut cmd: Command) -> SandboxRun {
