@@ -1,0 +1,163 @@
+//! Snapshots (insta, in `snapshots/`) of what users and agents read: the rendered step prompts,
+//! the JSON Schemas agents must fill, and the report.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use loop_runner::agent::schema_of;
+use loop_runner::data::Dataset;
+use loop_runner::journal::IterationRecord;
+use loop_runner::report::{ReportData, StepTotals, markdown, svg_plot};
+use loop_runner::steps::{
+    self, ArchitectureOutput, Hyperparameter, IterationBrief, PlanOutput, RepresentOutput, ScriptOutput, Step,
+    StepContext, TaskBrief,
+};
+use loop_runner::task::Task;
+
+fn settings() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots"));
+    s.set_prepend_module_to_snapshot(false);
+    s
+}
+
+fn context() -> StepContext {
+    let task = Task::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/penguins/task.toml")).unwrap();
+    let ds = Dataset::prepare(&task).unwrap();
+    let t = &ds.target;
+    let hgb = IterationBrief {
+        iteration: 1,
+        status: "succeeded".into(),
+        family: "hist_gradient_boosting".into(),
+        hyperparameters: vec![Hyperparameter { name: "learning_rate".into(), value: "0.1".into() }],
+        representation: None,
+        score: Some(0.9636),
+        next_ideas: vec!["try a linear model".into()],
+    };
+    let failed = IterationBrief {
+        iteration: 2,
+        status: "failed at train: exit 1".into(),
+        family: "svm".into(),
+        hyperparameters: vec![],
+        representation: None,
+        score: None,
+        next_ideas: vec![],
+    };
+    let mut ctx = StepContext {
+        task: TaskBrief {
+            name: task.name.clone(),
+            description: task.description.clone().unwrap_or_default(),
+            target: t.column.clone(),
+            kind: t.kind.name().into(),
+            metric: t.metric.name().into(),
+            higher_is_better: t.metric.higher_is_better(),
+            classes: t.classes.clone(),
+            positive: t.positive.clone(),
+        },
+        profile_text: ds.profile.render(),
+        profile: ds.profile.clone(),
+        iteration: 3,
+        max_iterations: 20,
+        history: vec![hgb.clone(), failed],
+        best: Some(hgb),
+        findings: vec!["iteration 1: 275 rows, 7 features".into()],
+        split: None,
+        split_open: false,
+        current: Default::default(),
+        failure: None,
+        validation: None,
+        seed: 0,
+    };
+    ctx.current.plan = Some(PlanOutput { review: "HGB works.".into(), plan: "Try logistic regression.".into() });
+    ctx.current.represent = Some(RepresentOutput {
+        description: "scaled numbers, one-hot categories".into(),
+        numeric: steps::NumericTreatment::Standardize,
+        categorical: steps::CategoricalTreatment::OneHot,
+        missing: steps::MissingTreatment::Median,
+        drop_columns: vec![],
+    });
+    ctx.current.architecture = Some(ArchitectureOutput {
+        family: "logistic_regression".into(),
+        hyperparameters: vec![Hyperparameter { name: "C".into(), value: "1.0".into() }],
+        rationale: "simple".into(),
+    });
+    ctx.current.train = Some(ScriptOutput { script: "# train.py\n".into(), notes: String::new() });
+    ctx
+}
+
+#[test]
+fn step_prompts() {
+    let ctx = context();
+    let (system, _) = steps::render(Step::Plan, &ctx).unwrap();
+    settings().bind(|| {
+        insta::assert_snapshot!("prompt_system", system);
+        for step in [Step::Plan, Step::Explore, Step::Represent, Step::Architecture, Step::Train, Step::Infer] {
+            let (_, prompt) = steps::render(step, &ctx).unwrap();
+            insta::assert_snapshot!(format!("prompt_{}", step.name()), prompt);
+        }
+    });
+}
+
+#[test]
+fn step_schemas() {
+    let schemas = BTreeMap::from([
+        ("plan", schema_of::<PlanOutput>()),
+        ("represent", schema_of::<RepresentOutput>()),
+        ("architecture", schema_of::<ArchitectureOutput>()),
+        ("script", schema_of::<ScriptOutput>()),
+    ]);
+    for (name, (_, strict)) in &schemas {
+        assert!(strict, "the {name} schema must allow strict structured output");
+    }
+    let values: BTreeMap<&str, serde_json::Value> = schemas.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    settings().bind(|| insta::assert_json_snapshot!("step_schemas", values));
+}
+
+#[test]
+fn report_markdown_and_plot() {
+    let record = |iteration: u32, family: &str, score: Option<f64>, status: &str| IterationRecord {
+        iteration,
+        status: status.into(),
+        family: family.into(),
+        hyperparameters: vec![Hyperparameter { name: "C".into(), value: "1.0".into() }],
+        representation: None,
+        split_id: 1,
+        validation_score: score,
+        next_ideas: vec![],
+        predictions_sha256: None,
+        model_files: vec![],
+        seconds: 2.5,
+        cost_usd: 0.0,
+        step_seconds: vec![],
+    };
+    let data = ReportData {
+        run_id: "penguins-20261123-000000".into(),
+        task: "penguins".into(),
+        metric: "accuracy".into(),
+        higher_is_better: true,
+        agent: "builtin".into(),
+        model: "builtin".into(),
+        sandbox: "wasi".into(),
+        loop_runner_version: "0.1.0".into(),
+        prompts_sha256: "0".repeat(64),
+        budget_seconds: Some(300.0),
+        iterations: vec![
+            record(1, "hist_gradient_boosting", Some(0.96), "succeeded"),
+            record(2, "svm", None, "failed at train: exit 1"),
+            record(3, "logistic_regression", Some(0.98), "succeeded"),
+        ],
+        best_iteration: Some(3),
+        validation_score: Some(0.98),
+        test_score: Some(0.9710),
+        test_detail: String::new(),
+        finished: Some("budget spent".into()),
+        wall_seconds: 291.0,
+        steps: BTreeMap::from([("train".to_string(), StepTotals { calls: 3, attempts: 3, agent_seconds: 0.1, script_runs: 3, script_seconds: 4.2, ..Default::default() })]),
+        cost_usd: 0.0,
+        environment: None,
+    };
+    settings().bind(|| {
+        insta::assert_snapshot!("report_markdown", markdown(&data));
+        insta::assert_snapshot!("report_plot_svg", svg_plot(&data));
+    });
+}
