@@ -9,8 +9,8 @@ use loop_runner::data::Dataset;
 use loop_runner::journal::IterationRecord;
 use loop_runner::report::{ReportData, StepTotals, markdown, svg_plot};
 use loop_runner::steps::{
-    self, ArchitectureOutput, Hyperparameter, IterationBrief, PlanOutput, RepresentOutput, ScriptOutput, Step,
-    StepContext, TaskBrief,
+    self, ArchitectureOutput, Hyperparameter, IterationBrief, PlanOutput, RepresentOutput, ScriptOutput,
+    Step, StepContext, TaskBrief,
 };
 use loop_runner::task::Task;
 
@@ -22,7 +22,8 @@ fn settings() -> insta::Settings {
 }
 
 fn context() -> StepContext {
-    let task = Task::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/penguins/task.toml")).unwrap();
+    let task =
+        Task::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/penguins/task.toml")).unwrap();
     let ds = Dataset::prepare(&task).unwrap();
     let t = &ds.target;
     let hgb = IterationBrief {
@@ -68,7 +69,8 @@ fn context() -> StepContext {
         validation: None,
         seed: 0,
     };
-    ctx.current.plan = Some(PlanOutput { review: "HGB works.".into(), plan: "Try logistic regression.".into() });
+    ctx.current.plan =
+        Some(PlanOutput { review: "HGB works.".into(), plan: "Try logistic regression.".into() });
     ctx.current.represent = Some(RepresentOutput {
         description: "scaled numbers, one-hot categories".into(),
         numeric: steps::NumericTreatment::Standardize,
@@ -91,7 +93,8 @@ fn step_prompts() {
     let (system, _) = steps::render(Step::Plan, &ctx).unwrap();
     settings().bind(|| {
         insta::assert_snapshot!("prompt_system", system);
-        for step in [Step::Plan, Step::Explore, Step::Represent, Step::Architecture, Step::Train, Step::Infer] {
+        for step in [Step::Plan, Step::Explore, Step::Represent, Step::Architecture, Step::Train, Step::Infer]
+        {
             let (_, prompt) = steps::render(step, &ctx).unwrap();
             insta::assert_snapshot!(format!("prompt_{}", step.name()), prompt);
         }
@@ -152,7 +155,17 @@ fn report_markdown_and_plot() {
         test_detail: String::new(),
         finished: Some("budget spent".into()),
         wall_seconds: 291.0,
-        steps: BTreeMap::from([("train".to_string(), StepTotals { calls: 3, attempts: 3, agent_seconds: 0.1, script_runs: 3, script_seconds: 4.2, ..Default::default() })]),
+        steps: BTreeMap::from([(
+            "train".to_string(),
+            StepTotals {
+                calls: 3,
+                attempts: 3,
+                agent_seconds: 0.1,
+                script_runs: 3,
+                script_seconds: 4.2,
+                ..Default::default()
+            },
+        )]),
         cost_usd: 0.0,
         environment: None,
     };

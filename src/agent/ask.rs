@@ -205,8 +205,8 @@ impl Agent {
         let mut cost = 0.0;
         let started = Instant::now();
         for attempt in 1..=self.settings.max_attempts.max(1) {
-            let (reply, call_cost, record) =
-                self.call(&ask, attempt, &conversation, &schema, strict, &schema_name).await?;
+            let question = Question { ask: &ask, schema: &schema, strict, schema_name: &schema_name };
+            let (reply, call_cost, record) = self.call(&question, attempt, &conversation).await?;
             total += reply.usage;
             cost += call_cost;
             match check::<T>(&reply.content, &validator, validate) {
@@ -238,13 +238,11 @@ impl Agent {
     /// caller to record with its verdict.
     async fn call(
         &self,
-        ask: &Ask<'_>,
+        q: &Question<'_>,
         attempt: u32,
         conversation: &[Message],
-        schema: &serde_json::Value,
-        strict: bool,
-        schema_name: &str,
     ) -> Result<(Reply, f64, Record), AgentError> {
+        let ask = q.ask;
         let mut try_number = 0;
         loop {
             try_number += 1;
@@ -260,7 +258,7 @@ impl Agent {
                     });
                 }
             }
-            let request = self.request(ask, attempt, conversation, schema, strict, schema_name);
+            let request = self.request(q, attempt, conversation);
             let started = Instant::now();
             let result = tokio::select! {
                 biased;
@@ -332,15 +330,8 @@ impl Agent {
         }
     }
 
-    fn request(
-        &self,
-        ask: &Ask<'_>,
-        attempt: u32,
-        conversation: &[Message],
-        schema: &serde_json::Value,
-        strict: bool,
-        schema_name: &str,
-    ) -> Request {
+    fn request(&self, q: &Question<'_>, attempt: u32, conversation: &[Message]) -> Request {
+        let (ask, schema) = (q.ask, q.schema);
         let prompt_mode = self.prompt_mode();
         let mut messages = vec![Message::system(ask.system)];
         for (i, message) in conversation.iter().enumerate() {
@@ -360,9 +351,9 @@ impl Agent {
             attempt,
             model: self.settings.model_for(ask.step).to_string(),
             messages,
-            schema_name: schema_name.to_string(),
+            schema_name: q.schema_name.to_string(),
             schema: schema.clone(),
-            mode: if prompt_mode { OutputMode::Prompt } else { OutputMode::JsonSchema { strict } },
+            mode: if prompt_mode { OutputMode::Prompt } else { OutputMode::JsonSchema { strict: q.strict } },
             temperature: self.settings.temperature,
             max_tokens: self.settings.max_tokens,
             seed: self.settings.seed,
@@ -389,6 +380,14 @@ impl Agent {
             .append(record)
             .map_err(AgentError::Transcript)
     }
+}
+
+/// One question with its schema, as every call of it carries them.
+struct Question<'a> {
+    ask: &'a Ask<'a>,
+    schema: &'a serde_json::Value,
+    strict: bool,
+    schema_name: &'a str,
 }
 
 /// A name for the schema as OpenAI wants it (`[a-zA-Z0-9_-]{1,64}`).

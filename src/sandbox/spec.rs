@@ -127,6 +127,47 @@ impl RunSpec {
         }
     }
 
+    /// Checks what every backend requires: absolute, normalized, distinct guest paths that do
+    /// not cover `reserved` (a backend's own directories), existing host directories, and the
+    /// script inside a mount. `covers` says whether a guest path would hide a reserved one.
+    pub fn check_mounts(&self, reserved: &[&str]) -> Result<(), super::SandboxError> {
+        use super::SandboxError;
+        let invalid = |msg: String| Err(SandboxError::InvalidSpec(msg));
+        let mut seen: Vec<&str> = Vec::new();
+        for mount in &self.mounts {
+            let guest = mount.guest.trim_end_matches('/');
+            if !mount.guest.starts_with('/') || guest.split('/').any(|part| part == "..") {
+                return invalid(format!("guest path `{}` must be absolute and normalized", mount.guest));
+            }
+            if guest.is_empty() {
+                return invalid("mounting over `/` is not allowed".into());
+            }
+            let clashes = |r: &str| {
+                guest == r || guest.starts_with(&format!("{r}/")) || r.starts_with(&format!("{guest}/"))
+            };
+            if let Some(r) = reserved.iter().find(|r| clashes(r)) {
+                return invalid(format!(
+                    "guest path `{guest}` would cover `{r}`, which the sandbox reserves"
+                ));
+            }
+            if seen.contains(&guest) {
+                return invalid(format!("guest path `{guest}` is mounted twice"));
+            }
+            seen.push(guest);
+            if !mount.host.is_dir() {
+                return Err(SandboxError::MountMissing { path: mount.host.clone() });
+            }
+        }
+        if !self
+            .mounts
+            .iter()
+            .any(|m| self.script.starts_with(&format!("{}/", m.guest.trim_end_matches('/'))))
+        {
+            return invalid(format!("script `{}` is not inside any mount", self.script));
+        }
+        Ok(())
+    }
+
     /// The guest working directory: the explicit one, else the first writable mount, else `/`.
     pub fn effective_workdir(&self) -> String {
         if let Some(dir) = &self.workdir {

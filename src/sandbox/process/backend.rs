@@ -436,44 +436,9 @@ impl Sandbox for ProcessSandbox {
         if spec.limits.fuel.is_some() {
             return Err(SandboxError::InvalidSpec("fuel limits need the WASI sandbox".into()));
         }
-        let mut guests = vec![];
-        for m in &spec.mounts {
-            if !m.guest.starts_with('/') || m.guest.contains("..") {
-                return Err(SandboxError::InvalidSpec(format!(
-                    "guest path `{}` must be absolute and normalized",
-                    m.guest
-                )));
-            }
-            let g = m.guest.trim_end_matches('/');
-            if g.is_empty()
-                || ["/tmp", "/proc", "/dev"].iter().any(|r| g == *r || g.starts_with(&format!("{r}/")))
-            {
-                return Err(SandboxError::InvalidSpec(format!("guest path `{}` is reserved", m.guest)));
-            }
-            if self.system.iter().any(|s| Path::new(g).starts_with(s)) {
-                return Err(SandboxError::InvalidSpec(format!(
-                    "guest path `{}` would cover a system directory",
-                    m.guest
-                )));
-            }
-            if guests.contains(&g) {
-                return Err(SandboxError::InvalidSpec(format!("guest path `{g}` is mounted twice")));
-            }
-            guests.push(g);
-            if !m.host.is_dir() {
-                return Err(SandboxError::MountMissing { path: m.host.clone() });
-            }
-        }
-        if !spec
-            .mounts
-            .iter()
-            .any(|m| spec.script.starts_with(&format!("{}/", m.guest.trim_end_matches('/'))))
-        {
-            return Err(SandboxError::InvalidSpec(format!(
-                "script `{}` is not inside any mount",
-                spec.script
-            )));
-        }
+        let mut reserved: Vec<&str> = vec!["/tmp", "/proc", "/dev"];
+        reserved.extend(self.system.iter().filter_map(|p| p.to_str()));
+        spec.check_mounts(&reserved)?;
         self.execute(spec, cancel)
     }
 }

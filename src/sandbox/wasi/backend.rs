@@ -103,32 +103,7 @@ impl WasiSandbox {
 
     fn check(&self, spec: &RunSpec) -> Result<(), SandboxError> {
         let invalid = |msg: String| Err(SandboxError::InvalidSpec(msg));
-        let mut seen = vec![STDLIB_GUEST.to_string(), TMP_GUEST.to_string()];
-        for mount in &spec.mounts {
-            if !mount.guest.starts_with('/') || mount.guest.contains("/../") || mount.guest.ends_with("/..") {
-                return invalid(format!("guest path `{}` must be absolute and normalized", mount.guest));
-            }
-            let guest = mount.guest.trim_end_matches('/').to_string();
-            if guest.is_empty() {
-                return invalid("mounting over `/` is not allowed".into());
-            }
-            if seen.contains(&guest) {
-                return invalid(format!(
-                    "guest path `{guest}` is mounted twice or is reserved (`{STDLIB_GUEST}`, `{TMP_GUEST}`)"
-                ));
-            }
-            seen.push(guest);
-            if !mount.host.is_dir() {
-                return Err(SandboxError::MountMissing { path: mount.host.clone() });
-            }
-        }
-        if !spec
-            .mounts
-            .iter()
-            .any(|m| spec.script.starts_with(&format!("{}/", m.guest.trim_end_matches('/'))))
-        {
-            return invalid(format!("script `{}` is not inside any mount", spec.script));
-        }
+        spec.check_mounts(&[STDLIB_GUEST, TMP_GUEST])?;
         if spec.limits.fuel.is_some() && !self.engine.options.fuel {
             return invalid("a fuel limit needs the sandbox opened with fuel metering".into());
         }
