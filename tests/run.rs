@@ -340,3 +340,30 @@ fn ctrl_c_ends_with_the_final_evaluation_and_the_report() {
             .any(|e| matches!(&e.event, Event::RunFinished { reason, .. } if reason == "interrupted"))
     );
 }
+
+#[test]
+fn the_budget_cancels_an_agent_call_that_never_answers() {
+    let server = Server::start(vec![]);
+    for _ in 0..50 {
+        server.push(Behaviour::Hang(Duration::from_secs(600)));
+    }
+    let runs = tempfile::tempdir().unwrap();
+    let config = runs.path().join("loop-runner.toml");
+    // A per-call timeout far beyond the budget: only the budget can end the wait.
+    std::fs::write(&config, "[agent]\ntimeout = \"10m\"\n").unwrap();
+    let started = Instant::now();
+    let output = bin()
+        .args(["run", "--agent", "openai", "--base-url", &server.base_url(), "--budget", "15s", "--config"])
+        .arg(&config)
+        .arg("--task")
+        .arg(fixtures().join("penguins/task.toml"))
+        .arg("--runs-dir")
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(18), "a 15 s budget took {took:?}");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let dir = run_dir_of(&output);
+    assert!(dir.join("report/summary.json").is_file());
+}

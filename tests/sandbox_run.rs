@@ -173,3 +173,13 @@ fn the_process_sandbox_trains_with_native_scikit_learn_and_records_its_layers() 
     assert!(run.outcome.file("/work/model.pkl").is_some());
     assert!(run.outcome.peak_memory_bytes > 50 << 20);
 }
+
+#[test]
+fn fuel_bounds_the_instructions_a_guest_may_execute() {
+    let run = sandbox_run("x = 0\nwhile True:\n    x += 1\n", &["--fuel", "200000000", "--timeout", "60s"]);
+    assert_eq!(run.outcome.exit, Exit::Killed, "{:?}", run.outcome);
+    assert_eq!(run.outcome.limit, Some(loop_runner::sandbox::LimitKind::Fuel));
+    let run = sandbox_run("print(sum(range(1000)))\n", &["--fuel", "200000000"]);
+    assert!(run.outcome.success(), "{}", run.outcome.stderr.text);
+    assert_eq!(run.stdout(), "499500\n");
+}

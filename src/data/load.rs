@@ -136,6 +136,17 @@ mod tests {
     }
 
     #[test]
+    fn parquet_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let mut df = df!("x" => [1.5, 2.5], "label" => ["a", "b"]).unwrap();
+        let file = std::fs::File::create(&path).unwrap();
+        ParquetWriter::new(file).finish(&mut df).unwrap();
+        let back = read_table(&path).unwrap();
+        assert!(df.equals(&back));
+    }
+
+    #[test]
     fn csv_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.csv");

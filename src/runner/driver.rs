@@ -151,6 +151,8 @@ pub struct Runner {
     pub(super) state: State,
     pub(super) budget: Budget,
     pub(super) interrupt: CancellationToken,
+    /// Cancelled at an interrupt or at the loop's deadline; agent calls and scripts obey it.
+    pub(super) loop_cancel: CancellationToken,
     pub(super) validation_truth: Truth,
     pub(super) faults: FaultCounters,
 }
@@ -185,7 +187,10 @@ impl Runner {
         }
         .write(&dir.run_json())?;
         let transcript = Transcript::open(&dir.transcript(), redactor)?;
-        let agent = Agent::new(backend, inputs.config.agent.settings.clone(), transcript, interrupt.clone());
+        // Agent calls end with the loop: at an interrupt or when the loop's budget is spent.
+        let loop_cancel = interrupt.child_token();
+        let agent =
+            Agent::new(backend, inputs.config.agent.settings.clone(), transcript, loop_cancel.clone());
         let workspace = Workspace::open_or_init(&dir.workspace())?;
         let mut journal = Journal::open(&dir.journal())?;
         let sandbox_info = sandbox.info();
@@ -219,6 +224,7 @@ impl Runner {
             state: State::default(),
             budget,
             interrupt,
+            loop_cancel,
             validation_truth: Truth::Classes(vec![]),
             faults: FaultCounters::default(),
         };
@@ -251,7 +257,7 @@ impl Runner {
             budget_seconds: self.inputs.budget.map(|b| b.as_secs_f64()),
         });
         // The loop's own token: cancelled at the loop deadline, or by an interrupt.
-        let loop_cancel = self.interrupt.child_token();
+        let loop_cancel = self.loop_cancel.clone();
         if let Some(deadline) = self.budget.loop_deadline() {
             let token = loop_cancel.clone();
             tokio::spawn(async move {

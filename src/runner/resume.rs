@@ -185,7 +185,8 @@ impl Runner {
             elapsed_before_seconds: recovered.elapsed.as_secs_f64(),
         })?;
         let transcript = Transcript::open(&dir.transcript(), redactor)?;
-        let agent = Agent::new(backend, config.agent.settings.clone(), transcript, interrupt.clone());
+        let loop_cancel = interrupt.child_token();
+        let agent = Agent::new(backend, config.agent.settings.clone(), transcript, loop_cancel.clone());
         agent.restore_spend(recovered.spend.clone());
         let budget = Budget::new(manifest.budget_seconds.map(Duration::from_secs_f64), recovered.elapsed);
         let sandbox_info = sandbox.info();
@@ -217,6 +218,7 @@ impl Runner {
             state,
             budget,
             interrupt,
+            loop_cancel,
             validation_truth: Truth::Classes(vec![]),
             faults: FaultCounters::default(),
         };

@@ -145,6 +145,10 @@ fn inner(plan: &Plan) -> ! {
     {
         fail("building the file system view (layer mount-namespace)", &e);
     }
+    // A session of its own: no terminal, no signals aimed at the runner's process group.
+    if let Err(e) = rustix::process::setsid() {
+        fail("starting a new session", &e);
+    }
     if let Err(e) = std::env::set_current_dir(&plan.workdir) {
         fail(&format!("entering the working directory `{}`", plan.workdir), &e);
     }
