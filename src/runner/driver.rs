@@ -363,6 +363,15 @@ impl Runner {
             self.state.best = Some((n, record.validation_score.unwrap_or(f64::NAN)));
         }
         self.log(Event::IterationFinished { iteration: n, record: record.clone() })?;
+        tracing::info!(
+            iteration = n,
+            status = %record.status,
+            family = %record.family,
+            score = ?record.validation_score,
+            best,
+            seconds = record.seconds,
+            "iteration finished"
+        );
         self.reporter.report(Progress::IterationFinished {
             iteration: n,
             status: record.status.clone(),
@@ -566,6 +575,13 @@ impl Runner {
         };
         let result = self.agent.ask::<T>(question, rule).await;
         let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            iteration = ctx.iteration,
+            step = step.name(),
+            seconds,
+            ok = result.is_ok(),
+            "step finished"
+        );
         acc.step_seconds.push((step.name().to_string(), seconds));
         let (ok, detail, attempts, cost, usage) = match &result {
             Ok(a) => (true, String::new(), a.attempts, a.cost_usd, a.usage),
