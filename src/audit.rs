@@ -127,11 +127,39 @@ pub fn audit(
     let environment: serde_json::Value =
         serde_json::from_str(&fs_err::read_to_string(root.join("environment.json"))?)?;
     let info = sandbox.info();
-    checks.push(Check::new(
-        "sandbox module sha256",
-        environment["sandbox"]["module_sha256"].as_str().unwrap_or("(none)"),
-        info.module_sha256.clone().unwrap_or_else(|| "(none)".into()),
-    ));
+    let recorded_kind = environment["sandbox"]["kind"].as_str().unwrap_or("(none)").to_string();
+    checks.push(Check::new("sandbox kind", &recorded_kind, info.kind.to_string()));
+    if info.kind == crate::sandbox::SandboxKind::Wasi {
+        checks.push(Check::new(
+            "sandbox module sha256",
+            environment["sandbox"]["module_sha256"].as_str().unwrap_or("(none)"),
+            info.module_sha256.clone().unwrap_or_else(|| "(none)".into()),
+        ));
+    } else {
+        checks.push(Check::new(
+            "interpreter",
+            environment["sandbox"]["interpreter"].as_str().unwrap_or("(none)"),
+            &info.interpreter,
+        ));
+        let recorded: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(environment["sandbox"]["packages"].clone()).unwrap_or_default();
+        let changed: Vec<String> = recorded
+            .iter()
+            .filter(|(name, version)| info.packages.get(*name) != Some(version))
+            .map(|(name, version)| {
+                format!("{name} {version} -> {}", info.packages.get(name).map_or("missing", String::as_str))
+            })
+            .collect();
+        checks.push(Check::flag("python packages", changed.is_empty(), changed.join(", ")));
+        checks.push(Check::new(
+            "isolation layers",
+            environment["sandbox"]["layers"]
+                .as_array()
+                .map(|l| l.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
+            info.layers.join(","),
+        ));
+    }
 
     let config = crate::config::RunConfig::resolve(&manifest.config, &Default::default())?;
     let limits = Limits {

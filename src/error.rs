@@ -46,7 +46,10 @@ pub fn exit_code_for(error: &anyhow::Error) -> i32 {
         if let Some(e) = cause.downcast_ref::<UserError>() {
             return e.exit_code;
         }
-        if cause.downcast_ref::<RuntimeError>().is_some() || cause.downcast_ref::<AgentError>().is_some() {
+        if cause.downcast_ref::<RuntimeError>().is_some()
+            || cause.downcast_ref::<AgentError>().is_some()
+            || cause.downcast_ref::<crate::journal::JournalError>().is_some()
+        {
             return exit_code::SETUP;
         }
         if let Some(e) = cause.downcast_ref::<SandboxError>() {

@@ -157,24 +157,27 @@ pub struct Entry {
     pub event: Event,
 }
 
-/// An entry as written: with the checksum of the entry's own JSON.
-#[derive(Serialize, Deserialize)]
-struct Line {
-    seq: u64,
-    at: String,
-    event: Event,
-    check: String,
+/// The field appended to each entry's JSON object: `{...entry...,"check":"<16 hex>"}`.
+const CHECK_FIELD: &str = ",\"check\":\"";
+
+/// The checksum of an entry's JSON text, exactly as written. Computed over the bytes rather than
+/// a re-serialization, so entries written before a field was added still verify.
+fn checksum(text: &str) -> String {
+    crate::fsx::sha256_bytes(text.as_bytes())[..16].to_string()
 }
 
-impl Line {
-    fn entry(self) -> (Entry, String) {
-        (Entry { seq: self.seq, at: self.at, event: self.event }, self.check)
-    }
+/// One journal line: the entry's JSON with the checksum of that JSON appended as a last field.
+fn encode(entry: &Entry) -> String {
+    let json = serde_json::to_string(entry).expect("entries serialize");
+    let check = checksum(&json);
+    format!("{}{CHECK_FIELD}{check}\"}}\n", &json[..json.len() - 1])
 }
 
-fn checksum(entry: &Entry) -> String {
-    crate::fsx::sha256_bytes(serde_json::to_string(entry).expect("entries serialize").as_bytes())[..16]
-        .to_string()
+/// The entry's JSON text and the recorded checksum of a line.
+fn split_line(line: &str) -> Option<(String, &str)> {
+    let at = line.rfind(CHECK_FIELD)?;
+    let check = line[at + CHECK_FIELD.len()..].strip_suffix("\"}")?;
+    Some((format!("{}}}", &line[..at]), check))
 }
 
 /// An open journal, appending.
@@ -211,14 +214,7 @@ impl Journal {
             at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             event,
         };
-        let line = Line {
-            seq: entry.seq,
-            at: entry.at.clone(),
-            event: entry.event.clone(),
-            check: checksum(&entry),
-        };
-        let mut text = serde_json::to_string(&line).expect("entries serialize");
-        text.push('\n');
+        let text = encode(&entry);
         self.file.write_all(text.as_bytes()).map_err(|e| JournalError::Io(self.path.clone(), e))?;
         self.file.sync_data().map_err(|e| JournalError::Io(self.path.clone(), e))?;
         self.next_seq += 1;
@@ -255,10 +251,14 @@ fn read_with_len(path: &Path) -> Result<(Vec<Entry>, u64), JournalError> {
             break;
         };
         let text = String::from_utf8_lossy(&bytes[offset..end]);
-        let parsed: Result<(Entry, String), String> =
-            serde_json::from_str::<Line>(&text).map(Line::entry).map_err(|e| e.to_string());
+        let parsed: Result<(Entry, bool), String> = match split_line(&text) {
+            None => Err("no checksum".into()),
+            Some((json, check)) => serde_json::from_str::<Entry>(&json)
+                .map(|e| (e, checksum(&json) == check))
+                .map_err(|e| e.to_string()),
+        };
         let entry = match parsed {
-            Ok((entry, check)) if checksum(&entry) == check => entry,
+            Ok((entry, true)) => entry,
             Ok(_) if end + 1 == bytes.len() => break,
             Err(_) if end + 1 == bytes.len() => break,
             Ok(_) => {
@@ -309,6 +309,20 @@ mod tests {
         assert_eq!(e.seq, 2);
         let entries = read(&path).unwrap();
         assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn entries_from_before_a_field_was_added_still_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        // A run_started entry as an older loop-runner wrote it: no `sandbox_layers`.
+        let json = r#"{"seq":0,"at":"2026-01-01T00:00:00.000Z","event":{"kind":"run_started","format":1,"run_id":"r","task":"t","budget_seconds":null,"max_iterations":3,"agent":"builtin","model":"builtin","sandbox":"wasi","loop_runner_version":"0.0.9","prompts_sha256":"x"}}"#;
+        let line = format!("{}{CHECK_FIELD}{}\"}}\n", &json[..json.len() - 1], checksum(json));
+        std::fs::write(&path, line).unwrap();
+        let entries = read(&path).unwrap();
+        assert!(
+            matches!(&entries[0].event, Event::RunStarted { sandbox_layers, .. } if sandbox_layers.is_empty())
+        );
     }
 
     #[test]

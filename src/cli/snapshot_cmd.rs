@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{AuditArgs, CheckoutArgs, PredictArgs, ReplayArgs};
 use super::dispatch::Context;
-use super::run_cmd::{drive, open_sandbox};
+use super::run_cmd::{drive, open_sandbox_for};
 use crate::agent::{Redactor, ReplayBackend};
 use crate::audit::{audit, compare_runs, render};
 use crate::config::RunConfig;
@@ -49,7 +49,7 @@ pub fn predict(ctx: &Context, args: &PredictArgs) -> anyhow::Result<i32> {
     let input_dir = work.path().join("input");
     fs_err::create_dir_all(&input_dir)?;
     fs_err::copy(&args.input, input_dir.join("features.csv"))?;
-    let sandbox = open_sandbox(ctx)?;
+    let sandbox = open_sandbox_for(ctx, &config.sandbox, &Default::default())?;
     let mut spec = RunSpec::new(
         "/work/inference.py",
         vec![Mount::read_write(&root, "/work"), Mount::read_only(&input_dir, "/work/input")],
@@ -92,7 +92,10 @@ pub fn predict(ctx: &Context, args: &PredictArgs) -> anyhow::Result<i32> {
 
 pub fn audit_cmd(ctx: &Context, args: &AuditArgs) -> anyhow::Result<i32> {
     let dir = RunDir::open(&args.run)?;
-    let sandbox = open_sandbox(ctx)?;
+    let manifest = Manifest::read(&dir.run_json())?;
+    let config = RunConfig::resolve(&manifest.config, &Default::default())?;
+    // The sandbox the run recorded, so the re-run can match bit for bit.
+    let sandbox = open_sandbox_for(ctx, &config.sandbox, &Default::default())?;
     let checks = audit(&dir, &args.rev, args.retrain, &sandbox)?;
     print!("{}", render(&checks));
     let failed = checks.iter().filter(|c| !c.ok).count();
@@ -132,7 +135,7 @@ pub fn replay(ctx: &Context, args: &ReplayArgs) -> anyhow::Result<i32> {
         stop_after: Some(iterations),
         faults: Default::default(),
     };
-    let sandbox = open_sandbox(ctx)?;
+    let sandbox = open_sandbox_for(ctx, &inputs.config.sandbox, &Default::default())?;
     let runs_dir = args
         .runs_dir
         .clone()
