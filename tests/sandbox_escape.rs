@@ -539,10 +539,14 @@ fn a_missing_layer_fails_closed_unless_waived() {
     std::fs::set_permissions(work.path().join("main.py"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let home = tempfile::tempdir().unwrap();
     std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // The build directory may sit where the unprivileged user cannot reach (e.g. under /root).
+    let binary = home.path().join("loop-runner");
+    std::fs::copy(env!("CARGO_BIN_EXE_loop-runner"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
     let run = |extra: &[&str]| {
         std::process::Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(env!("CARGO_BIN_EXE_loop-runner"))
+            .arg(&binary)
             .env_clear()
             .env("HOME", home.path())
             .env("LOOP_RUNNER_HOME", home.path())
