@@ -213,15 +213,39 @@ pub fn choose(context: &StepContext) -> Choice {
     let mut rng = fastrand::Rng::with_seed(
         context.seed ^ u64::from(context.iteration).wrapping_mul(0x9e37_79b9_7f4a_7c15),
     );
-    for _ in 0..50 {
-        // Mostly the best single family; sometimes the runner-up.
-        let base = if ranked.len() > 1 && rng.f64() < 0.25 { &ranked[1] } else { best };
-        let Some(fam) = family(&base.family) else {
-            continue;
-        };
-        let params = neighbour(fam, &base.hyperparameters, &mut rng);
-        if !seen.contains(&(fam.name.to_string(), render_params(&params))) {
-            return Choice::Single { family: fam, params };
+    let unseen = |fam: Family, params: &[Hyperparameter]| {
+        !seen.contains(&(fam.name.to_string(), render_params(params)))
+    };
+    // Mostly near the best single family; sometimes the runner-up first. When a family's
+    // neighbourhood is used up, the next family in the ranking takes over, so no configuration
+    // is run twice while an untried one remains.
+    let mut order: Vec<&IterationBrief> = ranked.iter().collect();
+    if order.len() > 1 && rng.f64() < 0.25 {
+        order.swap(0, 1);
+    }
+    for base in order {
+        let Some(fam) = family(&base.family) else { continue };
+        for _ in 0..40 {
+            let params = neighbour(fam, &base.hyperparameters, &mut rng);
+            if unseen(fam, &params) {
+                return Choice::Single { family: fam, params };
+            }
+        }
+    }
+    // Every neighbourhood is spent: any untried point of any family's space.
+    for fam in &candidates {
+        for _ in 0..40 {
+            let params: Vec<Hyperparameter> = fam
+                .space
+                .iter()
+                .map(|(name, _, values)| Hyperparameter {
+                    name: name.to_string(),
+                    value: values[rng.usize(..values.len())].to_string(),
+                })
+                .collect();
+            if unseen(*fam, &params) {
+                return Choice::Single { family: *fam, params };
+            }
         }
     }
     match family(&best.family) {
@@ -350,6 +374,24 @@ mod tests {
         assert_eq!(next, choose(&context(history.clone())), "deterministic");
         let seen: Vec<String> = history.iter().map(|h| render_params(&h.hyperparameters)).collect();
         assert!(!seen.contains(&render_params(&next.hyperparameters())), "a new configuration");
+    }
+
+    #[test]
+    fn no_configuration_runs_twice_while_others_are_untried() {
+        let mut history: Vec<IterationBrief> = Vec::new();
+        for i in 0..150u32 {
+            let choice = choose(&context(history.clone()));
+            assert!(!matches!(choice, Choice::Exhausted { .. }), "exhausted after {i} iterations");
+            // k-NN scores best, so its small space is searched first and used up early.
+            let score = if choice.family_name() == "knn" { 0.95 } else { 0.8 + f64::from(i % 7) / 100.0 };
+            history.push(done(i + 1, choice.family_name(), choice.hyperparameters(), score));
+        }
+        let mut seen: Vec<(String, String)> =
+            history.iter().map(|h| (h.family.clone(), render_params(&h.hyperparameters))).collect();
+        let total = seen.len();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), total, "a configuration ran twice");
     }
 
     #[test]
