@@ -25,7 +25,6 @@ fn context() -> StepContext {
     let task =
         Task::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/penguins/task.toml")).unwrap();
     let ds = Dataset::prepare(&task).unwrap();
-    let t = &ds.target;
     let hgb = IterationBrief {
         iteration: 1,
         status: "succeeded".into(),
@@ -45,16 +44,7 @@ fn context() -> StepContext {
         next_ideas: vec![],
     };
     let mut ctx = StepContext {
-        task: TaskBrief {
-            name: task.name.clone(),
-            description: task.description.clone().unwrap_or_default(),
-            target: t.column.clone(),
-            kind: t.kind.name().into(),
-            metric: t.metric.name().into(),
-            higher_is_better: t.metric.higher_is_better(),
-            classes: t.classes.clone(),
-            positive: t.positive.clone(),
-        },
+        task: TaskBrief::new(&task, &ds.target),
         profile_text: ds.profile.render(),
         profile: ds.profile.clone(),
         iteration: 3,

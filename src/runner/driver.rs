@@ -228,13 +228,11 @@ impl Runner {
             validation_truth: Truth::Classes(vec![]),
             faults: FaultCounters::default(),
         };
-        let default_split = SplitOutput {
-            validation_fraction: 0.2,
-            stratify: runner.inputs.target.kind.is_classification(),
-            seed: runner.inputs.config.loop_.seed,
-            rationale: "default".into(),
-        };
-        runner.apply_split(&default_split)?;
+        let initial = SplitOutput::initial(
+            runner.inputs.target.kind.is_classification(),
+            runner.inputs.config.loop_.seed,
+        );
+        runner.apply_split(&initial)?;
         Ok(runner)
     }
 
@@ -487,12 +485,7 @@ impl Runner {
                     if attempt == self.inputs.config.loop_.fix_attempts {
                         return Err(StepFailure::Failed("train".into(), summary));
                     }
-                    failure = Some(Failure {
-                        script: train.script,
-                        summary,
-                        stderr_tail: tail(&outcome.stderr.text, 4000),
-                        stdout_tail: tail(&outcome.stdout.text, 1000),
-                    });
+                    failure = Some(failure_of(train.script, summary, &outcome));
                 }
             }
         }
@@ -533,12 +526,7 @@ impl Runner {
                     if attempt == self.inputs.config.loop_.fix_attempts {
                         return Err(StepFailure::Failed("infer".into(), summary));
                     }
-                    failure = Some(Failure {
-                        script: infer.script,
-                        summary,
-                        stderr_tail: tail(&outcome.stderr.text, 4000),
-                        stdout_tail: tail(&outcome.stdout.text, 1000),
-                    });
+                    failure = Some(failure_of(infer.script, summary, &outcome));
                 }
             }
         }
@@ -754,20 +742,10 @@ impl Runner {
     }
 
     fn context(&self, n: u32) -> StepContext {
-        let t = &self.inputs.target;
         let history: Vec<IterationBrief> = self.state.records.iter().map(brief).collect();
         let best = self.state.best.and_then(|(i, _)| history.iter().find(|h| h.iteration == i).cloned());
         StepContext {
-            task: TaskBrief {
-                name: self.inputs.task.name.clone(),
-                description: self.inputs.task.description.clone().unwrap_or_default(),
-                target: t.column.clone(),
-                kind: t.kind.name().into(),
-                metric: t.metric.name().into(),
-                higher_is_better: t.metric.higher_is_better(),
-                classes: t.classes.clone(),
-                positive: t.positive.clone(),
-            },
+            task: TaskBrief::new(&self.inputs.task, &self.inputs.target),
             profile_text: self.inputs.profile.render(),
             profile: self.inputs.profile.clone(),
             iteration: n,
@@ -984,6 +962,16 @@ fn model_files_of(outcome: &Outcome) -> Vec<(String, String)> {
 }
 
 /// The last `max` bytes of `text`, on a character boundary.
+/// A failed script as the agent sees it when asked to fix it.
+fn failure_of(script: String, summary: String, outcome: &Outcome) -> Failure {
+    Failure {
+        script,
+        summary,
+        stderr_tail: tail(&outcome.stderr.text, 4000),
+        stdout_tail: tail(&outcome.stdout.text, 1000),
+    }
+}
+
 fn tail(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();

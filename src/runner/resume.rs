@@ -154,12 +154,7 @@ impl Runner {
         }
         let _ = fs_err::remove_dir_all(dir.root.join("final"));
 
-        let default_split = SplitOutput {
-            validation_fraction: 0.2,
-            stratify: manifest.target.kind.is_classification(),
-            seed: config.loop_.seed,
-            rationale: "default".into(),
-        };
+        let default_split = SplitOutput::initial(manifest.target.kind.is_classification(), config.loop_.seed);
         let recorded_split = recovered.split.clone();
         let (split_id, split) = recorded_split.clone().unwrap_or((0, default_split.clone()));
         let metric = manifest.target.metric;

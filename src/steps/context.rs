@@ -11,7 +11,8 @@ use super::outputs::{
     AnalyzeOutput, ArchitectureOutput, ExploreOutput, Hyperparameter, PlanOutput, RepresentOutput,
     ScriptOutput, SplitOutput,
 };
-use crate::data::Profile;
+use crate::data::{Profile, TargetInfo};
+use crate::task::Task;
 
 /// The task as agents see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +26,21 @@ pub struct TaskBrief {
     pub higher_is_better: bool,
     pub classes: Vec<String>,
     pub positive: Option<String>,
+}
+
+impl TaskBrief {
+    pub fn new(task: &Task, target: &TargetInfo) -> Self {
+        Self {
+            name: task.name.clone(),
+            description: task.description.clone().unwrap_or_default(),
+            target: target.column.clone(),
+            kind: target.kind.name().into(),
+            metric: target.metric.name().into(),
+            higher_is_better: target.metric.higher_is_better(),
+            classes: target.classes.clone(),
+            positive: target.positive.clone(),
+        }
+    }
 }
 
 /// One earlier iteration, as later steps see it.

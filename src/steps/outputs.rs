@@ -40,6 +40,13 @@ pub struct SplitOutput {
     pub rationale: String,
 }
 
+impl SplitOutput {
+    /// The split a run starts with, before any agent has chosen one.
+    pub fn initial(classification: bool, seed: u64) -> Self {
+        Self { validation_fraction: 0.2, stratify: classification, seed, rationale: "default".into() }
+    }
+}
+
 /// Scaling of numeric columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
