@@ -79,14 +79,8 @@ for target, link in [("/etc/passwd", "/work/abs_link"), ("../../../../../../etc/
 "#;
     for backend in BACKENDS {
         let work = tempfile::tempdir().unwrap();
-        std::fs::write(work.path().join("main.py"), script).unwrap();
-        let mut cmd = bin();
-        cmd.args(["sandbox", "run", "--json", "--sandbox", backend, "--work"])
-            .arg(work.path())
-            .arg("--mount")
-            .arg(format!("{}:/data", data.path().display()))
-            .arg(work.path().join("main.py"));
-        let run = run_json(cmd);
+        let mount = format!("{}:/data", data.path().display());
+        let run = sandbox_run_with(backend, work.path(), script, &["--mount", &mount]);
         let out = run.stdout();
         assert!(!out.contains("READ"), "{backend}: {out}");
         assert!(!out.contains(HOST_SECRET) && !out.contains("root:"), "{backend}: {out}");
@@ -129,14 +123,8 @@ except Exception:
         std::fs::write(data.path().join("train.csv"), "a,b\n1,2\n").unwrap();
         let meta_before = std::fs::metadata(data.path().join("train.csv")).unwrap();
         let work = tempfile::tempdir().unwrap();
-        std::fs::write(work.path().join("main.py"), script).unwrap();
-        let mut cmd = bin();
-        cmd.args(["sandbox", "run", "--json", "--sandbox", backend, "--work"])
-            .arg(work.path())
-            .arg("--mount")
-            .arg(format!("{}:/data:ro", data.path().display()))
-            .arg(work.path().join("main.py"));
-        let run = run_json(cmd);
+        let mount = format!("{}:/data:ro", data.path().display());
+        let run = sandbox_run_with(backend, work.path(), script, &["--mount", &mount]);
         let out = run.stdout();
         assert!(!out.contains("ALLOWED"), "{backend}: {out}\n{}", run.outcome.stderr.text);
         assert_eq!(out.matches("DENIED").count(), 9, "{backend}: {out}");
@@ -506,14 +494,8 @@ for name, f in [("raw", raw), ("packet", packet), ("netlink", netlink), ("remoun
 "#
     );
     let work = tempfile::tempdir().unwrap();
-    std::fs::write(work.path().join("main.py"), script).unwrap();
-    let mut cmd = bin();
-    cmd.args(["sandbox", "run", "--json", "--sandbox", "process", "--work"])
-        .arg(work.path())
-        .arg("--mount")
-        .arg(format!("{}:/data:ro", data.path().display()))
-        .arg(work.path().join("main.py"));
-    let run = run_json(cmd);
+    let mount = format!("{}:/data:ro", data.path().display());
+    let run = sandbox_run_with("process", work.path(), &script, &["--mount", &mount]);
     let _ = holder.kill();
     let _ = holder.wait();
     let out = run.stdout();
