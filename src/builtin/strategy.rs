@@ -30,26 +30,15 @@ const HGB: Family = Family {
         ("l2_regularization", "0.0", &["0.0", "0.1", "1.0", "10.0"]),
     ],
 };
-const RF: Family = Family {
-    name: "random_forest",
-    scaled: false,
-    native_missing: false,
-    space: &[
-        ("n_estimators", "300", &["200", "300", "500"]),
-        ("max_features", "'sqrt'", &["'sqrt'", "0.3", "0.5", "1.0"]),
-        ("min_samples_leaf", "1", &["1", "2", "4", "8"]),
-    ],
-};
-const ET: Family = Family {
-    name: "extra_trees",
-    scaled: false,
-    native_missing: false,
-    space: &[
-        ("n_estimators", "300", &["200", "300", "500"]),
-        ("max_features", "'sqrt'", &["'sqrt'", "0.3", "0.5", "1.0"]),
-        ("min_samples_leaf", "1", &["1", "2", "4", "8"]),
-    ],
-};
+/// Random forests and extra trees share their knobs.
+const FOREST_SPACE: &[(&str, &str, &[&str])] = &[
+    ("n_estimators", "300", &["200", "300", "500"]),
+    ("max_features", "'sqrt'", &["'sqrt'", "0.3", "0.5", "1.0"]),
+    ("min_samples_leaf", "1", &["1", "2", "4", "8"]),
+];
+const RF: Family =
+    Family { name: "random_forest", scaled: false, native_missing: false, space: FOREST_SPACE };
+const ET: Family = Family { name: "extra_trees", scaled: false, native_missing: false, space: FOREST_SPACE };
 const LOGISTIC: Family = Family {
     name: "logistic_regression",
     scaled: true,

@@ -73,14 +73,6 @@ impl Profile {
         self.features.iter().filter(|c| c.kind == ColumnKind::Categorical).map(|c| c.name.as_str()).collect()
     }
 
-    pub fn numeric_columns(&self) -> Vec<&str> {
-        self.features.iter().filter(|c| c.kind == ColumnKind::Numeric).map(|c| c.name.as_str()).collect()
-    }
-
-    pub fn missing_cells(&self) -> usize {
-        self.features.iter().map(|c| c.missing).sum()
-    }
-
     /// A compact plain-text rendering for prompts.
     pub fn render(&self) -> String {
         let mut out = format!(
