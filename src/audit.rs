@@ -11,10 +11,12 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::data::{TargetInfo, fingerprint};
-use crate::fsx;
+use crate::guest_fs::GuestDir;
 use crate::journal::{self, Event, IterationRecord};
-use crate::runner::{Manifest, RunDir, Truth, score};
-use crate::sandbox::{Limits, Mount, Outcome, RunSpec, Sandbox};
+use crate::policy::{self, Script, ScriptKind};
+use crate::run_dir::{Manifest, RunDir};
+use crate::sandbox::{Outcome, Sandbox};
+use crate::scoring::{Truth, score};
 use crate::snapshot::{Workspace, tag_name};
 
 /// One comparison.
@@ -106,13 +108,18 @@ pub fn audit(
     let root = work.path().join("work");
     workspace.materialize(commit, &root)?;
 
-    // Data fingerprints: the snapshot's copies and the run's private labels.
+    // Data fingerprints: the snapshot's copies and the run's private labels of the split the
+    // snapshot was scored on.
     let data: serde_json::Value = serde_json::from_str(&fs_err::read_to_string(root.join("data.json"))?)?;
     let target: TargetInfo = serde_json::from_value(data["target"].clone())?;
+    let labels = match dir.validation_labels(rec.record.split_id) {
+        path if path.is_file() => path,
+        _ => dir.legacy_validation_labels(),
+    };
     for (key, path) in [
         ("train", root.join("data/train.csv")),
         ("validation_features", root.join("input/features.csv")),
-        ("validation_labels", dir.validation_labels()),
+        ("validation_labels", labels.clone()),
     ] {
         let now = fingerprint(key, &path).map(|f| f.sha256).unwrap_or_else(|e| format!("unreadable: {e}"));
         let recorded = data[key]["sha256"].as_str().unwrap_or_default();
@@ -162,28 +169,25 @@ pub fn audit(
     }
 
     let config = crate::config::RunConfig::resolve(&manifest.config, &Default::default())?;
-    let limits = Limits {
-        wall: config.sandbox.script_timeout,
-        memory_bytes: config.sandbox.memory_bytes,
-        disk_bytes: config.sandbox.disk_bytes,
-        ..Limits::default()
-    };
-    let run = |script: &str, args: Vec<String>, inference: bool| -> anyhow::Result<Outcome> {
-        let mut mounts = vec![Mount::read_write(&root, "/work")];
-        if inference {
-            mounts.push(Mount::read_only(root.join("input"), "/work/input"));
-        } else {
-            mounts.push(Mount::read_only(root.join("data"), "/work/data"));
-        }
-        let mut spec = RunSpec::new(format!("/work/{script}"), mounts);
-        spec.args = args;
-        spec.limits = limits.clone();
-        spec.seed = config.loop_.seed;
+    // The snapshot's data, moved out of its work dir so each script sees only what its kind may.
+    let data_dir = work.path().join("data");
+    let input_dir = work.path().join("input");
+    fs_err::rename(root.join("data"), &data_dir)?;
+    fs_err::rename(root.join("input"), &input_dir)?;
+    let private = [dir.holdout()];
+    let run = |kind: ScriptKind| -> anyhow::Result<Outcome> {
+        let visible = if kind.learns() { &data_dir } else { &input_dir };
+        let spec = policy::spec(
+            &Script { kind, work: &root, visible },
+            &config.sandbox,
+            config.loop_.seed,
+            &private,
+        );
         Ok(sandbox.run(&spec, &CancellationToken::new())?)
     };
     if retrain {
         fs_err::remove_dir_all(root.join("model"))?;
-        let outcome = run("train.py", vec![], false)?;
+        let outcome = run(ScriptKind::AuditTrain)?;
         checks.push(Check::new("train.py (retrained)", "exit 0", outcome.summary()));
         let model: Vec<(String, String)> = outcome
             .files
@@ -204,20 +208,24 @@ pub fn audit(
             ));
         }
     }
-    let predictions = root.join("predictions.csv");
-    let _ = fs_err::remove_file(&predictions);
-    let args =
-        vec!["--input".into(), "input/features.csv".into(), "--output".into(), "predictions.csv".into()];
-    let outcome = run("inference.py", args, true)?;
+    let kind = ScriptKind::AuditInfer;
+    let predictions = kind.predictions().expect("inference predicts");
+    let _ = fs_err::remove_file(root.join(predictions));
+    let outcome = run(kind)?;
     checks.push(Check::new("inference.py", "exit 0", outcome.summary()));
-    let now = fsx::sha256_file(&predictions).unwrap_or_else(|_| "(no predictions)".into());
+    let guest = GuestDir::open(&root)?;
+    let now = guest
+        .sha256(predictions, u64::MAX)
+        .map(|(_, sha)| sha)
+        .unwrap_or_else(|e| format!("(not read: {e})"));
     checks.push(Check::new(
         "validation predictions sha256",
         rec.record.predictions_sha256.clone().unwrap_or_default(),
         now,
     ));
-    let truth = Truth::from_csv(&dir.validation_labels(), &target).map_err(anyhow::Error::msg)?;
-    let now = score(&predictions, &target, &truth).map(|s| format_score(s.score)).unwrap_or_else(|e| e);
+    let truth = Truth::from_csv(&labels, &target).map_err(anyhow::Error::msg)?;
+    let now =
+        score(&guest, predictions, &target, &truth).map(|s| format_score(s.score)).unwrap_or_else(|e| e);
     checks.push(Check::new(
         format!("validation {}", target.metric),
         rec.record.validation_score.map(format_score).unwrap_or_default(),

@@ -98,6 +98,8 @@ pub struct LoopSection {
     pub split_iterations: Option<u32>,
     pub fix_attempts: Option<u32>,
     pub seed: Option<u64>,
+    /// Iterations run at once.
+    pub jobs: Option<u32>,
 }
 
 /// `[sandbox]` as written.
@@ -157,6 +159,8 @@ pub struct LoopConfig {
     pub split_iterations: u32,
     pub fix_attempts: u32,
     pub seed: u64,
+    /// Iterations run at once (each in its own sandbox).
+    pub jobs: u32,
 }
 
 /// Sandbox settings resolved.
@@ -181,6 +185,7 @@ pub struct Overrides {
     pub max_iterations: Option<u32>,
     pub sandbox: Option<SandboxChoice>,
     pub seed: Option<u64>,
+    pub jobs: Option<u32>,
 }
 
 /// Everything a run needs besides the task.
@@ -200,14 +205,14 @@ impl RunConfig {
             |field: &str, value: &Option<String>, default: Duration| -> Result<Duration, UserError> {
                 match value {
                     None => Ok(default),
-                    Some(text) => crate::cli::parse_duration(text)
+                    Some(text) => crate::units::parse_duration(text)
                         .map_err(|e| UserError::setup(format!("config `{field}`: {e}"))),
                 }
             };
         let bytes = |field: &str, value: &Option<String>, default: u64| -> Result<u64, UserError> {
             match value {
                 None => Ok(default),
-                Some(text) => crate::cli::parse_bytes(text)
+                Some(text) => crate::units::parse_bytes(text)
                     .map_err(|e| UserError::setup(format!("config `{field}`: {e}"))),
             }
         };
@@ -261,6 +266,7 @@ impl RunConfig {
             split_iterations: l.split_iterations.unwrap_or(1),
             fix_attempts: l.fix_attempts.unwrap_or(3),
             seed: cli.seed.or(l.seed).unwrap_or(0),
+            jobs: cli.jobs.or(l.jobs).unwrap_or(1).max(1),
         };
         let s = &file.sandbox;
         let allow_weaker = s
@@ -271,6 +277,22 @@ impl RunConfig {
                     .map_err(|e| UserError::setup(format!("config `sandbox.allow_weaker`: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(cap) = agent.settings.spend_cap_usd {
+            let unpriced = agent.unpriced_models();
+            if !unpriced.is_empty() {
+                return Err(UserError::setup(format!(
+                    "`spend_cap_usd = {cap}` cannot hold: model{} {} ha{} no price, so {} calls would count as $0",
+                    if unpriced.len() == 1 { "" } else { "s" },
+                    unpriced.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+                    if unpriced.len() == 1 { "s" } else { "ve" },
+                    if unpriced.len() == 1 { "its" } else { "their" },
+                ))
+                .with_hint(format!(
+                    "add a price to the config, e.g.\n  [agent.prices.\"{}\"]\n  input_per_million = 0.15\n  output_per_million = 0.6",
+                    unpriced[0]
+                )));
+            }
+        }
         let sandbox = SandboxConfig {
             kind: cli.sandbox.or(s.kind).unwrap_or_default(),
             python: s.python.clone(),
@@ -281,6 +303,24 @@ impl RunConfig {
             disk_bytes: bytes("sandbox.disk", &s.disk, 2 << 30)?,
         };
         Ok(Self { agent, loop_, sandbox })
+    }
+}
+
+impl AgentConfig {
+    /// Models this configuration calls that have no price (an LLM backend only).
+    pub fn unpriced_models(&self) -> Vec<String> {
+        if self.backend != BackendKind::Openai {
+            return vec![];
+        }
+        let s = &self.settings;
+        let mut models: Vec<String> = std::iter::once(&s.model)
+            .chain(s.models.values())
+            .filter(|m| !s.prices.contains_key(*m))
+            .cloned()
+            .collect();
+        models.sort();
+        models.dedup();
+        models
     }
 }
 
@@ -312,6 +352,7 @@ impl RunConfig {
                 split_iterations: Some(self.loop_.split_iterations),
                 fix_attempts: Some(self.loop_.fix_attempts),
                 seed: Some(self.loop_.seed),
+                jobs: Some(self.loop_.jobs),
             },
             sandbox: SandboxSection {
                 kind: Some(self.sandbox.kind),
@@ -375,6 +416,28 @@ mod tests {
         let text = toml::to_string(&config.to_file()).unwrap();
         let again = RunConfig::resolve(&toml::from_str(&text).unwrap(), &Overrides::default()).unwrap();
         assert_eq!(again, config);
+    }
+
+    #[test]
+    fn a_spend_cap_needs_a_price_for_every_model() {
+        let file: ConfigFile = toml::from_str(
+            "[agent]\nbackend = \"openai\"\nmodel = \"m\"\nmodels = { train = \"coder\" }\nspend_cap_usd = 1.0\n[agent.prices.m]\ninput_per_million = 1.0\noutput_per_million = 2.0\n",
+        )
+        .unwrap();
+        let err = RunConfig::resolve(&file, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("`coder` has no price"), "{err}");
+        assert!(err.hint.as_deref().unwrap_or_default().contains("[agent.prices.\"coder\"]"));
+        let mut priced = file.clone();
+        priced
+            .agent
+            .prices
+            .insert("coder".into(), crate::agent::Price { input_per_million: 3.0, output_per_million: 9.0 });
+        let config = RunConfig::resolve(&priced, &Overrides::default()).unwrap();
+        assert!(config.agent.unpriced_models().is_empty());
+        let mut uncapped = file;
+        uncapped.agent.spend_cap_usd = None;
+        let config = RunConfig::resolve(&uncapped, &Overrides::default()).unwrap();
+        assert_eq!(config.agent.unpriced_models(), ["coder"]);
     }
 
     #[test]

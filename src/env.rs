@@ -18,6 +18,27 @@ pub const CI: &str = "CI";
 /// `FaultPlan`). Never set it for real runs.
 pub const LOOP_RUNNER_FAULT: &str = "LOOP_RUNNER_FAULT";
 
+/// Removes `name` from this process's environment and overwrites its value in the block the
+/// process started with: `/proc/<pid>/environ` shows that block, and unsetting a variable alone
+/// leaves it there, readable by any process of the same user that can see this one (a script in
+/// a process sandbox without its PID namespace, say). Called for the API key right after it is
+/// read, before any other thread starts.
+pub fn scrub(name: &str) {
+    let Ok(c_name) = std::ffi::CString::new(name) else { return };
+    // SAFETY: the caller reads the key while the process is still single-threaded (before the
+    // async runtime and any sandbox thread start), so nothing reads or changes the environment
+    // concurrently. `getenv` returns a pointer to the value's bytes, which are writable: they
+    // live in the block the kernel set up at exec or in memory libc owns. Only the value's own
+    // `strlen` bytes are overwritten, so the string stays NUL-terminated.
+    unsafe {
+        let value = libc::getenv(c_name.as_ptr());
+        if !value.is_null() {
+            std::ptr::write_bytes(value, 0, libc::strlen(value));
+        }
+        std::env::remove_var(name);
+    }
+}
+
 /// The environment as loop-runner sees it.
 #[derive(Debug, Clone, Default)]
 pub struct EnvironmentOptions {

@@ -1,5 +1,6 @@
-//! File-system helpers shared by every module: hashing, atomic replacement, reading a file
-//! without following links. Errors carry the path (via `fs_err`).
+//! File-system helpers shared by every module: hashing and atomic replacement of the runner's
+//! own files. Files agent code could have written are read through [`crate::guest_fs`] instead.
+//! Errors carry the path (via `fs_err`).
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -66,17 +67,6 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
-/// Opens an existing regular file for reading without following a symbolic link in its last
-/// component: guests can plant links in directories the host later reads.
-pub fn open_no_follow(path: &Path) -> io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("opening `{}`: {e}", path.display())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,14 +85,5 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file left behind");
-    }
-
-    #[test]
-    fn open_no_follow_refuses_links() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("real"), b"x").unwrap();
-        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
-        assert!(open_no_follow(&dir.path().join("real")).is_ok());
-        assert!(open_no_follow(&dir.path().join("link")).is_err());
     }
 }

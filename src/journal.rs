@@ -30,14 +30,24 @@ pub enum Event {
         /// Isolation layers in force (process sandbox) or the WASI target.
         #[serde(default)]
         sandbox_layers: Vec<String>,
+        /// Protections that are off because a layer was waived, in words.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sandbox_waived: Vec<String>,
+        /// Models without a price: their calls count as $0 and no spend cap can hold them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unpriced_models: Vec<String>,
         loop_runner_version: String,
         prompts_sha256: String,
     },
-    /// A (re)start of the process driving the run.
+    /// A (re)start of the process driving the run. `started_at` is when the command started
+    /// (the budget counts from then).
     Session {
         started_at: String,
         elapsed_before_seconds: f64,
     },
+    /// Written when nothing else was for a while, so a run killed during a long script is
+    /// charged for that time when it resumes.
+    Heartbeat,
     SplitMade {
         split_id: u32,
         validation_fraction: f64,
@@ -59,6 +69,9 @@ pub enum Event {
         step: String,
         seconds: f64,
         attempts: u32,
+        /// Backend calls made (retries included); absent in older journals.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        calls: Option<u32>,
         cost_usd: f64,
         prompt_tokens: u64,
         completion_tokens: u64,
@@ -141,6 +154,9 @@ pub struct IterationRecord {
     pub cost_usd: f64,
     /// Seconds per step.
     pub step_seconds: Vec<(String, f64)>,
+    /// Why the analysis of a scored iteration is missing (the score and model still count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_error: Option<String>,
 }
 
 impl IterationRecord {
@@ -185,6 +201,7 @@ pub struct Journal {
     path: PathBuf,
     file: std::fs::File,
     next_seq: u64,
+    last_append: std::time::Instant,
 }
 
 impl Journal {
@@ -200,8 +217,12 @@ impl Journal {
             .open(path)
             .map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
         file.set_len(good_len).map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
-        let mut journal =
-            Self { path: path.to_path_buf(), file, next_seq: entries.last().map_or(0, |e| e.seq + 1) };
+        let mut journal = Self {
+            path: path.to_path_buf(),
+            file,
+            next_seq: entries.last().map_or(0, |e| e.seq + 1),
+            last_append: std::time::Instant::now(),
+        };
         use std::io::Seek;
         journal.file.seek(std::io::SeekFrom::End(0)).map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
         Ok(journal)
@@ -218,7 +239,13 @@ impl Journal {
         self.file.write_all(text.as_bytes()).map_err(|e| JournalError::Io(self.path.clone(), e))?;
         self.file.sync_data().map_err(|e| JournalError::Io(self.path.clone(), e))?;
         self.next_seq += 1;
+        self.last_append = std::time::Instant::now();
         Ok(entry)
+    }
+
+    /// How long since the last entry was written (by this process).
+    pub fn idle(&self) -> std::time::Duration {
+        self.last_append.elapsed()
     }
 }
 

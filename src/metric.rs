@@ -2,9 +2,11 @@
 //!
 //! An agent's own claim of a score is never used: every number loop-runner reports comes from
 //! here. Definitions follow scikit-learn's (`roc_auc_score` with one-vs-rest macro averaging for
-//! more than two classes, `f1_score(average="macro")` over the union of labels, `log_loss` with
-//! rows renormalized and probabilities clipped), and the unit tests pin values computed with
-//! scikit-learn.
+//! more than two classes over the task's classes, `f1_score(average="macro")` over the union of
+//! labels, `log_loss` as scikit-learn 1.9 computes it: rows are not renormalized, probabilities
+//! are clipped to `[eps, 1 - eps]` with the float64 machine epsilon), and the unit tests pin
+//! values computed with scikit-learn. Where scikit-learn gives `nan` (an AUC with a class absent
+//! from the scored rows), loop-runner reports the score as undefined, with the reason.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -95,10 +97,12 @@ pub enum MetricError {
     Empty,
     #[error("prediction {value} in row {row} is not a finite number")]
     NotFinite { row: usize, value: f64 },
-    #[error("roc_auc is undefined when the labels hold a single class")]
-    SingleClass,
+    #[error("roc_auc is undefined: {0}")]
+    Undefined(String),
     #[error("no probability column for class `{0}`")]
     MissingClass(String),
+    #[error("probability {value} in row {row} of class `{class}` is outside 0..=1")]
+    NotProbability { class: String, row: usize, value: f64 },
 }
 
 /// Predictions in the form a metric needs.
@@ -131,14 +135,22 @@ pub fn regression(metric: Metric, truth: &[f64], predicted: &[f64]) -> Result<f6
     })
 }
 
-/// Scores classification predictions. `positive` names the positive class for binary roc_auc
-/// (default: the larger label in sorted order, as scikit-learn does).
+/// The classes of a classification task, as the metric needs them.
+#[derive(Debug, Clone, Copy)]
+pub struct Classes<'a> {
+    /// Every class of the task (sorted); two means a binary task.
+    pub all: &'a [String],
+    /// The positive class of a binary task (default: the larger label, as scikit-learn does).
+    pub positive: Option<&'a str>,
+}
+
+/// Scores classification predictions.
 pub fn classification(
     metric: Metric,
     truth: &[String],
     labels: &[String],
     probabilities: &BTreeMap<String, Vec<f64>>,
-    positive: Option<&str>,
+    classes: Classes<'_>,
 ) -> Result<f64, MetricError> {
     if truth.is_empty() {
         return Err(MetricError::Empty);
@@ -153,37 +165,58 @@ pub fn classification(
             Ok(macro_f1(truth, labels))
         }
         Metric::RocAuc => {
-            let classes: BTreeSet<&String> = truth.iter().collect();
-            if classes.len() < 2 {
-                return Err(MetricError::SingleClass);
-            }
-            if classes.len() == 2 {
-                let positive =
-                    positive.map(str::to_string).unwrap_or_else(|| (*classes.last().unwrap()).clone());
+            let present: BTreeSet<&String> = truth.iter().collect();
+            // The task decides binary or one-vs-rest, not the rows at hand: a multiclass set
+            // that happens to hold two classes is still scored one-vs-rest over every class.
+            let all: Vec<&String> = if classes.all.is_empty() {
+                present.iter().copied().collect()
+            } else {
+                classes.all.iter().collect()
+            };
+            if all.len() <= 2 {
+                if present.len() < 2 {
+                    return Err(MetricError::Undefined(format!(
+                        "the scored rows hold only class `{}`",
+                        present.iter().next().map_or("", |c| c.as_str())
+                    )));
+                }
+                let positive = classes
+                    .positive
+                    .map(str::to_string)
+                    .unwrap_or_else(|| (*all.last().expect("two classes")).clone());
                 let scores = class_column(probabilities, &positive, truth.len())?;
                 let is_pos: Vec<bool> = truth.iter().map(|t| *t == positive).collect();
                 return Ok(binary_auc(&is_pos, scores));
             }
+            if let Some(absent) = all.iter().find(|c| !present.contains(*c)) {
+                return Err(MetricError::Undefined(format!(
+                    "class `{absent}` has no row among the scored rows (one-vs-rest needs every class)"
+                )));
+            }
             let mut total = 0.0;
-            for class in &classes {
+            for class in &all {
                 let scores = class_column(probabilities, class, truth.len())?;
                 let is_pos: Vec<bool> = truth.iter().map(|t| t == *class).collect();
                 total += binary_auc(&is_pos, scores);
             }
-            Ok(total / classes.len() as f64)
+            Ok(total / all.len() as f64)
         }
         Metric::LogLoss => {
-            let classes: BTreeSet<&String> = truth.iter().collect();
-            for class in &classes {
-                class_column(probabilities, class, truth.len())?;
+            let present: BTreeSet<&String> = truth.iter().collect();
+            for class in classes.all.iter().chain(present.iter().copied()) {
+                let column = class_column(probabilities, class, truth.len())?;
+                if let Some((row, &value)) =
+                    column.iter().enumerate().find(|(_, v)| !(0.0..=1.0).contains(*v))
+                {
+                    return Err(MetricError::NotProbability { class: class.clone(), row, value });
+                }
             }
-            let eps = 1e-15;
-            let mut total = 0.0;
-            for (row, t) in truth.iter().enumerate() {
-                let sum: f64 = probabilities.values().map(|col| col[row].max(0.0)).sum();
-                let p = probabilities[t][row].max(0.0) / if sum > 0.0 { sum } else { 1.0 };
-                total -= p.clamp(eps, 1.0 - eps).ln();
-            }
+            let eps = f64::EPSILON;
+            let total: f64 = truth
+                .iter()
+                .enumerate()
+                .map(|(row, t)| -probabilities[t][row].clamp(eps, 1.0 - eps).ln())
+                .sum();
             Ok(total / truth.len() as f64)
         }
         other => unreachable!("{other} is not a classification metric"),
@@ -283,15 +316,18 @@ mod tests {
         let pb = vec![0.1, 0.4, 0.35, 0.8, 0.9, 0.35];
         let pa: Vec<f64> = pb.iter().map(|p| 1.0 - p).collect();
         let probs = BTreeMap::from([("a".to_string(), pa), ("b".to_string(), pb)]);
-        close(classification(Metric::Accuracy, &truth, &labels, &probs, None).unwrap(), 4.0 / 6.0);
-        close(classification(Metric::MacroF1, &truth, &labels, &probs, None).unwrap(), 0.6666666666666666);
+        let ab = s(&["a", "b"]);
+        let c = Classes { all: &ab, positive: None };
+        close(classification(Metric::Accuracy, &truth, &labels, &probs, c).unwrap(), 4.0 / 6.0);
+        close(classification(Metric::MacroF1, &truth, &labels, &probs, c).unwrap(), 0.6666666666666666);
         // roc_auc_score([0,1,1,0,1,0], [0.1,0.4,0.35,0.8,0.9,0.35]) with a tie at 0.35
-        close(classification(Metric::RocAuc, &truth, &labels, &probs, None).unwrap(), 0.7222222222222222);
+        close(classification(Metric::RocAuc, &truth, &labels, &probs, c).unwrap(), 0.7222222222222222);
+        let positive_a = Classes { all: &ab, positive: Some("a") };
         close(
-            classification(Metric::RocAuc, &truth, &labels, &probs, Some("a")).unwrap(),
+            classification(Metric::RocAuc, &truth, &labels, &probs, positive_a).unwrap(),
             0.7222222222222222,
         );
-        close(classification(Metric::LogLoss, &truth, &labels, &probs, None).unwrap(), 0.7028424527025067);
+        close(classification(Metric::LogLoss, &truth, &labels, &probs, c).unwrap(), 0.7028424527025067);
     }
 
     #[test]
@@ -302,15 +338,74 @@ mod tests {
         let py = vec![0.2, 0.6, 0.5, 0.3, 0.3, 0.2, 0.4];
         let pz = vec![0.1, 0.3, 0.3, 0.1, 0.5, 0.7, 0.3];
         let probs = BTreeMap::from([("x".into(), px), ("y".into(), py), ("z".into(), pz)]);
-        close(classification(Metric::Accuracy, &truth, &labels, &probs, None).unwrap(), 4.0 / 7.0);
-        close(classification(Metric::MacroF1, &truth, &labels, &probs, None).unwrap(), 0.5666666666666668);
-        close(classification(Metric::RocAuc, &truth, &labels, &probs, None).unwrap(), 0.85);
-        close(classification(Metric::LogLoss, &truth, &labels, &probs, None).unwrap(), 0.7638456497696078);
+        let xyz = s(&["x", "y", "z"]);
+        let c = Classes { all: &xyz, positive: None };
+        close(classification(Metric::Accuracy, &truth, &labels, &probs, c).unwrap(), 4.0 / 7.0);
+        close(classification(Metric::MacroF1, &truth, &labels, &probs, c).unwrap(), 0.5666666666666668);
+        close(classification(Metric::RocAuc, &truth, &labels, &probs, c).unwrap(), 0.85);
+        close(classification(Metric::LogLoss, &truth, &labels, &probs, c).unwrap(), 0.7638456497696078);
         let missing = BTreeMap::from([("x".to_string(), vec![0.5; 7])]);
         assert!(matches!(
-            classification(Metric::RocAuc, &truth, &labels, &missing, None),
+            classification(Metric::RocAuc, &truth, &labels, &missing, c),
             Err(MetricError::MissingClass(_))
         ));
+    }
+
+    #[test]
+    fn log_loss_clips_like_sklearn_and_does_not_renormalize() {
+        let ab = s(&["a", "b"]);
+        let c = Classes { all: &ab, positive: None };
+        // log_loss(["a", "b"], [[0.0, 1.0], [0.0, 1.0]], labels=["a", "b"]) == 18.021826694558577
+        let zero = BTreeMap::from([("a".to_string(), vec![0.0, 0.0]), ("b".to_string(), vec![1.0, 1.0])]);
+        close(
+            classification(Metric::LogLoss, &s(&["a", "b"]), &s(&["b", "b"]), &zero, c).unwrap(),
+            18.021826694558577,
+        );
+        // Rows that do not sum to one are taken as given:
+        // log_loss(["x", "y", "x"], [[0.5, 0.2, 0.1], [0.1, 0.6, 0.1], [0.7, 0.1, 0.1]],
+        //          labels=["x", "y", "z"]) == 0.5202159160882228
+        let xyz = s(&["x", "y", "z"]);
+        let short = BTreeMap::from([
+            ("x".to_string(), vec![0.5, 0.1, 0.7]),
+            ("y".to_string(), vec![0.2, 0.6, 0.1]),
+            ("z".to_string(), vec![0.1, 0.1, 0.1]),
+        ]);
+        let three = Classes { all: &xyz, positive: None };
+        let truth = s(&["x", "y", "x"]);
+        close(classification(Metric::LogLoss, &truth, &truth, &short, three).unwrap(), 0.5202159160882228);
+        let over = BTreeMap::from([("a".to_string(), vec![1.5, 0.0]), ("b".to_string(), vec![0.0, 1.0])]);
+        assert!(matches!(
+            classification(Metric::LogLoss, &s(&["a", "b"]), &s(&["a", "b"]), &over, c),
+            Err(MetricError::NotProbability { .. })
+        ));
+    }
+
+    #[test]
+    fn auc_with_an_absent_class_is_undefined_not_binary() {
+        // A multiclass task whose scored rows hold two of its three classes: scikit-learn's
+        // roc_auc_score(y, p, multi_class="ovr", labels=["x", "y", "z"]) gives nan.
+        let xyz = s(&["x", "y", "z"]);
+        let c = Classes { all: &xyz, positive: None };
+        let truth = s(&["x", "y", "x", "y"]);
+        let probs = BTreeMap::from([
+            ("x".to_string(), vec![0.6, 0.2, 0.5, 0.1]),
+            ("y".to_string(), vec![0.3, 0.5, 0.2, 0.8]),
+            ("z".to_string(), vec![0.1, 0.3, 0.3, 0.1]),
+        ]);
+        let err = classification(Metric::RocAuc, &truth, &truth, &probs, c).unwrap_err();
+        assert!(err.to_string().contains("class `z` has no row"), "{err}");
+        // A binary task scored on rows of one class: undefined too (scikit-learn: nan).
+        let ab = s(&["a", "b"]);
+        let one = BTreeMap::from([("a".to_string(), vec![0.4, 0.3]), ("b".to_string(), vec![0.6, 0.7])]);
+        let err = classification(
+            Metric::RocAuc,
+            &s(&["a", "a"]),
+            &s(&["a", "a"]),
+            &one,
+            Classes { all: &ab, positive: None },
+        )
+        .unwrap_err();
+        assert!(matches!(err, MetricError::Undefined(_)), "{err}");
     }
 
     #[test]

@@ -8,9 +8,12 @@
 //!
 //! Tree contents depend only on file contents, so a replayed run reproduces tree hashes.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use git2::{FileMode, Oid, Repository, Signature};
+
+use crate::guest_fs::{GuestDir, Passed, WalkLimits};
 
 const ITERATIONS: &str = "refs/heads/iterations";
 const BEST: &str = "refs/heads/best";
@@ -22,6 +25,56 @@ pub struct SnapshotError {
     pub context: String,
     #[source]
     pub source: git2::Error,
+}
+
+/// Where a file of a new snapshot comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Bytes the runner holds (scripts, metadata).
+    Bytes(Vec<u8>),
+    /// A file the runner wrote itself (e.g. the training rows).
+    Runner(PathBuf),
+    /// A file a script wrote, by its path in [`Tree::guest`] (read without following links).
+    Guest(String),
+}
+
+/// The files of a snapshot: what a script left in its work directory, then the runner's own
+/// files, which win over any file of the same name.
+#[derive(Debug, Default)]
+pub struct Tree<'a> {
+    guest: Option<&'a GuestDir>,
+    files: BTreeMap<String, Source>,
+}
+
+impl<'a> Tree<'a> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes every regular file under `dir` except those whose first path component is in
+    /// `reserved` (names the runner supplies); returns what was passed over and why.
+    pub fn guest_files(&mut self, dir: &'a GuestDir, reserved: &[&str]) -> Vec<Passed> {
+        self.guest = Some(dir);
+        let (files, mut passed) = dir.walk(WalkLimits::default());
+        for file in files {
+            let top = file.rel.split('/').next().unwrap_or_default();
+            if reserved.contains(&top) {
+                passed.push(Passed { rel: file.rel, reason: "the runner supplies this file".into() });
+            } else {
+                self.files.insert(file.rel.clone(), Source::Guest(file.rel));
+            }
+        }
+        passed
+    }
+
+    /// Adds (or replaces) a file.
+    pub fn insert(&mut self, path: impl Into<String>, source: Source) {
+        self.files.insert(path.into(), source);
+    }
+
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.files.keys().map(String::as_str)
+    }
 }
 
 /// A committed iteration.
@@ -66,18 +119,16 @@ impl Workspace {
         move |source| SnapshotError { path: self.path.clone(), context, source }
     }
 
-    /// Commits the files under `dir` plus `extra` (repository path, host file) as iteration
-    /// `iteration`; moves `best` there when `best` is true.
+    /// Commits `files` as iteration `iteration`; moves `best` there when `best` is true.
     pub fn commit_iteration(
         &self,
-        dir: &Path,
-        extra: &[(String, PathBuf)],
+        files: &Tree<'_>,
         iteration: u32,
         message: &str,
         best: bool,
         between: &dyn Fn(),
     ) -> Result<Committed, SnapshotError> {
-        let tree_oid = self.tree_of(dir, extra).map_err(self.err(format!("storing `{}`", dir.display())))?;
+        let tree_oid = self.tree_of(files).map_err(self.err(format!("storing iteration {iteration}")))?;
         let tree = self.repo.find_tree(tree_oid).map_err(self.err("reading the new tree"))?;
         let signature =
             Signature::now("loop-runner", "loop-runner@localhost").map_err(self.err("signing"))?;
@@ -246,37 +297,49 @@ impl Workspace {
         Ok(files)
     }
 
-    /// Builds a tree from a directory (links and special files skipped) plus extra files.
-    fn tree_of(&self, dir: &Path, extra: &[(String, PathBuf)]) -> Result<Oid, git2::Error> {
-        let mut files: Vec<(String, PathBuf)> = Vec::new();
-        collect_files(dir, String::new(), &mut files).map_err(|e| git2::Error::from_str(&e.to_string()))?;
-        files.extend(extra.iter().cloned());
-        files.sort_by(|a, b| a.0.cmp(&b.0));
-        files.dedup_by(|a, b| a.0 == b.0);
+    /// Stores every file of `files` and builds the tree.
+    fn tree_of(&self, files: &Tree<'_>) -> Result<Oid, git2::Error> {
         let mut entries = Vec::new();
-        for (rel, host) in files {
-            let oid = self.store_blob(&host)?;
-            entries.push((rel, oid));
+        for (rel, source) in &files.files {
+            let oid = match source {
+                Source::Bytes(bytes) => self.repo.blob(bytes)?,
+                Source::Runner(host) => {
+                    let file = fs_err::File::open(host).map_err(|e| git2::Error::from_str(&e.to_string()))?;
+                    self.store_blob(file.into_parts().0)?
+                }
+                Source::Guest(rel) => {
+                    let dir = files.guest.ok_or_else(|| git2::Error::from_str("no guest directory"))?;
+                    let file = dir.open_file(rel).map_err(|e| git2::Error::from_str(&e.to_string()))?;
+                    self.store_blob(file)?
+                }
+            };
+            entries.push((rel.clone(), oid));
         }
         self.build_tree(&entries, "")
     }
 
-    /// Stores a file as a blob, unless the same content is stored already. Large files are
-    /// written as loose objects holding an uncompressed (stored) zlib stream: model files are
-    /// mostly incompressible, and deflating hundreds of megabytes would cost seconds per commit.
-    /// Any git reads such objects.
-    fn store_blob(&self, path: &Path) -> Result<Oid, git2::Error> {
-        let oid = Oid::hash_file(git2::ObjectType::Blob, path)?;
-        let odb = self.repo.odb()?;
-        if odb.exists(oid) {
+    /// Stores an open file as a blob, unless the same content is stored already. Large files
+    /// are written as loose objects holding an uncompressed (stored) zlib stream: model files
+    /// are mostly incompressible, and deflating hundreds of megabytes would cost seconds per
+    /// commit. Any git reads such objects.
+    fn store_blob(&self, mut file: std::fs::File) -> Result<Oid, git2::Error> {
+        use std::io::{Read, Seek};
+        let io = |e: std::io::Error| git2::Error::from_str(&e.to_string());
+        let size = file.metadata().map_err(io)?.len();
+        if size < LARGE_BLOB {
+            let mut bytes = Vec::with_capacity(size as usize);
+            (&mut file).take(size).read_to_end(&mut bytes).map_err(io)?;
+            return self.repo.blob(&bytes);
+        }
+        // The open file, by descriptor: the same inode that was checked, whatever its name is now.
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file)));
+        let oid = Oid::hash_file(git2::ObjectType::Blob, &by_fd)?;
+        if self.repo.odb()?.exists(oid) {
             return Ok(oid);
         }
-        let size = std::fs::metadata(path).map_err(|e| git2::Error::from_str(&e.to_string()))?.len();
-        if size < LARGE_BLOB {
-            return self.repo.blob_path(path);
-        }
-        write_stored_loose_object(&self.repo.path().join("objects"), oid, path, size)
-            .map_err(|e| git2::Error::from_str(&format!("writing `{}` into git: {e}", path.display())))?;
+        file.rewind().map_err(io)?;
+        write_stored_loose_object(&self.repo.path().join("objects"), oid, file, size)
+            .map_err(|e| git2::Error::from_str(&format!("writing a {size}-byte file into git: {e}")))?;
         Ok(oid)
     }
 
@@ -310,9 +373,14 @@ impl Workspace {
 /// Files from this size on skip zlib compression.
 const LARGE_BLOB: u64 = 8 << 20;
 
-/// Writes `path` as the loose object `oid`: `zlib(stored)("blob <size>\0" + content)`, via a
+/// Writes `file` as the loose object `oid`: `zlib(stored)("blob <size>\0" + content)`, via a
 /// temporary file renamed into place.
-fn write_stored_loose_object(objects: &Path, oid: Oid, path: &Path, size: u64) -> std::io::Result<()> {
+fn write_stored_loose_object(
+    objects: &Path,
+    oid: Oid,
+    file: std::fs::File,
+    size: u64,
+) -> std::io::Result<()> {
     use std::io::Write;
     let hex = oid.to_string();
     let dir = objects.join(&hex[..2]);
@@ -324,27 +392,16 @@ fn write_stored_loose_object(objects: &Path, oid: Oid, path: &Path, size: u64) -
             flate2::Compression::none(),
         );
         encoder.write_all(format!("blob {size}\0").as_bytes())?;
-        std::io::copy(&mut fs_err::File::open(path)?, &mut encoder)?;
+        let copied = std::io::copy(&mut std::io::Read::take(file, size), &mut encoder)?;
+        if copied != size {
+            return Err(std::io::Error::other(format!(
+                "the file shrank while it was stored ({copied} of {size} bytes)"
+            )));
+        }
         encoder.finish()?.flush()?;
     }
     tmp.as_file().sync_all()?;
     tmp.persist(dir.join(&hex[2..])).map_err(|e| e.error)?;
-    Ok(())
-}
-
-fn collect_files(dir: &Path, prefix: String, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let kind = entry.file_type()?;
-        let rel = format!("{prefix}{name}");
-        if kind.is_dir() {
-            collect_files(&entry.path(), format!("{rel}/"), out)?;
-        } else if kind.is_file() {
-            out.push((rel, entry.path()));
-        }
-    }
     Ok(())
 }
 
@@ -358,21 +415,31 @@ mod tests {
         let ws = Workspace::open_or_init(&root.path().join("workspace")).unwrap();
         let iter = root.path().join("iter");
         std::fs::create_dir_all(iter.join("model/sub")).unwrap();
+        std::fs::create_dir_all(iter.join("data")).unwrap();
         std::fs::write(iter.join("train.py"), "print(1)\n").unwrap();
         std::fs::write(iter.join("model/sub/w.bin"), [1u8, 2, 3]).unwrap();
+        // A script's own copy of a file the runner supplies does not make it into the snapshot.
+        std::fs::write(iter.join("data/train.csv"), "forged\n").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", iter.join("link")).unwrap();
         let data = root.path().join("train.csv");
         std::fs::write(&data, "a,b\n").unwrap();
-        let extra = [("data/train.csv".to_string(), data)];
-        let first = ws.commit_iteration(&iter, &extra, 1, "iter 1", true, &|| {}).unwrap();
+        let guest = GuestDir::open(&iter).unwrap();
+        fn tree<'a>(guest: &'a GuestDir, data: &Path) -> Tree<'a> {
+            let mut tree = Tree::new();
+            let passed = tree.guest_files(guest, &["data"]);
+            assert!(passed.iter().any(|p| p.rel == "link"), "{passed:?}");
+            tree.insert("data/train.csv", Source::Runner(data.to_path_buf()));
+            tree
+        }
+        let first = ws.commit_iteration(&tree(&guest, &data), 1, "iter 1", true, &|| {}).unwrap();
         assert_eq!(first.tag, "iter-0001");
         let checked_out = root.path().join("workspace");
         assert_eq!(std::fs::read_to_string(checked_out.join("train.py")).unwrap(), "print(1)\n");
         assert_eq!(std::fs::read(checked_out.join("model/sub/w.bin")).unwrap(), [1, 2, 3]);
-        assert!(checked_out.join("data/train.csv").is_file());
+        assert_eq!(std::fs::read_to_string(checked_out.join("data/train.csv")).unwrap(), "a,b\n");
         assert!(!checked_out.join("link").exists(), "links are not committed");
         std::fs::write(iter.join("train.py"), "print(2)\n").unwrap();
-        let second = ws.commit_iteration(&iter, &extra, 2, "iter 2", false, &|| {}).unwrap();
+        let second = ws.commit_iteration(&tree(&guest, &data), 2, "iter 2", false, &|| {}).unwrap();
         assert_ne!(first.tree, second.tree);
         assert_eq!(ws.best().unwrap().to_string(), first.commit, "best did not move");
         assert_eq!(std::fs::read_to_string(checked_out.join("train.py")).unwrap(), "print(1)\n");
@@ -382,12 +449,12 @@ mod tests {
         assert_eq!(names, ["data/train.csv", "model/sub/w.bin", "train.py"]);
         // Same content, same tree: what replay relies on.
         std::fs::write(iter.join("train.py"), "print(1)\n").unwrap();
-        let third = ws.commit_iteration(&iter, &extra, 3, "iter 3", false, &|| {}).unwrap();
+        let third = ws.commit_iteration(&tree(&guest, &data), 3, "iter 3", false, &|| {}).unwrap();
         assert_eq!(third.tree, first.tree);
         // A large file takes the uncompressed path and reads back intact.
         let big: Vec<u8> = (0..(LARGE_BLOB + 12345)).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(iter.join("model/big.bin"), &big).unwrap();
-        let fourth = ws.commit_iteration(&iter, &extra, 4, "iter 4", true, &|| {}).unwrap();
+        let fourth = ws.commit_iteration(&tree(&guest, &data), 4, "iter 4", true, &|| {}).unwrap();
         assert_eq!(std::fs::read(checked_out.join("model/big.bin")).unwrap(), big);
         let git_fsck =
             std::process::Command::new("git").arg("-C").arg(&checked_out).args(["fsck", "--strict"]).output();

@@ -57,7 +57,7 @@ fn question(prompt: &str) -> Ask<'_> {
 }
 
 async fn ask(agent: &Agent, prompt: &str) -> Result<Plan, AgentError> {
-    agent.ask::<Plan>(question(prompt), &no_rules).await.map(|a| a.value)
+    agent.ask::<Plan>(question(prompt), &no_rules).await.map(|a| a.value).map_err(|e| e.error)
 }
 
 #[tokio::test]
@@ -110,9 +110,12 @@ async fn always_bad_fails_the_step_with_every_attempt() {
     };
     let err = agent.ask::<Plan>(question("plan it"), &rule).await.unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, AgentError::Invalid { ref attempts, .. } if attempts.len() == 3), "{text}");
+    assert!(matches!(err.error, AgentError::Invalid { ref attempts, .. } if attempts.len() == 3), "{text}");
     assert_eq!(text.matches("svm is not available").count(), 3, "{text}");
     assert!(text.contains("attempt 3"), "{text}");
+    // Three paid answers were rejected: what they cost still counts.
+    assert_eq!((err.spent.attempts, err.spent.calls), (3, 3));
+    assert!(err.spent.usage.prompt_tokens > 0 && err.spent.usage.completion_tokens > 0, "{:?}", err.spent);
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use loop_runner::journal::IterationRecord;
 use loop_runner::report::{ReportData, StepTotals, markdown, svg_plot};
 use loop_runner::steps::{
     self, ArchitectureOutput, Hyperparameter, IterationBrief, PlanOutput, RepresentOutput, ScriptOutput,
-    Step, StepContext, TaskBrief,
+    Step, StepContext, TaskBrief, TrainOutput,
 };
 use loop_runner::task::Task;
 
@@ -73,7 +73,12 @@ fn context() -> StepContext {
         hyperparameters: vec![Hyperparameter { name: "C".into(), value: "1.0".into() }],
         rationale: "simple".into(),
     });
-    ctx.current.train = Some(ScriptOutput { script: "# train.py\n".into(), notes: String::new() });
+    ctx.current.train = Some(TrainOutput {
+        script: "# train.py\n".into(),
+        family: "logistic_regression".into(),
+        hyperparameters: vec![Hyperparameter { name: "C".into(), value: "1.0".into() }],
+        notes: String::new(),
+    });
     ctx
 }
 
@@ -98,6 +103,7 @@ fn step_schemas() {
         ("represent", schema_of::<RepresentOutput>()),
         ("architecture", schema_of::<ArchitectureOutput>()),
         ("script", schema_of::<ScriptOutput>()),
+        ("train", schema_of::<TrainOutput>()),
     ]);
     for (name, (_, strict)) in &schemas {
         assert!(strict, "the {name} schema must allow strict structured output");
@@ -122,6 +128,7 @@ fn report_markdown_and_plot() {
         seconds: 2.5,
         cost_usd: 0.0,
         step_seconds: vec![],
+        analysis_error: None,
     };
     let data = ReportData {
         run_id: "penguins-20261123-000000".into(),
@@ -157,6 +164,8 @@ fn report_markdown_and_plot() {
             },
         )]),
         cost_usd: 0.0,
+        unpriced_models: vec![],
+        sandbox_waived: vec![],
         environment: None,
     };
     settings().bind(|| {

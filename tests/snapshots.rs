@@ -85,19 +85,20 @@ fn audit_catches_a_tampered_model_script_or_data_file() {
         String::from_utf8_lossy(&o.stderr)
     );
 
-    // The runner's private validation labels changed.
+    // The runner's private validation labels (of the split the snapshot was scored on) changed.
     let (_keep, run) = copy_of_run();
-    let labels = run.join("holdout/validation.csv");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("workspace/metrics.json")).unwrap()).unwrap();
+    let split = metrics["split"]["id"].as_u64().unwrap();
+    let name = format!("holdout/validation-{split}.csv");
+    let labels = run.join(&name);
     let text = std::fs::read_to_string(&labels).unwrap();
     let tampered = text.replacen("Adelie", "Gentoo", 1);
     std::fs::write(&labels, tampered).unwrap();
     let o = audit(&run, &[]);
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
-    assert!(
-        out.lines().any(|l| l.starts_with("data holdout/validation.csv") && l.contains("MISMATCH")),
-        "{out}"
-    );
+    assert!(out.lines().any(|l| l.starts_with(&format!("data {name}")) && l.contains("MISMATCH")), "{out}");
 }
 
 #[test]

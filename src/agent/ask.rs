@@ -86,6 +86,17 @@ pub struct Ask<'a> {
     pub context: serde_json::Value,
 }
 
+/// What one question cost, whether or not it got an answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spent {
+    /// Answers asked for (validation attempts).
+    pub attempts: u32,
+    /// Backend calls made, retried tries included.
+    pub calls: u32,
+    pub usage: Usage,
+    pub cost_usd: f64,
+}
+
 /// A validated answer and what it cost.
 #[derive(Debug, Clone)]
 pub struct Answer<T> {
@@ -95,6 +106,27 @@ pub struct Answer<T> {
     pub cost_usd: f64,
     pub latency: Duration,
     pub model: String,
+    pub spent: Spent,
+}
+
+/// A question that got no answer, and what it cost anyway (paid calls that were rejected or
+/// followed by a failure still count against the spend cap).
+#[derive(Debug)]
+pub struct AskError {
+    pub error: AgentError,
+    pub spent: Spent,
+}
+
+impl std::fmt::Display for AskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for AskError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
 }
 
 /// Why a question got no answer.
@@ -195,30 +227,40 @@ impl Agent {
         &self,
         ask: Ask<'_>,
         validate: &(dyn Fn(&T) -> Vec<String> + Send + Sync),
+    ) -> Result<Answer<T>, AskError> {
+        let mut spent = Spent::default();
+        self.ask_counting(ask, validate, &mut spent).await.map_err(|error| AskError { error, spent })
+    }
+
+    async fn ask_counting<T: StepOutput>(
+        &self,
+        ask: Ask<'_>,
+        validate: &(dyn Fn(&T) -> Vec<String> + Send + Sync),
+        spent: &mut Spent,
     ) -> Result<Answer<T>, AgentError> {
         let (schema, strict) = schema_of::<T>();
         let validator = jsonschema::validator_for(&schema).expect("generated schemas compile");
         let schema_name = schema_name::<T>();
         let mut conversation = vec![Message::user(ask.prompt)];
         let mut rejected: Vec<Vec<String>> = Vec::new();
-        let mut total = Usage::default();
-        let mut cost = 0.0;
         let started = Instant::now();
         for attempt in 1..=self.settings.max_attempts.max(1) {
             let question = Question { ask: &ask, schema: &schema, strict, schema_name: &schema_name };
-            let (reply, call_cost, record) = self.call(&question, attempt, &conversation).await?;
-            total += reply.usage;
-            cost += call_cost;
+            spent.attempts = attempt;
+            let (reply, call_cost, record) = self.call(&question, attempt, &conversation, spent).await?;
+            spent.usage += reply.usage;
+            spent.cost_usd += call_cost;
             match check::<T>(&reply.content, &validator, validate) {
                 Ok(value) => {
                     self.write(Record { verdict: Verdict::Accepted, ..record })?;
                     return Ok(Answer {
                         value,
                         attempts: attempt,
-                        usage: total,
-                        cost_usd: cost,
+                        usage: spent.usage,
+                        cost_usd: spent.cost_usd,
                         latency: started.elapsed(),
                         model: reply.model,
+                        spent: *spent,
                     });
                 }
                 Err(problems) => {
@@ -241,6 +283,7 @@ impl Agent {
         q: &Question<'_>,
         attempt: u32,
         conversation: &[Message],
+        spent: &mut Spent,
     ) -> Result<(Reply, f64, Record), AgentError> {
         let ask = q.ask;
         let mut try_number = 0;
@@ -259,6 +302,7 @@ impl Agent {
                 }
             }
             let request = self.request(q, attempt, conversation);
+            spent.calls += 1;
             let started = Instant::now();
             let result = tokio::select! {
                 biased;

@@ -14,7 +14,7 @@ mod secret;
 mod spend;
 mod transcript;
 
-pub use ask::{Agent, AgentError, AgentSettings, Answer, Ask, StructuredOutput};
+pub use ask::{Agent, AgentError, AgentSettings, Answer, Ask, AskError, Spent, StructuredOutput};
 pub use backend::{Backend, BackendError, BoxFuture, Message, OutputMode, Reply, Request, Role, Usage};
 pub use openai::OpenAiBackend;
 pub use replay::{ReplayBackend, first_difference};

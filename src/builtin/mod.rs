@@ -11,7 +11,7 @@ use crate::agent::{Backend, BackendError, BoxFuture, Reply, Request, Usage};
 use crate::data::ColumnKind;
 use crate::steps::{
     AnalyzeOutput, ArchitectureOutput, CategoricalTreatment, ExploreOutput, MissingTreatment,
-    NumericTreatment, PlanOutput, RepresentOutput, ScriptOutput, SplitOutput, Step, StepContext,
+    NumericTreatment, PlanOutput, RepresentOutput, ScriptOutput, SplitOutput, Step, StepContext, TrainOutput,
 };
 use strategy::{Choice, best_per_family, choose, render_params};
 pub use strategy::{ENSEMBLE, families};
@@ -78,9 +78,19 @@ pub fn answer(step: Step, context: &StepContext) -> Result<String, String> {
             let choice = if context.failure.is_some() { safe_choice(context) } else { choice };
             let representation =
                 if context.failure.is_some() { safe_representation(context) } else { representation };
-            json(&ScriptOutput {
+            json(&TrainOutput {
                 script: scripts::train_script(context, &choice, &representation),
-                notes: format!("{} ({})", choice.family_name(), render_params(&choice.hyperparameters())),
+                family: choice.family_name().to_string(),
+                hyperparameters: choice.hyperparameters(),
+                notes: if context.failure.is_some() {
+                    format!(
+                        "The planned configuration failed; falling back to {} with defaults ({}).",
+                        choice.family_name(),
+                        render_params(&choice.hyperparameters())
+                    )
+                } else {
+                    format!("{} ({})", choice.family_name(), render_params(&choice.hyperparameters()))
+                },
             })
         }
         Step::Infer => json(&ScriptOutput {

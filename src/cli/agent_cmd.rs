@@ -24,7 +24,7 @@ struct Check {
 }
 
 pub fn check(_ctx: &Context, args: &AgentCheckArgs) -> anyhow::Result<i32> {
-    let key = api_key(args.api_key_env.as_deref(), &args.base_url)?;
+    let key = api_key(Some(&args.api_key_env), &args.base_url)?;
     let backend = OpenAiBackend::new(&args.base_url, key.as_ref(), args.timeout)
         .map_err(|e| crate::error::UserError::setup(format!("cannot set up the client: {e}")))?;
     let settings = AgentSettings {
@@ -77,7 +77,7 @@ pub fn check(_ctx: &Context, args: &AgentCheckArgs) -> anyhow::Result<i32> {
             println!("tokens:      {} in, {} out", a.usage.prompt_tokens, a.usage.completion_tokens);
             Ok(exit_code::SUCCESS)
         }
-        Err(e) => Err(anyhow::Error::new(e)
+        Err(e) => Err(anyhow::Error::new(e.error)
             .context(format!("the server at {} did not give a usable answer", args.base_url))),
     }
 }

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::sandbox::Mount;
 use crate::sandbox::wasi::Flavor;
+pub use crate::units::{parse_bytes, parse_duration};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -75,12 +76,17 @@ pub struct RunArgs {
     /// The task file [default: task.toml in the current directory].
     #[arg(long, value_name = "PATH")]
     pub task: Option<PathBuf>,
-    /// Hard wall-clock limit for the whole run, final evaluation included, e.g. 30m, 6h.
+    /// Hard wall-clock limit for the whole run, e.g. 30m, 6h. It counts from the moment the
+    /// command starts: loading the data, opening the sandbox (a first-time compile, if
+    /// `loop-runner setup` was not run) and the final evaluation are all inside it.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub budget: Option<Duration>,
     /// Stop after this many iterations.
     #[arg(long, value_name = "N")]
     pub iterations: Option<u32>,
+    /// Iterations run at once, each in its own sandbox [default: 1, or the config file's].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
     /// Where run directories are created.
     #[arg(long, value_name = "DIR", default_value = "runs")]
     pub runs_dir: PathBuf,
@@ -179,9 +185,10 @@ pub struct AgentCheckArgs {
     pub base_url: String,
     #[arg(long, value_name = "NAME")]
     pub model: String,
-    /// Environment variable holding the API key (none for local servers that need none).
-    #[arg(long, value_name = "NAME")]
-    pub api_key_env: Option<String>,
+    /// Environment variable holding the API key, read as `run` reads it (a local server that
+    /// needs no key works without it being set).
+    #[arg(long, value_name = "NAME", default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
     /// Per-call timeout.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -361,59 +368,9 @@ pub struct BenchSandboxArgs {
     pub wasi_only: bool,
 }
 
-/// Parses `30s`, `10m`, `6h`, `1h30m`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    if let Ok(secs) = text.parse::<f64>()
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        return Ok(Duration::from_secs_f64(secs));
-    }
-    humantime::parse_duration(text)
-        .map_err(|e| format!("`{text}` is not a duration like 30s, 10m or 6h ({e})"))
-}
-
-/// Parses `512MiB`, `2GiB`, `1G`, `100k`, or a bare number of bytes. Suffixes are binary.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("`{text}` is not a size like 512MiB or 2GiB"))?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        other => {
-            return Err(format!("unknown size unit `{other}` in `{text}`: use KiB, MiB, GiB"));
-        }
-    };
-    Ok((value * scale as f64) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(6 * 3600));
-        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
-        assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_bytes("512MiB").unwrap(), 512 << 20);
-        assert_eq!(parse_bytes("2GiB").unwrap(), 2 << 30);
-        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
-        assert_eq!(parse_bytes("100").unwrap(), 100);
-        assert_eq!(parse_bytes("1.5k").unwrap(), 1536);
-        assert!(parse_bytes("5 parsecs").is_err());
-    }
 
     #[test]
     fn cli_is_consistent() {

@@ -119,6 +119,7 @@ pub fn quality(ctx: &Context, args: &super::args::BenchQualityArgs) -> anyhow::R
             budget: Some(args.budget),
             stop_after: None,
             faults: Default::default(),
+            started: std::time::Instant::now(),
         };
         let summary = runtime.block_on(async {
             let mut runner = Runner::create(

@@ -14,6 +14,8 @@ use crate::error::{UserError, exit_code_for, render};
 
 /// What every command gets: resolved once, passed down.
 pub struct Context {
+    /// When the command started: a run's budget counts from here.
+    pub started: std::time::Instant,
     pub env: EnvironmentOptions,
     pub printer: Printer,
     pub home: PathBuf,
@@ -21,18 +23,24 @@ pub struct Context {
 }
 
 impl Context {
-    fn resolve(cli: &Cli, env: EnvironmentOptions, log_file: LogFile) -> anyhow::Result<Self> {
+    fn resolve(
+        cli: &Cli,
+        env: EnvironmentOptions,
+        log_file: LogFile,
+        started: std::time::Instant,
+    ) -> anyhow::Result<Self> {
         let printer = Printer::from_process(&env, cli.global.verbose);
         let home = cli.global.home.clone().or_else(|| env.default_home()).ok_or_else(|| {
             UserError::setup("no loop-runner home directory: HOME is not set")
                 .with_hint("set LOOP_RUNNER_HOME or pass --home DIR")
         })?;
-        Ok(Self { env, printer, home, log_file })
+        Ok(Self { started, env, printer, home, log_file })
     }
 }
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> ExitCode {
+    let started = std::time::Instant::now();
     // The process sandbox re-executes this binary as its helper; that path must not parse
     // arguments, read the environment, or start logging.
     let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -43,7 +51,7 @@ pub fn main() -> ExitCode {
     let env = EnvironmentOptions::from_process();
     let log_file = init_logging(&env, cli.global.verbose);
     let command = cli.command.take().unwrap_or(Command::Run(cli.run.clone()));
-    let code = match Context::resolve(&cli, env, log_file).and_then(|ctx| run(&ctx, command)) {
+    let code = match Context::resolve(&cli, env, log_file, started).and_then(|ctx| run(&ctx, command)) {
         Ok(code) => code,
         Err(error) => {
             eprint!("{}", render(&error));

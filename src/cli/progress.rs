@@ -23,6 +23,7 @@ struct Line {
     metric: String,
     left: Option<f64>,
     cost: f64,
+    unpriced: bool,
 }
 
 impl CliReporter {
@@ -47,7 +48,11 @@ impl CliReporter {
         if let Some(bar) = &self.bar {
             let best = line.best.map_or("-".into(), |b| format!("{b:.4}"));
             let left = line.left.map_or(String::new(), |l| format!(" · {} left", clock(l)));
-            let cost = if line.cost > 0.0 { format!(" · ${:.3}", line.cost) } else { String::new() };
+            let cost = match (line.cost > 0.0, line.unpriced) {
+                (_, true) => format!(" · ${:.3} + unpriced", line.cost),
+                (true, false) => format!(" · ${:.3}", line.cost),
+                (false, false) => String::new(),
+            };
             bar.set_message(format!(
                 "iteration {} · {} · best {} {best}{left}{cost}",
                 line.iteration, line.step, line.metric
@@ -94,11 +99,12 @@ impl Reporter for CliReporter {
                     if best { "  (new best)" } else { "" }
                 ));
             }
-            Progress::Status { best_score, metric, left_seconds, cost_usd } => {
+            Progress::Status { best_score, metric, left_seconds, cost_usd, unpriced } => {
                 line.best = best_score;
                 line.metric = metric;
                 line.left = left_seconds;
                 line.cost = cost_usd;
+                line.unpriced = unpriced;
             }
             Progress::Note(text) => self.say(&text),
             Progress::FinalEvaluation { iteration, test_score } => match (iteration, test_score) {

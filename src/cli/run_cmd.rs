@@ -16,7 +16,9 @@ use crate::config::{AgentConfig, BackendKind, ConfigFile, Overrides, RunConfig, 
 use crate::data::Dataset;
 use crate::error::UserError;
 use crate::exit_code;
-use crate::runner::{Manifest, RunDir, RunInputs, Runner, Summary};
+use crate::report::Summary;
+use crate::run_dir::{Manifest, RunDir};
+use crate::runner::{RunInputs, Runner};
 use crate::sandbox::Sandbox;
 use crate::sandbox::wasi::{WasiOptions, WasiSandbox};
 use crate::task::Task;
@@ -43,6 +45,7 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<i32> {
         budget: args.budget,
         stop_after: None,
         faults: faults(ctx)?,
+        started: ctx.started,
     };
     drive(ctx, |interrupt, reporter| {
         Runner::create(&args.runs_dir, &dataset, inputs, backend, redactor, sandbox, reporter, interrupt)
@@ -63,7 +66,17 @@ pub fn resume(ctx: &Context, args: &super::args::RunRef) -> anyhow::Result<i32> 
     let sandbox = open_sandbox_for(ctx, &config.sandbox, &Default::default())?;
     let faults = faults(ctx)?;
     drive(ctx, |interrupt, reporter| {
-        Runner::resume(dir, backend, redactor, sandbox, reporter, interrupt, faults, Some(config))
+        Runner::resume(
+            dir,
+            backend,
+            redactor,
+            sandbox,
+            reporter,
+            interrupt,
+            faults,
+            Some(config),
+            ctx.started,
+        )
     })
 }
 
@@ -148,6 +161,7 @@ fn resolve_config(args: &RunArgs, task_path: &Path) -> anyhow::Result<RunConfig>
         base_url: args.base_url.clone(),
         model: args.model.clone(),
         max_iterations: args.iterations,
+        jobs: args.jobs,
         sandbox: args.backend.sandbox.map(|s| match s {
             SandboxArg::Wasi => SandboxChoice::Wasi,
             SandboxArg::Process => SandboxChoice::Process,
@@ -181,12 +195,16 @@ pub fn backend(
     }
 }
 
-/// Reads the key from the variable the config names. OpenAI's own API needs one; local servers
-/// usually do not.
+/// Reads the key from the variable the config names, then removes it from this process's
+/// environment (see [`crate::env::scrub`]). OpenAI's own API needs one; local servers usually
+/// do not.
 pub fn api_key(var: Option<&str>, base_url: &str) -> Result<Option<Secret>, UserError> {
     let Some(var) = var else { return Ok(None) };
     match std::env::var(var) {
-        Ok(value) if !value.is_empty() => Ok(Some(Secret::new(value))),
+        Ok(value) if !value.is_empty() => {
+            crate::env::scrub(var);
+            Ok(Some(Secret::new(value)))
+        }
         _ if base_url.contains("api.openai.com") => {
             Err(UserError::setup(format!("the API key variable `{var}` (named by `api_key_env`) is not set"))
                 .with_hint(format!(
@@ -218,6 +236,9 @@ fn watch_interrupts(interrupt: CancellationToken, printer: Printer) {
 }
 
 fn print_summary(printer: Printer, dir: &Path, summary: &Summary) {
+    for waived in &summary.sandbox_waived {
+        printer.status(&format!("sandbox protection that was off: {waived}"));
+    }
     let score = |s: Option<f64>| s.map_or("—".to_string(), |s| format!("{s:.4}"));
     printer.status(&format!(
         "done: {} iterations in {:.0} s; best iteration {}: validation {} {}, test {} {}\nreport: {}",

@@ -3,8 +3,8 @@
 use super::args::RunRef;
 use super::dispatch::Context;
 use crate::exit_code;
-use crate::report::{ReportData, leaderboard_text};
-use crate::runner::RunDir;
+use crate::report::{ReportData, cost_label, leaderboard_text};
+use crate::run_dir::RunDir;
 
 pub fn status(_ctx: &Context, args: &RunRef) -> anyhow::Result<i32> {
     let dir = RunDir::open(&args.run)?;
@@ -19,15 +19,18 @@ pub fn status(_ctx: &Context, args: &RunRef) -> anyhow::Result<i32> {
         data.sandbox
     );
     println!(
-        "{} iterations in {:.0} s; best iteration {}: validation {} {}; test {}; agent cost ${:.4}",
+        "{} iterations in {:.0} s; best iteration {}: validation {} {}; test {}; agent cost {}",
         data.iterations.len(),
         data.wall_seconds,
         data.best_iteration.map_or("—".into(), |i| i.to_string()),
         data.metric,
         score(data.validation_score),
         score(data.test_score),
-        data.cost_usd
+        cost_label(&data)
     );
+    for waived in &data.sandbox_waived {
+        println!("sandbox protection off: {waived}");
+    }
     println!();
     print!("{}", leaderboard_text(&data, 20));
     Ok(exit_code::SUCCESS)

@@ -15,9 +15,11 @@ use crate::config::RunConfig;
 use crate::data::{Dataset, read_table};
 use crate::error::UserError;
 use crate::exit_code;
+use crate::guest_fs::GuestDir;
 use crate::journal::{self, Event};
-use crate::runner::{Manifest, RunDir, RunInputs, Runner};
-use crate::sandbox::{Limits, Mount, RunSpec};
+use crate::policy::{self, Script, ScriptKind};
+use crate::run_dir::{Manifest, RunDir};
+use crate::runner::{RunInputs, Runner};
 use crate::snapshot::Workspace;
 
 pub fn checkout(_ctx: &Context, args: &CheckoutArgs) -> anyhow::Result<i32> {
@@ -45,24 +47,17 @@ pub fn predict(ctx: &Context, args: &PredictArgs) -> anyhow::Result<i32> {
     // Inference never sees the training data.
     let _ = fs_err::remove_dir_all(root.join("data"));
     let _ = fs_err::remove_dir_all(root.join("input"));
-    fs_err::create_dir_all(root.join("input"))?;
     let input_dir = work.path().join("input");
     fs_err::create_dir_all(&input_dir)?;
     fs_err::copy(&args.input, input_dir.join("features.csv"))?;
     let sandbox = open_sandbox_for(ctx, &config.sandbox, &Default::default())?;
-    let mut spec = RunSpec::new(
-        "/work/inference.py",
-        vec![Mount::read_write(&root, "/work"), Mount::read_only(&input_dir, "/work/input")],
+    let kind = ScriptKind::Predict;
+    let spec = policy::spec(
+        &Script { kind, work: &root, visible: &input_dir },
+        &config.sandbox,
+        config.loop_.seed,
+        &[dir.holdout()],
     );
-    spec.args =
-        vec!["--input".into(), "input/features.csv".into(), "--output".into(), "predictions.csv".into()];
-    spec.limits = Limits {
-        wall: config.sandbox.script_timeout,
-        memory_bytes: config.sandbox.memory_bytes,
-        disk_bytes: config.sandbox.disk_bytes,
-        ..Limits::default()
-    };
-    spec.seed = config.loop_.seed;
     let outcome = sandbox.run(&spec, &CancellationToken::new())?;
     if !outcome.success() {
         return Err(UserError::setup(format!(
@@ -74,8 +69,15 @@ pub fn predict(ctx: &Context, args: &PredictArgs) -> anyhow::Result<i32> {
         .with_code(exit_code::EXPERIMENT_FAILED)
         .into());
     }
-    let produced = root.join("predictions.csv");
-    let rows = read_table(&produced).map(|df| df.height()).unwrap_or(0);
+    // What the script left is read without following links, like everything it writes.
+    let produced = GuestDir::open(&root)?
+        .read(kind.predictions().expect("predict writes predictions"), u64::MAX)
+        .map_err(|e| {
+            UserError::setup(format!("inference.py left no usable predictions: {e}"))
+                .with_code(exit_code::EXPERIMENT_FAILED)
+        })?;
+    let rows =
+        crate::data::read_csv_bytes(produced.clone(), "predictions.csv").map(|df| df.height()).unwrap_or(0);
     if rows != input.height() {
         return Err(UserError::setup(format!(
             "inference.py wrote {rows} predictions for {} input rows",
@@ -84,7 +86,7 @@ pub fn predict(ctx: &Context, args: &PredictArgs) -> anyhow::Result<i32> {
         .with_code(exit_code::EXPERIMENT_FAILED)
         .into());
     }
-    fs_err::copy(&produced, &args.output)?;
+    fs_err::write(&args.output, produced)?;
     ctx.printer.status(&format!("{} predictions from `{}` ({commit})", rows, args.rev));
     println!("{}", args.output.display());
     Ok(exit_code::SUCCESS)
@@ -134,6 +136,7 @@ pub fn replay(ctx: &Context, args: &ReplayArgs) -> anyhow::Result<i32> {
         budget: None,
         stop_after: Some(iterations),
         faults: Default::default(),
+        started: ctx.started,
     };
     let sandbox = open_sandbox_for(ctx, &inputs.config.sandbox, &Default::default())?;
     let runs_dir = args

@@ -46,6 +46,26 @@ pub fn read_table(path: &Path) -> Result<DataFrame, UserError> {
     Ok(df)
 }
 
+/// Reads CSV text already in memory (a file a script wrote, read by the host without following
+/// links). `name` is how errors refer to it.
+pub fn read_csv_bytes(bytes: Vec<u8>, name: &str) -> Result<DataFrame, String> {
+    if bytes.is_empty() {
+        return Err(format!("{name} is empty"));
+    }
+    let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let header = split_csv_line(String::from_utf8_lossy(first).trim_end_matches('\r'));
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(dup) = header.iter().find(|n| !seen.insert(n.as_str())) {
+        return Err(format!("{name} has the column `{dup}` more than once"));
+    }
+    CsvReadOptions::default()
+        .with_has_header(true)
+        .with_infer_schema_length(Some(10_000))
+        .into_reader_with_file_handle(std::io::Cursor::new(bytes))
+        .finish()
+        .map_err(|e| format!("{name} is not a readable CSV: {e}"))
+}
+
 /// Duplicate header names: polars would rename them silently, and scripts would then read a
 /// different table than the user wrote.
 fn check_csv_header(path: &Path) -> Result<(), UserError> {

@@ -11,7 +11,7 @@ mod split;
 
 pub use dataset::{Dataset, TargetInfo, take, target_labels};
 pub use fingerprint::{Fingerprint, fingerprint};
-pub use load::{read_table, write_csv};
+pub use load::{read_csv_bytes, read_table, write_csv};
 pub use profile::{
     ColumnKind, ColumnProfile, Profile, TargetProfile, canonical_label, labels, numeric_values,
 };

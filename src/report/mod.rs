@@ -7,10 +7,10 @@
 mod model;
 mod render;
 
-pub use model::{Leader, ReportData, StepTotals};
-pub use render::{html, leaderboard_text, markdown, svg_plot};
+pub use model::{Leader, ReportData, StepTotals, Summary};
+pub use render::{cost_label, html, leaderboard_text, markdown, svg_plot};
 
-use crate::runner::RunDir;
+use crate::run_dir::RunDir;
 
 /// Writes the three report files into `report/`.
 pub fn write(dir: &RunDir) -> anyhow::Result<ReportData> {

@@ -5,7 +5,24 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{self, Event, IterationRecord};
-use crate::runner::{RunDir, Summary};
+use crate::run_dir::RunDir;
+
+/// The machine-readable result of a run (`report/summary.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub task: String,
+    pub metric: String,
+    pub best_iteration: Option<u32>,
+    pub validation_score: Option<f64>,
+    pub test_score: Option<f64>,
+    pub iterations: u32,
+    pub wall_seconds: f64,
+    pub agent: String,
+    pub sandbox: String,
+    /// Sandbox protections that were off (waived layers), in words; absent when none were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandbox_waived: Vec<String>,
+}
 
 /// Totals of one step across the run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -54,6 +71,10 @@ pub struct ReportData {
     pub wall_seconds: f64,
     pub steps: BTreeMap<String, StepTotals>,
     pub cost_usd: f64,
+    /// Models called without a price: `cost_usd` leaves their calls out.
+    pub unpriced_models: Vec<String>,
+    /// Sandbox protections that were off, in words.
+    pub sandbox_waived: Vec<String>,
     pub environment: Option<serde_json::Value>,
 }
 
@@ -80,6 +101,8 @@ impl ReportData {
             wall_seconds: 0.0,
             steps: BTreeMap::new(),
             cost_usd: 0.0,
+            unpriced_models: Vec::new(),
+            sandbox_waived: Vec::new(),
             environment: None,
         };
         data.metric = metric_of(dir).unwrap_or_default();
@@ -97,8 +120,12 @@ impl ReportData {
                     loop_runner_version,
                     prompts_sha256,
                     budget_seconds,
+                    sandbox_waived,
+                    unpriced_models,
                     ..
                 } => {
+                    data.sandbox_waived = sandbox_waived.clone();
+                    data.unpriced_models = unpriced_models.clone();
                     data.task = task.clone();
                     data.agent = agent.clone();
                     data.model = model.clone();
@@ -190,6 +217,7 @@ impl ReportData {
             wall_seconds: self.wall_seconds,
             agent: self.agent.clone(),
             sandbox: self.sandbox.clone(),
+            sandbox_waived: self.sandbox_waived.clone(),
         }
     }
 

@@ -16,6 +16,15 @@ fn fmt_seconds(s: f64) -> String {
     }
 }
 
+/// The agent's cost, marked when some calls went to a model without a price.
+pub fn cost_label(data: &ReportData) -> String {
+    if data.unpriced_models.is_empty() {
+        format!("${:.4}", data.cost_usd)
+    } else {
+        format!("${:.4} + unpriced ({} without a price)", data.cost_usd, data.unpriced_models.join(", "))
+    }
+}
+
 fn agent_label(data: &ReportData) -> String {
     if data.agent == "builtin" {
         "built-in agent (deterministic, offline; no LLM was used)".to_string()
@@ -83,7 +92,16 @@ pub fn markdown(data: &ReportData) -> String {
         "| budget | {} |\n",
         data.budget_seconds.map_or("iterations only".into(), fmt_seconds)
     ));
-    md.push_str(&format!("| agent cost | ${:.4} |\n\n", data.cost_usd));
+    md.push_str(&format!("| agent cost | {} |\n\n", cost_label(data)));
+    if !data.sandbox_waived.is_empty() {
+        md.push_str(
+            "**Sandbox protections that were off** (layers waived with `--allow-weaker-sandbox`):\n\n",
+        );
+        for waived in &data.sandbox_waived {
+            md.push_str(&format!("- {waived}\n"));
+        }
+        md.push('\n');
+    }
     md.push_str("The test score comes from the best iteration's `inference.py` run once on the held-out test features; \
                  no agent code ever saw the test split. Every score is computed by loop-runner from the predictions.\n\n");
     if !data.test_detail.is_empty() && data.test_score.is_none() {
@@ -251,14 +269,21 @@ pub fn html(data: &ReportData) -> String {
         )))
     ));
     page.push_str(&format!(
-        "<table><tr><th>best iteration</th><td>{}</td></tr><tr><th>validation {m}</th><td>{}</td></tr><tr><th>test {m}</th><td><b>{}</b></td></tr><tr><th>iterations</th><td>{}</td></tr><tr><th>agent cost</th><td>${:.4}</td></tr></table>\n",
+        "<table><tr><th>best iteration</th><td>{}</td></tr><tr><th>validation {m}</th><td>{}</td></tr><tr><th>test {m}</th><td><b>{}</b></td></tr><tr><th>iterations</th><td>{}</td></tr><tr><th>agent cost</th><td>{}</td></tr></table>\n",
         data.best_iteration.map_or("—".into(), |i| i.to_string()),
         fmt_score(data.validation_score),
         fmt_score(data.test_score),
         data.iterations.len(),
-        data.cost_usd,
+        escape(&cost_label(data)),
         m = escape(&data.metric)
     ));
+    if !data.sandbox_waived.is_empty() {
+        page.push_str("<h2>Sandbox protections that were off</h2>\n<ul>\n");
+        for waived in &data.sandbox_waived {
+            page.push_str(&format!("<li>{}</li>\n", escape(waived)));
+        }
+        page.push_str("</ul>\n");
+    }
     page.push_str("<h2>Validation score per iteration</h2>\n");
     page.push_str(&svg_plot(data));
     page.push_str("<p>Dots: each iteration's validation score. Line: best so far. Red ring: the best iteration, scored on the test split.</p>\n");

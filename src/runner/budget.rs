@@ -14,9 +14,16 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// A budget whose clock starts now.
     pub fn new(total: Option<Duration>, spent_before: Duration) -> Self {
+        Self::starting_at(Instant::now(), total, spent_before)
+    }
+
+    /// A budget whose clock started at `start` (when the command started: loading the data and
+    /// opening the sandbox count).
+    pub fn starting_at(start: Instant, total: Option<Duration>, spent_before: Duration) -> Self {
         let reserve = total.map_or(Duration::from_secs(120), reserve_for);
-        Self { start: Instant::now(), total, spent_before, reserve }
+        Self { start, total, spent_before, reserve }
     }
 
     /// When the loop must stop starting work (the reserve is left for the final evaluation).

@@ -1,17 +1,23 @@
 //! The experiment loop and everything it keeps on disk for a run.
+//!
+//! `lifecycle` owns a run from start to end (and dispatches iterations, committing them in
+//! order); `iteration` runs one iteration's steps and scripts; `ask` asks the agent one step and
+//! journals it; `split` checks and writes the train/validation split; `commit` turns a finished
+//! iteration into a snapshot; `resume` rebuilds a run from its journal. What scripts may see is
+//! decided in [`crate::policy`], never here.
 
+mod ask;
 mod budget;
-mod driver;
-mod manifest;
-mod predictions;
+mod commit;
+mod iteration;
+mod lifecycle;
 mod progress;
 mod resume;
-mod run_dir;
+mod shared;
+mod split;
 
 pub use budget::Budget;
-pub use driver::{FaultPlan, RunInputs, Runner, State, StopReason, Summary};
-pub use manifest::Manifest;
-pub use predictions::{Scored, Truth, score};
+pub use lifecycle::{Runner, State, StopReason};
 pub use progress::{Progress, Reporter, Silent};
 pub use resume::{Recovered, recover};
-pub use run_dir::RunDir;
+pub use shared::{FaultPlan, RunInputs};

@@ -30,6 +30,8 @@ pub enum Progress {
         metric: String,
         left_seconds: Option<f64>,
         cost_usd: f64,
+        /// Some calls went to a model without a price: the cost is a lower bound.
+        unpriced: bool,
     },
     Note(String),
     FinalEvaluation {

@@ -15,17 +15,17 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::budget::Budget;
-use super::driver::{FaultCounters, FaultPlan, RunInputs, Runner, State};
-use super::manifest::Manifest;
-use super::predictions::Truth;
+use super::lifecycle::{Parts, Runner, State, session};
 use super::progress::Reporter;
-use super::run_dir::RunDir;
-use crate::agent::{Agent, Backend, Redactor, Spend, Transcript, Usage};
+use super::shared::{FaultPlan, RunInputs};
+use super::split;
+use crate::agent::{Backend, Redactor, Spend, Usage};
 use crate::config::{Overrides, RunConfig};
+use crate::data::{read_table, target_labels};
 use crate::error::UserError;
 use crate::exit_code;
 use crate::journal::{self, Entry, Event, IterationRecord, Journal};
+use crate::run_dir::{Manifest, RunDir};
 use crate::sandbox::Sandbox;
 use crate::snapshot::Workspace;
 use crate::steps::SplitOutput;
@@ -37,7 +37,7 @@ pub struct Recovered {
     /// Commits recorded for finished iterations.
     pub commits: Vec<(u32, String)>,
     pub split: Option<(u32, SplitOutput)>,
-    pub findings: Vec<String>,
+    pub findings: Vec<(u32, String)>,
     pub spend: Spend,
     pub elapsed: Duration,
     pub finished: bool,
@@ -54,9 +54,12 @@ pub fn recover(entries: &[Entry]) -> Recovered {
     for entry in entries {
         let at = humantime::parse_rfc3339(&entry.at).ok();
         match &entry.event {
-            Event::Session { started_at: _, elapsed_before_seconds } => {
-                if let Some(at) = at {
-                    session = Some((*elapsed_before_seconds, at));
+            Event::Session { started_at, elapsed_before_seconds } => {
+                // The session began when its command started (set-up counts); older journals
+                // recorded that to the second, so the entry's own time is the fallback.
+                let began = humantime::parse_rfc3339_weak(started_at).ok().or(at);
+                if let Some(began) = began {
+                    session = Some((*elapsed_before_seconds, began));
                 }
             }
             Event::SplitMade { split_id, validation_fraction, stratify, seed, .. } => {
@@ -68,8 +71,8 @@ pub fn recover(entries: &[Entry]) -> Recovered {
                 };
                 r.split = Some((*split_id, split));
             }
-            Event::StepFinished { cost_usd, prompt_tokens, completion_tokens, attempts, .. } => {
-                r.spend.calls += u64::from(*attempts);
+            Event::StepFinished { cost_usd, prompt_tokens, completion_tokens, attempts, calls, .. } => {
+                r.spend.calls += u64::from(calls.unwrap_or(*attempts));
                 r.spend.cost_usd += cost_usd;
                 r.spend.usage +=
                     Usage { prompt_tokens: *prompt_tokens, completion_tokens: *completion_tokens };
@@ -91,13 +94,13 @@ pub fn recover(entries: &[Entry]) -> Recovered {
     }
     // A commit counts only for an iteration the journal saw finish.
     r.commits = commits.into_iter().filter(|(n, _)| finished.contains_key(n)).collect();
-    r.findings = findings.into_iter().filter(|(n, _)| finished.contains_key(n)).map(|(_, t)| t).collect();
+    r.findings = findings.into_iter().filter(|(n, _)| finished.contains_key(n)).collect();
     r.records = finished.into_values().collect();
     r
 }
 
 impl Runner {
-    /// Reopens a run for `resume`.
+    /// Reopens a run for `resume`. `started` is when the resuming command started.
     #[expect(clippy::too_many_arguments, reason = "the run's parts are built by the caller")]
     pub fn resume(
         dir: RunDir,
@@ -108,6 +111,7 @@ impl Runner {
         interrupt: CancellationToken,
         faults: FaultPlan,
         config: Option<RunConfig>,
+        started: std::time::Instant,
     ) -> anyhow::Result<Self> {
         let manifest = Manifest::read(&dir.run_json())?;
         let entries = journal::read(&dir.journal()).map_err(|e| match e {
@@ -154,9 +158,8 @@ impl Runner {
         }
         let _ = fs_err::remove_dir_all(dir.root.join("final"));
 
-        let default_split = SplitOutput::initial(manifest.target.kind.is_classification(), config.loop_.seed);
-        let recorded_split = recovered.split.clone();
-        let (split_id, split) = recorded_split.clone().unwrap_or((0, default_split.clone()));
+        let initial = SplitOutput::initial(manifest.target.kind.is_classification(), config.loop_.seed);
+        let (split_id, split_answer) = recovered.split.clone().unwrap_or((1, initial));
         let metric = manifest.target.metric;
         let mut best: Option<(u32, f64)> = None;
         for r in recovered.records.iter().filter(|r| r.succeeded() && r.split_id == split_id) {
@@ -173,25 +176,8 @@ impl Runner {
             .collect::<Result<_, _>>()?;
         let best_commit = best.and_then(|(n, _)| recorded.iter().find(|(i, _)| *i == n).map(|(_, c)| *c));
         workspace.reconcile(&recorded, best_commit)?;
+        drop(workspace);
 
-        let mut journal = Journal::open(&dir.journal())?;
-        journal.append(Event::Session {
-            started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            elapsed_before_seconds: recovered.elapsed.as_secs_f64(),
-        })?;
-        let transcript = Transcript::open(&dir.transcript(), redactor)?;
-        let loop_cancel = interrupt.child_token();
-        let agent = Agent::new(backend, config.agent.settings.clone(), transcript, loop_cancel.clone());
-        agent.restore_spend(recovered.spend.clone());
-        let budget = Budget::new(manifest.budget_seconds.map(Duration::from_secs_f64), recovered.elapsed);
-        let sandbox_info = sandbox.info();
-        let state = State {
-            records: recovered.records,
-            best,
-            split: Some(split.clone()),
-            split_id,
-            findings: recovered.findings,
-        };
         let inputs = RunInputs {
             task: manifest.task,
             target: manifest.target,
@@ -200,30 +186,48 @@ impl Runner {
             budget: manifest.budget_seconds.map(Duration::from_secs_f64),
             stop_after: manifest.stop_after,
             faults,
+            started,
         };
-        let mut runner = Runner {
-            dir,
-            inputs,
-            agent,
-            sandbox,
-            sandbox_info,
-            journal,
-            workspace,
-            reporter,
-            state,
-            budget,
-            interrupt,
-            loop_cancel,
-            validation_truth: Truth::Classes(vec![]),
-            faults: FaultCounters::default(),
-        };
-        match recorded_split {
-            Some(_) => {
-                runner.materialize_split(&split)?;
-            }
-            // The crash came before the first split was recorded: make it now, as `create` does.
-            None => runner.apply_split(&default_split)?,
+        // The split's files are a function of the pool and the recorded split: written again.
+        let (split, train_rows, validation_rows) =
+            split::materialize(&dir, &inputs.target, &split_answer, split_id)?;
+        let mut journal = Journal::open(&dir.journal())?;
+        journal.append(session(&inputs, recovered.elapsed))?;
+        if recovered.split.is_none() {
+            // The crash came before the first split was recorded: record it now, as `create` does.
+            journal.append(Event::SplitMade {
+                split_id,
+                validation_fraction: split_answer.validation_fraction,
+                stratify: split_answer.stratify,
+                seed: split_answer.seed,
+                train_rows,
+                validation_rows,
+            })?;
         }
+        let pool_labels = if inputs.target.kind.is_classification() {
+            Some(target_labels(&read_table(&dir.pool_csv())?, &inputs.target.column)?.into())
+        } else {
+            None
+        };
+        let state =
+            State { records: recovered.records, best, best_split: split_id, findings: recovered.findings };
+        let runner = Runner::assemble(
+            Parts {
+                dir,
+                inputs,
+                backend,
+                redactor,
+                sandbox,
+                reporter,
+                interrupt,
+                journal,
+                elapsed_before: recovered.elapsed,
+                split,
+                pool_labels,
+            },
+            state,
+        )?;
+        runner.agent().restore_spend(recovered.spend);
         Ok(runner)
     }
 }

@@ -40,6 +40,9 @@ pub struct SandboxInfo {
     pub engine: String,
     /// Isolation layers in force (process backend).
     pub layers: Vec<String>,
+    /// Protections that are off because the user waived a layer, in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waived: Vec<String>,
 }
 
 /// Runs scripts in isolation. `run` blocks; cancelling `cancel` stops the guest promptly and
@@ -56,6 +59,12 @@ pub enum SandboxError {
     InvalidSpec(String),
     #[error("mount `{}` is not a directory", path.display())]
     MountMissing { path: PathBuf },
+    #[error(
+        "`{}` would be visible to the script, and it contains or lies inside `{}`, which scripts must never see",
+        mount.display(),
+        private.display()
+    )]
+    ExposesPrivate { mount: PathBuf, private: PathBuf },
     #[error("file access failed for `{}`", path.display())]
     Io {
         path: PathBuf,
@@ -91,6 +100,11 @@ impl SandboxError {
                 "run as root on a Linux with that feature, or accept a weaker sandbox explicitly: \
                  --allow-weaker-sandbox {layer}"
             )),
+            SandboxError::ExposesPrivate { .. } => Some(
+                "keep run directories out of the interpreter's installation and library paths \
+                 (and out of directories you mount); use --runs-dir elsewhere, or another --python"
+                    .into(),
+            ),
             SandboxError::MountMissing { .. } => {
                 Some("create the directory first, or fix the HOST part of `--mount HOST:GUEST`".into())
             }

@@ -1,14 +1,11 @@
 //! Reading back what a guest left in its writable mounts, without trusting it.
 //!
 //! The guest controls these directories: it can plant symbolic links to host files, named pipes,
-//! huge sparse files or millions of entries. The walk never follows a link, opens regular files
-//! with `O_NOFOLLOW`, and bounds how much it reads.
-
-use std::collections::VecDeque;
-use std::path::Path;
+//! huge sparse files or millions of entries. The walk goes through [`crate::guest_fs`]: it never
+//! follows a link, reads only regular files, and bounds how much it reads.
 
 use super::spec::{Access, Mount, SkippedEntry, WrittenFile};
-use crate::fsx;
+use crate::guest_fs::{GuestDir, WalkLimits};
 
 /// Bounds on the walk.
 #[derive(Debug, Clone, Copy)]
@@ -32,86 +29,57 @@ impl CollectLimits {
     }
 }
 
-/// Lists and hashes the regular files in every read-write mount.
+/// Lists and hashes the regular files in every read-write mount, through [`GuestDir`]: no link
+/// is followed, nothing but regular files is read.
 pub fn collect(mounts: &[Mount], limits: CollectLimits) -> (Vec<WrittenFile>, Vec<SkippedEntry>) {
     let mut files = Vec::new();
     let mut skipped = Vec::new();
-    let mut budget = Budget { bytes: limits.max_total_bytes, entries: limits.max_entries };
+    let mut bytes_left = limits.max_total_bytes;
+    let mut entries_left = limits.max_entries;
     for mount in mounts.iter().filter(|m| m.access == Access::ReadWrite) {
-        walk(&mount.host, mount.guest.trim_end_matches('/'), limits, &mut budget, &mut files, &mut skipped);
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    (files, skipped)
-}
-
-struct Budget {
-    bytes: u64,
-    entries: usize,
-}
-
-fn walk(
-    root: &Path,
-    guest_root: &str,
-    limits: CollectLimits,
-    budget: &mut Budget,
-    files: &mut Vec<WrittenFile>,
-    skipped: &mut Vec<SkippedEntry>,
-) {
-    let mut queue = VecDeque::from([(root.to_path_buf(), guest_root.to_string())]);
-    while let Some((dir, guest_dir)) = queue.pop_front() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            skipped.push(SkippedEntry { path: guest_dir, reason: "unreadable directory".into() });
-            continue;
-        };
-        let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let guest_path = format!("{guest_dir}/{}", entry.file_name().to_string_lossy());
-            if budget.entries == 0 {
-                skipped
-                    .push(SkippedEntry { path: guest_path, reason: "too many entries; walk stopped".into() });
-                return;
-            }
-            budget.entries -= 1;
-            // `DirEntry::file_type` does not follow links.
-            let Ok(kind) = entry.file_type() else {
+        let guest_root = mount.guest.trim_end_matches('/');
+        let dir = match GuestDir::open(&mount.host) {
+            Ok(dir) => dir,
+            Err(_) => {
+                skipped.push(SkippedEntry { path: guest_root.into(), reason: "unreadable directory".into() });
                 continue;
-            };
-            if kind.is_symlink() {
-                skipped
-                    .push(SkippedEntry { path: guest_path, reason: "symbolic link (not followed)".into() });
-            } else if kind.is_dir() {
-                queue.push_back((entry.path(), guest_path));
-            } else if kind.is_file() {
-                match hash_file(&entry.path(), limits, budget) {
-                    Ok((size, sha256)) => files.push(WrittenFile { path: guest_path, size, sha256 }),
-                    Err(reason) => skipped.push(SkippedEntry { path: guest_path, reason }),
+            }
+        };
+        let (found, passed) = dir.walk(WalkLimits { max_entries: entries_left, ..WalkLimits::default() });
+        entries_left = entries_left.saturating_sub(found.len() + passed.len());
+        for p in passed {
+            skipped.push(SkippedEntry { path: format!("{guest_root}/{}", p.rel), reason: p.reason });
+        }
+        for entry in found {
+            let path = format!("{guest_root}/{}", entry.rel);
+            if entry.size > limits.max_file_bytes {
+                skipped.push(SkippedEntry {
+                    path,
+                    reason: format!(
+                        "{} bytes, over the {} byte read limit (not read)",
+                        entry.size, limits.max_file_bytes
+                    ),
+                });
+                continue;
+            }
+            if entry.size > bytes_left {
+                skipped.push(SkippedEntry {
+                    path,
+                    reason: "the total read limit for outputs is used up (not read)".into(),
+                });
+                continue;
+            }
+            match dir.sha256(&entry.rel, limits.max_file_bytes) {
+                Ok((size, sha256)) => {
+                    bytes_left -= size.min(bytes_left);
+                    files.push(WrittenFile { path, size, sha256 });
                 }
-            } else {
-                skipped.push(SkippedEntry { path: guest_path, reason: "not a regular file".into() });
+                Err(e) => skipped.push(SkippedEntry { path, reason: e.to_string() }),
             }
         }
     }
-}
-
-fn hash_file(path: &Path, limits: CollectLimits, budget: &mut Budget) -> Result<(u64, String), String> {
-    let file = fsx::open_no_follow(path).map_err(|e| format!("unreadable: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("unreadable: {e}"))?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let size = meta.len();
-    if size > limits.max_file_bytes {
-        return Err(format!("{size} bytes, over the {} byte read limit (not read)", limits.max_file_bytes));
-    }
-    if size > budget.bytes {
-        return Err("the total read limit for outputs is used up (not read)".into());
-    }
-    budget.bytes -= size;
-    use std::io::Read;
-    // Read at most the size seen, in case the file grows under us.
-    let sha = fsx::sha256_reader(file.take(size)).map_err(|e| format!("unreadable: {e}"))?;
-    Ok((size, sha))
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    (files, skipped)
 }
 
 #[cfg(test)]

@@ -112,6 +112,11 @@ pub struct RunSpec {
     /// Seed for the guest's random source; a fixed seed makes WASI runs bit-for-bit repeatable.
     #[serde(default)]
     pub seed: u64,
+    /// Host directories the guest must never see (a run's `holdout/`): no mount, and no
+    /// directory a backend adds of its own (interpreter, libraries), may be one of them, lie
+    /// inside one, or contain one.
+    #[serde(default)]
+    pub private: Vec<PathBuf>,
 }
 
 impl RunSpec {
@@ -124,7 +129,25 @@ impl RunSpec {
             env: BTreeMap::new(),
             limits: Limits::default(),
             seed: 0,
+            private: Vec::new(),
         }
+    }
+
+    /// Refuses `host` (a mount or a backend's own directory) if it would expose a private
+    /// directory. Paths are compared after resolving links.
+    pub fn check_not_private(&self, host: &std::path::Path) -> Result<(), super::SandboxError> {
+        let resolve = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let host_real = resolve(host);
+        for private in &self.private {
+            let private_real = resolve(private);
+            if host_real.starts_with(&private_real) || private_real.starts_with(&host_real) {
+                return Err(super::SandboxError::ExposesPrivate {
+                    mount: host.to_path_buf(),
+                    private: private.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Checks what every backend requires: absolute, normalized, distinct guest paths that do
@@ -157,6 +180,7 @@ impl RunSpec {
             if !mount.host.is_dir() {
                 return Err(SandboxError::MountMissing { path: mount.host.clone() });
             }
+            self.check_not_private(&mount.host)?;
         }
         if !self
             .mounts

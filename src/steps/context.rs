@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::outputs::{
     AnalyzeOutput, ArchitectureOutput, ExploreOutput, Hyperparameter, PlanOutput, RepresentOutput,
-    ScriptOutput, SplitOutput,
+    ScriptOutput, SplitOutput, TrainOutput,
 };
 use crate::data::{Profile, TargetInfo};
 use crate::task::Task;
@@ -81,7 +81,7 @@ pub struct CurrentSteps {
     pub explore: Option<ExploreOutput>,
     pub represent: Option<RepresentOutput>,
     pub architecture: Option<ArchitectureOutput>,
-    pub train: Option<ScriptOutput>,
+    pub train: Option<TrainOutput>,
     pub infer: Option<ScriptOutput>,
     pub analyze: Option<AnalyzeOutput>,
 }

@@ -10,7 +10,7 @@ pub mod rules;
 pub use context::{CurrentSteps, Failure, IterationBrief, StepContext, TaskBrief, ValidationBrief};
 pub use outputs::{
     AnalyzeOutput, ArchitectureOutput, CategoricalTreatment, ExploreOutput, Hyperparameter, MissingTreatment,
-    NumericTreatment, PlanOutput, RepresentOutput, ScriptOutput, SplitOutput,
+    NumericTreatment, PlanOutput, RepresentOutput, ScriptOutput, SplitOutput, TrainOutput,
 };
 pub use prompts::{prompts_hash, render};
 

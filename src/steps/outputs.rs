@@ -106,7 +106,22 @@ pub struct ArchitectureOutput {
     pub rationale: String,
 }
 
-/// A script (`train.py` or `inference.py`).
+/// `train.py`, and the model it trains (recorded as what ran: a fix may change the model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainOutput {
+    /// The complete Python source.
+    pub script: String,
+    /// The model family this script trains: the architecture step's, unless this answer
+    /// changes it (say so in `notes`).
+    pub family: String,
+    /// The hyperparameters this script actually uses.
+    pub hyperparameters: Vec<Hyperparameter>,
+    /// Anything worth knowing about it.
+    pub notes: String,
+}
+
+/// A script (`inference.py`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptOutput {

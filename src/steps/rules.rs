@@ -1,7 +1,9 @@
 //! Semantic checks on answers, beyond their schema. A failed check is quoted back to the agent.
 
 use super::context::StepContext;
-use super::outputs::{ArchitectureOutput, ExploreOutput, RepresentOutput, ScriptOutput, SplitOutput};
+use super::outputs::{
+    ArchitectureOutput, ExploreOutput, RepresentOutput, ScriptOutput, SplitOutput, TrainOutput,
+};
 
 /// Largest script accepted (an agent pasting data into code is a mistake).
 const MAX_SCRIPT_BYTES: usize = 200_000;
@@ -52,8 +54,11 @@ pub fn architecture(answer: &ArchitectureOutput) -> Vec<String> {
     problems
 }
 
-pub fn train(answer: &ScriptOutput) -> Vec<String> {
+pub fn train(answer: &TrainOutput) -> Vec<String> {
     let mut problems = script_size(&answer.script);
+    if answer.family.trim().is_empty() {
+        problems.push("family is empty: name the model family this script trains".into());
+    }
     if answer.script.trim().is_empty() {
         problems.push("script is empty".into());
     }

@@ -44,13 +44,9 @@ for i, c in enumerate(model.classes_):
 out.to_csv(a.output, index=False)
 "#;
 
-/// Which step a request is for, from its schema name and prompt.
+/// Which step a request is for, from its schema name.
 pub fn step_of(request: &Value) -> &'static str {
     let schema = request["response_format"]["json_schema"]["name"].as_str().unwrap_or_default();
-    let prompt: String = request["messages"]
-        .as_array()
-        .map(|m| m.iter().filter_map(|x| x["content"].as_str()).collect::<Vec<_>>().join("\n"))
-        .unwrap_or_default();
     match schema {
         "PlanOutput" => "plan",
         "ExploreOutput" => "explore",
@@ -58,9 +54,7 @@ pub fn step_of(request: &Value) -> &'static str {
         "RepresentOutput" => "represent",
         "ArchitectureOutput" => "architecture",
         "AnalyzeOutput" => "analyze",
-        "ScriptOutput" if prompt.contains("Write train.py") || prompt.contains("Your train.py failed") => {
-            "train"
-        }
+        "TrainOutput" => "train",
         "ScriptOutput" => "infer",
         _ => "unknown",
     }
@@ -80,7 +74,9 @@ pub fn answer(request: &Value, train: &str, infer: &str) -> String {
         "architecture" => {
             json!({"family": "logistic_regression", "hyperparameters": [{"name": "C", "value": "1.0"}], "rationale": "simple"})
         }
-        "train" => json!({"script": train, "notes": ""}),
+        "train" => {
+            json!({"script": train, "family": "logistic_regression", "hyperparameters": [{"name": "C", "value": "1.0"}], "notes": ""})
+        }
         "infer" => json!({"script": infer, "notes": ""}),
         "analyze" => json!({"observations": ["fine"], "next_ideas": ["more features"]}),
         other => panic!("no scripted answer for step {other}: {request}"),

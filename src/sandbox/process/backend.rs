@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::jail::SETUP_FAILED;
+use super::jail::spawn_outer;
 use super::plan::{Layer, Plan, ProcessLimits, Status};
 use crate::sandbox::{
     Access, CappedBuffer, CollectLimits, Exit, LimitKind, Mount, Outcome, RunSpec, Sandbox, SandboxError,
@@ -37,28 +37,41 @@ impl Default for ProcessOptions {
     }
 }
 
-/// What the interpreter says about itself.
+/// What the interpreter says about itself, asked with an empty environment (so no
+/// `PYTHONPATH` or the like from the runner's shell can add directories).
 #[derive(Debug, Clone, serde::Deserialize)]
 struct Interpreter {
     executable: PathBuf,
     version: String,
     prefixes: Vec<PathBuf>,
-    paths: Vec<PathBuf>,
+    /// The installation's own site-packages directories, and the user's.
+    site: Vec<PathBuf>,
+    /// Other directories on `sys.path` (from `.pth` files, e.g. editable installs): not mounted.
+    other: Vec<PathBuf>,
     packages: BTreeMap<String, String>,
 }
 
 const DESCRIBE: &str = r#"
-import json, os, sys
+import json, os, site, sys
+real = lambda p: os.path.realpath(p)
 try:
     from importlib import metadata
     packages = {d.metadata["Name"]: d.version for d in metadata.distributions() if d.metadata["Name"]}
 except Exception:
     packages = {}
+prefixes = sorted({real(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+sites = list(getattr(site, "getsitepackages", lambda: [])())
+user = getattr(site, "getusersitepackages", lambda: None)()
+if user and site.ENABLE_USER_SITE:
+    sites.append(user)
+sites = [real(p) for p in sites if os.path.isdir(p)]
+inside = lambda p: any(p == q or p.startswith(q + os.sep) for q in prefixes + sites)
 print(json.dumps({
-    "executable": os.path.realpath(sys.executable),
+    "executable": real(sys.executable),
     "version": sys.version.split()[0],
-    "prefixes": sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}),
-    "paths": [os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)],
+    "prefixes": prefixes,
+    "site": sites,
+    "other": [real(p) for p in sys.path if p and os.path.isdir(p) and not inside(real(p))],
     "packages": packages,
 }))
 "#;
@@ -86,6 +99,7 @@ print(repr(facts))
 pub struct ProcessSandbox {
     python: PathBuf,
     system: Vec<PathBuf>,
+    /// Site-packages outside the prefixes (the user's), put on `PYTHONPATH` in the jail.
     extra_paths: Vec<PathBuf>,
     layers: Vec<Layer>,
     threads: u32,
@@ -102,7 +116,7 @@ impl ProcessSandbox {
                 .map(PathBuf::from)
                 .filter(|p| p.exists())
                 .collect();
-        for p in interpreter.prefixes.iter().chain(&interpreter.paths) {
+        for p in interpreter.prefixes.iter().chain(&interpreter.site) {
             if !system.iter().any(|s| p.starts_with(s)) {
                 system.push(p.clone());
             }
@@ -112,10 +126,16 @@ impl ProcessSandbox {
         {
             system.push(dir.to_path_buf());
         }
-        // Directories on sys.path outside the prefixes (user site-packages) are found through
-        // PYTHONPATH, since HOME inside the jail is /tmp.
+        if !interpreter.other.is_empty() {
+            tracing::info!(
+                left_out = ?interpreter.other,
+                "directories on the interpreter's sys.path outside its installation are not mounted"
+            );
+        }
+        // Site-packages outside the prefixes (the user's) are found through PYTHONPATH, since
+        // HOME inside the jail is /tmp.
         let extra_paths: Vec<PathBuf> = interpreter
-            .paths
+            .site
             .iter()
             .filter(|p| !interpreter.prefixes.iter().any(|pre| p.starts_with(pre)))
             .cloned()
@@ -138,6 +158,7 @@ impl ProcessSandbox {
                 module_flavor: None,
                 engine: format!("native {}", std::env::consts::ARCH),
                 layers: vec![],
+                waived: vec![],
             },
         };
         if !std::path::Path::new("/sys/fs/cgroup/pids").is_dir() {
@@ -151,6 +172,11 @@ impl ProcessSandbox {
             }
         }
         sandbox.info.layers = sandbox.layers.iter().map(|l| l.name().to_string()).collect();
+        sandbox.info.waived = Layer::ALL
+            .into_iter()
+            .filter(|l| !sandbox.layers.contains(l))
+            .map(|l| l.consequence().to_string())
+            .collect();
         Ok(sandbox)
     }
 
@@ -276,7 +302,6 @@ impl ProcessSandbox {
             },
             cgroup: cgroup.as_ref().map(|c| c.path.clone()),
             root,
-            status: scratch.path().join("status.json"),
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
         };
@@ -285,15 +310,22 @@ impl ProcessSandbox {
             .map_err(io(&plan_path))?;
         let helper = std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))?;
         let started = Instant::now();
-        let mut child = Command::new(&helper)
+        let mut command = Command::new(&helper);
+        command
             .args(["__sandbox-exec", "outer"])
             .arg(&plan_path)
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(io(&helper))?;
+            .stderr(Stdio::piped());
+        let (mut child, status_pipe) = spawn_outer(&mut command).map_err(io(&helper))?;
+        // The helper's report arrives on a pipe only the helpers hold (the script's copy is
+        // closed when Python starts), read to its end while the script runs.
+        let status_reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = (&status_pipe).take(1 << 20).read_to_string(&mut text);
+            text
+        });
         let stdout = CappedBuffer::new(l.stdout_bytes);
         let stderr = CappedBuffer::new(l.stderr_bytes);
         let readers = [
@@ -347,20 +379,13 @@ impl ProcessSandbox {
             let _ = reader.join();
         }
         let wall = started.elapsed();
-        let report: Status = fs_err::read_to_string(&plan.status)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
+        let report: Status =
+            serde_json::from_str(&status_reader.join().unwrap_or_default()).unwrap_or_default();
         if let Some(detail) = report.setup_error {
             return Err(SandboxError::Setup(detail));
         }
         let exit = match (stopped_by, report.code.or(status.code()), report.signal) {
             (Some(_), _, _) => Exit::Killed,
-            (None, Some(code), _)
-                if code == SETUP_FAILED && stderr.snapshot().text.contains("loop-runner sandbox") =>
-            {
-                return Err(SandboxError::Setup(stderr.snapshot().text));
-            }
             (None, Some(code), _) => Exit::Code(code),
             (None, None, Some(signal)) => Exit::Crashed(format!("signal {signal}")),
             (None, None, None) => Exit::Crashed("unknown".into()),
@@ -422,6 +447,26 @@ impl ProcessSandbox {
     }
 }
 
+impl ProcessSandbox {
+    /// The interpreter's directories are bound into every jail: none of them may expose a
+    /// private directory, or contain a directory the spec mounts (it would show what lies next
+    /// to it, e.g. the run's other files).
+    fn check_system_paths(&self, spec: &RunSpec) -> Result<(), SandboxError> {
+        let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        for path in self.system.iter().chain(&self.extra_paths) {
+            spec.check_not_private(path)?;
+            let real = resolve(path);
+            if let Some(mount) = spec.mounts.iter().find(|m| resolve(&m.host).starts_with(&real)) {
+                return Err(SandboxError::ExposesPrivate {
+                    mount: path.clone(),
+                    private: mount.host.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 enum ProbeFailure {
     Layer(Layer, String),
     Other(SandboxError),
@@ -439,14 +484,19 @@ impl Sandbox for ProcessSandbox {
         let mut reserved: Vec<&str> = vec!["/tmp", "/proc", "/dev"];
         reserved.extend(self.system.iter().filter_map(|p| p.to_str()));
         spec.check_mounts(&reserved)?;
+        self.check_system_paths(spec)?;
         self.execute(spec, cancel)
     }
 }
 
 fn describe(python: &Path) -> Result<Interpreter, SandboxError> {
     let unavailable = |detail: String| SandboxError::LayerUnavailable { layer: "python".into(), detail };
+    // PATH only: `python3` may be a launcher (pyenv's shim) that finds the real interpreter
+    // through it. Nothing in PATH changes sys.path.
     let output = Command::new(python)
         .args(["-c", DESCRIBE])
+        .env_clear()
+        .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
         .stdin(Stdio::null())
         .output()
         .map_err(|e| unavailable(format!("cannot run `{}`: {e}", python.display())))?;

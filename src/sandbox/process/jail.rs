@@ -3,12 +3,16 @@
 //!
 //! outer: joins the pids cgroup, unshares user, network, PID, IPC and UTS namespaces,
 //!   maps its uid to 0 inside, starts `inner` (which is PID 1 of the new namespace), waits, and
-//!   writes the exit status and peak memory for the runner.
+//!   reports the exit status and peak memory to the runner on a pipe ([`STATUS_FD`]).
 //! inner: dies with `outer`; in a mount namespace of its own, builds a fresh root holding only the system directories, the
 //!   interpreter and the spec's mounts (read-only where asked), a private /tmp, /dev/shm and
 //!   /proc; pivots into it; sets rlimits; locks itself with Landlock; drops every capability;
 //!   installs the seccomp filter; and execs Python. When Python (PID 1) exits, the kernel kills
-//!   whatever else lives in the namespace, `setsid` escapees included.
+//!   whatever else lives in the namespace, `setsid` escapees included. Set-up errors go to the
+//!   outer helper on a pipe of their own.
+//!
+//! Both pipes are close-on-exec, so the script never holds either: whatever it prints or exits
+//! with, it cannot pass for a failure of the jail.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -18,14 +22,56 @@ use std::path::{Path, PathBuf};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use rustix::process::{Resource, Rlimit};
 
-use super::plan::{Layer, Plan, Status};
+use super::plan::{Layer, Plan, STATUS_FD, Status};
 use crate::sandbox::Access;
 
-/// Exit code of the inner helper when building the jail failed.
+/// Exit code of a helper stage that could not build the jail (the report on the status pipe
+/// says why; the code alone means nothing, since a script can exit with it too).
 pub const SETUP_FAILED: i32 = 125;
 
-fn setup_path(plan: &Plan) -> PathBuf {
-    plan.status.with_extension("setup")
+/// The status pipe inherited as [`STATUS_FD`], made close-on-exec at once so that nothing this
+/// stage starts can hold it.
+fn status_pipe() -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the parent stage put its pipe on STATUS_FD for this process alone; nothing else
+    // here owns that descriptor.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(STATUS_FD) };
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC).ok()?;
+    Some(std::fs::File::from(fd))
+}
+
+/// Starts `command` with `pipe` as its [`STATUS_FD`].
+fn spawn_with_status_fd(
+    command: &mut std::process::Command,
+    pipe: &std::os::fd::OwnedFd,
+) -> std::io::Result<std::process::Child> {
+    use std::os::fd::AsRawFd;
+    let raw = pipe.as_raw_fd();
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) run between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if raw == STATUS_FD {
+                if libc::fcntl(raw, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, STATUS_FD) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+/// The runner's side: starts the outer helper with a fresh status pipe, returning the child and
+/// the pipe's read end.
+pub fn spawn_outer(
+    command: &mut std::process::Command,
+) -> std::io::Result<(std::process::Child, std::fs::File)> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let child = spawn_with_status_fd(command, &write)?;
+    drop(write);
+    Ok((child, std::fs::File::from(read)))
 }
 
 /// Entry point of the hidden subcommand. Never returns.
@@ -36,7 +82,13 @@ pub fn main(stage: &str, plan_path: &Path) -> ! {
     {
         Ok(plan) => plan,
         Err(e) => {
-            eprintln!("loop-runner sandbox helper: unreadable plan `{}`: {e}", plan_path.display());
+            let what = format!("reading the plan `{}`: {e}", plan_path.display());
+            let mut pipe = status_pipe();
+            if stage == "outer" {
+                write_status(&mut pipe, &Status { setup_error: Some(what), ..Status::default() });
+            } else if let Some(pipe) = pipe.as_mut() {
+                let _ = pipe.write_all(what.as_bytes());
+            }
             std::process::exit(SETUP_FAILED);
         }
     };
@@ -44,7 +96,9 @@ pub fn main(stage: &str, plan_path: &Path) -> ! {
         "outer" => outer(&plan, plan_path),
         "inner" => inner(&plan),
         other => {
-            eprintln!("loop-runner sandbox helper: unknown stage `{other}`");
+            let mut pipe = status_pipe();
+            let what = format!("unknown helper stage `{other}`");
+            write_status(&mut pipe, &Status { setup_error: Some(what), ..Status::default() });
             std::process::exit(SETUP_FAILED)
         }
     }
@@ -54,21 +108,22 @@ fn has(plan: &Plan, layer: Layer) -> bool {
     plan.layers.contains(&layer)
 }
 
-fn write_status(plan: &Plan, status: &Status) {
-    if let Ok(text) = serde_json::to_string(status) {
-        let _ = std::fs::write(&plan.status, text);
+fn write_status(pipe: &mut Option<std::fs::File>, status: &Status) {
+    if let (Some(pipe), Ok(text)) = (pipe.as_mut(), serde_json::to_string(status)) {
+        let _ = pipe.write_all(text.as_bytes());
     }
 }
 
 fn outer(plan: &Plan, plan_path: &Path) -> ! {
-    let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
-        write_status(plan, &Status { setup_error: Some(format!("{what}: {e}")), ..Status::default() });
+    let mut report = status_pipe();
+    let fail = |report: &mut Option<std::fs::File>, what: &str, e: &dyn std::fmt::Display| -> ! {
+        write_status(report, &Status { setup_error: Some(format!("{what}: {e}")), ..Status::default() });
         std::process::exit(SETUP_FAILED)
     };
     if let Some(cgroup) = &plan.cgroup
         && let Err(e) = std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())
     {
-        fail("joining the pids cgroup (layer cgroup-pids)", &e);
+        fail(&mut report, "joining the pids cgroup (layer cgroup-pids)", &e);
     }
     let mut flags = rustix::thread::UnshareFlags::empty();
     // The mount namespace is the inner helper's own: pivoting the root moves it for every
@@ -88,7 +143,7 @@ fn outer(plan: &Plan, plan_path: &Path) -> ! {
     // SAFETY: this process is single-threaded (the helper starts no thread) and FILES is not
     // among the flags, so no other thread can observe a changed descriptor table.
     if let Err(e) = unsafe { rustix::thread::unshare_unsafe(flags) } {
-        fail("unsharing namespaces (layers user-, mount-, network-, pid-namespace)", &e);
+        fail(&mut report, "unsharing namespaces (layers user-, mount-, network-, pid-namespace)", &e);
     }
     if has(plan, Layer::UserNamespace) {
         let maps = [
@@ -98,15 +153,22 @@ fn outer(plan: &Plan, plan_path: &Path) -> ! {
         ];
         for (file, text) in maps {
             if let Err(e) = std::fs::write(file, text) {
-                fail(&format!("writing {file} (layer user-namespace)"), &e);
+                fail(&mut report, &format!("writing {file} (layer user-namespace)"), &e);
             }
         }
     }
-    let exe = std::env::current_exe().unwrap_or_else(|e| fail("finding the helper binary", &e));
-    let child =
-        std::process::Command::new(exe).args(["__sandbox-exec", "inner"]).arg(plan_path).env_clear().spawn();
-    let mut child = child.unwrap_or_else(|e| fail("starting the inner helper", &e));
-    let status = child.wait().unwrap_or_else(|e| fail("waiting for the script", &e));
+    let exe = std::env::current_exe().unwrap_or_else(|e| fail(&mut report, "finding the helper binary", &e));
+    let (setup_read, setup_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .unwrap_or_else(|e| fail(&mut report, "making the set-up pipe", &e));
+    let mut command = std::process::Command::new(exe);
+    command.args(["__sandbox-exec", "inner"]).arg(plan_path).env_clear();
+    let child = spawn_with_status_fd(&mut command, &setup_write);
+    drop(setup_write);
+    let mut child = child.unwrap_or_else(|e| fail(&mut report, "starting the inner helper", &e));
+    // The inner helper's end closes when it execs Python (or exits), so this returns early.
+    let mut setup_error = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::fs::File::from(setup_read), &mut setup_error);
+    let status = child.wait().unwrap_or_else(|e| fail(&mut report, "waiting for the script", &e));
     // SAFETY: `getrusage` only writes into the zeroed struct we pass.
     let max_rss_kib = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
@@ -116,20 +178,20 @@ fn outer(plan: &Plan, plan_path: &Path) -> ! {
             0
         }
     };
-    let mut out = Status { code: status.code(), signal: status.signal(), max_rss_kib, setup_error: None };
-    if status.code() == Some(SETUP_FAILED)
-        && let Ok(text) = std::fs::read_to_string(setup_path(plan))
-        && !text.is_empty()
-    {
-        out.setup_error = Some(text);
-    }
-    write_status(plan, &out);
+    let out = Status {
+        code: status.code(),
+        signal: status.signal(),
+        max_rss_kib,
+        setup_error: (!setup_error.is_empty()).then_some(setup_error),
+    };
+    write_status(&mut report, &out);
     std::process::exit(status.code().unwrap_or(128 + status.signal().unwrap_or(9)));
 }
 
 fn inner(plan: &Plan) -> ! {
-    // Opened before the root changes, so setup errors can be reported afterwards too.
-    let mut setup = std::fs::File::create(setup_path(plan)).ok();
+    // Inherited from the outer helper; it stays usable after the root changes and closes when
+    // Python is executed.
+    let mut setup = status_pipe();
     let mut fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
         if let Some(f) = setup.as_mut() {
             let _ = write!(f, "{what}: {e}");
@@ -175,10 +237,8 @@ fn inner(plan: &Plan) -> ! {
     {
         fail("installing the seccomp filter (layer seccomp)", &e);
     }
-    drop(setup);
     let error = std::process::Command::new(&plan.python).args(&plan.argv).env_clear().envs(&plan.env).exec();
-    eprintln!("loop-runner sandbox: cannot start `{}`: {error}", plan.python.display());
-    std::process::exit(SETUP_FAILED)
+    fail(&format!("starting `{}`", plan.python.display()), &error)
 }
 
 fn unshare_mounts() -> std::io::Result<()> {

@@ -60,6 +60,39 @@ impl Layer {
         }
     }
 
+    /// What is unprotected when this layer is waived, in words for the run's summary and report.
+    pub fn consequence(self) -> &'static str {
+        match self {
+            Layer::UserNamespace => {
+                "user-namespace: the script runs as the runner's own user, not as an unprivileged user of its own"
+            }
+            Layer::NetworkNamespace => {
+                "network-namespace: only seccomp and Landlock keep the script off the network (UDP is not covered by Landlock)"
+            }
+            Layer::MountNamespace => {
+                "mount-namespace: the script sees the host's file system wherever Landlock allows reading"
+            }
+            Layer::PidNamespace => {
+                "pid-namespace: the script sees the host's processes, can read /proc/<pid>/environ of processes of the same user (loop-runner removes the API key from its own), and processes it detaches with setsid can outlive it"
+            }
+            Layer::Rlimits => {
+                "rlimits: memory, CPU time, file size and open files are not capped by the kernel (the wall-clock deadline still holds)"
+            }
+            Layer::CgroupPids => {
+                "cgroup-pids: a fork bomb is bounded only by the PID namespace and the user's process limit"
+            }
+            Layer::Landlock => {
+                "landlock: file access is confined by the mount namespace alone, TCP by seccomp alone"
+            }
+            Layer::Seccomp => {
+                "seccomp: socket, ptrace, mount and other system calls are not filtered (the namespaces still apply)"
+            }
+            Layer::NoCapabilities => {
+                "no-capabilities: the script keeps capabilities inside its namespaces and could remount read-only mounts writable"
+            }
+        }
+    }
+
     pub fn parse(name: &str) -> Result<Layer, String> {
         Layer::ALL.into_iter().find(|l| l.name() == name).ok_or_else(|| {
             let names: Vec<&str> = Layer::ALL.iter().map(|l| l.name()).collect();
@@ -96,14 +129,17 @@ pub struct Plan {
     pub cgroup: Option<PathBuf>,
     /// An empty host directory to build the new root on.
     pub root: PathBuf,
-    /// Where the outer helper writes the exit status.
-    pub status: PathBuf,
     /// The runner's uid and gid, mapped to 0 inside the user namespace.
     pub uid: u32,
     pub gid: u32,
 }
 
-/// What the outer helper reports.
+/// The descriptor on which each helper stage reports to its parent: the outer helper's
+/// [`Status`] to the runner, the inner helper's set-up errors to the outer one. It is
+/// close-on-exec in both, so the script never holds it and cannot forge either report.
+pub const STATUS_FD: i32 = 3;
+
+/// What the outer helper reports (as JSON on [`STATUS_FD`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub code: Option<i32>,

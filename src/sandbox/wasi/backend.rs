@@ -173,6 +173,7 @@ impl Sandbox for WasiSandbox {
             module_flavor: Some(self.flavor.name().to_string()),
             engine: format!("wasmtime {WASMTIME_VERSION}"),
             layers: vec!["wasm32-wasip1".into()],
+            waived: vec![],
         }
     }
 

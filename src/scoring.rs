@@ -3,9 +3,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::data::{TargetInfo, canonical_label, labels, numeric_values, read_table};
-use crate::metric::{self, Metric};
+use crate::data::{TargetInfo, canonical_label, labels, numeric_values, read_csv_bytes, read_table};
+use crate::guest_fs::{GuestDir, GuestFileError};
+use crate::metric::{self, Classes};
 use crate::task::TaskKind;
+
+/// Largest predictions file the runner reads (a script could leave a huge sparse file).
+const MAX_PREDICTIONS_BYTES: u64 = 4 << 30;
 
 /// The true answers for a set of rows.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,16 +55,16 @@ pub struct Scored {
     pub details: String,
 }
 
-/// Scores `predictions.csv` against `truth`. Every problem with the file is an error message
-/// written for the agent that produced it.
-pub fn score(path: &Path, target: &TargetInfo, truth: &Truth) -> Result<Scored, String> {
-    if !path.is_file() {
-        return Err(format!(
-            "the script wrote no predictions file (`{}`)",
-            path.file_name().unwrap_or_default().to_string_lossy()
-        ));
-    }
-    let df = read_table(path).map_err(|e| format!("predictions.csv is not a readable CSV: {}", e.message))?;
+/// Scores the predictions file `rel` that a script left in `dir` against `truth`. The file is
+/// read through [`GuestDir`] (no link followed, regular files only), so no message here can
+/// quote a file the script did not write itself. Every problem is written for the agent that
+/// produced the file.
+pub fn score(dir: &GuestDir, rel: &str, target: &TargetInfo, truth: &Truth) -> Result<Scored, String> {
+    let bytes = dir.read(rel, MAX_PREDICTIONS_BYTES).map_err(|e| match e {
+        GuestFileError::Missing(_) => format!("the script wrote no predictions file (`{rel}`)"),
+        other => format!("the predictions file was not read: {other}"),
+    })?;
+    let df = read_csv_bytes(bytes, rel)?;
     if df.height() != truth.len() {
         return Err(format!(
             "predictions.csv has {} rows; the input had {}: write one row per input row, in order",
@@ -126,14 +130,9 @@ pub fn score(path: &Path, target: &TargetInfo, truth: &Truth) -> Result<Scored, 
                     ));
                 }
             }
-            let score = metric::classification(
-                target.metric,
-                truth,
-                &predicted,
-                &probabilities,
-                target.positive.as_deref(),
-            )
-            .map_err(|e| e.to_string())?;
+            let classes = Classes { all: &target.classes, positive: target.positive.as_deref() };
+            let score = metric::classification(target.metric, truth, &predicted, &probabilities, classes)
+                .map_err(|e| e.to_string())?;
             Ok(Scored { score, details: class_details(truth, &predicted) })
         }
     }
@@ -175,24 +174,10 @@ fn residual_details(truth: &[f64], predicted: &[f64]) -> String {
     format!("mean error {mean:.4} (bias), error std {std:.4}, largest absolute error {worst:.4}")
 }
 
-/// Whether the metric's value is well-defined for this truth (e.g. AUC needs two classes).
-pub fn check_metric_applies(metric: Metric, truth: &Truth) -> Result<(), String> {
-    if metric == Metric::RocAuc
-        && let Truth::Classes(classes) = truth
-    {
-        let mut unique = classes.clone();
-        unique.sort();
-        unique.dedup();
-        if unique.len() < 2 {
-            return Err("roc_auc needs both classes among the scored rows".into());
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metric::Metric;
 
     fn target(kind: TaskKind, metric: Metric) -> TargetInfo {
         TargetInfo {
@@ -207,12 +192,16 @@ mod tests {
     #[test]
     fn scores_classification_with_probabilities() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p.csv");
-        std::fs::write(&path, "prediction,proba_a,proba_b\na,0.9,0.1\nb,0.2,0.8\nb,0.4,0.6\n").unwrap();
+        std::fs::write(
+            dir.path().join("p.csv"),
+            "prediction,proba_a,proba_b\na,0.9,0.1\nb,0.2,0.8\nb,0.4,0.6\n",
+        )
+        .unwrap();
+        let guest = GuestDir::open(dir.path()).unwrap();
         let truth = Truth::Classes(vec!["a".into(), "b".into(), "a".into()]);
-        let s = score(&path, &target(TaskKind::Binary, Metric::RocAuc), &truth).unwrap();
+        let s = score(&guest, "p.csv", &target(TaskKind::Binary, Metric::RocAuc), &truth).unwrap();
         assert!((s.score - 1.0).abs() < 1e-12);
-        let acc = score(&path, &target(TaskKind::Binary, Metric::Accuracy), &truth).unwrap();
+        let acc = score(&guest, "p.csv", &target(TaskKind::Binary, Metric::Accuracy), &truth).unwrap();
         assert!((acc.score - 2.0 / 3.0).abs() < 1e-12);
         assert!(acc.details.contains("class a: recall 0.500"), "{}", acc.details);
     }
@@ -227,22 +216,28 @@ mod tests {
             ("label\na\nb\n", "no `prediction` column"),
             ("prediction,proba_a\na,0.1\nb,0.2\n", "lacks proba_b"),
         ];
+        let guest = GuestDir::open(dir.path()).unwrap();
         for (text, expected) in cases {
-            let path = dir.path().join("p.csv");
-            std::fs::write(&path, text).unwrap();
-            let err = score(&path, &t, &truth).unwrap_err();
+            std::fs::write(dir.path().join("p.csv"), text).unwrap();
+            let err = score(&guest, "p.csv", &t, &truth).unwrap_err();
             assert!(err.contains(expected), "{text:?}: {err}");
         }
-        assert!(score(&dir.path().join("none.csv"), &t, &truth).unwrap_err().contains("no predictions file"));
+        assert!(score(&guest, "none.csv", &t, &truth).unwrap_err().contains("no predictions file"));
+        // A link to a host file that would score perfectly is not followed, and not quoted.
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("secret.csv"), "prediction,proba_a,proba_b\na,1,0\nb,0,1\n").unwrap();
+        std::os::unix::fs::symlink(host.path().join("secret.csv"), dir.path().join("link.csv")).unwrap();
+        let err = score(&guest, "link.csv", &t, &truth).unwrap_err();
+        assert!(err.contains("symbolic link") && !err.contains("proba_a,proba_b"), "{err}");
     }
 
     #[test]
     fn scores_regression() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p.csv");
-        std::fs::write(&path, "prediction\n2.5\n0.0\n2\n8\n").unwrap();
+        std::fs::write(dir.path().join("p.csv"), "prediction\n2.5\n0.0\n2\n8\n").unwrap();
         let truth = Truth::Values(vec![3.0, -0.5, 2.0, 7.0]);
-        let s = score(&path, &target(TaskKind::Regression, Metric::Mae), &truth).unwrap();
+        let guest = GuestDir::open(dir.path()).unwrap();
+        let s = score(&guest, "p.csv", &target(TaskKind::Regression, Metric::Mae), &truth).unwrap();
         assert!((s.score - 0.5).abs() < 1e-12);
         assert!(s.details.contains("bias"));
     }

@@ -7,9 +7,11 @@
 //!   transcript.jsonl    every agent request and response (secrets redacted)
 //!   log.jsonl           tracing log
 //!   data/train.csv      agent-visible training rows, mounted read-only into the sandbox
-//!   inputs/validation/  validation features (no labels), mounted for inference
-//!   holdout/            validation labels and the test split: never mounted into a sandbox
-//!   iterations/iter-N/  each iteration's scratch directory
+//!   inputs/validation-S/ validation features of split S (no labels), mounted for inference
+//!   holdout/            validation labels of every split and the test split: never mounted
+//!   iterations/iter-N/  each iteration: `work/` is the script's writable /work; next to it
+//!                       the runner's own files (the agent's answers in `steps/`, metrics,
+//!                       environment), which no script can reach
 //!   workspace/          the git repository (branch `best` checked out)
 //!   report/             REPORT.md, report.html, summary.json
 //! ```
@@ -43,7 +45,7 @@ impl RunDir {
         }
         fs_err::create_dir(&root)?;
         let dir = Self { root };
-        for sub in [dir.data(), dir.validation_inputs(), dir.holdout(), dir.iterations(), dir.report()] {
+        for sub in [dir.data(), dir.root.join("inputs"), dir.holdout(), dir.iterations(), dir.report()] {
             fs_err::create_dir_all(sub)?;
         }
         Ok(dir)
@@ -83,13 +85,21 @@ impl RunDir {
     pub fn train_csv(&self) -> PathBuf {
         self.data().join("train.csv")
     }
-    pub fn validation_inputs(&self) -> PathBuf {
-        self.root.join("inputs").join("validation")
+    /// The validation features of split `split_id` (`features.csv`), the only data inference
+    /// scripts see.
+    pub fn validation_inputs(&self, split_id: u32) -> PathBuf {
+        self.root.join("inputs").join(format!("validation-{split_id}"))
     }
     pub fn holdout(&self) -> PathBuf {
         self.root.join("holdout")
     }
-    pub fn validation_labels(&self) -> PathBuf {
+    /// The validation labels of split `split_id`. Every split's labels are kept, so a snapshot
+    /// made on an earlier split can still be audited.
+    pub fn validation_labels(&self, split_id: u32) -> PathBuf {
+        self.holdout().join(format!("validation-{split_id}.csv"))
+    }
+    /// Where runs written before per-split files kept the (single) validation labels.
+    pub fn legacy_validation_labels(&self) -> PathBuf {
         self.holdout().join("validation.csv")
     }
     pub fn test_csv(&self) -> PathBuf {
@@ -101,8 +111,13 @@ impl RunDir {
     pub fn iterations(&self) -> PathBuf {
         self.root.join("iterations")
     }
+    /// Iteration `n`'s directory (the runner's files; the script's are in [`Self::work`]).
     pub fn iteration(&self, n: u32) -> PathBuf {
         self.iterations().join(crate::snapshot::tag_name(n))
+    }
+    /// Iteration `n`'s scratch directory, mounted read-write at `/work`.
+    pub fn work(&self, n: u32) -> PathBuf {
+        self.iteration(n).join("work")
     }
     pub fn workspace(&self) -> PathBuf {
         self.root.join("workspace")

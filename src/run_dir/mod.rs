@@ -1,0 +1,8 @@
+//! A run's directory: where everything lives ([`RunDir`]) and `run.json` ([`Manifest`]), the
+//! fixed inputs every later command (resume, audit, replay, report) reads back.
+
+mod layout;
+mod manifest;
+
+pub use layout::RunDir;
+pub use manifest::{FORMAT as MANIFEST_FORMAT, Manifest};

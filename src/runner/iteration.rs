@@ -1,0 +1,386 @@
+//! One iteration: the agent's steps, the scripts they produce run in the sandbox, the runner's
+//! own score. An iteration never commits or changes the run's state: it returns what happened
+//! ([`Finished`]) and the run's dispatcher records it, in iteration order.
+//!
+//! Everything a script leaves is untrusted. The iteration's directory holds a `work/` that the
+//! script sees as `/work`; the runner's own files (the agent's answers, the scripts as written)
+//! live beside it, out of the script's reach, and the runner's copies are what get committed.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::StopReason;
+use super::ask::{Accumulator, StepFailure, ask};
+use super::shared::{SandboxRunError, Shared};
+use super::split;
+use crate::guest_fs::GuestDir;
+use crate::journal::{Event, IterationRecord, OutcomeBrief};
+use crate::policy::{self, Script, ScriptKind};
+use crate::sandbox::{Outcome, SandboxError};
+use crate::scoring::{Scored, score};
+use crate::steps::{
+    AnalyzeOutput, ArchitectureOutput, ExploreOutput, Failure, PlanOutput, RepresentOutput, ScriptOutput,
+    SplitOutput, Step, StepContext, TrainOutput, ValidationBrief, rules,
+};
+
+/// An iteration to run.
+pub(super) struct Job {
+    pub n: u32,
+    /// What the agent is told: the task, and the iterations this one may know of.
+    pub context: StepContext,
+    pub cancel: CancellationToken,
+}
+
+/// How an iteration went.
+#[derive(Debug)]
+pub(super) struct Finished {
+    pub n: u32,
+    pub record: IterationRecord,
+    /// Set when the loop must stop (budget, interrupt, spend cap, unusable agent).
+    pub stop: Option<StopReason>,
+    /// The scripts as the runner wrote and ran them, by file name.
+    pub scripts: Vec<(String, String)>,
+    /// Seconds its scripts ran (the rest of its wall time is the runner's and the agent's).
+    pub script_seconds: f64,
+    /// Exploration findings it made.
+    pub findings: Vec<String>,
+}
+
+/// What the validation predictions scored.
+struct Done {
+    scored: Scored,
+    predictions_sha256: String,
+    model_files: Vec<(String, String)>,
+}
+
+/// Runs iteration `job.n` to its end. `Err` only for failures of the runner itself.
+pub(super) async fn run(shared: Arc<Shared>, job: Job) -> anyhow::Result<Finished> {
+    let started = Instant::now();
+    let n = job.n;
+    let dir = shared.dir.iteration(n);
+    if dir.exists() {
+        fs_err::remove_dir_all(&dir)?;
+    }
+    let work = shared.dir.work(n);
+    fs_err::create_dir_all(&work)?;
+    fs_err::create_dir_all(dir.join("steps"))?;
+    let mut acc = Accumulator::default();
+    let mut scripts_seconds = 0.0;
+    let mut it = Iteration {
+        shared: &shared,
+        n,
+        dir: &dir,
+        work: &work,
+        cancel: &job.cancel,
+        script_seconds: &mut scripts_seconds,
+    };
+    let mut ctx = job.context;
+    let outcome = it.build(&mut ctx, &mut acc).await;
+    let (mut status, mut stop, done) = match outcome {
+        Ok(done) => ("succeeded".to_string(), None, Some(done)),
+        Err(StepFailure::Stop(reason, why)) => (format!("cut: {why}"), Some(reason), None),
+        Err(StepFailure::Failed(step, why)) => (format!("failed at {step}: {why}"), None, None),
+        Err(StepFailure::Internal(e)) => return Err(e),
+    };
+    // Analysis comes after the score: whatever happens to it, a scored model is kept.
+    let mut next_ideas = Vec::new();
+    let mut analysis_error = None;
+    if let Some(done) = &done {
+        ctx.validation =
+            Some(ValidationBrief { score: done.scored.score, details: done.scored.details.clone() });
+        match ask::<AnalyzeOutput>(&shared, Step::Analyze, &ctx, &|_| vec![], &dir.join("steps"), &mut acc)
+            .await
+        {
+            Ok(analysis) => next_ideas = analysis.next_ideas,
+            Err(StepFailure::Stop(reason, why)) => {
+                analysis_error = Some(format!("cut: {why}"));
+                stop = Some(reason);
+            }
+            Err(StepFailure::Failed(_, why)) => analysis_error = Some(why),
+            Err(StepFailure::Internal(e)) => return Err(e),
+        }
+    }
+    if done.is_none() && status == "succeeded" {
+        status = "failed".into();
+    }
+    // What ran: the training answer names the model its script trains (a fix may have changed
+    // it); before any training answer, the architecture step's choice.
+    let (family, hyperparameters) = match (&acc.train, &acc.architecture) {
+        (Some(t), _) => (t.family.clone(), t.hyperparameters.clone()),
+        (None, Some(a)) => (a.family.clone(), a.hyperparameters.clone()),
+        (None, None) => ("-".into(), vec![]),
+    };
+    let record = IterationRecord {
+        iteration: n,
+        status,
+        family,
+        hyperparameters,
+        representation: acc.represent.clone(),
+        split_id: shared.split().id,
+        validation_score: done.as_ref().map(|d| d.scored.score),
+        next_ideas,
+        predictions_sha256: done.as_ref().map(|d| d.predictions_sha256.clone()),
+        model_files: done.map(|d| d.model_files).unwrap_or_default(),
+        seconds: started.elapsed().as_secs_f64(),
+        cost_usd: acc.cost,
+        step_seconds: acc.step_seconds.clone(),
+        analysis_error,
+    };
+    Ok(Finished {
+        n,
+        record,
+        stop,
+        scripts: acc.scripts,
+        script_seconds: scripts_seconds,
+        findings: acc.findings,
+    })
+}
+
+struct Iteration<'a> {
+    shared: &'a Shared,
+    n: u32,
+    dir: &'a Path,
+    work: &'a Path,
+    cancel: &'a CancellationToken,
+    script_seconds: &'a mut f64,
+}
+
+impl Iteration<'_> {
+    fn steps_dir(&self) -> std::path::PathBuf {
+        self.dir.join("steps")
+    }
+
+    /// Plan to scored validation predictions.
+    async fn build(&mut self, ctx: &mut StepContext, acc: &mut Accumulator) -> Result<Done, StepFailure> {
+        let shared = self.shared;
+        let steps_dir = self.steps_dir();
+        let plan: PlanOutput = ask(shared, Step::Plan, ctx, &|_| vec![], &steps_dir, acc).await?;
+        ctx.current.plan = Some(plan);
+
+        let explore: ExploreOutput =
+            ask(shared, Step::Explore, ctx, &rules::explore, &steps_dir, acc).await?;
+        if !explore.script.trim().is_empty() {
+            let outcome = self.run_script(ScriptKind::Explore, &explore.script, acc).await?;
+            let mut text = tail(&outcome.stdout.text, 3000);
+            if !outcome.success() {
+                text.push_str(&format!(
+                    "\n(explore.py: {})\n{}",
+                    outcome.summary(),
+                    tail(&outcome.stderr.text, 1000)
+                ));
+            }
+            let finding = format!("iteration {}: {}", self.n, text.trim());
+            shared
+                .log(Event::Finding { iteration: self.n, text: finding.clone() })
+                .map_err(StepFailure::internal)?;
+            ctx.findings.push(finding.clone());
+            acc.findings.push(finding);
+        }
+        ctx.current.explore = Some(explore);
+
+        if ctx.split_open {
+            let target = &shared.inputs.target;
+            let rows = shared.inputs.profile.rows;
+            let labels = shared.pool_labels.clone();
+            let rule = move |s: &SplitOutput| split::problems(s, target, labels.as_deref(), rows);
+            let answer: SplitOutput = ask(shared, Step::Split, ctx, &rule, &steps_dir, acc).await?;
+            let current = shared.split();
+            if !split::same(&answer, &current.split) {
+                let id = current.id + 1;
+                let (state, train_rows, validation_rows) =
+                    split::materialize(&shared.dir, target, &answer, id).map_err(StepFailure::Internal)?;
+                *shared.split.lock().unwrap_or_else(|p| p.into_inner()) = state;
+                shared
+                    .log(Event::SplitMade {
+                        split_id: id,
+                        validation_fraction: answer.validation_fraction,
+                        stratify: answer.stratify,
+                        seed: answer.seed,
+                        train_rows,
+                        validation_rows,
+                    })
+                    .map_err(StepFailure::internal)?;
+                // Scores on the earlier split do not compare with this one.
+                ctx.best = None;
+            }
+            ctx.split = Some(shared.split().split);
+        }
+
+        let represent: RepresentOutput = {
+            let c = ctx.clone();
+            ask(
+                shared,
+                Step::Represent,
+                ctx,
+                &move |a: &RepresentOutput| rules::represent(a, &c),
+                &steps_dir,
+                acc,
+            )
+            .await?
+        };
+        acc.represent = Some(represent.clone());
+        ctx.current.represent = Some(represent);
+        let architecture: ArchitectureOutput =
+            ask(shared, Step::Architecture, ctx, &rules::architecture, &steps_dir, acc).await?;
+        acc.architecture = Some(architecture.clone());
+        ctx.current.architecture = Some(architecture);
+
+        let fix_attempts = shared.inputs.config.loop_.fix_attempts;
+        let guest = GuestDir::open(self.work).map_err(StepFailure::internal)?;
+        // Train, with bounded fixes.
+        let mut failure: Option<Failure> = None;
+        let mut model_files: Vec<(String, String)> = Vec::new();
+        for attempt in 0..=fix_attempts {
+            ctx.failure = failure.take();
+            let train: TrainOutput = ask(shared, Step::Train, ctx, &rules::train, &steps_dir, acc).await?;
+            ctx.failure = None;
+            guest.remove("model").map_err(StepFailure::internal)?;
+            acc.train = Some(train.clone());
+            let outcome = self.run_script(ScriptKind::Train, &train.script, acc).await?;
+            model_files = model_files_of(&outcome);
+            let problem = if !outcome.success() {
+                Some(outcome.summary())
+            } else if model_files.is_empty() {
+                Some("train.py exited 0 but wrote nothing under model/".to_string())
+            } else {
+                None
+            };
+            ctx.current.train = Some(train.clone());
+            match problem {
+                None => break,
+                Some(summary) if attempt == fix_attempts => {
+                    return Err(StepFailure::Failed("train".into(), summary));
+                }
+                Some(summary) => failure = Some(failure_of(train.script, summary, &outcome)),
+            }
+        }
+
+        // Infer on the validation features, with bounded fixes; the runner scores.
+        for attempt in 0..=fix_attempts {
+            ctx.failure = failure.take();
+            let infer: ScriptOutput = ask(shared, Step::Infer, ctx, &rules::infer, &steps_dir, acc).await?;
+            ctx.failure = None;
+            guest.remove("predictions.csv").map_err(StepFailure::internal)?;
+            let outcome = self.run_script(ScriptKind::Infer, &infer.script, acc).await?;
+            ctx.current.infer = Some(infer.clone());
+            let split = shared.split();
+            let problem = if !outcome.success() {
+                Err(outcome.summary())
+            } else if model_files_of(&outcome) != model_files {
+                Err("inference.py changed files under model/; it must only read them".to_string())
+            } else {
+                score(&guest, "predictions.csv", &shared.inputs.target, &split.truth)
+            };
+            match problem {
+                Ok(scored) => {
+                    let predictions_sha256 = guest
+                        .sha256("predictions.csv", u64::MAX)
+                        .map_err(|e| StepFailure::Internal(anyhow::anyhow!("hashing the predictions: {e}")))?
+                        .1;
+                    return Ok(Done { scored, predictions_sha256, model_files });
+                }
+                Err(summary) if attempt == fix_attempts => {
+                    return Err(StepFailure::Failed("infer".into(), summary));
+                }
+                Err(summary) => failure = Some(failure_of(infer.script, summary, &outcome)),
+            }
+        }
+        unreachable!("the loop either scores or returns")
+    }
+
+    /// Puts `text` in place as the script of `kind` and runs it within what is left of the
+    /// loop's budget.
+    async fn run_script(
+        &mut self,
+        kind: ScriptKind,
+        text: &str,
+        acc: &mut Accumulator,
+    ) -> Result<Outcome, StepFailure> {
+        let shared = self.shared;
+        // Replaced, never written through: the last script may have left a link by this name.
+        GuestDir::open(self.work)
+            .and_then(|g| g.replace(kind.script(), text.as_bytes()))
+            .map_err(StepFailure::internal)?;
+        acc.keep_script(kind.script(), text);
+        let split = shared.split();
+        let visible = if kind.learns() { shared.dir.data() } else { shared.dir.validation_inputs(split.id) };
+        let mut spec = policy::spec(
+            &Script { kind, work: self.work, visible: &visible },
+            &shared.inputs.config.sandbox,
+            shared.inputs.config.loop_.seed,
+            &shared.private(),
+        );
+        if let Some(left) = shared.budget.loop_left() {
+            if left < Duration::from_secs(1) {
+                return Err(StepFailure::Stop(
+                    shared.stop_reason(),
+                    format!("no time left to run {}", kind.name()),
+                ));
+            }
+            spec.limits.wall = spec.limits.wall.min(left);
+        }
+        shared.reporter.report(super::progress::Progress::Step {
+            iteration: self.n,
+            step: format!("{} (running)", kind.name()),
+        });
+        let script = spec.script.clone();
+        let outcome = shared.sandbox_run(spec, self.cancel.clone()).await.map_err(|e| match e {
+            // The sandbox refused to expose a private directory: nothing the agent can fix.
+            SandboxRunError::Sandbox(e @ SandboxError::ExposesPrivate { .. }) => {
+                StepFailure::Internal(e.into())
+            }
+            other => StepFailure::Internal(other.into()),
+        })?;
+        *self.script_seconds += outcome.wall.as_secs_f64();
+        shared
+            .log(Event::ScriptRun {
+                iteration: self.n,
+                step: kind.name().into(),
+                script,
+                outcome: OutcomeBrief::from(&outcome),
+            })
+            .map_err(StepFailure::internal)?;
+        if self.cancel.is_cancelled() && !outcome.success() {
+            return Err(StepFailure::Stop(
+                shared.stop_reason(),
+                format!("{} stopped at the end of the budget", kind.name()),
+            ));
+        }
+        Ok(outcome)
+    }
+}
+
+/// `(path, sha256)` of the files under `/work/model/`, sorted.
+fn model_files_of(outcome: &Outcome) -> Vec<(String, String)> {
+    outcome
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with("/work/model/"))
+        .map(|f| (f.path.clone(), f.sha256.clone()))
+        .collect()
+}
+
+/// A failed script as the agent sees it when asked to fix it.
+fn failure_of(script: String, summary: String, outcome: &Outcome) -> Failure {
+    Failure {
+        script,
+        summary,
+        stderr_tail: tail(&outcome.stderr.text, 4000),
+        stdout_tail: tail(&outcome.stdout.text, 1000),
+    }
+}
+
+/// The last `max` bytes of `text`, on a character boundary.
+pub(super) fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("...{}", &text[start..])
+}
