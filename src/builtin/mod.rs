@@ -208,3 +208,32 @@ fn analyze(context: &StepContext) -> AnalyzeOutput {
         vec![format!("Tune {family} further if it is among the best; otherwise try other families.")];
     AnalyzeOutput { observations, next_ideas }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::steps::Failure;
+
+    #[test]
+    fn a_fallback_after_a_failure_says_which_model_it_trains() {
+        // Gradient boosting was tried: this iteration plans a random forest.
+        let hgb = strategy::family("hist_gradient_boosting").unwrap();
+        let tried = strategy::tests::done(1, hgb.name, strategy::defaults(hgb, false), 0.9);
+        let mut ctx = strategy::tests::context(vec![tried]);
+        let architecture: ArchitectureOutput =
+            serde_json::from_str(&answer(Step::Architecture, &ctx).unwrap()).unwrap();
+        ctx.current.architecture = Some(architecture);
+        let planned: TrainOutput = serde_json::from_str(&answer(Step::Train, &ctx).unwrap()).unwrap();
+        assert_eq!(planned.family, "random_forest");
+        ctx.failure = Some(Failure {
+            script: planned.script,
+            summary: "exit 1".into(),
+            stderr_tail: String::new(),
+            stdout_tail: String::new(),
+        });
+        let fallback: TrainOutput = serde_json::from_str(&answer(Step::Train, &ctx).unwrap()).unwrap();
+        assert_eq!(fallback.family, "hist_gradient_boosting");
+        assert!(fallback.notes.contains("falling back"), "{}", fallback.notes);
+        assert!(fallback.hyperparameters.iter().any(|h| h.name == "learning_rate"));
+    }
+}

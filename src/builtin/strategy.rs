@@ -293,7 +293,7 @@ fn neighbour(family: Family, params: &[Hyperparameter], rng: &mut fastrand::Rng)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::data::{Profile, TargetProfile};
     use crate::steps::{CurrentSteps, TaskBrief};
@@ -331,7 +331,12 @@ mod tests {
         }
     }
 
-    fn done(iteration: u32, family: &str, params: Vec<Hyperparameter>, score: f64) -> IterationBrief {
+    pub(crate) fn done(
+        iteration: u32,
+        family: &str,
+        params: Vec<Hyperparameter>,
+        score: f64,
+    ) -> IterationBrief {
         IterationBrief {
             iteration,
             status: "succeeded".into(),
