@@ -350,6 +350,36 @@ mod tests {
     }
 
     #[test]
+    fn no_mount_may_contain_or_lie_inside_a_private_directory() {
+        let run = tempfile::tempdir().unwrap();
+        for sub in ["holdout/deep", "data", "iterations/iter-0001/work"] {
+            std::fs::create_dir_all(run.path().join(sub)).unwrap();
+        }
+        let spec = |host: &std::path::Path| {
+            let mut spec = RunSpec::new("/work/a.py", vec![Mount::read_write(host, "/work")]);
+            spec.private = vec![run.path().join("holdout")];
+            spec
+        };
+        let work = run.path().join("iterations/iter-0001/work");
+        assert!(spec(&work).check_mounts(&[]).is_ok());
+        for exposing in
+            [run.path().to_path_buf(), run.path().join("holdout"), run.path().join("holdout/deep")]
+        {
+            let err = spec(&exposing).check_mounts(&[]).unwrap_err();
+            assert!(
+                matches!(err, super::super::SandboxError::ExposesPrivate { .. }),
+                "{}: {err}",
+                exposing.display()
+            );
+            assert!(err.to_string().contains("holdout"), "{err}");
+        }
+        // Through a link to the run directory, too.
+        let link = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(run.path(), link.path().join("r")).unwrap();
+        assert!(spec(&link.path().join("r")).check_not_private(&link.path().join("r")).is_err());
+    }
+
+    #[test]
     fn outcome_summary_names_the_limit() {
         let outcome = Outcome {
             exit: Exit::Killed,
