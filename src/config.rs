@@ -102,6 +102,20 @@ pub struct LoopSection {
     pub jobs: Option<u32>,
 }
 
+/// `[search]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSection {
+    /// Drafts (new approaches) before the search improves anything.
+    pub drafts: Option<u32>,
+    /// An ensemble of the scored iterations every this many iterations (0: never).
+    pub ensemble_every: Option<u32>,
+    /// Chance of improving a good iteration other than the best.
+    pub explore: Option<f64>,
+    /// Chance of debugging a failed iteration when one is worth it.
+    pub debug: Option<f64>,
+}
+
 /// `[sandbox]` as written.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +143,8 @@ pub struct ConfigFile {
     pub loop_: LoopSection,
     #[serde(default)]
     pub sandbox: SandboxSection,
+    #[serde(default)]
+    pub search: SearchSection,
 }
 
 impl ConfigFile {
@@ -163,6 +179,17 @@ pub struct LoopConfig {
     pub jobs: u32,
 }
 
+/// Search settings resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchConfig {
+    /// `None`: as many as the agent has distinct approaches (the built-in agent's portfolio), or
+    /// 5 for an LLM.
+    pub drafts: Option<u32>,
+    pub ensemble_every: u32,
+    pub explore: f64,
+    pub debug: f64,
+}
+
 /// Sandbox settings resolved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxConfig {
@@ -194,6 +221,7 @@ pub struct RunConfig {
     pub agent: AgentConfig,
     pub loop_: LoopConfig,
     pub sandbox: SandboxConfig,
+    pub search: SearchConfig,
 }
 
 impl RunConfig {
@@ -302,7 +330,21 @@ impl RunConfig {
             memory_bytes: bytes("sandbox.memory", &s.memory, 3 << 30)?,
             disk_bytes: bytes("sandbox.disk", &s.disk, 2 << 30)?,
         };
-        Ok(Self { agent, loop_, sandbox })
+        let q = &file.search;
+        for (field, value) in [("search.explore", q.explore), ("search.debug", q.debug)] {
+            if let Some(v) = value
+                && !(0.0..=1.0).contains(&v)
+            {
+                return Err(UserError::setup(format!("config `{field}` {v} is outside 0..=1")));
+            }
+        }
+        let search = SearchConfig {
+            drafts: q.drafts,
+            ensemble_every: q.ensemble_every.unwrap_or(5),
+            explore: q.explore.unwrap_or(0.2),
+            debug: q.debug.unwrap_or(0.3),
+        };
+        Ok(Self { agent, loop_, sandbox, search })
     }
 }
 
@@ -362,6 +404,12 @@ impl RunConfig {
                 script_timeout: Some(format!("{}ms", self.sandbox.script_timeout.as_millis())),
                 memory: Some(self.sandbox.memory_bytes.to_string()),
                 disk: Some(self.sandbox.disk_bytes.to_string()),
+            },
+            search: SearchSection {
+                drafts: self.search.drafts,
+                ensemble_every: Some(self.search.ensemble_every),
+                explore: Some(self.search.explore),
+                debug: Some(self.search.debug),
             },
         }
     }

@@ -58,6 +58,14 @@ pub enum Event {
     },
     IterationStarted {
         iteration: u32,
+        /// The node it builds on, and how (absent in older journals: a draft).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<u32>,
+        #[serde(default)]
+        operation: crate::search::Operation,
+        /// Why the search chose it.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
     },
     /// What an exploration script printed (kept for later prompts).
     Finding {
@@ -138,6 +146,11 @@ impl From<&Outcome> for OutcomeBrief {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IterationRecord {
     pub iteration: u32,
+    /// The node it built on (none for a draft) and how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u32>,
+    #[serde(default)]
+    pub operation: crate::search::Operation,
     /// `succeeded`, or `failed at <step>: <why>`, or `cut: <why>`.
     pub status: String,
     pub family: String,
@@ -157,6 +170,9 @@ pub struct IterationRecord {
     /// Why the analysis of a scored iteration is missing (the score and model still count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis_error: Option<String>,
+    /// Seconds its scripts ran (the rest of `seconds` went to the agent and the runner).
+    #[serde(default)]
+    pub script_seconds: f64,
 }
 
 impl IterationRecord {
@@ -315,7 +331,12 @@ mod tests {
     use super::*;
 
     fn started(i: u32) -> Event {
-        Event::IterationStarted { iteration: i }
+        Event::IterationStarted {
+            iteration: i,
+            parent: None,
+            operation: Default::default(),
+            reason: String::new(),
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod runner;
 pub mod runtime;
 pub mod sandbox;
 pub mod scoring;
+pub mod search;
 pub mod snapshot;
 pub mod steps;
 pub mod task;

@@ -55,6 +55,14 @@ impl Metric {
         matches!(self, Metric::RocAuc | Metric::Accuracy | Metric::MacroF1 | Metric::R2)
     }
 
+    /// The best value the metric can take (nothing can beat a model that reaches it).
+    pub fn perfect(self) -> Option<f64> {
+        match self {
+            Metric::RocAuc | Metric::Accuracy | Metric::MacroF1 | Metric::R2 => Some(1.0),
+            Metric::Rmse | Metric::Mae | Metric::LogLoss => Some(0.0),
+        }
+    }
+
     /// Whether `a` is strictly better than `b`.
     pub fn better(self, a: f64, b: f64) -> bool {
         if self.higher_is_better() { a > b } else { a < b }

@@ -55,21 +55,60 @@ pub struct Scored {
     pub details: String,
 }
 
-/// Scores the predictions file `rel` that a script left in `dir` against `truth`. The file is
-/// read through [`GuestDir`] (no link followed, regular files only), so no message here can
+/// Predictions read from a file, checked against the number of rows they are for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Predicted {
+    Values(Vec<f64>),
+    /// Predicted labels and, per class (canonical label), its probability for every row; a class
+    /// without a column is absent from the map.
+    Classes {
+        labels: Vec<String>,
+        probabilities: BTreeMap<String, Vec<f64>>,
+    },
+}
+
+impl Predicted {
+    /// Rows × classes probabilities in the order of `classes`, for blending: a class without a
+    /// probability column gets 1 where it is the predicted label, else 0.
+    pub fn probability_rows(&self, classes: &[String]) -> Vec<Vec<f64>> {
+        match self {
+            Predicted::Values(v) => v.iter().map(|x| vec![*x]).collect(),
+            Predicted::Classes { labels, probabilities } => labels
+                .iter()
+                .enumerate()
+                .map(|(row, label)| {
+                    classes
+                        .iter()
+                        .map(|c| match probabilities.get(c) {
+                            Some(col) => col[row],
+                            None => f64::from(u8::from(label == c)),
+                        })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Reads the predictions file `rel` that a script left in `dir`, for `rows` input rows. The file
+/// is read through [`GuestDir`] (no link followed, regular files only), so no message here can
 /// quote a file the script did not write itself. Every problem is written for the agent that
 /// produced the file.
-pub fn score(dir: &GuestDir, rel: &str, target: &TargetInfo, truth: &Truth) -> Result<Scored, String> {
+pub fn read_predictions(
+    dir: &GuestDir,
+    rel: &str,
+    target: &TargetInfo,
+    rows: usize,
+) -> Result<Predicted, String> {
     let bytes = dir.read(rel, MAX_PREDICTIONS_BYTES).map_err(|e| match e {
         GuestFileError::Missing(_) => format!("the script wrote no predictions file (`{rel}`)"),
         other => format!("the predictions file was not read: {other}"),
     })?;
     let df = read_csv_bytes(bytes, rel)?;
-    if df.height() != truth.len() {
+    if df.height() != rows {
         return Err(format!(
-            "predictions.csv has {} rows; the input had {}: write one row per input row, in order",
+            "predictions.csv has {} rows; the input had {rows}: write one row per input row, in order",
             df.height(),
-            truth.len()
         ));
     }
     let column = df
@@ -80,62 +119,72 @@ pub fn score(dir: &GuestDir, rel: &str, target: &TargetInfo, truth: &Truth) -> R
         })?
         .as_materialized_series()
         .clone();
-    match truth {
-        Truth::Values(values) => {
-            if column.null_count() > 0 {
-                return Err(format!("{} predictions are empty", column.null_count()));
-            }
-            let predicted =
-                numeric_values(&column).map_err(|e| format!("`prediction` is not numeric: {e}"))?;
-            if predicted.len() != values.len() {
-                return Err("some predictions are not finite numbers".into());
-            }
-            let score = metric::regression(target.metric, values, &predicted).map_err(|e| e.to_string())?;
-            Ok(Scored { score, details: residual_details(values, &predicted) })
+    if target.kind == TaskKind::Regression {
+        if column.null_count() > 0 {
+            return Err(format!("{} predictions are empty", column.null_count()));
         }
-        Truth::Classes(truth) => {
-            let predicted: Vec<String> = labels(&column)
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(Option::unwrap_or_default)
-                .collect();
-            let mut probabilities: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-            for name in df.get_column_names() {
-                if let Some(class) = name.strip_prefix("proba_") {
-                    let series =
-                        df.column(name.as_str()).map_err(|e| e.to_string())?.as_materialized_series().clone();
-                    if series.null_count() > 0 {
-                        return Err(format!("column `{name}` has empty values"));
-                    }
-                    let values = numeric_values(&series)
-                        .map_err(|e| format!("column `{name}` is not numeric: {e}"))?;
-                    if values.len() != truth.len() {
-                        return Err(format!("column `{name}` has values that are not finite numbers"));
-                    }
-                    probabilities.insert(canonical_label(class), values);
-                }
+        let predicted = numeric_values(&column).map_err(|e| format!("`prediction` is not numeric: {e}"))?;
+        if predicted.len() != rows {
+            return Err("some predictions are not finite numbers".into());
+        }
+        return Ok(Predicted::Values(predicted));
+    }
+    let labels: Vec<String> =
+        labels(&column).map_err(|e| e.to_string())?.into_iter().map(Option::unwrap_or_default).collect();
+    let mut probabilities: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for name in df.get_column_names() {
+        if let Some(class) = name.strip_prefix("proba_") {
+            let series =
+                df.column(name.as_str()).map_err(|e| e.to_string())?.as_materialized_series().clone();
+            if series.null_count() > 0 {
+                return Err(format!("column `{name}` has empty values"));
             }
-            if target.metric.needs_probabilities() {
-                let missing: Vec<String> = target
-                    .classes
-                    .iter()
-                    .filter(|c| !probabilities.contains_key(*c))
-                    .map(|c| format!("proba_{c}"))
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(format!(
-                        "{} needs class probabilities: predictions.csv lacks {}",
-                        target.metric,
-                        missing.join(", ")
-                    ));
-                }
+            let values =
+                numeric_values(&series).map_err(|e| format!("column `{name}` is not numeric: {e}"))?;
+            if values.len() != rows {
+                return Err(format!("column `{name}` has values that are not finite numbers"));
             }
-            let classes = Classes { all: &target.classes, positive: target.positive.as_deref() };
-            let score = metric::classification(target.metric, truth, &predicted, &probabilities, classes)
-                .map_err(|e| e.to_string())?;
-            Ok(Scored { score, details: class_details(truth, &predicted) })
+            probabilities.insert(canonical_label(class), values);
         }
     }
+    if target.metric.needs_probabilities() {
+        let missing: Vec<String> = target
+            .classes
+            .iter()
+            .filter(|c| !probabilities.contains_key(*c))
+            .map(|c| format!("proba_{c}"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "{} needs class probabilities: predictions.csv lacks {}",
+                target.metric,
+                missing.join(", ")
+            ));
+        }
+    }
+    Ok(Predicted::Classes { labels, probabilities })
+}
+
+/// Scores predictions against `truth` (errors are written for the agent).
+pub fn score_predicted(predicted: &Predicted, target: &TargetInfo, truth: &Truth) -> Result<Scored, String> {
+    match (truth, predicted) {
+        (Truth::Values(values), Predicted::Values(predicted)) => {
+            let score = metric::regression(target.metric, values, predicted).map_err(|e| e.to_string())?;
+            Ok(Scored { score, details: residual_details(values, predicted) })
+        }
+        (Truth::Classes(truth), Predicted::Classes { labels, probabilities }) => {
+            let classes = Classes { all: &target.classes, positive: target.positive.as_deref() };
+            let score = metric::classification(target.metric, truth, labels, probabilities, classes)
+                .map_err(|e| e.to_string())?;
+            Ok(Scored { score, details: class_details(truth, labels) })
+        }
+        _ => Err("the predictions do not fit the task (values for classes, or classes for values)".into()),
+    }
+}
+
+/// Reads and scores the predictions file `rel` that a script left in `dir`.
+pub fn score(dir: &GuestDir, rel: &str, target: &TargetInfo, truth: &Truth) -> Result<Scored, String> {
+    score_predicted(&read_predictions(dir, rel, target, truth.len())?, target, truth)
 }
 
 /// Recall and precision per class, worst recall first.

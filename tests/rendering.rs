@@ -8,6 +8,7 @@ use loop_runner::agent::schema_of;
 use loop_runner::data::Dataset;
 use loop_runner::journal::IterationRecord;
 use loop_runner::report::{ReportData, StepTotals, markdown, svg_plot};
+use loop_runner::search::Operation;
 use loop_runner::steps::{
     self, ArchitectureOutput, Hyperparameter, IterationBrief, PlanOutput, RepresentOutput, ScriptOutput,
     Step, StepContext, TaskBrief, TrainOutput,
@@ -27,6 +28,8 @@ fn context() -> StepContext {
     let ds = Dataset::prepare(&task).unwrap();
     let hgb = IterationBrief {
         iteration: 1,
+        parent: None,
+        operation: Operation::Draft,
         status: "succeeded".into(),
         family: "hist_gradient_boosting".into(),
         hyperparameters: vec![Hyperparameter { name: "learning_rate".into(), value: "0.1".into() }],
@@ -36,6 +39,8 @@ fn context() -> StepContext {
     };
     let failed = IterationBrief {
         iteration: 2,
+        parent: None,
+        operation: Operation::Draft,
         status: "failed at train: exit 1".into(),
         family: "svm".into(),
         hyperparameters: vec![],
@@ -45,6 +50,8 @@ fn context() -> StepContext {
     };
     let mut ctx = StepContext {
         task: TaskBrief::new(&task, &ds.target),
+        operation: Operation::Draft,
+        parent: None,
         profile_text: ds.profile.render(),
         profile: ds.profile.clone(),
         iteration: 3,
@@ -58,6 +65,7 @@ fn context() -> StepContext {
         failure: None,
         validation: None,
         seed: 0,
+        clock: None,
     };
     ctx.current.plan =
         Some(PlanOutput { review: "HGB works.".into(), plan: "Try logistic regression.".into() });
@@ -116,6 +124,9 @@ fn step_schemas() {
 fn report_markdown_and_plot() {
     let record = |iteration: u32, family: &str, score: Option<f64>, status: &str| IterationRecord {
         iteration,
+        parent: None,
+        operation: Operation::Draft,
+        script_seconds: 2.0,
         status: status.into(),
         family: family.into(),
         hyperparameters: vec![Hyperparameter { name: "C".into(), value: "1.0".into() }],

@@ -402,6 +402,7 @@ impl Agent {
             max_tokens: self.settings.max_tokens,
             seed: self.settings.seed,
             context: ask.context.clone(),
+            clock_note: None,
         }
     }
 

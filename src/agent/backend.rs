@@ -66,12 +66,28 @@ pub struct Request {
     /// The structured facts the prompt was rendered from (for the built-in agent, which
     /// reasons over data rather than text).
     pub context: serde_json::Value,
+    /// Time left and earlier run times, told to an LLM after the prompt. Like the context's
+    /// `clock`, it is not part of the request's identity: a replay's timing differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_note: Option<String>,
 }
 
 impl Request {
-    /// sha256 of the canonical JSON of the request.
+    /// The request without its timing (`clock_note`, `context.clock`): what identifies it.
+    pub fn identity(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).expect("requests serialize");
+        if let Some(map) = value.as_object_mut() {
+            map.remove("clock_note");
+            if let Some(context) = map.get_mut("context").and_then(|c| c.as_object_mut()) {
+                context.remove("clock");
+            }
+        }
+        value
+    }
+
+    /// sha256 of the canonical JSON of the request's identity.
     pub fn hash(&self) -> String {
-        crate::fsx::sha256_bytes(serde_json::to_string(self).expect("requests serialize").as_bytes())
+        crate::fsx::sha256_bytes(self.identity().to_string().as_bytes())
     }
 }
 

@@ -44,8 +44,8 @@ impl Backend for ReplayBackend {
                 });
             };
             if record.request_hash != request.hash() {
-                let recorded = serde_json::to_value(&record.request).expect("requests serialize");
-                let now = serde_json::to_value(request).expect("requests serialize");
+                let recorded = record.request.identity();
+                let now = request.identity();
                 let (field, was, is) = first_difference(&recorded, &now, String::new())
                     .unwrap_or_else(|| ("(hash only)".into(), record.request_hash.clone(), request.hash()));
                 return Err(BackendError::ReplayMismatch(Box::new(Divergence {

@@ -165,6 +165,7 @@ mod tests {
             max_tokens: None,
             seed: None,
             context: serde_json::Value::Null,
+            clock_note: None,
         };
         Record {
             seq: 0,

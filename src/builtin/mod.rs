@@ -1,20 +1,20 @@
-//! The built-in agent: a deterministic, offline [`Backend`] that answers every step from the
-//! step context (data profile, earlier results) without an LLM. It makes loop-runner usable
-//! with no API key, and testable. It says what it is in every script it writes.
-//!
-//! Its answers go through the same schema validation, transcript and replay as an LLM's.
-
 mod scripts;
 mod strategy;
 
 use crate::agent::{Backend, BackendError, BoxFuture, Reply, Request, Usage};
 use crate::data::ColumnKind;
+use crate::search::Operation;
 use crate::steps::{
-    AnalyzeOutput, ArchitectureOutput, CategoricalTreatment, ExploreOutput, MissingTreatment,
-    NumericTreatment, PlanOutput, RepresentOutput, ScriptOutput, SplitOutput, Step, StepContext, TrainOutput,
+    AnalyzeOutput, ArchitectureOutput, ExploreOutput, PlanOutput, RepresentOutput, ScriptOutput, SplitOutput,
+    Step, StepContext, TrainOutput,
 };
-use strategy::{Choice, best_per_family, choose, render_params};
-pub use strategy::{ENSEMBLE, families};
+pub use strategy::families;
+use strategy::{Config, best_per_family, choose, config_of, render_params, repair};
+
+/// How many drafts the built-in agent has to offer: one per configuration of its portfolio.
+pub fn drafts(regression: bool, rows: usize) -> u32 {
+    strategy::portfolio(regression, rows).len() as u32
+}
 
 /// The built-in agent backend.
 #[derive(Debug, Default)]
@@ -51,9 +51,9 @@ fn json<T: serde::Serialize>(value: &T) -> Result<String, String> {
 
 /// The answer to `step` as JSON text.
 pub fn answer(step: Step, context: &StepContext) -> Result<String, String> {
-    let choice = choose(context);
+    let config = choose(context);
     match step {
-        Step::Plan => json(&plan(context, &choice)),
+        Step::Plan => json(&plan(context, &config)),
         Step::Explore => json(&ExploreOutput {
             notes: "Look at missing values and at how the numeric features relate to the target.".into(),
             script: if context.iteration == 1 { scripts::explore_script(context) } else { String::new() },
@@ -65,32 +65,44 @@ pub fn answer(step: Step, context: &StepContext) -> Result<String, String> {
             seed: context.seed,
             rationale: "Hold out a fifth of the rows (a quarter when there are few), keeping the class balance for classification.".into(),
         }),
-        Step::Represent => json(&represent(context, &choice)),
+        Step::Represent => json(&represent(context, &config)),
         Step::Architecture => json(&ArchitectureOutput {
-            family: choice.family_name().to_string(),
-            hyperparameters: choice.hyperparameters(),
-            rationale: rationale(&choice),
+            family: config.family_name().to_string(),
+            hyperparameters: config.hyperparameters(),
+            rationale: format!("{} (built-in agent).", config.why),
         }),
         Step::Train => {
-            let representation =
-                context.current.represent.clone().unwrap_or_else(|| represent(context, &choice));
-            // A failing script gets the most forgiving configuration instead.
-            let choice = if context.failure.is_some() { safe_choice(context) } else { choice };
-            let representation =
-                if context.failure.is_some() { safe_representation(context) } else { representation };
+            // A script that failed in this iteration gets a repair of what was running.
+            let (config, notes) = match &context.failure {
+                Some(failure) => {
+                    let running = context
+                        .current
+                        .train
+                        .as_ref()
+                        .and_then(|t| config_of(&t.family, &t.hyperparameters))
+                        .unwrap_or_else(|| config.clone());
+                    let text = format!("{}\n{}", failure.summary, failure.stderr_tail);
+                    let tried: Vec<String> = context
+                        .history
+                        .iter()
+                        .map(|h| render_params(&h.hyperparameters))
+                        .chain(std::iter::once(render_params(&running.hyperparameters())))
+                        .collect();
+                    let regression = context.task.kind == "regression";
+                    let fixed = repair(&running, &text, context.profile.rows, regression, &|c: &Config| {
+                        !tried.contains(&render_params(&c.hyperparameters()))
+                    })
+                    .unwrap_or(running);
+                    let notes = format!("The planned configuration failed; {}.", fixed.why);
+                    (fixed, notes)
+                }
+                None => (config.clone(), format!("{} ({})", config.family_name(), render_params(&config.hyperparameters()))),
+            };
             json(&TrainOutput {
-                script: scripts::train_script(context, &choice, &representation),
-                family: choice.family_name().to_string(),
-                hyperparameters: choice.hyperparameters(),
-                notes: if context.failure.is_some() {
-                    format!(
-                        "The planned configuration failed; falling back to {} with defaults ({}).",
-                        choice.family_name(),
-                        render_params(&choice.hyperparameters())
-                    )
-                } else {
-                    format!("{} ({})", choice.family_name(), render_params(&choice.hyperparameters()))
-                },
+                script: scripts::train_script(context, &config),
+                family: config.family_name().to_string(),
+                hyperparameters: config.hyperparameters(),
+                notes,
             })
         }
         Step::Infer => json(&ScriptOutput {
@@ -101,7 +113,7 @@ pub fn answer(step: Step, context: &StepContext) -> Result<String, String> {
     }
 }
 
-fn plan(context: &StepContext, choice: &Choice) -> PlanOutput {
+fn plan(context: &StepContext, config: &Config) -> PlanOutput {
     let review = match best_per_family(context).first() {
         None if context.history.is_empty() => String::new(),
         None => "No configuration has succeeded yet.".into(),
@@ -115,69 +127,63 @@ fn plan(context: &StepContext, choice: &Choice) -> PlanOutput {
             best.iteration
         ),
     };
-    let plan = match choice {
-        Choice::Single { family, params } if context.history.iter().all(|h| h.family != family.name) => {
-            format!(
-                "Try {} with default settings ({}) to see how this family does.",
-                family.name,
-                render_params(params)
-            )
-        }
-        Choice::Single { family, params } => {
-            format!("Refine {} around its best settings: {}.", family.name, render_params(params))
-        }
-        Choice::Ensemble { members } => format!(
-            "Average the predictions of the best configurations of {}.",
-            members.iter().map(|(f, _)| f.name).collect::<Vec<_>>().join(", ")
+    let what = match (context.operation, &context.parent) {
+        (Operation::Improve, Some(p)) => format!("Improve iteration {}: {}", p.iteration, config.why),
+        (Operation::Debug, Some(p)) => format!("Debug iteration {}: {}", p.iteration, config.why),
+        _ => format!("Draft: {}", config.why),
+    };
+    PlanOutput {
+        review,
+        plan: format!(
+            "{what}; {} ({}). (built-in agent, no LLM)",
+            config.family_name(),
+            render_params(&config.hyperparameters())
         ),
-        Choice::Exhausted { family, .. } => {
-            format!("Every nearby setting has been tried; re-run the best {} configuration.", family.name)
+    }
+}
+
+fn represent(context: &StepContext, config: &Config) -> RepresentOutput {
+    let drop_columns: Vec<String> =
+        context.profile.columns(ColumnKind::Identifier).into_iter().map(str::to_string).collect();
+    let dates = context.profile.columns(ColumnKind::Date);
+    let categorical = match config.prep.categorical {
+        crate::steps::CategoricalTreatment::OneHot => {
+            "one-hot encoded (at most 32 columns each; columns with over 50 categories target-encoded)"
+        }
+        crate::steps::CategoricalTreatment::Ordinal => "encoded as codes",
+        crate::steps::CategoricalTreatment::Native => {
+            "left to the model as native categories (codes for columns with over 250 categories)"
         }
     };
-    PlanOutput { review, plan: format!("{plan} (built-in agent, no LLM)") }
-}
-
-fn represent(context: &StepContext, choice: &Choice) -> RepresentOutput {
-    // Identifier-like text columns (nearly one value per row) carry no signal that generalizes.
-    let rows = context.profile.rows.max(1);
-    let drop_columns: Vec<String> = context
-        .profile
-        .features
-        .iter()
-        .filter(|c| c.kind == ColumnKind::Categorical && c.unique * 2 > rows && c.unique > 50)
-        .map(|c| c.name.clone())
-        .collect();
-    let numeric = if choice.scaled() { NumericTreatment::Standardize } else { NumericTreatment::None };
-    let missing = if choice.native_missing() { MissingTreatment::Native } else { MissingTreatment::Median };
     let mut description = format!(
-        "numeric columns {}, categorical columns one-hot encoded after filling with the most frequent value, missing numbers {}",
-        if choice.scaled() { "standardized" } else { "as they are" },
-        if choice.native_missing() { "left to the model" } else { "filled with the median" }
+        "numeric columns {}, categorical columns {}, missing numbers {}",
+        match config.prep.numeric {
+            crate::steps::NumericTreatment::Standardize => "standardized",
+            crate::steps::NumericTreatment::Quantile => "quantile-transformed",
+            crate::steps::NumericTreatment::None => "as they are",
+        },
+        categorical,
+        if config.family.native_missing { "left to the model" } else { "filled with the median" }
     );
-    if !drop_columns.is_empty() {
-        description.push_str(&format!("; identifier-like columns dropped: {}", drop_columns.join(", ")));
+    if !dates.is_empty() {
+        description.push_str(&format!("; dates split into year, month, day, weekday: {}", dates.join(", ")));
     }
-    RepresentOutput { description, numeric, categorical: CategoricalTreatment::OneHot, missing, drop_columns }
-}
-
-fn safe_choice(context: &StepContext) -> Choice {
-    let regression = context.task.kind == "regression";
-    let family = strategy::family("hist_gradient_boosting").expect("a known family");
-    Choice::Single { family, params: strategy::defaults(family, regression) }
-}
-
-fn safe_representation(context: &StepContext) -> RepresentOutput {
-    let mut r = represent(context, &safe_choice(context));
-    r.numeric = NumericTreatment::None;
-    r.missing = MissingTreatment::Median;
-    r
-}
-
-fn rationale(choice: &Choice) -> String {
-    match choice {
-        Choice::Ensemble { .. } => "Soft voting over diverse models usually beats each of them.".into(),
-        _ => "Chosen by the built-in agent's search: each family once, then local search around the best."
-            .into(),
+    if !drop_columns.is_empty() {
+        description.push_str(&format!("; identifier columns dropped: {}", drop_columns.join(", ")));
+    }
+    if let Some(n) = config.prep.max_rows {
+        description.push_str(&format!("; trained on a random sample of at most {n} rows"));
+    }
+    RepresentOutput {
+        description,
+        numeric: config.prep.numeric,
+        categorical: config.prep.categorical,
+        missing: if config.family.native_missing {
+            crate::steps::MissingTreatment::Native
+        } else {
+            crate::steps::MissingTreatment::Median
+        },
+        drop_columns,
     }
 }
 
@@ -185,7 +191,7 @@ fn analyze(context: &StepContext) -> AnalyzeOutput {
     let Some(validation) = &context.validation else {
         return AnalyzeOutput { observations: vec!["No validation score.".into()], next_ideas: vec![] };
     };
-    let family = context.current.architecture.as_ref().map_or("the model", |a| a.family.as_str());
+    let family = context.current.train.as_ref().map_or("the model", |t| t.family.as_str());
     let mut observations = vec![format!("{family} scored {} {:.4}.", context.task.metric, validation.score)];
     if let Some(best) = &context.best
         && let Some(best_score) = best.score
@@ -216,24 +222,26 @@ mod tests {
 
     #[test]
     fn a_fallback_after_a_failure_says_which_model_it_trains() {
-        // Gradient boosting was tried: this iteration plans a random forest.
-        let hgb = strategy::family("hist_gradient_boosting").unwrap();
-        let tried = strategy::tests::done(1, hgb.name, strategy::defaults(hgb, false), 0.9);
-        let mut ctx = strategy::tests::context(vec![tried]);
+        // Boosting was drafted: this iteration plans a random forest.
+        let first = strategy::portfolio(false, 500).remove(0);
+        let mut ctx = strategy::tests::context(vec![strategy::tests::done(1, &first, Some(0.9))]);
         let architecture: ArchitectureOutput =
             serde_json::from_str(&answer(Step::Architecture, &ctx).unwrap()).unwrap();
+        assert_eq!(architecture.family, "random_forest");
         ctx.current.architecture = Some(architecture);
         let planned: TrainOutput = serde_json::from_str(&answer(Step::Train, &ctx).unwrap()).unwrap();
         assert_eq!(planned.family, "random_forest");
+        ctx.current.train = Some(planned.clone());
         ctx.failure = Some(Failure {
+            step: "train".into(),
             script: planned.script,
             summary: "exit 1".into(),
-            stderr_tail: String::new(),
+            stderr_tail: "ValueError: something odd".into(),
             stdout_tail: String::new(),
         });
         let fallback: TrainOutput = serde_json::from_str(&answer(Step::Train, &ctx).unwrap()).unwrap();
-        assert_eq!(fallback.family, "hist_gradient_boosting");
-        assert!(fallback.notes.contains("falling back"), "{}", fallback.notes);
+        assert_eq!(fallback.family, "hist_gradient_boosting", "{}", fallback.notes);
+        assert!(fallback.notes.contains("fall back"), "{}", fallback.notes);
         assert!(fallback.hyperparameters.iter().any(|h| h.name == "learning_rate"));
     }
 }

@@ -1,21 +1,33 @@
 //! The built-in agent's scripts: `train.py` and `inference.py` for a configuration, following
 //! the same contract as LLM-written ones (relative paths, `model/`, `--input`/`--output`).
+//!
+//! Both scripts share one feature function (dates into year, month, day, weekday; identifiers
+//! dropped), so inference prepares its input exactly as training did. Categorical columns are
+//! never expanded into one dense column per category: one-hot output is sparse and capped at 32
+//! columns per feature, columns with many categories are target-encoded, and trees get codes or
+//! native categories.
 
-use super::strategy::{Choice, Family, render_params};
-use crate::steps::{
-    CategoricalTreatment, Hyperparameter, MissingTreatment, NumericTreatment, RepresentOutput, StepContext,
-};
+use super::strategy::{Config, render_params};
+use crate::data::ColumnKind;
+use crate::steps::{CategoricalTreatment, Hyperparameter, NumericTreatment, StepContext};
 
-/// Python expression building the estimator of `family` with `params`.
-fn estimator(family: Family, params: &[Hyperparameter], regression: bool) -> String {
-    let kwargs = params.iter().map(|p| format!("{}={}", p.name, p.value)).collect::<Vec<_>>().join(", ");
+/// Python expression building the estimator of `config`.
+fn estimator(config: &Config, regression: bool) -> String {
+    let params: &[Hyperparameter] = config.model_params();
+    let mut kwargs: Vec<String> = params.iter().map(|p| format!("{}={}", p.name, p.value)).collect();
+    if config.family.name == "hist_gradient_boosting"
+        && config.prep.categorical == CategoricalTreatment::Native
+    {
+        kwargs.push("categorical_features=NATIVE".into());
+    }
+    let kwargs = kwargs.join(", ");
     let sep = if kwargs.is_empty() { "" } else { ", " };
     let plain = |name: &str, extra: &str| format!("{name}({kwargs}{sep}{extra})");
     // Models that predict better on a standardized target.
     let scaled_target = |inner: String| {
         format!("TransformedTargetRegressor(regressor={inner}, transformer=StandardScaler())")
     };
-    match (family.name, regression) {
+    match (config.family.name, regression) {
         ("hist_gradient_boosting", false) => plain("HistGradientBoostingClassifier", "random_state=SEED"),
         ("hist_gradient_boosting", true) => plain("HistGradientBoostingRegressor", "random_state=SEED"),
         ("random_forest", false) => plain("RandomForestClassifier", "n_jobs=1, random_state=SEED"),
@@ -28,10 +40,8 @@ fn estimator(family: Family, params: &[Hyperparameter], regression: bool) -> Str
         ("svm", true) => scaled_target(plain("SVR", "")),
         ("knn", false) => plain("KNeighborsClassifier", ""),
         ("knn", true) => scaled_target(plain("KNeighborsRegressor", "")),
-        ("mlp", false) => plain("MLPClassifier", "max_iter=500, early_stopping=True, random_state=SEED"),
-        ("mlp", true) => {
-            scaled_target(plain("MLPRegressor", "max_iter=500, early_stopping=True, random_state=SEED"))
-        }
+        ("mlp", false) => plain("MLPClassifier", "max_iter=500, random_state=SEED"),
+        ("mlp", true) => scaled_target(plain("MLPRegressor", "max_iter=500, random_state=SEED")),
         (other, _) => unreachable!("unknown family {other}"),
     }
 }
@@ -40,128 +50,142 @@ fn py_str(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialize")
 }
 
-fn scaling(numeric: NumericTreatment) -> &'static str {
-    match numeric {
-        NumericTreatment::None => "none",
-        NumericTreatment::Standardize => "standardize",
-        NumericTreatment::Quantile => "quantile",
-    }
+fn py_list(items: &[&str]) -> String {
+    format!("[{}]", items.iter().map(|s| py_str(s)).collect::<Vec<_>>().join(", "))
 }
 
-/// `train.py` for `choice` under `represent`.
-pub fn train_script(context: &StepContext, choice: &Choice, represent: &RepresentOutput) -> String {
+/// The feature function both scripts share.
+const FEATURES: &str = r#"def features(df, drop, dates):
+    """The columns the model sees: identifiers dropped, dates split into parts."""
+    df = df.drop(columns=[c for c in drop if c in df.columns])
+    for c in dates:
+        if c not in df.columns:
+            continue
+        t = pd.to_datetime(df[c], errors="coerce", format="mixed")
+        for part in ("year", "month", "day", "weekday", "dayofyear", "hour"):
+            values = getattr(t.dt, part)
+            if part != "hour" or values.fillna(0).any():
+                df[f"{c}__{part}"] = values.astype(float)
+        df = df.drop(columns=[c])
+    return df
+"#;
+
+/// `train.py` for `config`.
+pub fn train_script(context: &StepContext, config: &Config) -> String {
     let regression = context.task.kind == "regression";
-    let missing = match represent.missing {
-        MissingTreatment::Median => "median",
-        MissingTreatment::Mean => "mean",
-        MissingTreatment::Native => "native",
-    };
-    let encoding = match represent.categorical {
+    let drop = context.profile.columns(ColumnKind::Identifier);
+    let dates = context.profile.columns(ColumnKind::Date);
+    let encoding = match config.prep.categorical {
         CategoricalTreatment::OneHot => "one_hot",
         CategoricalTreatment::Ordinal => "ordinal",
+        CategoricalTreatment::Native => "native",
     };
-    let model = match choice {
-        Choice::Single { family, params } | Choice::Exhausted { family, params } => format!(
-            "Pipeline([(\"pre\", preprocessor({}, {})), (\"model\", {})])",
-            py_str(scaling(represent.numeric)),
-            py_str(missing),
-            estimator(*family, params, regression)
-        ),
-        Choice::Ensemble { members } => {
-            let parts: Vec<String> = members
-                .iter()
-                .enumerate()
-                .map(|(i, (family, params))| {
-                    format!(
-                        "        (\"m{i}_{}\", Pipeline([(\"pre\", preprocessor({}, \"median\")), (\"model\", {})])),",
-                        family.name,
-                        py_str(if family.scaled { "standardize" } else { "none" }),
-                        estimator(*family, params, regression)
-                    )
-                })
-                .collect();
-            let voter = if regression {
-                "VotingRegressor(estimators=[\n"
-            } else {
-                "VotingClassifier(voting=\"soft\", estimators=[\n"
-            };
-            format!("{voter}{}\n    ])", parts.join("\n"))
-        }
+    let numeric = match (config.prep.numeric, config.family.scaled) {
+        (NumericTreatment::Quantile, _) => "quantile",
+        (NumericTreatment::Standardize, _) | (_, true) => "standardize",
+        _ => "none",
     };
-    let drop: Vec<String> = represent.drop_columns.iter().map(|c| py_str(c)).collect();
+    let impute = if config.family.native_missing { "native" } else { "median" };
     format!(
         r#""""Iteration {iteration}: {family} ({params}).
 
-Written by the loop-runner built-in agent (no LLM). Representation: {description}
+Written by the loop-runner built-in agent (no LLM): {why}.
 Run: python train.py   (reads data/train.csv, writes model/)
 """
 import json
 import os
 import pickle
 
+import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
 from sklearn.ensemble import (ExtraTreesClassifier, ExtraTreesRegressor, HistGradientBoostingClassifier,
-                              HistGradientBoostingRegressor, RandomForestClassifier, RandomForestRegressor,
-                              VotingClassifier, VotingRegressor)
+                              HistGradientBoostingRegressor, RandomForestClassifier, RandomForestRegressor)
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, QuantileTransformer, StandardScaler
+from sklearn.preprocessing import (OneHotEncoder, OrdinalEncoder, QuantileTransformer, StandardScaler,
+                                   TargetEncoder)
 from sklearn.svm import SVC, SVR
 
 TARGET = {target}
-DROP = [{drop}]
+DROP = {drop}
+DATES = {dates}
 ENCODING = {encoding}
+NUMERIC = {numeric}
+IMPUTE = {impute}
+MAX_ROWS = {max_rows}
 SEED = {seed}
+# Categorical columns with more distinct values than this are never one-hot encoded.
+MANY = 50
+
+
+{features}
 
 df = pd.read_csv("data/train.csv")
+if MAX_ROWS is not None and len(df) > MAX_ROWS:
+    df = df.sample(n=MAX_ROWS, random_state=SEED)
 y = df.pop(TARGET)
-X = df.drop(columns=[c for c in DROP if c in df.columns])
+X = features(df, DROP, DATES)
 categorical = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
 numeric = [c for c in X.columns if c not in categorical]
 X[categorical] = X[categorical].astype(object)
+levels = {{c: X[c].nunique() for c in categorical}}
+few = [c for c in categorical if levels[c] <= (250 if ENCODING == "native" else MANY)]
+many = [c for c in categorical if c not in few]
 
+steps = []
+if IMPUTE != "native":
+    steps.append(("impute", SimpleImputer(strategy="median")))
+if NUMERIC == "standardize":
+    steps.append(("scale", StandardScaler()))
+elif NUMERIC == "quantile":
+    steps.append(("scale", QuantileTransformer(n_quantiles=min(1000, len(X)), output_distribution="normal", random_state=SEED)))
+num = Pipeline(steps) if steps else "passthrough"
+fill = SimpleImputer(strategy="most_frequent")
+codes = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
+if ENCODING == "one_hot":
+    parts = [
+        ("few", Pipeline([("fill", fill), ("encode", OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=32, sparse_output=True))]), few),
+        ("many", Pipeline([("fill", SimpleImputer(strategy="most_frequent")), ("encode", TargetEncoder(random_state=SEED))]), many),
+    ]
+elif ENCODING == "native":
+    native = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan)
+    parts = [("few", native, few), ("many", Pipeline([("fill", fill), ("encode", codes)]), many)]
+else:
+    parts = [("few", Pipeline([("fill", fill), ("encode", codes)]), categorical)]
+    many = []
+# Native categories are the columns right after the numeric ones.
+NATIVE = list(range(len(numeric), len(numeric) + len(few))) or None
+pre = ColumnTransformer([("num", num, numeric)] + parts, sparse_threshold=0.3)
 
-def preprocessor(scale, missing):
-    steps = []
-    if missing != "native":
-        steps.append(("impute", SimpleImputer(strategy=missing)))
-    if scale == "standardize":
-        steps.append(("scale", StandardScaler()))
-    elif scale == "quantile":
-        steps.append(("scale", QuantileTransformer(n_quantiles=min(1000, len(X)), output_distribution="normal", random_state=SEED)))
-    if ENCODING == "one_hot":
-        encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
-    else:
-        encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
-    return ColumnTransformer([
-        ("num", Pipeline(steps) if steps else "passthrough", numeric),
-        ("cat", Pipeline([("impute", SimpleImputer(strategy="most_frequent")), ("encode", encoder)]), categorical),
-    ])
-
-
-model = {model}
+model = Pipeline([("pre", pre), ("model", {model})])
 model.fit(X, y)
 os.makedirs("model", exist_ok=True)
 with open("model/model.pkl", "wb") as f:
     pickle.dump(model, f)
-meta = {{"target": TARGET, "features": list(X.columns), "categorical": categorical,
+meta = {{"target": TARGET, "drop": DROP, "dates": DATES, "columns": list(X.columns), "categorical": categorical,
         "classes": [str(c) for c in getattr(model, "classes_", [])]}}
 with open("model/meta.json", "w") as f:
     json.dump(meta, f, indent=2)
 print(f"trained {family} on {{len(X)}} rows, {{len(X.columns)}} features")
 "#,
         iteration = context.iteration,
-        family = choice.family_name(),
-        params = render_params(&choice.hyperparameters()),
-        description = represent.description,
+        family = config.family_name(),
+        params = render_params(&config.hyperparameters()),
+        why = config.why,
         target = py_str(&context.task.target),
-        drop = drop.join(", "),
+        drop = py_list(&drop),
+        dates = py_list(&dates),
         encoding = py_str(encoding),
+        numeric = py_str(numeric),
+        impute = py_str(impute),
+        max_rows = config.prep.max_rows.map_or("None".to_string(), |n| n.to_string()),
         seed = context.seed,
+        features = FEATURES.trim_end(),
+        model = estimator(config, regression),
     )
 }
 
@@ -183,6 +207,9 @@ import pickle
 
 import pandas as pd
 
+
+{features}
+
 parser = argparse.ArgumentParser()
 parser.add_argument("--input", required=True)
 parser.add_argument("--output", required=True)
@@ -192,16 +219,17 @@ with open("model/model.pkl", "rb") as f:
     model = pickle.load(f)
 with open("model/meta.json") as f:
     meta = json.load(f)
-X = pd.read_csv(args.input)
-missing = [c for c in meta["features"] if c not in X.columns]
+X = features(pd.read_csv(args.input), meta["drop"], meta["dates"])
+missing = [c for c in meta["columns"] if c not in X.columns]
 if missing:
     raise SystemExit(f"input lacks columns: {{missing}}")
-X = X[meta["features"]]
+X = X[meta["columns"]]
 X[meta["categorical"]] = X[meta["categorical"]].astype(object)
 out = pd.DataFrame({{"prediction": model.predict(X)}}){probabilities}
 out.to_csv(args.output, index=False)
 print(f"wrote {{len(out)}} predictions")
-"#
+"#,
+        features = FEATURES.trim_end(),
     )
 }
 

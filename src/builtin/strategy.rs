@@ -1,13 +1,27 @@
-//! What the built-in agent tries next: first each model family once with sensible defaults,
-//! then an ensemble of the best families, then local search around the best configurations
-//! (mostly the best family, sometimes the runner-up). Deterministic for a seed and a history.
+//! What the built-in agent tries. It carries out the search's operations:
+//!
+//! - a **draft** takes the next configuration of a portfolio of settings known to do well on
+//!   tabular data (histogram gradient boosting with native categorical support, a stronger
+//!   boosting setting with early stopping, tuned forests, a linear model, then kernel, neighbour
+//!   and neural models where the data are small enough), skipping what would not fit the time
+//!   left;
+//! - an **improve** changes one or two settings of its parent, and grows the work (more boosting
+//!   iterations, more trees) only while time allows, cheap first;
+//! - a **debug** answers its parent's failure: a memory or size failure changes the encoding or
+//!   trains on a sample, a timeout makes the model cheaper, anything else falls back to the most
+//!   forgiving configuration.
+//!
+//! A configuration (model, settings and data preparation, all recorded as hyperparameters) is
+//! never tried twice, failed ones included. Everything is deterministic for a seed and a
+//! history.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
-use crate::steps::{Hyperparameter, IterationBrief, StepContext};
+use crate::search::Operation;
+use crate::steps::{CategoricalTreatment, Hyperparameter, IterationBrief, NumericTreatment, StepContext};
 
 /// A model family the built-in agent can write, with its search space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Family {
     pub name: &'static str,
     /// Whether numeric features should be standardized for it.
@@ -16,6 +30,10 @@ pub struct Family {
     pub native_missing: bool,
     /// Parameter name, default (Python literal), and the values local search may try.
     pub space: &'static [(&'static str, &'static str, &'static [&'static str])],
+    /// The parameter that sets how much work it does (iterations, trees), if any.
+    pub size: Option<&'static str>,
+    /// Rough cost relative to boosting with default settings, for predicting run times.
+    pub cost: f64,
 }
 
 const HGB: Family = Family {
@@ -24,32 +42,51 @@ const HGB: Family = Family {
     native_missing: true,
     space: &[
         ("learning_rate", "0.1", &["0.02", "0.05", "0.1", "0.2"]),
-        ("max_iter", "100", &["100", "200", "400", "800"]),
-        ("max_leaf_nodes", "31", &["7", "15", "31", "63"]),
-        ("min_samples_leaf", "20", &["5", "10", "20", "50"]),
+        ("max_iter", "100", &["100", "200", "400", "800", "1600"]),
+        ("max_leaf_nodes", "31", &["7", "15", "31", "63", "127"]),
+        ("min_samples_leaf", "20", &["5", "10", "20", "50", "100"]),
         ("l2_regularization", "0.0", &["0.0", "0.1", "1.0", "10.0"]),
     ],
+    size: Some("max_iter"),
+    cost: 1.0,
 };
 /// Random forests and extra trees share their knobs.
 const FOREST_SPACE: &[(&str, &str, &[&str])] = &[
-    ("n_estimators", "300", &["200", "300", "500"]),
+    ("n_estimators", "300", &["100", "200", "300", "500", "800"]),
     ("max_features", "'sqrt'", &["'sqrt'", "0.3", "0.5", "1.0"]),
     ("min_samples_leaf", "1", &["1", "2", "4", "8"]),
 ];
-const RF: Family =
-    Family { name: "random_forest", scaled: false, native_missing: false, space: FOREST_SPACE };
-const ET: Family = Family { name: "extra_trees", scaled: false, native_missing: false, space: FOREST_SPACE };
+const RF: Family = Family {
+    name: "random_forest",
+    scaled: false,
+    native_missing: false,
+    space: FOREST_SPACE,
+    size: Some("n_estimators"),
+    cost: 3.0,
+};
+const ET: Family = Family {
+    name: "extra_trees",
+    scaled: false,
+    native_missing: false,
+    space: FOREST_SPACE,
+    size: Some("n_estimators"),
+    cost: 2.0,
+};
 const LOGISTIC: Family = Family {
     name: "logistic_regression",
     scaled: true,
     native_missing: false,
     space: &[("C", "1.0", &["0.01", "0.03", "0.1", "0.3", "1.0", "3.0", "10.0", "30.0", "100.0"])],
+    size: None,
+    cost: 0.3,
 };
 const RIDGE: Family = Family {
     name: "ridge",
     scaled: true,
     native_missing: false,
     space: &[("alpha", "1.0", &["0.01", "0.1", "0.3", "1.0", "3.0", "10.0", "30.0", "100.0"])],
+    size: None,
+    cost: 0.2,
 };
 const SVM: Family = Family {
     name: "svm",
@@ -59,96 +96,126 @@ const SVM: Family = Family {
         ("C", "1.0", &["0.1", "0.3", "1.0", "3.0", "10.0", "30.0", "100.0"]),
         ("gamma", "'scale'", &["'scale'", "0.001", "0.003", "0.01", "0.03", "0.1"]),
     ],
+    size: None,
+    cost: 2.0,
 };
 const KNN: Family = Family {
     name: "knn",
     scaled: true,
     native_missing: false,
     space: &[
-        ("n_neighbors", "5", &["3", "5", "7", "11", "15", "21", "31"]),
-        ("weights", "'uniform'", &["'uniform'", "'distance'"]),
+        ("n_neighbors", "10", &["3", "5", "10", "15", "25", "40"]),
+        ("weights", "'distance'", &["'uniform'", "'distance'"]),
     ],
+    size: None,
+    cost: 0.5,
 };
 const MLP: Family = Family {
     name: "mlp",
     scaled: true,
     native_missing: false,
     space: &[
-        ("hidden_layer_sizes", "(100,)", &["(64,)", "(100,)", "(128, 64)", "(64, 64)"]),
+        ("hidden_layer_sizes", "(128, 64)", &["(64,)", "(128,)", "(128, 64)", "(256, 128)"]),
         ("alpha", "0.0001", &["0.0001", "0.001", "0.01", "0.1", "1.0"]),
-        ("learning_rate_init", "0.001", &["0.001", "0.003"]),
+        ("learning_rate_init", "0.001", &["0.0003", "0.001", "0.003"]),
     ],
+    size: None,
+    cost: 3.0,
 };
 
-/// The pseudo-family that soft-votes (or averages) the best configurations of other families.
-pub const ENSEMBLE: &str = "ensemble";
-
-/// Families in the order they are first tried.
-pub fn families(regression: bool, rows: usize) -> Vec<Family> {
-    let linear = if regression { RIDGE } else { LOGISTIC };
-    let mut all = vec![HGB, RF, linear, ET, SVM, KNN, MLP];
-    // Kernel SVMs scale quadratically; on large data they would eat the budget.
-    if rows > 10_000 {
-        all.retain(|f| f.name != "svm");
-    }
-    all
-}
+const ALL: [Family; 8] = [HGB, RF, ET, LOGISTIC, RIDGE, SVM, KNN, MLP];
 
 pub fn family(name: &str) -> Option<Family> {
-    [HGB, RF, ET, LOGISTIC, RIDGE, SVM, KNN, MLP].into_iter().find(|f| f.name == name)
+    ALL.into_iter().find(|f| f.name == name)
+}
+
+/// How the data are prepared for a model. Recorded among the hyperparameters as `prep.*`, so
+/// that what ran is on record and no preparation of a model is tried twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prep {
+    pub categorical: CategoricalTreatment,
+    pub numeric: NumericTreatment,
+    /// Train on a random sample of at most this many rows.
+    pub max_rows: Option<usize>,
 }
 
 /// One configuration to try.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Choice {
-    Single {
-        family: Family,
-        params: Vec<Hyperparameter>,
-    },
-    /// Members: family and parameters of each.
-    Ensemble {
-        members: Vec<(Family, Vec<Hyperparameter>)>,
-    },
-    /// Everything is tried and no neighbour is new: repeat the best.
-    Exhausted {
-        family: Family,
-        params: Vec<Hyperparameter>,
-    },
+pub struct Config {
+    pub family: Family,
+    pub params: Vec<Hyperparameter>,
+    pub prep: Prep,
+    /// Why it was chosen (for the plan and the notes).
+    pub why: String,
 }
 
-impl Choice {
+impl Config {
+    fn new(family: Family, params: Vec<Hyperparameter>, prep: Prep, why: impl Into<String>) -> Self {
+        Self { family, params, prep, why: why.into() }
+    }
+
     pub fn family_name(&self) -> &'static str {
-        match self {
-            Choice::Single { family, .. } | Choice::Exhausted { family, .. } => family.name,
-            Choice::Ensemble { .. } => ENSEMBLE,
-        }
+        self.family.name
     }
 
-    /// The hyperparameters as reported in the architecture step.
+    /// The model's settings and the data preparation, as recorded.
     pub fn hyperparameters(&self) -> Vec<Hyperparameter> {
-        match self {
-            Choice::Single { params, .. } | Choice::Exhausted { params, .. } => params.clone(),
-            Choice::Ensemble { members } => members
-                .iter()
-                .map(|(f, p)| Hyperparameter { name: f.name.to_string(), value: render_params(p) })
-                .collect(),
+        let mut all = self.params.clone();
+        let cat = match self.prep.categorical {
+            CategoricalTreatment::OneHot => "'one_hot'",
+            CategoricalTreatment::Ordinal => "'ordinal'",
+            CategoricalTreatment::Native => "'native'",
+        };
+        all.push(Hyperparameter { name: "prep.categorical".into(), value: cat.into() });
+        if self.prep.numeric == NumericTreatment::Quantile {
+            all.push(Hyperparameter { name: "prep.numeric".into(), value: "'quantile'".into() });
         }
+        if let Some(n) = self.prep.max_rows {
+            all.push(Hyperparameter { name: "prep.max_rows".into(), value: n.to_string() });
+        }
+        all
     }
 
-    /// Whether numeric features are standardized (for the representation answer).
-    pub fn scaled(&self) -> bool {
-        match self {
-            Choice::Single { family, .. } | Choice::Exhausted { family, .. } => family.scaled,
-            Choice::Ensemble { members } => members.iter().any(|(f, _)| f.scaled),
-        }
+    /// The model's own settings (what goes into the estimator).
+    pub fn model_params(&self) -> &[Hyperparameter] {
+        &self.params
     }
 
-    pub fn native_missing(&self) -> bool {
-        match self {
-            Choice::Single { family, .. } | Choice::Exhausted { family, .. } => family.native_missing,
-            Choice::Ensemble { .. } => false,
+    fn key(&self) -> (String, String) {
+        (self.family.name.to_string(), render_params(&self.hyperparameters()))
+    }
+
+    /// Run time relative to the first boosting draft's, before the data-size factor.
+    fn relative_cost(&self) -> f64 {
+        let size = self.family.size.and_then(|s| self.param(s)).and_then(|v| v.parse::<f64>().ok());
+        let default =
+            self.family.size.and_then(|s| default_of(self.family, s)).and_then(|v| v.parse::<f64>().ok());
+        let scale = match (size, default) {
+            (Some(s), Some(d)) if d > 0.0 => s / d,
+            _ => 1.0,
+        };
+        let rows = self.prep.max_rows.map_or(1.0, |_| 0.5);
+        self.family.cost * scale * rows
+    }
+
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|p| p.name == name).map(|p| p.value.as_str())
+    }
+
+    fn set(&mut self, name: &str, value: &str) {
+        match self.params.iter_mut().find(|p| p.name == name) {
+            Some(p) => p.value = value.to_string(),
+            None => self.params.push(Hyperparameter { name: name.into(), value: value.into() }),
         }
     }
+}
+
+fn default_of(family: Family, name: &str) -> Option<&'static str> {
+    family.space.iter().find(|(n, _, _)| *n == name).map(|(_, d, _)| *d)
+}
+
+fn hp(name: &str, value: &str) -> Hyperparameter {
+    Hyperparameter { name: name.into(), value: value.into() }
 }
 
 pub fn defaults(family: Family, regression: bool) -> Vec<Hyperparameter> {
@@ -158,99 +225,360 @@ pub fn defaults(family: Family, regression: bool) -> Vec<Hyperparameter> {
         .map(|(name, default, _)| {
             // A forest regressor considers every feature by default, as scikit-learn does.
             let value = if regression && *name == "max_features" { "1.0" } else { default };
-            Hyperparameter { name: name.to_string(), value: value.to_string() }
+            hp(name, value)
         })
         .collect()
+}
+
+fn default_prep(family: Family) -> Prep {
+    let categorical = match family.name {
+        "hist_gradient_boosting" => CategoricalTreatment::Native,
+        "random_forest" | "extra_trees" => CategoricalTreatment::Ordinal,
+        _ => CategoricalTreatment::OneHot,
+    };
+    Prep {
+        categorical,
+        numeric: if family.scaled { NumericTreatment::Standardize } else { NumericTreatment::None },
+        max_rows: None,
+    }
 }
 
 pub fn render_params(params: &[Hyperparameter]) -> String {
     params.iter().map(|p| format!("{}={}", p.name, p.value)).collect::<Vec<_>>().join(", ")
 }
 
-/// The configuration for this iteration.
-pub fn choose(context: &StepContext) -> Choice {
-    let regression = context.task.kind == "regression";
-    let candidates = families(regression, context.profile.rows);
-    let tried: Vec<&str> = context.history.iter().map(|h| h.family.as_str()).collect();
-    if let Some(next) = candidates.iter().find(|f| !tried.contains(&f.name)) {
-        return Choice::Single { family: *next, params: defaults(*next, regression) };
+/// The drafts, best bets first, for data of this kind and size.
+pub fn portfolio(regression: bool, rows: usize) -> Vec<Config> {
+    let big = rows > 50_000;
+    let forest = |family: Family| {
+        let mut params = defaults(family, regression);
+        if big {
+            // Fewer, shallower-leaved trees on a lot of rows: the first pass should be quick.
+            params.iter_mut().find(|p| p.name == "n_estimators").expect("forest").value = "100".into();
+            params.iter_mut().find(|p| p.name == "min_samples_leaf").expect("forest").value = "2".into();
+        }
+        Config::new(
+            family,
+            params,
+            default_prep(family),
+            format!("{} with settings that do well across tabular data", family.name),
+        )
+    };
+    let linear = if regression { RIDGE } else { LOGISTIC };
+    let mut all = vec![
+        Config::new(
+            HGB,
+            defaults(HGB, regression),
+            default_prep(HGB),
+            "gradient boosting with its defaults and native categories",
+        ),
+        forest(RF),
+        Config::new(
+            HGB,
+            vec![
+                hp("learning_rate", "0.05"),
+                hp("max_iter", "800"),
+                hp("max_leaf_nodes", "63"),
+                hp("min_samples_leaf", "10"),
+                hp("l2_regularization", "1.0"),
+                hp("early_stopping", "True"),
+                hp("n_iter_no_change", "30"),
+            ],
+            default_prep(HGB),
+            "stronger gradient boosting: slower learning, larger trees, early stopping",
+        ),
+        forest(ET),
+        Config::new(linear, defaults(linear, regression), default_prep(linear), "a regularized linear model"),
+    ];
+    if rows <= 10_000 {
+        all.push(Config::new(
+            SVM,
+            defaults(SVM, regression),
+            default_prep(SVM),
+            "an RBF support vector machine",
+        ));
     }
-    let ranked = best_per_family(context);
-    let seen: Vec<(String, String)> =
-        context.history.iter().map(|h| (h.family.clone(), render_params(&h.hyperparameters))).collect();
-    // Ensembles of the best configurations: first the top three, then, every fourth iteration,
-    // the top three, five or all families with whatever is best by then. Averaging diverse models
-    // is the surest way past the winner's curse of picking one model on a small validation set.
-    let since_exploration = context.history.len().saturating_sub(candidates.len());
-    if ranked.len() >= 2 && (!tried.contains(&ENSEMBLE) || since_exploration.is_multiple_of(4)) {
-        let sizes = [3, 5, ranked.len()];
-        let k = sizes[(since_exploration / 4) % sizes.len()].min(ranked.len()).max(2);
-        let members: Vec<(Family, Vec<Hyperparameter>)> = ranked
-            .iter()
-            .take(k)
-            .filter_map(|b| Some((family(&b.family)?, b.hyperparameters.clone())))
-            .collect();
-        let choice = Choice::Ensemble { members };
-        if !seen.contains(&(ENSEMBLE.to_string(), render_params(&choice.hyperparameters()))) {
-            return choice;
+    if rows <= 100_000 {
+        all.push(Config::new(
+            KNN,
+            defaults(KNN, regression),
+            default_prep(KNN),
+            "distance-weighted nearest neighbours",
+        ));
+    }
+    if rows <= 200_000 {
+        let mut mlp = defaults(MLP, regression);
+        mlp.push(hp("early_stopping", "True"));
+        all.push(Config::new(MLP, mlp, default_prep(MLP), "a small neural network with early stopping"));
+    }
+    all
+}
+
+/// Families the built-in agent tries for data like this (for the number of drafts).
+pub fn families(regression: bool, rows: usize) -> Vec<&'static str> {
+    portfolio(regression, rows).iter().map(|c| c.family.name).collect()
+}
+
+/// Every configuration already tried (failed ones too).
+fn tried(context: &StepContext) -> BTreeSet<(String, String)> {
+    context.history.iter().map(|h| (h.family.clone(), render_params(&h.hyperparameters))).collect()
+}
+
+/// The configuration a history brief records, if the built-in agent can run it.
+pub fn config_of(brief_family: &str, hyperparameters: &[Hyperparameter]) -> Option<Config> {
+    let family = family(brief_family)?;
+    let mut prep = default_prep(family);
+    let mut params = Vec::new();
+    for h in hyperparameters {
+        match h.name.as_str() {
+            "prep.categorical" => {
+                prep.categorical = match h.value.trim_matches('\'') {
+                    "one_hot" => CategoricalTreatment::OneHot,
+                    "native" => CategoricalTreatment::Native,
+                    _ => CategoricalTreatment::Ordinal,
+                }
+            }
+            "prep.numeric" => prep.numeric = NumericTreatment::Quantile,
+            "prep.max_rows" => prep.max_rows = h.value.parse().ok(),
+            _ => params.push(h.clone()),
         }
     }
-    let Some(best) = ranked.first() else {
-        // Nothing has worked: the most forgiving family again.
-        return Choice::Single { family: HGB, params: defaults(HGB, regression) };
-    };
+    Some(Config::new(family, params, prep, String::new()))
+}
+
+/// What iteration `context` tries, for its operation and parent.
+pub fn choose(context: &StepContext) -> Config {
+    let regression = context.task.kind == "regression";
+    let rows = context.profile.rows;
+    let seen = tried(context);
+    let fresh = |c: &Config| !seen.contains(&c.key());
     let mut rng = fastrand::Rng::with_seed(
         context.seed ^ u64::from(context.iteration).wrapping_mul(0x9e37_79b9_7f4a_7c15),
     );
-    let unseen = |fam: Family, params: &[Hyperparameter]| {
-        !seen.contains(&(fam.name.to_string(), render_params(params)))
+    let parent = context.parent.as_ref().and_then(|p| config_of(&p.family, &p.hyperparameters));
+    let timing = Timing::of(context);
+    let choice = match (context.operation, parent) {
+        (Operation::Debug, Some(parent)) => {
+            let failure = context.parent.as_ref().and_then(|p| p.failure.as_ref());
+            let text = failure.map(|f| format!("{}\n{}", f.summary, f.stderr_tail)).unwrap_or_default();
+            repair(&parent, &text, rows, regression, &fresh)
+        }
+        (Operation::Improve, Some(parent)) => improve(&parent, &timing, &mut rng, &fresh),
+        _ => None,
     };
-    // Mostly near the best single family; sometimes the runner-up first. When a family's
-    // neighbourhood is used up, the next family in the ranking takes over, so no configuration
-    // is run twice while an untried one remains.
-    let mut order: Vec<&IterationBrief> = ranked.iter().collect();
-    if order.len() > 1 && rng.f64() < 0.25 {
-        order.swap(0, 1);
+    if let Some(config) = choice {
+        return config;
     }
-    for base in order {
-        let Some(fam) = family(&base.family) else { continue };
-        for _ in 0..40 {
-            let params = neighbour(fam, &base.hyperparameters, &mut rng);
-            if unseen(fam, &params) {
-                return Choice::Single { family: fam, params };
-            }
+    // A draft (or an operation whose parent the built-in agent cannot build on): the next
+    // portfolio entry that fits the time left, else any untried point.
+    let drafts: Vec<Config> = portfolio(regression, rows).into_iter().filter(|c| fresh(c)).collect();
+    if let Some(c) = drafts.iter().find(|c| timing.fits(c)).or(drafts.first()) {
+        return c.clone();
+    }
+    let names = families(regression, rows);
+    let pool: Vec<Family> = ALL.into_iter().filter(|f| names.contains(&f.name)).collect();
+    for _ in 0..200 {
+        let family = pool[rng.usize(..pool.len())];
+        let params: Vec<Hyperparameter> = family
+            .space
+            .iter()
+            .map(|(name, _, values)| hp(name, values[rng.usize(..values.len())]))
+            .collect();
+        let c = Config::new(
+            family,
+            params,
+            default_prep(family),
+            format!("an untried point of {}'s space", family.name),
+        );
+        if fresh(&c) && timing.fits(&c) {
+            return c;
         }
     }
-    // Every neighbourhood is spent: any untried point of any family's space.
-    for fam in &candidates {
-        for _ in 0..40 {
-            let params: Vec<Hyperparameter> = fam
-                .space
-                .iter()
-                .map(|(name, _, values)| Hyperparameter {
-                    name: name.to_string(),
-                    value: values[rng.usize(..values.len())].to_string(),
-                })
-                .collect();
-            if unseen(*fam, &params) {
-                return Choice::Single { family: *fam, params };
-            }
+    Config::new(
+        HGB,
+        defaults(HGB, regression),
+        default_prep(HGB),
+        "everything nearby was tried: boosting defaults again",
+    )
+}
+
+/// What the clock allows: time left, and how long the first boosting draft took.
+struct Timing {
+    left: Option<f64>,
+    /// Seconds of a configuration of relative cost 1 on this data.
+    unit: Option<f64>,
+}
+
+impl Timing {
+    fn of(context: &StepContext) -> Self {
+        let Some(clock) = &context.clock else { return Self { left: None, unit: None } };
+        // Each earlier run teaches what one unit of cost takes on this data; the median of
+        // those estimates is robust to one odd run.
+        let mut units: Vec<f64> = context
+            .history
+            .iter()
+            .filter(|h| h.score.is_some())
+            .filter_map(|h| {
+                let secs = clock.runtimes.iter().find(|(i, _)| *i == h.iteration)?.1;
+                let cost = config_of(&h.family, &h.hyperparameters)?.relative_cost();
+                (cost > 0.0 && secs > 0.0).then_some(secs / cost)
+            })
+            .collect();
+        units.sort_by(f64::total_cmp);
+        Self { left: clock.time_left_seconds, unit: units.get(units.len() / 2).copied() }
+    }
+
+    /// Whether `config` is predicted to take at most half the time left.
+    fn fits(&self, config: &Config) -> bool {
+        match (self.left, self.unit) {
+            (Some(left), Some(unit)) => unit * config.relative_cost() <= left / 2.0,
+            _ => true,
         }
     }
-    match family(&best.family) {
-        Some(fam) => Choice::Exhausted { family: fam, params: best.hyperparameters.clone() },
-        None => Choice::Single { family: HGB, params: defaults(HGB, regression) },
+
+    /// Whether there is time to grow work (ten times what the parent took is left).
+    fn roomy(&self, config: &Config) -> bool {
+        match (self.left, self.unit) {
+            (Some(left), Some(unit)) => unit * config.relative_cost() * 10.0 <= left,
+            _ => true,
+        }
     }
 }
 
-/// The best successful configuration of each single family, best first.
+/// One or two settings of `parent` changed; work grows only while time allows.
+fn improve(
+    parent: &Config,
+    timing: &Timing,
+    rng: &mut fastrand::Rng,
+    fresh: &dyn Fn(&Config) -> bool,
+) -> Option<Config> {
+    let family = parent.family;
+    for attempt in 0..60 {
+        let mut c = parent.clone();
+        c.why = format!("improve iteration's {} by changing its settings", family.name);
+        // Grow the parent's work now and then when there is room (cheap first, as FLAML does).
+        if let Some(size) = family.size
+            && attempt < 5
+            && timing.roomy(parent)
+            && rng.f64() < 0.35
+            && let Some(values) = family.space.iter().find(|(n, _, _)| *n == size).map(|(_, _, v)| *v)
+        {
+            let current = c.param(size).unwrap_or_default().to_string();
+            if let Some(i) = values.iter().position(|v| *v == current)
+                && i + 1 < values.len()
+            {
+                c.set(size, values[i + 1]);
+                c.why = format!("give {} more {} (there is time)", family.name, size);
+                if fresh(&c) && timing.fits(&c) {
+                    return Some(c);
+                }
+                continue;
+            }
+        }
+        let changes = if family.space.len() > 1 && rng.bool() { 2 } else { 1 };
+        for _ in 0..changes {
+            let (name, _, values) = family.space[rng.usize(..family.space.len())];
+            c.set(name, values[rng.usize(..values.len())]);
+        }
+        // Now and then the data preparation changes instead.
+        if attempt % 7 == 6 {
+            c.prep.categorical = match (family.name, c.prep.categorical) {
+                ("hist_gradient_boosting", CategoricalTreatment::Native) => CategoricalTreatment::Ordinal,
+                ("hist_gradient_boosting", _) => CategoricalTreatment::Native,
+                (_, CategoricalTreatment::OneHot) => CategoricalTreatment::Ordinal,
+                _ => CategoricalTreatment::OneHot,
+            };
+        }
+        if fresh(&c) && timing.fits(&c) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+/// Whether a failure looks like running out of memory or address space (e.g. a dense one-hot
+/// of a column with many categories exceeding the 4 GiB of wasm32).
+fn memory_failure(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    [
+        "memoryerror",
+        "memory cap",
+        "array is too big",
+        "unable to allocate",
+        "cannot allocate",
+        "out of memory",
+        "bad_alloc",
+    ]
+    .iter()
+    .any(|m| t.contains(m))
+}
+
+fn time_failure(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("wall-clock") || t.contains("deadline") || t.contains("cpu time")
+}
+
+/// A configuration that answers `parent`'s failure, not tried before.
+pub fn repair(
+    parent: &Config,
+    failure: &str,
+    rows: usize,
+    regression: bool,
+    fresh: &dyn Fn(&Config) -> bool,
+) -> Option<Config> {
+    let mut options = Vec::new();
+    if memory_failure(failure) || time_failure(failure) {
+        let mut c = parent.clone();
+        if memory_failure(failure) && c.prep.categorical == CategoricalTreatment::OneHot {
+            // One column per category is what usually blows up: encode categories as codes.
+            c.prep.categorical = CategoricalTreatment::Ordinal;
+            c.why = "the one-hot encoding ran out of memory: encode categories as codes".into();
+            options.push(c.clone());
+        }
+        if time_failure(failure)
+            && let Some(size) = parent.family.size
+            && let Some(v) = parent.param(size).and_then(|v| v.parse::<u64>().ok())
+        {
+            let mut cheaper = parent.clone();
+            cheaper.set(size, &(v / 2).max(25).to_string());
+            cheaper.why = format!("the run hit its time limit: half the {size}");
+            options.push(cheaper);
+        }
+        // Then fewer rows: half as many as before, each time it fails again.
+        let mut sample = rows.min(parent.prep.max_rows.unwrap_or(rows)) / 2;
+        while sample >= 2_000 {
+            let mut smaller = c.clone();
+            smaller.prep.max_rows = Some(sample);
+            smaller.why = format!(
+                "the run ran out of {}: train on a sample of {sample} rows",
+                if memory_failure(failure) { "memory" } else { "time" }
+            );
+            options.push(smaller);
+            sample /= 2;
+        }
+    }
+    // Anything else: the most forgiving configuration, then its variants.
+    let mut safe = Config::new(
+        HGB,
+        defaults(HGB, regression),
+        default_prep(HGB),
+        "fall back to gradient boosting with defaults, which handles missing values and categories itself",
+    );
+    options.push(safe.clone());
+    safe.prep.categorical = CategoricalTreatment::Ordinal;
+    safe.why = "fall back to gradient boosting with categories as codes".into();
+    options.push(safe.clone());
+    safe.prep.max_rows = Some((rows / 2).max(2_000));
+    options.push(safe);
+    options.into_iter().find(|c| fresh(c))
+}
+
+/// The best successful configuration of each family, best first.
 pub fn best_per_family(context: &StepContext) -> Vec<IterationBrief> {
     let higher = context.task.higher_is_better;
-    let mut best: BTreeMap<&str, &IterationBrief> = BTreeMap::new();
+    let mut best: std::collections::BTreeMap<&str, &IterationBrief> = std::collections::BTreeMap::new();
     for h in &context.history {
-        let (Some(score), true) = (h.score, family(&h.family).is_some()) else {
-            continue;
-        };
+        let (Some(score), true) = (h.score, family(&h.family).is_some()) else { continue };
         let better = match best.get(h.family.as_str()).and_then(|b| b.score) {
             None => true,
             Some(current) => {
@@ -273,30 +601,11 @@ pub fn best_per_family(context: &StepContext) -> Vec<IterationBrief> {
     ranked
 }
 
-/// Changes one or two parameters of `params` to other values from the family's space.
-fn neighbour(family: Family, params: &[Hyperparameter], rng: &mut fastrand::Rng) -> Vec<Hyperparameter> {
-    let mut out: Vec<Hyperparameter> = family
-        .space
-        .iter()
-        .map(|(name, default, _)| {
-            let value = params.iter().find(|p| p.name == *name).map_or(*default, |p| p.value.as_str());
-            Hyperparameter { name: name.to_string(), value: value.to_string() }
-        })
-        .collect();
-    let changes = if family.space.len() > 1 && rng.bool() { 2 } else { 1 };
-    for _ in 0..changes {
-        let i = rng.usize(..family.space.len());
-        let values = family.space[i].2;
-        out[i].value = values[rng.usize(..values.len())].to_string();
-    }
-    out
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::data::{Profile, TargetProfile};
-    use crate::steps::{CurrentSteps, TaskBrief};
+    use crate::steps::{Clock, CurrentSteps, Failure, ParentBrief, TaskBrief};
 
     pub(crate) fn context(history: Vec<IterationBrief>) -> StepContext {
         StepContext {
@@ -310,6 +619,8 @@ pub(crate) mod tests {
                 classes: vec!["a".into(), "b".into()],
                 positive: Some("b".into()),
             },
+            operation: Operation::Draft,
+            parent: None,
             profile: Profile {
                 rows: 500,
                 target: "y".into(),
@@ -328,73 +639,121 @@ pub(crate) mod tests {
             failure: None,
             validation: None,
             seed: 0,
+            clock: None,
         }
     }
 
-    pub(crate) fn done(
-        iteration: u32,
-        family: &str,
-        params: Vec<Hyperparameter>,
-        score: f64,
-    ) -> IterationBrief {
+    pub(crate) fn done(iteration: u32, config: &Config, score: Option<f64>) -> IterationBrief {
         IterationBrief {
             iteration,
-            status: "succeeded".into(),
-            family: family.into(),
-            hyperparameters: params,
+            parent: None,
+            operation: Operation::Draft,
+            status: if score.is_some() { "succeeded".into() } else { "failed at train: exit 1".into() },
+            family: config.family.name.into(),
+            hyperparameters: config.hyperparameters(),
             representation: None,
-            score: Some(score),
+            score,
             next_ideas: vec![],
         }
     }
 
+    fn parent_of(brief: &IterationBrief, failure: Option<&str>) -> ParentBrief {
+        ParentBrief {
+            iteration: brief.iteration,
+            operation: brief.operation,
+            status: brief.status.clone(),
+            family: brief.family.clone(),
+            hyperparameters: brief.hyperparameters.clone(),
+            representation: None,
+            architecture: None,
+            score: brief.score,
+            train: None,
+            inference_script: String::new(),
+            observations: vec![],
+            next_ideas: vec![],
+            failure: failure.map(|text| Failure {
+                step: "train".into(),
+                script: String::new(),
+                summary: "exit 1".into(),
+                stderr_tail: text.into(),
+                stdout_tail: String::new(),
+            }),
+        }
+    }
+
     #[test]
-    fn explores_every_family_then_ensembles_then_searches_near_the_best() {
+    fn drafts_walk_the_portfolio_and_never_repeat() {
         let mut history = Vec::new();
-        let order: Vec<&str> = families(false, 500).iter().map(|f| f.name).collect();
-        for (i, name) in order.iter().enumerate() {
-            let choice = choose(&context(history.clone()));
-            assert_eq!(choice.family_name(), *name);
-            let score = if *name == "random_forest" { 0.9 } else { 0.8 - i as f64 * 0.01 };
-            history.push(done(i as u32 + 1, name, choice.hyperparameters(), score));
+        let portfolio = portfolio(false, 500);
+        for (i, expected) in portfolio.iter().enumerate() {
+            let c = choose(&context(history.clone()));
+            assert_eq!(&c, expected, "draft {i}");
+            history.push(done(i as u32 + 1, &c, Some(0.8)));
         }
-        let ensemble = choose(&context(history.clone()));
-        let Choice::Ensemble { members } = &ensemble else { panic!("{ensemble:?}") };
-        assert_eq!(members[0].0.name, "random_forest");
-        assert_eq!(members.len(), 3);
-        history.push(done(9, ENSEMBLE, ensemble.hyperparameters(), 0.85));
         let next = choose(&context(history.clone()));
-        assert!(matches!(next, Choice::Single { .. }));
-        assert_eq!(next, choose(&context(history.clone())), "deterministic");
-        let seen: Vec<String> = history.iter().map(|h| render_params(&h.hyperparameters)).collect();
-        assert!(!seen.contains(&render_params(&next.hyperparameters())), "a new configuration");
+        assert!(
+            !tried(&context(history.clone())).contains(&next.key()),
+            "a new configuration after the portfolio"
+        );
     }
 
     #[test]
-    fn no_configuration_runs_twice_while_others_are_untried() {
-        let mut history: Vec<IterationBrief> = Vec::new();
-        for i in 0..150u32 {
-            let choice = choose(&context(history.clone()));
-            assert!(!matches!(choice, Choice::Exhausted { .. }), "exhausted after {i} iterations");
-            // k-NN scores best, so its small space is searched first and used up early.
-            let score = if choice.family_name() == "knn" { 0.95 } else { 0.8 + f64::from(i % 7) / 100.0 };
-            history.push(done(i + 1, choice.family_name(), choice.hyperparameters(), score));
+    fn improve_changes_the_parent_and_never_repeats_a_configuration() {
+        let base = &portfolio(false, 500)[0];
+        let mut history = vec![done(1, base, Some(0.9))];
+        for i in 2..80u32 {
+            let mut ctx = context(history.clone());
+            ctx.operation = Operation::Improve;
+            ctx.parent = Some(parent_of(&history[0], None));
+            let c = choose(&ctx);
+            assert_eq!(
+                c.family.name, "hist_gradient_boosting",
+                "improves stay in the parent's family while untried points remain"
+            );
+            history.push(done(i, &c, Some(0.85)));
         }
-        let mut seen: Vec<(String, String)> =
-            history.iter().map(|h| (h.family.clone(), render_params(&h.hyperparameters))).collect();
-        let total = seen.len();
-        seen.sort();
-        seen.dedup();
-        assert_eq!(seen.len(), total, "a configuration ran twice");
+        let mut keys: Vec<String> = history.iter().map(|h| render_params(&h.hyperparameters)).collect();
+        let total = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), total, "a configuration ran twice");
     }
 
     #[test]
-    fn lower_is_better_ranks_the_other_way() {
-        let mut ctx = context(vec![
-            done(1, "ridge", defaults(RIDGE, true), 50.0),
-            done(2, "random_forest", defaults(RF, true), 40.0),
-        ]);
-        ctx.task.higher_is_better = false;
-        assert_eq!(best_per_family(&ctx)[0].family, "random_forest");
+    fn a_memory_failure_changes_the_encoding_then_samples_and_never_retries_the_same() {
+        let mut linear =
+            portfolio(false, 327_000).into_iter().find(|c| c.family.name == "logistic_regression").unwrap();
+        linear.prep.categorical = CategoricalTreatment::OneHot;
+        let failed = done(1, &linear, None);
+        let mut history = vec![failed.clone()];
+        let mut seen = vec![render_params(&failed.hyperparameters)];
+        let mut ctx = context(history.clone());
+        ctx.profile.rows = 327_000;
+        ctx.operation = Operation::Debug;
+        ctx.parent = Some(parent_of(&failed, Some("numpy.core._exceptions.MemoryError: array is too big")));
+        let first = choose(&ctx);
+        assert_eq!(first.prep.categorical, CategoricalTreatment::Ordinal, "{first:?}");
+        // The repair fails the same way: the next repair trains on a sample, and so on.
+        for i in 2..6u32 {
+            let brief = done(i, &choose(&ctx), None);
+            assert!(!seen.contains(&render_params(&brief.hyperparameters)), "tried twice: {brief:?}");
+            seen.push(render_params(&brief.hyperparameters));
+            history.push(brief.clone());
+            ctx.history = history.clone();
+            ctx.parent = Some(parent_of(&brief, Some("MemoryError: array is too big")));
+        }
+        assert!(seen.iter().any(|s| s.contains("prep.max_rows=")), "{seen:?}");
+    }
+
+    #[test]
+    fn drafts_that_would_not_fit_the_time_left_are_skipped() {
+        let portfolio = portfolio(false, 500);
+        let first = done(1, &portfolio[0], Some(0.9));
+        let mut ctx = context(vec![first]);
+        // The first boosting draft took 10 s and 25 s are left: a 300-tree forest (cost 3) would
+        // not fit in half of that; the linear model would.
+        ctx.clock = Some(Clock { time_left_seconds: Some(25.0), runtimes: vec![(1, 10.0)] });
+        let c = choose(&ctx);
+        assert!(c.relative_cost() * 10.0 <= 12.5, "{c:?}");
     }
 }

@@ -120,6 +120,7 @@ pub fn quality(ctx: &Context, args: &super::args::BenchQualityArgs) -> anyhow::R
             stop_after: None,
             faults: Default::default(),
             started: std::time::Instant::now(),
+            decisions: None,
         };
         let summary = runtime.block_on(async {
             let mut runner = Runner::create(

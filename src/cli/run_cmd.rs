@@ -46,6 +46,7 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<i32> {
         stop_after: None,
         faults: faults(ctx)?,
         started: ctx.started,
+        decisions: None,
     };
     drive(ctx, |interrupt, reporter| {
         Runner::create(&args.runs_dir, &dataset, inputs, backend, redactor, sandbox, reporter, interrupt)

@@ -33,6 +33,15 @@ pub fn status(_ctx: &Context, args: &RunRef) -> anyhow::Result<i32> {
     }
     println!();
     print!("{}", leaderboard_text(&data, 20));
+    let tree = data.tree();
+    let lines = tree.lines().count();
+    println!("\nsolution tree:");
+    for line in tree.lines().take(60) {
+        println!("  {line}");
+    }
+    if lines > 60 {
+        println!("  ... {} more (the report has the whole tree)", lines - 60);
+    }
     Ok(exit_code::SUCCESS)
 }
 

@@ -119,6 +119,13 @@ pub fn replay(ctx: &Context, args: &ReplayArgs) -> anyhow::Result<i32> {
     let entries = journal::read(&original.journal())?;
     let iterations =
         entries.iter().filter(|e| matches!(e.event, Event::IterationFinished { .. })).count() as u32;
+    // The search's decisions as the original run made them (its timing shaped them).
+    let mut decisions = std::collections::BTreeMap::new();
+    for e in &entries {
+        if let Event::IterationStarted { iteration, parent, operation, reason } = &e.event {
+            decisions.insert(*iteration, crate::search::Decision::new(*operation, *parent, reason.clone()));
+        }
+    }
     let backend = ReplayBackend::from_transcript(&original.transcript())
         .map_err(|e| UserError::setup(format!("cannot read the transcript: {e}")))?;
     let dataset = Dataset {
@@ -137,6 +144,7 @@ pub fn replay(ctx: &Context, args: &ReplayArgs) -> anyhow::Result<i32> {
         stop_after: Some(iterations),
         faults: Default::default(),
         started: ctx.started,
+        decisions: Some(decisions.into_values().collect()),
     };
     let sandbox = open_sandbox_for(ctx, &inputs.config.sandbox, &Default::default())?;
     let runs_dir = args

@@ -12,6 +12,12 @@ use serde::{Deserialize, Serialize};
 pub enum ColumnKind {
     Numeric,
     Categorical,
+    /// Dates or timestamps (as text like `2024-03-01` or `2024-03-01 12:30`, or a date type):
+    /// worth turning into year, month, weekday... rather than treating as categories.
+    Date,
+    /// A row identifier (a name like `id` or `customer_id` with a value per row, or text that
+    /// never repeats): it carries no signal that generalizes.
+    Identifier,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,7 +57,7 @@ impl Profile {
             if column.name().as_str() == target {
                 continue;
             }
-            features.push(column_profile(column.as_materialized_series())?);
+            features.push(column_profile(column.as_materialized_series(), df.height())?);
         }
         let target_series = df.column(target)?.as_materialized_series();
         let target_profile = if classification {
@@ -70,7 +76,12 @@ impl Profile {
     }
 
     pub fn categorical_columns(&self) -> Vec<&str> {
-        self.features.iter().filter(|c| c.kind == ColumnKind::Categorical).map(|c| c.name.as_str()).collect()
+        self.columns(ColumnKind::Categorical)
+    }
+
+    /// The feature columns of one kind.
+    pub fn columns(&self, kind: ColumnKind) -> Vec<&str> {
+        self.features.iter().filter(|c| c.kind == kind).map(|c| c.name.as_str()).collect()
     }
 
     /// A compact plain-text rendering for prompts.
@@ -118,10 +129,45 @@ fn kind_name(kind: ColumnKind) -> &'static str {
     match kind {
         ColumnKind::Numeric => "numeric",
         ColumnKind::Categorical => "categorical",
+        ColumnKind::Date => "date",
+        ColumnKind::Identifier => "identifier",
     }
 }
 
-fn column_profile(series: &Series) -> PolarsResult<ColumnProfile> {
+/// Whether a column name reads like an identifier: `id`, `ID`, `user_id`, `customerID`, `row-id`.
+fn id_like_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let trimmed = lower.trim();
+    trimmed == "id"
+        || ["_id", "-id", " id", ".id"].iter().any(|s| trimmed.ends_with(s))
+        || ["id_", "id-", "id "].iter().any(|s| trimmed.starts_with(s))
+        || (name.ends_with("ID") || name.ends_with("Id")) && name.len() > 2
+}
+
+/// Whether text looks like a date or timestamp: `2024-03-01`, `2024/03/01`, `2024-03-01 12:30`,
+/// `2024-03-01T12:30:00`, `03/01/2024`.
+fn date_like(text: &str) -> bool {
+    let t = text.trim();
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let (date, time) = match t.split_once(['T', ' ']) {
+        Some((d, rest)) => (d, Some(rest)),
+        None => (t, None),
+    };
+    let parts: Vec<&str> = date.split(['-', '/']).collect();
+    let date_ok = match parts.as_slice() {
+        [y, m, d] if digits(y, 4) => (digits(m, 2) || digits(m, 1)) && (digits(d, 2) || digits(d, 1)),
+        [m, d, y] if digits(y, 4) => (digits(m, 2) || digits(m, 1)) && (digits(d, 2) || digits(d, 1)),
+        _ => false,
+    };
+    let time_ok = time.is_none_or(|t| {
+        let t = t.trim_end_matches('Z');
+        let hms: Vec<&str> = t.split(':').collect();
+        (2..=3).contains(&hms.len()) && digits(hms[0], 2) && digits(hms[1], 2)
+    });
+    date_ok && time_ok
+}
+
+fn column_profile(series: &Series, rows: usize) -> PolarsResult<ColumnProfile> {
     let dtype = series.dtype();
     let numeric = dtype.is_primitive_numeric();
     let (min, max, mean_value) = if numeric {
@@ -139,11 +185,29 @@ fn column_profile(series: &Series) -> PolarsResult<ColumnProfile> {
         (None, None, None)
     };
     let unique = series.n_unique()?;
+    let present = rows.saturating_sub(series.null_count()).max(1);
+    let name = series.name().to_string();
+    let is_date = matches!(dtype, DataType::Date | DataType::Datetime(_, _))
+        || (dtype == &DataType::String && {
+            let sample: Vec<String> = labels(&series.head(Some(200)))?.into_iter().flatten().collect();
+            !sample.is_empty() && sample.iter().filter(|v| date_like(v)).count() * 20 >= sample.len() * 19
+        });
+    let kind = if is_date {
+        ColumnKind::Date
+    } else if (id_like_name(&name) && unique * 10 >= present * 9 && present >= 20)
+        || (!numeric && unique == present && present > 50)
+    {
+        ColumnKind::Identifier
+    } else if numeric {
+        ColumnKind::Numeric
+    } else {
+        ColumnKind::Categorical
+    };
     let top = if numeric { Vec::new() } else { value_counts(series)?.into_iter().take(5).collect() };
     Ok(ColumnProfile {
-        name: series.name().to_string(),
+        name,
         dtype: dtype.to_string(),
-        kind: if numeric { ColumnKind::Numeric } else { ColumnKind::Categorical },
+        kind,
         missing: series.null_count(),
         unique,
         min,
@@ -247,5 +311,26 @@ mod tests {
         assert_eq!(p.features[1].top, vec![("rent".to_string(), 2), ("own".to_string(), 1)]);
         assert_eq!(p.categorical_columns(), ["home"]);
         assert!(p.render().contains("target classes: a: 3, b: 1"));
+    }
+
+    #[test]
+    fn dates_and_identifiers_are_recognised() {
+        let n = 60;
+        let df = df!(
+            "customerID" => (0..n).map(|i| format!("C{i:04}")).collect::<Vec<_>>(),
+            "row_id" => (0..n).map(|i| i as i64).collect::<Vec<_>>(),
+            "signup" => (0..n).map(|i| format!("2024-{:02}-{:02}", 1 + i % 12, 1 + i % 28)).collect::<Vec<_>>(),
+            "seen" => (0..n).map(|i| format!("03/{:02}/2023 10:{:02}", 1 + i % 28, i % 60)).collect::<Vec<_>>(),
+            "city" => (0..n).map(|i| ["a", "b", "c"][i % 3].to_string()).collect::<Vec<_>>(),
+            "idle" => (0..n).map(|i| (i % 7) as f64).collect::<Vec<_>>(),
+            "y" => (0..n).map(|i| (i % 2) as i64).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let p = Profile::of(&df, "y", true).unwrap();
+        assert_eq!(p.columns(ColumnKind::Identifier), ["customerID", "row_id"]);
+        assert_eq!(p.columns(ColumnKind::Date), ["signup", "seen"]);
+        assert_eq!(p.columns(ColumnKind::Categorical), ["city"]);
+        assert_eq!(p.columns(ColumnKind::Numeric), ["idle"], "`idle` is no identifier");
+        assert!(!date_like("2024-13") && !date_like("hello") && date_like("2024-03-01T12:30:00Z"));
     }
 }

@@ -221,6 +221,44 @@ impl ReportData {
         }
     }
 
+    /// The solution tree: each iteration under the one it built on.
+    pub fn tree(&self) -> String {
+        let nodes: Vec<crate::search::Node> = self
+            .iterations
+            .iter()
+            .map(|r| crate::search::Node {
+                iteration: r.iteration,
+                parent: r.parent,
+                operation: r.operation,
+                score: r.validation_score.filter(|_| r.succeeded()),
+                failed: r.status.starts_with("failed"),
+                seconds: r.script_seconds,
+            })
+            .collect();
+        let family = |n: &crate::search::Node| {
+            let Some(r) = self.iterations.iter().find(|r| r.iteration == n.iteration) else {
+                return String::new();
+            };
+            if n.operation == crate::search::Operation::Ensemble {
+                let members: Vec<String> = r
+                    .hyperparameters
+                    .iter()
+                    .map(|h| {
+                        format!(
+                            "{}×{}",
+                            h.name.trim_start_matches("iter-").trim_start_matches('0'),
+                            h.value.split('/').next().unwrap_or("")
+                        )
+                    })
+                    .collect();
+                if members.is_empty() { String::new() } else { format!("of {}", members.join(", ")) }
+            } else {
+                r.family.clone()
+            }
+        };
+        crate::search::render(&nodes, self.best_iteration, &|s| format!("{s:.4}"), &family)
+    }
+
     /// Iterations, best first (unscored last, by iteration).
     pub fn leaderboard(&self) -> Vec<Leader> {
         let mut rows: Vec<Leader> = self

@@ -108,6 +108,9 @@ pub fn markdown(data: &ReportData) -> String {
         md.push_str(&format!("Final evaluation: {}\n\n", data.test_detail));
     }
     md.push_str("## Validation score per iteration\n\nSee `report.html` for the plot.\n\n");
+    md.push_str("## Solution tree\n\nEach iteration under the one it built on (draft: a new approach; improve, debug: from its parent; ensemble: a weighted blend of earlier iterations, made by the runner).\n\n```\n");
+    md.push_str(&data.tree());
+    md.push_str("```\n\n");
     md.push_str("## Leaderboard\n\n| iteration | model | settings | score | time | status |\n|---|---|---|---|---|---|\n");
     for row in data.leaderboard() {
         let mark = if Some(row.iteration) == data.best_iteration { " (best)" } else { "" };
@@ -287,6 +290,7 @@ pub fn html(data: &ReportData) -> String {
     page.push_str("<h2>Validation score per iteration</h2>\n");
     page.push_str(&svg_plot(data));
     page.push_str("<p>Dots: each iteration's validation score. Line: best so far. Red ring: the best iteration, scored on the test split.</p>\n");
+    page.push_str(&format!("<h2>Solution tree</h2>\n<pre>{}</pre>\n", escape(&data.tree())));
     page.push_str("<h2>Leaderboard</h2>\n<table><tr><th>iteration</th><th>model</th><th>settings</th><th>score</th><th>time</th><th>status</th></tr>\n");
     for row in data.leaderboard() {
         let class = if Some(row.iteration) == data.best_iteration { " class=\"best\"" } else { "" };

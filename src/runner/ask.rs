@@ -41,6 +41,8 @@ pub(super) struct Accumulator {
     pub scripts: Vec<(String, String)>,
     /// Exploration findings made.
     pub findings: Vec<String>,
+    /// The last script failure, kept for a later debug operation.
+    pub failure: Option<crate::steps::Failure>,
 }
 
 impl Accumulator {

@@ -14,13 +14,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::StopReason;
 use super::ask::{Accumulator, StepFailure, ask};
-use super::shared::{SandboxRunError, Shared};
+use super::shared::Shared;
 use super::split;
 use crate::guest_fs::GuestDir;
 use crate::journal::{Event, IterationRecord, OutcomeBrief};
 use crate::policy::{self, Script, ScriptKind};
-use crate::sandbox::{Outcome, SandboxError};
+use crate::sandbox::Outcome;
 use crate::scoring::{Scored, score};
+use crate::search::Operation;
 use crate::steps::{
     AnalyzeOutput, ArchitectureOutput, ExploreOutput, Failure, PlanOutput, RepresentOutput, ScriptOutput,
     SplitOutput, Step, StepContext, TrainOutput, ValidationBrief, rules,
@@ -32,6 +33,8 @@ pub(super) struct Job {
     /// What the agent is told: the task, and the iterations this one may know of.
     pub context: StepContext,
     pub cancel: CancellationToken,
+    /// What the search decided this iteration does.
+    pub decision: crate::search::Decision,
 }
 
 /// How an iteration went.
@@ -106,6 +109,12 @@ pub(super) async fn run(shared: Arc<Shared>, job: Job) -> anyhow::Result<Finishe
     if done.is_none() && status == "succeeded" {
         status = "failed".into();
     }
+    if done.is_none()
+        && let Some(failure) = &acc.failure
+    {
+        // What a later debug operation is shown.
+        fs_err::write(dir.join("steps").join("failure.json"), serde_json::to_string_pretty(failure)?)?;
+    }
     // What ran: the training answer names the model its script trains (a fix may have changed
     // it); before any training answer, the architecture step's choice.
     let (family, hyperparameters) = match (&acc.train, &acc.architecture) {
@@ -115,6 +124,8 @@ pub(super) async fn run(shared: Arc<Shared>, job: Job) -> anyhow::Result<Finishe
     };
     let record = IterationRecord {
         iteration: n,
+        parent: job.decision.parent,
+        operation: job.decision.operation,
         status,
         family,
         hyperparameters,
@@ -128,6 +139,7 @@ pub(super) async fn run(shared: Arc<Shared>, job: Job) -> anyhow::Result<Finishe
         cost_usd: acc.cost,
         step_seconds: acc.step_seconds.clone(),
         analysis_error,
+        script_seconds: scripts_seconds,
     };
     Ok(Finished {
         n,
@@ -139,13 +151,14 @@ pub(super) async fn run(shared: Arc<Shared>, job: Job) -> anyhow::Result<Finishe
     })
 }
 
-struct Iteration<'a> {
-    shared: &'a Shared,
-    n: u32,
-    dir: &'a Path,
-    work: &'a Path,
-    cancel: &'a CancellationToken,
-    script_seconds: &'a mut f64,
+/// An iteration's scripts as they run: where, under which token, and their time so far.
+pub(super) struct Iteration<'a> {
+    pub shared: &'a Shared,
+    pub n: u32,
+    pub dir: &'a Path,
+    pub work: &'a Path,
+    pub cancel: &'a CancellationToken,
+    pub script_seconds: &'a mut f64,
 }
 
 impl Iteration<'_> {
@@ -153,13 +166,37 @@ impl Iteration<'_> {
         self.dir.join("steps")
     }
 
-    /// Plan to scored validation predictions.
+    /// Plan to scored validation predictions. A draft asks every step; an improve or a debug
+    /// skips exploration and the split (a debug's training step starts from its parent's
+    /// failure).
     async fn build(&mut self, ctx: &mut StepContext, acc: &mut Accumulator) -> Result<Done, StepFailure> {
         let shared = self.shared;
         let steps_dir = self.steps_dir();
+        let operation = ctx.operation;
         let plan: PlanOutput = ask(shared, Step::Plan, ctx, &|_| vec![], &steps_dir, acc).await?;
         ctx.current.plan = Some(plan);
+        if operation == Operation::Draft {
+            self.explore(ctx, acc).await?;
+            self.split(ctx, acc).await?;
+        }
+        let represent: RepresentOutput = {
+            let c = ctx.clone();
+            let rule = move |a: &RepresentOutput| rules::represent(a, &c);
+            ask(shared, Step::Represent, ctx, &rule, &steps_dir, acc).await?
+        };
+        acc.represent = Some(represent.clone());
+        ctx.current.represent = Some(represent);
+        let architecture: ArchitectureOutput =
+            ask(shared, Step::Architecture, ctx, &rules::architecture, &steps_dir, acc).await?;
+        acc.architecture = Some(architecture.clone());
+        ctx.current.architecture = Some(architecture);
+        self.scripts(ctx, acc).await
+    }
 
+    /// The exploration step, and its script's output as a finding.
+    async fn explore(&mut self, ctx: &mut StepContext, acc: &mut Accumulator) -> Result<(), StepFailure> {
+        let shared = self.shared;
+        let steps_dir = self.steps_dir();
         let explore: ExploreOutput =
             ask(shared, Step::Explore, ctx, &rules::explore, &steps_dir, acc).await?;
         if !explore.script.trim().is_empty() {
@@ -180,58 +217,57 @@ impl Iteration<'_> {
             acc.findings.push(finding);
         }
         ctx.current.explore = Some(explore);
+        Ok(())
+    }
 
-        if ctx.split_open {
-            let target = &shared.inputs.target;
-            let rows = shared.inputs.profile.rows;
-            let labels = shared.pool_labels.clone();
-            let rule = move |s: &SplitOutput| split::problems(s, target, labels.as_deref(), rows);
-            let answer: SplitOutput = ask(shared, Step::Split, ctx, &rule, &steps_dir, acc).await?;
-            let current = shared.split();
-            if !split::same(&answer, &current.split) {
-                let id = current.id + 1;
-                let (state, train_rows, validation_rows) =
-                    split::materialize(&shared.dir, target, &answer, id).map_err(StepFailure::Internal)?;
-                *shared.split.lock().unwrap_or_else(|p| p.into_inner()) = state;
-                shared
-                    .log(Event::SplitMade {
-                        split_id: id,
-                        validation_fraction: answer.validation_fraction,
-                        stratify: answer.stratify,
-                        seed: answer.seed,
-                        train_rows,
-                        validation_rows,
-                    })
-                    .map_err(StepFailure::internal)?;
-                // Scores on the earlier split do not compare with this one.
-                ctx.best = None;
-            }
-            ctx.split = Some(shared.split().split);
+    /// The split step, while the split is open; a new split is checked, written and journaled
+    /// before anything uses it.
+    async fn split(&mut self, ctx: &mut StepContext, acc: &mut Accumulator) -> Result<(), StepFailure> {
+        if !ctx.split_open {
+            return Ok(());
         }
+        let shared = self.shared;
+        let target = &shared.inputs.target;
+        let rows = shared.inputs.profile.rows;
+        let labels = shared.pool_labels.clone();
+        let rule = move |s: &SplitOutput| split::problems(s, target, labels.as_deref(), rows);
+        let answer: SplitOutput = ask(shared, Step::Split, ctx, &rule, &self.steps_dir(), acc).await?;
+        let current = shared.split();
+        if !split::same(&answer, &current.split) {
+            let id = current.id + 1;
+            let (state, train_rows, validation_rows) =
+                split::materialize(&shared.dir, target, &answer, id).map_err(StepFailure::Internal)?;
+            *shared.split.lock().unwrap_or_else(|p| p.into_inner()) = state;
+            shared
+                .log(Event::SplitMade {
+                    split_id: id,
+                    validation_fraction: answer.validation_fraction,
+                    stratify: answer.stratify,
+                    seed: answer.seed,
+                    train_rows,
+                    validation_rows,
+                })
+                .map_err(StepFailure::internal)?;
+            // Scores on the earlier split do not compare with this one.
+            ctx.best = None;
+        }
+        ctx.split = Some(shared.split().split);
+        Ok(())
+    }
 
-        let represent: RepresentOutput = {
-            let c = ctx.clone();
-            ask(
-                shared,
-                Step::Represent,
-                ctx,
-                &move |a: &RepresentOutput| rules::represent(a, &c),
-                &steps_dir,
-                acc,
-            )
-            .await?
-        };
-        acc.represent = Some(represent.clone());
-        ctx.current.represent = Some(represent);
-        let architecture: ArchitectureOutput =
-            ask(shared, Step::Architecture, ctx, &rules::architecture, &steps_dir, acc).await?;
-        acc.architecture = Some(architecture.clone());
-        ctx.current.architecture = Some(architecture);
-
+    /// train.py and inference.py, each with bounded fixes; the runner scores the predictions.
+    /// A debug starts from its parent's failure (at training or at inference).
+    async fn scripts(&mut self, ctx: &mut StepContext, acc: &mut Accumulator) -> Result<Done, StepFailure> {
+        let shared = self.shared;
+        let steps_dir = self.steps_dir();
         let fix_attempts = shared.inputs.config.loop_.fix_attempts;
         let guest = GuestDir::open(self.work).map_err(StepFailure::internal)?;
-        // Train, with bounded fixes.
-        let mut failure: Option<Failure> = None;
+        let inherited =
+            ctx.parent.as_ref().filter(|_| ctx.operation == Operation::Debug).and_then(|p| p.failure.clone());
+        let (mut failure, mut infer_failure) = match inherited {
+            Some(f) if f.step == "infer" => (None, Some(f)),
+            other => (other, None),
+        };
         let mut model_files: Vec<(String, String)> = Vec::new();
         for attempt in 0..=fix_attempts {
             ctx.failure = failure.take();
@@ -249,14 +285,15 @@ impl Iteration<'_> {
                 None
             };
             ctx.current.train = Some(train.clone());
-            match problem {
-                None => break,
-                Some(summary) if attempt == fix_attempts => {
-                    return Err(StepFailure::Failed("train".into(), summary));
-                }
-                Some(summary) => failure = Some(failure_of(train.script, summary, &outcome)),
+            let Some(summary) = problem else { break };
+            let f = failure_of("train", train.script, summary.clone(), &outcome);
+            acc.failure = Some(f.clone());
+            if attempt == fix_attempts {
+                return Err(StepFailure::Failed("train".into(), summary));
             }
+            failure = Some(f);
         }
+        failure = infer_failure.take();
 
         // Infer on the validation features, with bounded fixes; the runner scores.
         for attempt in 0..=fix_attempts {
@@ -274,7 +311,7 @@ impl Iteration<'_> {
             } else {
                 score(&guest, "predictions.csv", &shared.inputs.target, &split.truth)
             };
-            match problem {
+            let summary = match problem {
                 Ok(scored) => {
                     let predictions_sha256 = guest
                         .sha256("predictions.csv", u64::MAX)
@@ -282,18 +319,21 @@ impl Iteration<'_> {
                         .1;
                     return Ok(Done { scored, predictions_sha256, model_files });
                 }
-                Err(summary) if attempt == fix_attempts => {
-                    return Err(StepFailure::Failed("infer".into(), summary));
-                }
-                Err(summary) => failure = Some(failure_of(infer.script, summary, &outcome)),
+                Err(summary) => summary,
+            };
+            let f = failure_of("infer", infer.script, summary.clone(), &outcome);
+            acc.failure = Some(f.clone());
+            if attempt == fix_attempts {
+                return Err(StepFailure::Failed("infer".into(), summary));
             }
+            failure = Some(f);
         }
         unreachable!("the loop either scores or returns")
     }
 
     /// Puts `text` in place as the script of `kind` and runs it within what is left of the
     /// loop's budget.
-    async fn run_script(
+    pub(super) async fn run_script(
         &mut self,
         kind: ScriptKind,
         text: &str,
@@ -327,13 +367,9 @@ impl Iteration<'_> {
             step: format!("{} (running)", kind.name()),
         });
         let script = spec.script.clone();
-        let outcome = shared.sandbox_run(spec, self.cancel.clone()).await.map_err(|e| match e {
-            // The sandbox refused to expose a private directory: nothing the agent can fix.
-            SandboxRunError::Sandbox(e @ SandboxError::ExposesPrivate { .. }) => {
-                StepFailure::Internal(e.into())
-            }
-            other => StepFailure::Internal(other.into()),
-        })?;
+        // A script that cannot be run at all (the sandbox refused a private directory, the
+        // runtime broke) is nothing the agent can fix.
+        let outcome = shared.sandbox_run(spec, self.cancel.clone()).await.map_err(StepFailure::internal)?;
         *self.script_seconds += outcome.wall.as_secs_f64();
         shared
             .log(Event::ScriptRun {
@@ -353,19 +389,23 @@ impl Iteration<'_> {
     }
 }
 
-/// `(path, sha256)` of the files under `/work/model/`, sorted.
-fn model_files_of(outcome: &Outcome) -> Vec<(String, String)> {
-    outcome
-        .files
-        .iter()
-        .filter(|f| f.path.starts_with("/work/model/"))
-        .map(|f| (f.path.clone(), f.sha256.clone()))
-        .collect()
+/// `(path, sha256)` of the model files: under `/work/model/`, and an ensemble's members' under
+/// `/work/members/<member>/model/`; sorted.
+pub(super) fn model_files_of(outcome: &Outcome) -> Vec<(String, String)> {
+    let is_model = |path: &str| {
+        path.starts_with("/work/model/")
+            || path
+                .strip_prefix("/work/members/")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(_, inside)| inside.starts_with("model/"))
+    };
+    outcome.files.iter().filter(|f| is_model(&f.path)).map(|f| (f.path.clone(), f.sha256.clone())).collect()
 }
 
 /// A failed script as the agent sees it when asked to fix it.
-fn failure_of(script: String, summary: String, outcome: &Outcome) -> Failure {
+fn failure_of(step: &str, script: String, summary: String, outcome: &Outcome) -> Failure {
     Failure {
+        step: step.into(),
         script,
         summary,
         stderr_tail: tail(&outcome.stderr.text, 4000),

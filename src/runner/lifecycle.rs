@@ -30,8 +30,9 @@ use crate::report::Summary;
 use crate::run_dir::{Manifest, RunDir};
 use crate::sandbox::{CancellationToken as SandboxCancel, Sandbox};
 use crate::scoring::{Truth, score};
+use crate::search::{Decision, Greedy, Node, Operation, Policy, Situation};
 use crate::snapshot::Workspace;
-use crate::steps::{self, IterationBrief, SplitOutput, StepContext, TaskBrief};
+use crate::steps::{self, IterationBrief, ParentBrief, SplitOutput, StepContext, TaskBrief};
 
 /// Why the loop stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +73,7 @@ pub struct Runner {
     pub(super) shared: Arc<Shared>,
     pub(super) workspace: Workspace,
     pub(super) state: State,
+    policy: Box<dyn Policy>,
 }
 
 /// How often the journal is checked for a long silence (a heartbeat is written after 30 s).
@@ -205,7 +207,9 @@ impl Runner {
             split: Mutex::new(split),
             pool_labels,
         });
-        Ok(Self { dir, shared, workspace, state })
+        let search = &shared.inputs.config.search;
+        let policy = Box::new(Greedy { explore: search.explore, debug: search.debug, ..Greedy::default() });
+        Ok(Self { dir, shared, workspace, state, policy })
     }
 
     pub fn state(&self) -> &State {
@@ -291,11 +295,28 @@ impl Runner {
                 if (self.state.records.len() as u32) < known {
                     break;
                 }
-                let context = self.context(next, known as usize);
-                shared.log(Event::IterationStarted { iteration: next })?;
+                let decision = self.decide(next, known as usize, next == limit);
+                let context = self.context(next, known as usize, &decision);
+                shared.log(Event::IterationStarted {
+                    iteration: next,
+                    parent: decision.parent,
+                    operation: decision.operation,
+                    reason: decision.reason.clone(),
+                })?;
                 shared.reporter.report(Progress::IterationStarted { iteration: next });
-                let job = Job { n: next, context, cancel: shared.loop_cancel.clone() };
-                tasks.spawn(iteration::run(shared.clone(), job));
+                let job = Job { n: next, context, cancel: shared.loop_cancel.clone(), decision };
+                if job.decision.operation == Operation::Ensemble {
+                    let candidates = self.ensemble_candidates(known as usize);
+                    let earlier: Vec<(u32, Vec<crate::steps::Hyperparameter>)> = self.state.records
+                        [..known as usize]
+                        .iter()
+                        .filter(|r| r.operation == Operation::Ensemble && r.succeeded())
+                        .map(|r| (r.iteration, r.hyperparameters.clone()))
+                        .collect();
+                    tasks.spawn(super::ensemble::run(shared.clone(), job, candidates, earlier));
+                } else {
+                    tasks.spawn(iteration::run(shared.clone(), job));
+                }
                 next += 1;
             }
             let Some(joined) = tasks.join_next().await else { break };
@@ -340,6 +361,116 @@ impl Runner {
         let config = &self.shared.inputs.config.loop_;
         let jobs = config.jobs.max(1);
         n.saturating_sub(jobs).max(config.split_iterations.min(n - 1))
+    }
+
+    /// The search's decision for iteration `n`, from the first `known` iterations (or the one
+    /// recorded, when replaying).
+    fn decide(&self, n: u32, known: usize, last: bool) -> Decision {
+        let shared = &self.shared;
+        if let Some(recorded) = shared.inputs.decisions.as_ref().and_then(|d| d.get(n as usize - 1)) {
+            return recorded.clone();
+        }
+        let config = &shared.inputs.config;
+        let split = shared.split().id;
+        let nodes: Vec<Node> = self.state.records[..known].iter().map(|r| node(r, split)).collect();
+        let situation = Situation {
+            iteration: n,
+            higher_is_better: shared.inputs.target.metric.higher_is_better(),
+            time_left: shared.budget.loop_left(),
+            seed: config.loop_.seed,
+            drafts: config.search.drafts.unwrap_or_else(|| self.default_drafts()),
+            ensemble_every: config.search.ensemble_every,
+            jobs: config.loop_.jobs,
+            perfect: shared
+                .inputs
+                .target
+                .metric
+                .perfect()
+                .is_some_and(|p| nodes.iter().filter_map(|x| x.score).any(|s| s == p)),
+        };
+        let mut decision = self.policy.decide(&nodes, &situation);
+        let situation = &situation;
+        // The last iteration of a counted run is an ensemble of what scored, if one is worth it.
+        if last
+            && decision.operation != Operation::Ensemble
+            && config.search.ensemble_every > 0
+            && !situation.perfect
+        {
+            let last_ensemble =
+                nodes.iter().filter(|x| x.operation == Operation::Ensemble).map(|x| x.iteration).max();
+            let new_scored = nodes
+                .iter()
+                .filter(|x| x.score.is_some() && x.operation != Operation::Ensemble)
+                .filter(|x| last_ensemble.is_none_or(|e| x.iteration > e))
+                .count();
+            if new_scored >= 2 {
+                decision = Decision::new(
+                    Operation::Ensemble,
+                    None,
+                    "the last iteration: an ensemble of what scored",
+                );
+            }
+        }
+        decision
+    }
+
+    /// Drafts before improving: the built-in agent drafts each family of its portfolio once; an
+    /// LLM five times.
+    fn default_drafts(&self) -> u32 {
+        let shared = &self.shared;
+        if shared.agent.backend_name() == "builtin" {
+            crate::builtin::drafts(
+                shared.inputs.target.kind == crate::task::TaskKind::Regression,
+                shared.inputs.profile.rows,
+            )
+        } else {
+            5
+        }
+    }
+
+    /// Scored single models among the first `known` iterations on the split in force, best
+    /// first, with their validation predictions.
+    fn ensemble_candidates(&self, known: usize) -> Vec<(u32, Option<f64>)> {
+        let split = self.shared.split().id;
+        let metric = self.shared.inputs.target.metric;
+        let mut scored: Vec<(u32, Option<f64>)> = self.state.records[..known]
+            .iter()
+            .filter(|r| r.succeeded() && r.split_id == split && r.operation != Operation::Ensemble)
+            .map(|r| (r.iteration, r.validation_score))
+            .collect();
+        scored.sort_by(|a, b| {
+            let (x, y) = (a.1.unwrap_or(f64::NAN), b.1.unwrap_or(f64::NAN));
+            (if metric.higher_is_better() { y.total_cmp(&x) } else { x.total_cmp(&y) }).then(a.0.cmp(&b.0))
+        });
+        scored.truncate(MAX_ENSEMBLE_CANDIDATES);
+        scored
+    }
+
+    /// What an improve or debug operation is shown of its parent: the runner's own records of
+    /// it (its answers, its scripts as run, how it failed).
+    fn parent_brief(&self, parent: u32) -> Option<ParentBrief> {
+        let record = self.state.records.get(parent as usize - 1)?;
+        let steps = self.dir.iteration(parent).join("steps");
+        fn load<T: serde::de::DeserializeOwned>(path: std::path::PathBuf) -> Option<T> {
+            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+        }
+        let analysis: Option<crate::steps::AnalyzeOutput> = load(steps.join("analyze.json"));
+        let infer: Option<crate::steps::ScriptOutput> = load(steps.join("infer.json"));
+        Some(ParentBrief {
+            iteration: parent,
+            operation: record.operation,
+            status: record.status.clone(),
+            family: record.family.clone(),
+            hyperparameters: record.hyperparameters.clone(),
+            representation: record.representation.clone(),
+            architecture: load(steps.join("architecture.json")),
+            score: record.validation_score,
+            train: load(steps.join("train.json")),
+            inference_script: infer.map(|i| i.script).unwrap_or_default(),
+            observations: analysis.as_ref().map(|a| a.observations.clone()).unwrap_or_default(),
+            next_ideas: analysis.map(|a| a.next_ideas).unwrap_or_default(),
+            failure: load(steps.join("failure.json")),
+        })
     }
 
     /// Commits a finished iteration (unless it was cut with nothing to keep) and journals it.
@@ -401,7 +532,7 @@ impl Runner {
     }
 
     /// The context iteration `n` is asked with: the first `known` iterations, no later ones.
-    fn context(&self, n: u32, known: usize) -> StepContext {
+    fn context(&self, n: u32, known: usize, decision: &Decision) -> StepContext {
         let shared = &self.shared;
         let split = shared.split();
         let history: Vec<IterationBrief> = self.state.records[..known].iter().map(brief).collect();
@@ -422,6 +553,8 @@ impl Runner {
         let config = &shared.inputs.config.loop_;
         StepContext {
             task: TaskBrief::new(&shared.inputs.task, &shared.inputs.target),
+            operation: decision.operation,
+            parent: decision.parent.and_then(|p| self.parent_brief(p)),
             profile_text: shared.inputs.profile.render(),
             profile: shared.inputs.profile.clone(),
             iteration: n,
@@ -436,11 +569,19 @@ impl Runner {
                 .map(|(_, t)| t.clone())
                 .collect(),
             split: Some(split.split),
-            split_open: n <= config.split_iterations,
+            // A split changes only in a draft of the first iterations.
+            split_open: n <= config.split_iterations && decision.operation == Operation::Draft,
             current: Default::default(),
             failure: None,
             validation: None,
             seed: config.seed,
+            clock: Some(crate::steps::Clock {
+                time_left_seconds: shared.budget.loop_left().map(|d| d.as_secs_f64()),
+                runtimes: self.state.records[..known]
+                    .iter()
+                    .map(|r| (r.iteration, r.script_seconds))
+                    .collect(),
+            }),
         }
     }
 
@@ -581,9 +722,26 @@ fn spawn_heartbeat(shared: &Arc<Shared>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Most candidates an ensemble selection looks at (the best ones).
+const MAX_ENSEMBLE_CANDIDATES: usize = 20;
+
+/// A record as the search sees it; only scores on the split in force count.
+pub(super) fn node(r: &IterationRecord, split: u32) -> Node {
+    Node {
+        iteration: r.iteration,
+        parent: r.parent,
+        operation: r.operation,
+        score: if r.split_id == split && r.succeeded() { r.validation_score } else { None },
+        failed: r.status.starts_with("failed"),
+        seconds: r.script_seconds,
+    }
+}
+
 pub(super) fn brief(r: &IterationRecord) -> IterationBrief {
     IterationBrief {
         iteration: r.iteration,
+        parent: r.parent,
+        operation: r.operation,
         status: r.status.clone(),
         family: r.family.clone(),
         hyperparameters: r.hyperparameters.clone(),

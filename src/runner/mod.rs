@@ -9,6 +9,7 @@
 mod ask;
 mod budget;
 mod commit;
+mod ensemble;
 mod iteration;
 mod lifecycle;
 mod progress;

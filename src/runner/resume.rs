@@ -187,6 +187,7 @@ impl Runner {
             stop_after: manifest.stop_after,
             faults,
             started,
+            decisions: None,
         };
         // The split's files are a function of the pool and the recorded split: written again.
         let (split, train_rows, validation_rows) =

@@ -37,6 +37,9 @@ pub struct RunInputs {
     pub faults: FaultPlan,
     /// When the command started: the budget counts from this instant, set-up included.
     pub started: Instant,
+    /// The search's decisions, by iteration, to follow instead of deciding anew (replay: the
+    /// original run's timing shaped them).
+    pub decisions: Option<Vec<crate::search::Decision>>,
 }
 
 /// Deliberate crashes, for testing that a killed run resumes correctly. `journal:N` aborts the

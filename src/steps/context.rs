@@ -12,6 +12,7 @@ use super::outputs::{
     ScriptOutput, SplitOutput, TrainOutput,
 };
 use crate::data::{Profile, TargetInfo};
+use crate::search::Operation;
 use crate::task::Task;
 
 /// The task as agents see it.
@@ -47,6 +48,10 @@ impl TaskBrief {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IterationBrief {
     pub iteration: u32,
+    #[serde(default)]
+    pub parent: Option<u32>,
+    #[serde(default)]
+    pub operation: Operation,
     /// `succeeded`, or what failed.
     pub status: String,
     pub family: String,
@@ -59,11 +64,43 @@ pub struct IterationBrief {
 /// A script that failed, for the agent to fix.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
+    /// Which script: `train` or `infer`.
+    #[serde(default)]
+    pub step: String,
     pub script: String,
     /// E.g. `exit 1`, `killed (wall-clock deadline)`, or a check of the outputs.
     pub summary: String,
     pub stderr_tail: String,
     pub stdout_tail: String,
+}
+
+/// The node an improve or debug operation builds on: its scripts, what it scored, what its
+/// analysis said, and (for debug) how it failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParentBrief {
+    pub iteration: u32,
+    pub operation: Operation,
+    pub status: String,
+    pub family: String,
+    pub hyperparameters: Vec<Hyperparameter>,
+    pub representation: Option<RepresentOutput>,
+    pub architecture: Option<ArchitectureOutput>,
+    pub score: Option<f64>,
+    pub train: Option<TrainOutput>,
+    pub inference_script: String,
+    pub observations: Vec<String>,
+    pub next_ideas: Vec<String>,
+    pub failure: Option<Failure>,
+}
+
+/// Time facts: what is left of the loop's budget when the iteration starts, and how long earlier
+/// iterations' scripts ran. They are the only facts that differ between a run and its replay,
+/// so requests are compared and hashed without them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Clock {
+    pub time_left_seconds: Option<f64>,
+    /// `(iteration, seconds its scripts ran)`.
+    pub runtimes: Vec<(u32, f64)>,
 }
 
 /// Validation results for the analysis step.
@@ -90,6 +127,9 @@ pub struct CurrentSteps {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepContext {
     pub task: TaskBrief,
+    /// What this iteration does, and the node it builds on.
+    pub operation: Operation,
+    pub parent: Option<ParentBrief>,
     pub profile: Profile,
     pub profile_text: String,
     pub iteration: u32,
@@ -107,6 +147,9 @@ pub struct StepContext {
     pub validation: Option<ValidationBrief>,
     /// Seed of the run, for agents that randomize deterministically.
     pub seed: u64,
+    /// Time left and earlier run times (not part of a request's identity; see [`Clock`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<Clock>,
 }
 
 impl StepContext {

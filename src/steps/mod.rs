@@ -7,7 +7,9 @@ mod outputs;
 mod prompts;
 pub mod rules;
 
-pub use context::{CurrentSteps, Failure, IterationBrief, StepContext, TaskBrief, ValidationBrief};
+pub use context::{
+    Clock, CurrentSteps, Failure, IterationBrief, ParentBrief, StepContext, TaskBrief, ValidationBrief,
+};
 pub use outputs::{
     AnalyzeOutput, ArchitectureOutput, CategoricalTreatment, ExploreOutput, Hyperparameter, MissingTreatment,
     NumericTreatment, PlanOutput, RepresentOutput, ScriptOutput, SplitOutput, TrainOutput,

@@ -62,6 +62,8 @@ pub enum NumericTreatment {
 pub enum CategoricalTreatment {
     OneHot,
     Ordinal,
+    /// Leave categories to the model (histogram gradient boosting's native support).
+    Native,
 }
 
 /// Filling of missing values.

@@ -1,0 +1,198 @@
+//! An ensemble iteration, made by the runner rather than an agent: greedy selection with
+//! replacement over the validation predictions of earlier iterations, then a snapshot like any
+//! other. Its `inference.py` (from `guest/`) runs each member's own `inference.py` under
+//! `members/` and averages them with the chosen weights; its `train.py` retrains the members.
+//! The runner scores it by running it in the sandbox on the validation features, so the score
+//! is that of the code that is committed, audited and tested.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::ask::Accumulator;
+use super::iteration::{Finished, Iteration, Job, model_files_of};
+use super::shared::Shared;
+use crate::guest_fs::GuestDir;
+use crate::journal::IterationRecord;
+use crate::policy::ScriptKind;
+use crate::scoring::{read_predictions, score};
+use crate::search::{self, Candidate, Operation};
+use crate::snapshot::{Workspace, tag_name};
+use crate::steps::Hyperparameter;
+
+const ENSEMBLE_TRAIN: &str = include_str!("../../guest/ensemble_train.py");
+const ENSEMBLE_INFER: &str = include_str!("../../guest/ensemble_inference.py");
+/// Additions the greedy selection makes (AutoGluon uses 25 to 100).
+const ROUNDS: usize = 25;
+
+/// Runs ensemble iteration `job.n` over `candidates` (iteration, validation score), best first.
+/// `earlier` are the ensembles already made (iteration, members as recorded): the same blend is
+/// not made twice.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    job: Job,
+    candidates: Vec<(u32, Option<f64>)>,
+    earlier: Vec<(u32, Vec<Hyperparameter>)>,
+) -> anyhow::Result<Finished> {
+    let started = Instant::now();
+    let n = job.n;
+    let dir = shared.dir.iteration(n);
+    if dir.exists() {
+        fs_err::remove_dir_all(&dir)?;
+    }
+    let work = shared.dir.work(n);
+    fs_err::create_dir_all(&work)?;
+    fs_err::create_dir_all(dir.join("steps"))?;
+    let split = shared.split();
+    let target = &shared.inputs.target;
+    let usable: Vec<Candidate> = candidates
+        .iter()
+        .filter_map(|(k, _)| {
+            let guest = GuestDir::open(&shared.dir.work(*k)).ok()?;
+            let predicted = read_predictions(&guest, "predictions.csv", target, split.truth.len()).ok()?;
+            Some(Candidate { iteration: *k, predicted })
+        })
+        .collect();
+    let members_of = |weights: &[(u32, u32)]| {
+        let total: u32 = weights.iter().map(|(_, w)| w).sum();
+        let mut m: Vec<Hyperparameter> = weights
+            .iter()
+            .map(|(k, w)| Hyperparameter { name: tag_name(*k), value: format!("{w}/{total}") })
+            .collect();
+        m.sort_by(|a, b| a.name.cmp(&b.name));
+        m
+    };
+    let mut acc = Accumulator::default();
+    let mut script_seconds = 0.0;
+    let record = |status: String,
+                  score: Option<f64>,
+                  weights: &[(u32, u32)],
+                  acc: &Accumulator,
+                  sha: Option<String>,
+                  model_files,
+                  script_seconds| {
+        IterationRecord {
+            iteration: n,
+            parent: weights.iter().max_by_key(|(k, w)| (*w, std::cmp::Reverse(*k))).map(|(k, _)| *k),
+            operation: Operation::Ensemble,
+            status,
+            family: "ensemble".into(),
+            hyperparameters: members_of(weights),
+            representation: None,
+            split_id: split.id,
+            validation_score: score,
+            next_ideas: vec![],
+            predictions_sha256: sha,
+            model_files,
+            seconds: started.elapsed().as_secs_f64(),
+            cost_usd: 0.0,
+            step_seconds: acc.step_seconds.clone(),
+            analysis_error: None,
+            script_seconds,
+        }
+    };
+    let blend = search::select(&usable, target, &split.truth, ROUNDS);
+    let same_as = blend.as_ref().and_then(|b| {
+        let now = members_of(&b.weights);
+        earlier.iter().find(|(_, members)| {
+            let mut m = members.clone();
+            m.sort_by(|a, b| a.name.cmp(&b.name));
+            m == now
+        })
+    });
+    let blend = match (blend, same_as) {
+        (Some(b), None) if b.members() >= 2 => b,
+        (other, same) => {
+            let why = match (other, same) {
+                (_, Some((k, _))) => format!("the greedy selection chose the same blend as iteration {k}"),
+                (Some(b), None) => format!("the greedy selection kept only {}", tag_name(b.weights[0].0)),
+                (None, None) => {
+                    format!("{} candidates with usable validation predictions; two are needed", usable.len())
+                }
+            };
+            let finished = Finished {
+                n,
+                record: record(format!("skipped: {why}"), None, &[], &acc, None, vec![], 0.0),
+                stop: None,
+                scripts: vec![],
+                script_seconds: 0.0,
+                findings: vec![],
+            };
+            return Ok(finished);
+        }
+    };
+    let spec = serde_json::json!({
+        "kind": target.kind.name(),
+        "metric": target.metric.name(),
+        "classes": target.classes,
+        "members": blend.weights.iter().map(|(k, w)| serde_json::json!({"name": tag_name(*k), "iteration": k, "weight": w})).collect::<Vec<_>>(),
+        "selection": {"method": "greedy selection with replacement (Caruana et al. 2004)", "rounds": ROUNDS, "validation_score": blend.score},
+    });
+    fs_err::write(dir.join("steps").join("ensemble.json"), serde_json::to_string_pretty(&spec)?)?;
+    // The members as they were committed: scripts and trained models.
+    let workspace = Workspace::open_or_init(&shared.dir.workspace())?;
+    let scratch = tempfile::Builder::new().prefix("loop-runner-members-").tempdir_in(&dir)?;
+    for (k, _) in &blend.weights {
+        let from = scratch.path().join(tag_name(*k));
+        workspace.materialize(workspace.resolve(&tag_name(*k))?, &from)?;
+        let to = work.join("members").join(tag_name(*k));
+        fs_err::create_dir_all(&to)?;
+        for name in ["train.py", "inference.py", "model"] {
+            fs_err::rename(from.join(name), to.join(name))?;
+        }
+    }
+    drop(scratch);
+    fs_err::create_dir_all(work.join("model"))?;
+    fs_err::write(work.join("model").join("ensemble.json"), serde_json::to_string_pretty(&spec)?)?;
+    GuestDir::open(&work)?.replace("train.py", ENSEMBLE_TRAIN.as_bytes())?;
+    acc.keep_script("train.py", ENSEMBLE_TRAIN);
+    let mut it = Iteration {
+        shared: &shared,
+        n,
+        dir: &dir,
+        work: &work,
+        cancel: &job.cancel,
+        script_seconds: &mut script_seconds,
+    };
+    let outcome = match it.run_script(ScriptKind::Infer, ENSEMBLE_INFER, &mut acc).await {
+        Ok(outcome) => outcome,
+        Err(super::ask::StepFailure::Stop(reason, why)) => {
+            let finished = Finished {
+                n,
+                record: record(
+                    format!("cut: {why}"),
+                    None,
+                    &blend.weights,
+                    &acc,
+                    None,
+                    vec![],
+                    script_seconds,
+                ),
+                stop: Some(reason),
+                scripts: acc.scripts.clone(),
+                script_seconds,
+                findings: vec![],
+            };
+            return Ok(finished);
+        }
+        Err(super::ask::StepFailure::Internal(e)) => return Err(e),
+        Err(super::ask::StepFailure::Failed(step, why)) => {
+            anyhow::bail!("unexpected failure at {step}: {why}")
+        }
+    };
+    let guest = GuestDir::open(&work)?;
+    let scored = if outcome.success() {
+        score(&guest, "predictions.csv", target, &split.truth)
+    } else {
+        Err(format!("{}\n{}", outcome.summary(), super::iteration::tail(&outcome.stderr.text, 2000)))
+    };
+    let (status, validation_score, sha) = match scored {
+        Ok(s) => {
+            let sha = guest.sha256("predictions.csv", u64::MAX).map(|(_, sha)| sha).ok();
+            ("succeeded".to_string(), Some(s.score), sha)
+        }
+        Err(why) => (format!("failed at ensemble inference: {why}"), None, None),
+    };
+    let model_files = model_files_of(&outcome);
+    let record = record(status, validation_score, &blend.weights, &acc, sha, model_files, script_seconds);
+    Ok(Finished { n, record, stop: None, scripts: acc.scripts, script_seconds, findings: vec![] })
+}

@@ -1,0 +1,190 @@
+//! A greedy policy with exploration, in the manner of AIDE, aware of runtime and time left:
+//! a few drafts first; then mostly improve the best node, sometimes another good one, sometimes
+//! debug a failed leaf; an ensemble of what scored every few iterations; and, when little time
+//! is left, only operations whose parents ran quickly.
+
+use std::time::Duration;
+
+use super::tree::{Decision, Node, Operation, Policy, Situation, debug_depth};
+
+/// The default policy.
+#[derive(Debug, Clone)]
+pub struct Greedy {
+    /// Chance of improving a good node other than the best.
+    pub explore: f64,
+    /// Chance of debugging a failed leaf when one is worth it.
+    pub debug: f64,
+    /// Debug operations in a row before a failed line is given up.
+    pub max_debug_depth: u32,
+    /// How many of the best nodes exploration picks from.
+    pub top_k: usize,
+}
+
+impl Default for Greedy {
+    fn default() -> Self {
+        Self { explore: 0.2, debug: 0.3, max_debug_depth: 3, top_k: 3 }
+    }
+}
+
+impl Policy for Greedy {
+    fn name(&self) -> &'static str {
+        "greedy"
+    }
+
+    fn decide(&self, nodes: &[Node], s: &Situation) -> Decision {
+        let mut rng =
+            fastrand::Rng::with_seed(s.seed ^ u64::from(s.iteration).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let better = |a: f64, b: f64| if s.higher_is_better { a > b } else { a < b };
+        let drafts = nodes.iter().filter(|n| n.operation == Operation::Draft).count() as u32;
+        // Scored single models (ensembles are not improved: they are remade from their members).
+        let mut scored: Vec<&Node> =
+            nodes.iter().filter(|n| n.score.is_some() && n.operation != Operation::Ensemble).collect();
+        scored.sort_by(|a, b| {
+            let (x, y) = (a.score.unwrap_or(f64::NAN), b.score.unwrap_or(f64::NAN));
+            (if s.higher_is_better { y.total_cmp(&x) } else { x.total_cmp(&y) })
+                .then(a.iteration.cmp(&b.iteration))
+        });
+        // What fits: a parent whose scripts took more than half the time left is not built on.
+        let fits = |n: &&Node| match s.time_left {
+            Some(left) => Duration::from_secs_f64(n.seconds * 2.0) <= left,
+            None => true,
+        };
+        let typical = median(scored.iter().map(|n| n.seconds));
+
+        if drafts < s.drafts {
+            return Decision::new(Operation::Draft, None, format!("draft {} of {}", drafts + 1, s.drafts));
+        }
+        if s.ensemble_every > 0 && scored.len() >= 2 && !s.perfect {
+            let last_ensemble =
+                nodes.iter().filter(|n| n.operation == Operation::Ensemble).map(|n| n.iteration).max();
+            let new_since = scored.iter().filter(|n| last_ensemble.is_none_or(|e| n.iteration > e)).count();
+            let due = last_ensemble.is_none_or(|e| s.iteration >= e + s.ensemble_every);
+            if due && new_since >= 2 {
+                return Decision::new(
+                    Operation::Ensemble,
+                    None,
+                    format!("ensemble of {} scored models", scored.len()),
+                );
+            }
+        }
+        let time_short = match (s.time_left, typical) {
+            (Some(left), Some(t)) => left.as_secs_f64() < 3.0 * t,
+            _ => false,
+        };
+        let fitting: Vec<&Node> = scored.iter().copied().filter(fits).collect();
+        if time_short && let Some(quick) = fitting.iter().min_by(|a, b| a.seconds.total_cmp(&b.seconds)) {
+            return Decision::new(
+                Operation::Improve,
+                Some(quick.iteration),
+                "little time left: improve the quickest good model",
+            );
+        }
+        // Failed leaves worth another look: not given up on, not built on already.
+        let buggy: Vec<&Node> = nodes
+            .iter()
+            .filter(|n| n.failed && n.operation != Operation::Ensemble)
+            .filter(|n| !nodes.iter().any(|c| c.parent == Some(n.iteration)))
+            .filter(|n| debug_depth(nodes, n) < self.max_debug_depth)
+            .collect();
+        if !buggy.is_empty() && (fitting.is_empty() || rng.f64() < self.debug) {
+            let pick = buggy[rng.usize(..buggy.len())];
+            return Decision::new(Operation::Debug, Some(pick.iteration), "debug a failed attempt");
+        }
+        let Some(best) = fitting.first() else {
+            return Decision::new(Operation::Draft, None, "nothing scored yet: another draft");
+        };
+        if fitting.len() > 1 && rng.f64() < self.explore {
+            let k = self.top_k.min(fitting.len());
+            let pick = fitting[1 + rng.usize(..k - 1)];
+            if !better(pick.score.unwrap_or(f64::NAN), best.score.unwrap_or(f64::NAN)) {
+                return Decision::new(
+                    Operation::Improve,
+                    Some(pick.iteration),
+                    "explore: improve a runner-up",
+                );
+            }
+        }
+        Decision::new(Operation::Improve, Some(best.iteration), "improve the best")
+    }
+}
+
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::tree::tests::node;
+
+    fn situation(iteration: u32) -> Situation {
+        Situation {
+            iteration,
+            higher_is_better: true,
+            time_left: None,
+            seed: 7,
+            drafts: 2,
+            ensemble_every: 5,
+            jobs: 1,
+            perfect: false,
+        }
+    }
+
+    #[test]
+    fn drafts_first_then_improves_the_best_mostly() {
+        let p = Greedy::default();
+        assert_eq!(p.decide(&[], &situation(1)).operation, Operation::Draft);
+        let nodes =
+            vec![node(1, None, Operation::Draft, Some(0.7)), node(2, None, Operation::Draft, Some(0.9))];
+        let mut improved_best = 0;
+        for i in 3..103 {
+            let d = p.decide(&nodes, &Situation { ensemble_every: 0, ..situation(i) });
+            assert_eq!(d.operation, Operation::Improve);
+            if d.parent == Some(2) {
+                improved_best += 1;
+            }
+        }
+        assert!((70..100).contains(&improved_best), "{improved_best} of 100 improved the best");
+        assert_eq!(p.decide(&nodes, &situation(9)), p.decide(&nodes, &situation(9)), "deterministic");
+    }
+
+    #[test]
+    fn ensembles_come_every_few_iterations_and_failures_get_debugged() {
+        let p = Greedy::default();
+        let mut nodes = vec![
+            node(1, None, Operation::Draft, Some(0.7)),
+            node(2, None, Operation::Draft, Some(0.9)),
+            node(3, Some(2), Operation::Improve, None),
+        ];
+        assert_eq!(p.decide(&nodes, &situation(4)).operation, Operation::Ensemble);
+        nodes.push(node(4, None, Operation::Ensemble, Some(0.92)));
+        let debugs =
+            (5..105).filter(|i| p.decide(&nodes, &situation(*i)).operation == Operation::Debug).count();
+        assert!((15..50).contains(&debugs), "{debugs} debugs of 100");
+        // A line debugged three times is given up.
+        nodes.push(node(5, Some(3), Operation::Debug, None));
+        nodes.push(node(6, Some(5), Operation::Debug, None));
+        nodes.push(node(7, Some(6), Operation::Debug, None));
+        assert!(
+            (8..60).all(|i| p.decide(&nodes, &Situation { ensemble_every: 0, ..situation(i) }).operation
+                != Operation::Debug)
+        );
+    }
+
+    #[test]
+    fn little_time_left_favours_quick_parents() {
+        let p = Greedy::default();
+        let mut slow = node(1, None, Operation::Draft, Some(0.95));
+        slow.seconds = 100.0;
+        let mut quick = node(2, None, Operation::Draft, Some(0.9));
+        quick.seconds = 2.0;
+        let s = Situation { time_left: Some(Duration::from_secs(30)), ensemble_every: 0, ..situation(3) };
+        let d = p.decide(&[slow, quick], &s);
+        assert_eq!((d.operation, d.parent), (Operation::Improve, Some(2)));
+    }
+}
