@@ -79,7 +79,22 @@ pub struct AgentSection {
     #[serde(default)]
     pub models: BTreeMap<String, String>,
     pub temperature: Option<f32>,
+    /// Answer length for every step (see `step_max_tokens`).
     pub max_tokens: Option<u32>,
+    /// Answer length by step, e.g. `{ train = 8192, plan = 512 }`.
+    #[serde(default)]
+    pub step_max_tokens: BTreeMap<String, u32>,
+    /// How far the answer length may grow when answers are cut off.
+    pub max_tokens_cap: Option<u32>,
+    /// The model's context length in tokens [default: known for common families, else 8192].
+    pub context_tokens: Option<u32>,
+    /// Questions in a row that find the server unreachable before the run pauses.
+    pub breaker_failures: Option<u32>,
+    /// Pauses (`breaker_pause`, doubling each time) before the run stops cleanly on an
+    /// unreachable server.
+    pub breaker_pauses: Option<u32>,
+    /// The first pause [default: 30s].
+    pub breaker_pause: Option<String>,
     pub seed: Option<i64>,
     pub structured_output: Option<StructuredOutput>,
     pub timeout: Option<String>,
@@ -166,6 +181,11 @@ pub struct AgentConfig {
     pub api_key_env: Option<String>,
     pub timeout: Duration,
     pub settings: AgentSettings,
+    /// The circuit breaker: failed questions in a row before a pause, and pauses before the
+    /// run stops.
+    pub breaker_failures: u32,
+    pub breaker_pauses: u32,
+    pub breaker_pause: Duration,
 }
 
 /// Loop settings resolved.
@@ -248,10 +268,10 @@ impl RunConfig {
             BackendKind::Openai => "gpt-4o-mini".into(),
             _ => "builtin".into(),
         });
-        for step in a.models.keys() {
+        for step in a.models.keys().chain(a.step_max_tokens.keys()) {
             if !crate::steps::STEP_NAMES.contains(&step.as_str()) {
                 return Err(UserError::setup(format!(
-                    "config `agent.models` names an unknown step `{step}`; steps are: {}",
+                    "config `agent.models` or `agent.step_max_tokens` names an unknown step `{step}`; steps are: {}",
                     crate::steps::STEP_NAMES.join(", ")
                 )));
             }
@@ -266,6 +286,9 @@ impl RunConfig {
             models: a.models.clone(),
             temperature: a.temperature,
             max_tokens: a.max_tokens,
+            step_max_tokens: a.step_max_tokens.clone(),
+            max_tokens_cap: a.max_tokens_cap.unwrap_or(16_384),
+            context_tokens: a.context_tokens,
             seed: a.seed,
             structured: a.structured_output.unwrap_or_default(),
             max_attempts: a.max_attempts.unwrap_or(5).max(1),
@@ -287,6 +310,9 @@ impl RunConfig {
                 .or_else(|| (backend == BackendKind::Openai).then(|| "OPENAI_API_KEY".into())),
             timeout: duration("agent.timeout", &a.timeout, Duration::from_secs(120))?,
             settings,
+            breaker_failures: a.breaker_failures.unwrap_or(3).max(1),
+            breaker_pauses: a.breaker_pauses.unwrap_or(3),
+            breaker_pause: duration("agent.breaker_pause", &a.breaker_pause, Duration::from_secs(30))?,
         };
         let l = &file.loop_;
         let loop_ = LoopConfig {
@@ -381,6 +407,12 @@ impl RunConfig {
                 models: s.models.clone(),
                 temperature: s.temperature,
                 max_tokens: s.max_tokens,
+                step_max_tokens: s.step_max_tokens.clone(),
+                max_tokens_cap: Some(s.max_tokens_cap),
+                context_tokens: s.context_tokens,
+                breaker_failures: Some(a.breaker_failures),
+                breaker_pauses: Some(a.breaker_pauses),
+                breaker_pause: Some(format!("{}ms", a.breaker_pause.as_millis())),
                 seed: s.seed,
                 structured_output: Some(s.structured),
                 timeout: Some(format!("{}ms", a.timeout.as_millis())),

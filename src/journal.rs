@@ -38,6 +38,9 @@ pub enum Event {
         unpriced_models: Vec<String>,
         loop_runner_version: String,
         prompts_sha256: String,
+        /// sha256 of the step schemas made for this task.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        schemas_sha256: String,
     },
     /// A (re)start of the process driving the run. `started_at` is when the command started
     /// (the budget counts from then).
@@ -66,6 +69,13 @@ pub enum Event {
         /// Why the search chose it.
         #[serde(default, skip_serializing_if = "String::is_empty")]
         reason: String,
+    },
+    /// Something about the agent's server worth recording: a step that fell back to prompt
+    /// mode, a schema keyword the server refused, a prompt shortened to fit the context.
+    AgentNotice {
+        iteration: u32,
+        step: String,
+        text: String,
     },
     /// What an exploration script printed (kept for later prompts).
     Finding {

@@ -255,7 +255,7 @@ fn class_column<'a>(
 }
 
 /// Area under the ROC curve via the rank statistic, ties getting their average rank.
-fn binary_auc(is_positive: &[bool], scores: &[f64]) -> f64 {
+pub(crate) fn binary_auc(is_positive: &[bool], scores: &[f64]) -> f64 {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
     let mut ranks = vec![0.0; scores.len()];

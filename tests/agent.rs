@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::llm::{Behaviour, Server};
+use common::llm::{Behaviour, Respond, Server};
 use loop_runner::agent::{
     Agent, AgentError, AgentSettings, Ask, BackendError, OpenAiBackend, Price, Redactor, ReplayBackend,
     Secret, StructuredOutput, Transcript, Verdict, read_transcript,
@@ -46,13 +46,22 @@ fn agent(server: &Server, settings: AgentSettings, transcript: &Path, timeout: D
     Agent::new(Arc::new(backend), settings, transcript, CancellationToken::new())
 }
 
+fn plan_schema() -> &'static serde_json::Value {
+    static SCHEMA: std::sync::LazyLock<serde_json::Value> =
+        std::sync::LazyLock::new(loop_runner::agent::schema_of::<Plan>);
+    &SCHEMA
+}
+
 fn question(prompt: &str) -> Ask<'_> {
     Ask {
         step: "plan",
         iteration: 1,
         system: "You plan experiments.",
         prompt,
+        schema: plan_schema(),
         context: serde_json::json!({}),
+        clock_note: None,
+        shrink: None,
     }
 }
 
@@ -186,26 +195,161 @@ async fn a_refused_json_schema_falls_back_to_the_prompt() {
         Behaviour::RejectSchemaThenAnswer(GOOD.into()),
         Behaviour::Answer(GOOD.into()),
         Behaviour::Answer(GOOD.into()),
+        Behaviour::Answer(GOOD.into()),
     ]);
     let dir = tempfile::tempdir().unwrap();
     let agent = agent(&server, settings(), &dir.path().join("t.jsonl"), Duration::from_secs(5));
     ask(&agent, "plan").await.unwrap();
-    assert!(agent.prompt_mode());
+    assert!(
+        agent.prompt_mode_for("plan") && !agent.prompt_mode_for("train"),
+        "only the refused step falls back"
+    );
+    assert!(agent.fallbacks()["plan"].contains("refused its schema"));
+    let notices = agent.take_notices();
+    assert!(
+        notices.iter().any(|n| n.step == "plan" && n.text.contains("structured output is off")),
+        "{notices:?}"
+    );
     ask(&agent, "plan again").await.unwrap();
+    let mut other = question("train it");
+    other.step = "train";
+    agent.ask::<Plan>(other, &no_rules).await.unwrap();
     let requests = server.requests();
-    assert_eq!(requests.len(), 3);
+    assert_eq!(requests.len(), 4);
     assert!(requests[0].body.get("response_format").is_some());
-    for later in &requests[1..] {
+    for later in &requests[1..3] {
         assert!(later.body.get("response_format").is_none());
         let prompt = later.body["messages"][1]["content"].as_str().unwrap();
         assert!(prompt.contains("JSON Schema") && prompt.contains("\"trees\""), "{prompt}");
     }
+    assert_eq!(
+        requests[3].body["response_format"]["json_schema"]["strict"], true,
+        "another step keeps json_schema"
+    );
     // Forced json_schema mode does not fall back.
     let server = Server::start(vec![Behaviour::RejectSchemaThenAnswer(GOOD.into())]);
     let mut s = settings();
     s.structured = StructuredOutput::JsonSchema;
     let agent = self::agent(&server, s, &dir.path().join("t2.jsonl"), Duration::from_secs(5));
     assert!(matches!(ask(&agent, "plan").await.unwrap_err(), AgentError::Backend { .. }));
+}
+
+#[tokio::test]
+async fn every_call_sets_max_tokens_and_a_cut_off_answer_gets_more_room() {
+    let server = Server::start(vec![]);
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    server.set_fallback(Behaviour::Custom(Box::new(move |_| {
+        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            Respond::Cutoff(r#"{"family": "random_forest", "tre"#.into())
+        } else {
+            Respond::Answer(GOOD.into())
+        }
+    })));
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings();
+    s.step_max_tokens.insert("plan".into(), 300);
+    let agent = agent(&server, s, &dir.path().join("t.jsonl"), Duration::from_secs(5));
+    let answer = agent.ask::<Plan>(question("plan"), &no_rules).await.unwrap();
+    assert_eq!(answer.attempts, 2);
+    let requests = server.requests();
+    assert_eq!(requests[0].body["max_tokens"], 300);
+    assert_eq!(requests[1].body["max_tokens"], 600, "twice the room after a cut-off");
+    let note = requests[1].body["messages"].to_string();
+    assert!(note.contains("cut off at the 300-token limit"), "{note}");
+    let records = read_transcript(&dir.path().join("t.jsonl")).unwrap();
+    assert_eq!(records[0].verdict, Verdict::Truncated);
+}
+
+#[tokio::test]
+async fn a_refused_schema_keyword_is_dropped_and_structured_output_stays_on() {
+    // OpenAI's strict mode refuses some keywords (e.g. `maxLength`) that grammars honour.
+    let server = Server::start(vec![]);
+    server.set_fallback(Behaviour::Custom(Box::new(|req| {
+        if req["response_format"].to_string().contains("maxLength") {
+            let error = r#"{"error": {"message": "Invalid schema for response_format 'Plan': In context=('properties', 'family'), 'maxLength' is not permitted.", "type": "invalid_request_error", "param": "response_format", "code": null}}"#;
+            Respond::Status(400, error.into())
+        } else {
+            Respond::Answer(GOOD.into())
+        }
+    })));
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(&server, settings(), &dir.path().join("t.jsonl"), Duration::from_secs(5));
+    let mut schema = plan_schema().clone();
+    schema["properties"]["family"]["maxLength"] = serde_json::json!(20);
+    let mut q = question("plan");
+    q.schema = &schema;
+    agent.ask::<Plan>(q.clone(), &no_rules).await.unwrap();
+    agent.ask::<Plan>(q, &no_rules).await.unwrap();
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3, "one refusal, then the keyword stays out");
+    for r in &requests[1..] {
+        assert_eq!(r.body["response_format"]["type"], "json_schema");
+        assert!(!r.body.to_string().contains("maxLength"));
+    }
+    assert!(agent.fallbacks().is_empty());
+    assert!(agent.take_notices().iter().any(|n| n.text.contains("`maxLength`")));
+}
+
+#[tokio::test]
+async fn free_text_answers_get_the_schema_in_the_prompt() {
+    // A server that ignores response_format.
+    let server = Server::start(vec![
+        Behaviour::Answer("Sure! I would use a random forest with 200 trees.".into()),
+        Behaviour::Answer(GOOD.into()),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(&server, settings(), &dir.path().join("t.jsonl"), Duration::from_secs(5));
+    agent.ask::<Plan>(question("plan"), &no_rules).await.unwrap();
+    let retry =
+        server.requests()[1].body["messages"].as_array().unwrap().last().unwrap()["content"].to_string();
+    assert!(retry.contains("JSON Schema") && retry.contains("trees"), "{retry}");
+}
+
+#[tokio::test]
+async fn a_prompt_too_long_for_the_model_is_shortened_and_asked_again() {
+    let server = Server::start(vec![
+        Behaviour::Status {
+            code: 400,
+            retry_after: None,
+            body: r#"{"error": {"message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.", "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}"#.into(),
+        },
+        Behaviour::Answer(GOOD.into()),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(&server, settings(), &dir.path().join("t.jsonl"), Duration::from_secs(5));
+    let shrink = |level: u32| Some(format!("a shorter prompt, level {level}"));
+    let mut q = question("a very long prompt with the whole history");
+    q.shrink = Some(&shrink);
+    let answer = agent.ask::<Plan>(q, &no_rules).await.unwrap();
+    assert_eq!(answer.attempts, 1, "a shortened prompt is not a rejected answer");
+    let second = server.requests()[1].body["messages"][1]["content"].as_str().unwrap().to_string();
+    assert_eq!(second, "a shorter prompt, level 1");
+    // Without a way to shorten it, the step fails with the server's message.
+    let server = Server::start(vec![Behaviour::Status {
+        code: 400,
+        retry_after: None,
+        body: r#"{"error": {"message": "the request exceeds the available context size, try increasing it", "type": "exceed_context_size_error"}}"#.into(),
+    }]);
+    let agent = self::agent(&server, settings(), &dir.path().join("t2.jsonl"), Duration::from_secs(5));
+    let err = ask(&agent, "plan").await.unwrap_err();
+    assert!(
+        err.to_string().contains("step `plan`") && format!("{err:?}").contains("ContextTooLong"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn other_client_errors_are_reported_with_the_servers_message() {
+    let server = Server::start(vec![Behaviour::Status {
+        code: 422,
+        retry_after: None,
+        body: r#"{"error": {"message": "Unsupported parameter: 'seed' is not supported with this model.", "type": "invalid_request_error"}}"#.into(),
+    }]);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(&server, settings(), &dir.path().join("t.jsonl"), Duration::from_secs(5));
+    let err = ask(&agent, "plan").await.unwrap_err();
+    let AgentError::Backend { source: BackendError::Fatal { detail }, .. } = &err else { panic!("{err:?}") };
+    assert!(detail.contains("HTTP 422") && detail.contains("Unsupported parameter: 'seed'"), "{detail}");
 }
 
 #[tokio::test]

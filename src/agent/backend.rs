@@ -135,9 +135,12 @@ pub enum BackendError {
     /// Worth retrying: rate limit, server error, connection failure, timeout, truncated body.
     #[error("{detail}")]
     Transient { detail: String, retry_after: Option<Duration> },
-    /// The server rejects `response_format: json_schema`; fall back to the schema in the prompt.
+    /// The server rejects `response_format: json_schema` (or one keyword of the schema).
     #[error("the server does not support json_schema output: {detail}")]
     SchemaUnsupported { detail: String },
+    /// The prompt (with the answer's room) exceeds the model's context: send less.
+    #[error("the request is too long for the model's context: {detail}")]
+    ContextTooLong { detail: String },
     /// Not worth retrying (bad key, unknown model, malformed request).
     #[error("{detail}")]
     Fatal { detail: String },
@@ -160,6 +163,7 @@ impl BackendError {
             BackendError::SchemaUnsupported { detail } => {
                 BackendError::SchemaUnsupported { detail: r(detail) }
             }
+            BackendError::ContextTooLong { detail } => BackendError::ContextTooLong { detail: r(detail) },
             BackendError::Fatal { detail } => BackendError::Fatal { detail: r(detail) },
             other => other,
         }

@@ -12,13 +12,15 @@ mod replay;
 mod schema;
 mod secret;
 mod spend;
+mod tokens;
 mod transcript;
 
 pub use ask::{Agent, AgentError, AgentSettings, Answer, Ask, AskError, Spent, StructuredOutput};
 pub use backend::{Backend, BackendError, BoxFuture, Message, OutputMode, Reply, Request, Role, Usage};
 pub use openai::OpenAiBackend;
 pub use replay::{ReplayBackend, first_difference};
-pub use schema::{StepOutput, check, extract_json, schema_of};
+pub use schema::{DROPPABLE, StepOutput, check, extract_json, schema_of, strict_problems, without};
 pub use secret::{Redactor, Secret};
 pub use spend::{Price, Spend};
+pub use tokens::{Counter, context_tokens};
 pub use transcript::{Record, RecordedError, Transcript, Verdict, read as read_transcript};

@@ -61,7 +61,7 @@ impl Backend for OpenAiBackend {
 
     fn complete<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Reply, BackendError>> {
         Box::pin(async move {
-            let body = chat_request(request);
+            let body = chat_request(request, self.base_url.contains("api.openai.com"));
             let response = self.client.chat().create(body).await.map_err(|e| self.classify(e, request))?;
             let usage = response
                 .usage
@@ -122,6 +122,11 @@ impl OpenAiBackend {
             OpenAIError::ApiError(api) => {
                 let status = api.status_code.as_u16();
                 let message = api.api_error.message.clone();
+                if (status == 400 || status == 413) && too_long(&message) {
+                    return BackendError::ContextTooLong {
+                        detail: format!("HTTP {status}: {}", excerpt(&message)),
+                    };
+                }
                 let about_format = {
                     let m = message.to_ascii_lowercase();
                     m.contains("response_format")
@@ -155,6 +160,28 @@ impl OpenAiBackend {
     }
 }
 
+/// Whether a server's message says the request exceeds the model's context (OpenAI, vLLM,
+/// llama.cpp, Ollama, OpenRouter word it differently).
+fn too_long(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "context length",
+        "context_length",
+        "maximum context",
+        "context size",
+        "context window",
+        "too many tokens",
+        "prompt is too long",
+        "input is too long",
+        "reduce the length",
+        "exceeds the",
+        "too long",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
+        && !m.contains("json_schema")
+}
+
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = error;
     while let Some(next) = cause.source() {
@@ -184,10 +211,14 @@ fn finish_reason(reason: &FinishReason) -> &'static str {
 
 // OpenAI marks `seed` deprecated, but vLLM, llama.cpp and others still honour it.
 #[expect(deprecated)]
-fn chat_request(request: &Request) -> CreateChatCompletionRequest {
+fn chat_request(request: &Request, openai_itself: bool) -> CreateChatCompletionRequest {
+    // The clock note (time left, run times) follows the conversation as a last user message;
+    // it is kept out of `messages` so that a replay, whose timing differs, asks the same.
+    let clock = request.clock_note.as_ref().map(|note| super::backend::Message::user(note.clone()));
     let messages = request
         .messages
         .iter()
+        .chain(clock.as_ref())
         .map(|m| match m.role {
             Role::System => ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage {
                 content: m.content.clone().into(),
@@ -221,7 +252,10 @@ fn chat_request(request: &Request) -> CreateChatCompletionRequest {
         model: request.model.clone(),
         response_format,
         temperature: request.temperature,
-        max_completion_tokens: request.max_tokens,
+        // OpenAI's newer models accept only `max_completion_tokens`; OpenAI-compatible
+        // servers (llama.cpp, vLLM, Ollama) read `max_tokens`.
+        max_completion_tokens: request.max_tokens.filter(|_| openai_itself),
+        max_tokens: request.max_tokens.filter(|_| !openai_itself),
         seed: request.seed,
         ..Default::default()
     }
@@ -309,6 +343,14 @@ fn httpdate_parse(value: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_errors_are_recognised() {
+        assert!(too_long("This model's maximum context length is 8192 tokens."));
+        assert!(too_long("the request exceeds the available context size, try increasing it"));
+        assert!(!too_long("response_format json_schema is not supported"));
+        assert!(!too_long("invalid model"));
+    }
 
     #[test]
     fn retry_after_forms() {

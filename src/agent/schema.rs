@@ -8,58 +8,280 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A typed step answer.
 pub trait StepOutput: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static {}
 
 impl<T: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static> StepOutput for T {}
 
-/// The schema of `T`, made strict-friendly: every object closed to extra properties. Also says
-/// whether OpenAI's strict mode accepts it (every property required).
-pub fn schema_of<T: JsonSchema>() -> (Value, bool) {
+/// The schema of `T`, normalized to OpenAI's strict subset.
+pub fn schema_of<T: JsonSchema>() -> Value {
     let mut schema = serde_json::to_value(schemars::schema_for!(T)).expect("schemas serialize");
-    if let Some(map) = schema.as_object_mut() {
-        map.remove("$schema");
-    }
-    let strict = close_objects(&mut schema);
-    (schema, strict)
+    let defs = schema.as_object_mut().and_then(|m| m.remove("$defs")).unwrap_or(Value::Null);
+    normalize(&mut schema, &defs);
+    schema
 }
 
-/// Adds `additionalProperties: false` to every object schema; returns whether every object
-/// also requires all of its properties.
-fn close_objects(value: &mut Value) -> bool {
-    let mut strict = true;
-    match value {
-        Value::Object(map) => {
-            // schemars adds `format: uint32`, `double`... which strict mode rejects; the
-            // bounds that matter are in `minimum`/`maximum`.
-            let numeric = matches!(map.get("type").and_then(Value::as_str), Some("number" | "integer"));
-            if numeric {
-                map.remove("format");
-            }
-            if let Some(Value::Object(props)) = map.get("properties") {
-                let keys: Vec<String> = props.keys().cloned().collect();
-                let required: Vec<String> = map
-                    .get("required")
-                    .and_then(Value::as_array)
-                    .map(|r| r.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-                    .unwrap_or_default();
-                strict &= keys.iter().all(|k| required.contains(k));
-                map.entry("additionalProperties").or_insert(Value::Bool(false));
-            }
-            for child in map.values_mut() {
-                strict &= close_objects(child);
+/// Inlines references, turns enums documented per variant into one `enum`, closes objects and
+/// makes every property required (an optional one becomes nullable).
+fn normalize(value: &mut Value, defs: &Value) {
+    let Value::Object(map) = value else {
+        if let Value::Array(items) = value {
+            for item in items {
+                normalize(item, defs);
             }
         }
-        Value::Array(items) => {
-            for child in items {
-                strict &= close_objects(child);
-            }
+        return;
+    };
+    if let Some(Value::String(reference)) = map.get("$ref").cloned() {
+        let name = reference.trim_start_matches("#/$defs/");
+        let mut target = defs.get(name).cloned().unwrap_or(json!({}));
+        if let (Some(description), Value::Object(t)) = (map.get("description").cloned(), &mut target) {
+            t.insert("description".into(), description);
         }
-        _ => {}
+        *value = target;
+        normalize(value, defs);
+        return;
     }
-    strict
+    for key in ["$schema", "title"] {
+        map.remove(key);
+    }
+    if matches!(map.get("type").and_then(Value::as_str), Some("number" | "integer")) {
+        // Strict mode refuses numeric `format`s; the range they imply is said with bounds, so a
+        // constrained decoder cannot produce a number the answer's type cannot hold.
+        let bounds: Option<(i64, i64)> = match map.remove("format").as_ref().and_then(Value::as_str) {
+            Some("uint8") => Some((0, 255)),
+            Some("uint16") => Some((0, 65_535)),
+            Some("uint32") => Some((0, 4_294_967_295)),
+            Some("uint64" | "uint") => Some((0, 9_007_199_254_740_991)),
+            Some("int8") => Some((-128, 127)),
+            Some("int16") => Some((-32_768, 32_767)),
+            Some("int32") => Some((-2_147_483_648, 2_147_483_647)),
+            Some("int64" | "int") => Some((-9_007_199_254_740_991, 9_007_199_254_740_991)),
+            _ => None,
+        };
+        if let Some((low, high)) = bounds {
+            map.entry("minimum").or_insert(json!(low));
+            map.entry("maximum").or_insert(json!(high));
+        }
+    }
+    if let Some(Value::Array(branches)) = map.get("oneOf").cloned() {
+        let mut values = Vec::new();
+        let mut notes = Vec::new();
+        let all_strings = branches.iter().all(|b| {
+            let v = b
+                .get("enum")
+                .and_then(Value::as_array)
+                .cloned()
+                .or_else(|| b.get("const").map(|c| vec![c.clone()]));
+            if let (Some(v), Some(d)) = (&v, b.get("description").and_then(Value::as_str)) {
+                let names: Vec<String> = v.iter().filter_map(|x| x.as_str().map(str::to_string)).collect();
+                notes.push(format!("{}: {d}", names.join(", ")));
+            }
+            match v {
+                Some(v) if v.iter().all(Value::is_string) => {
+                    values.extend(v);
+                    true
+                }
+                _ => false,
+            }
+        });
+        if all_strings {
+            map.remove("oneOf");
+            map.insert("type".into(), json!("string"));
+            map.insert("enum".into(), Value::Array(values));
+            if !notes.is_empty() {
+                let base = map
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .trim_end_matches('.')
+                    .to_string();
+                map.insert("description".into(), json!(format!("{base}. {}", notes.join(" "))));
+            }
+        }
+    }
+    for child in map.values_mut() {
+        normalize(child, defs);
+    }
+    if let Some(Value::Object(props)) = map.get("properties") {
+        let keys: Vec<String> = props.keys().cloned().collect();
+        let required: Vec<String> = map
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        let optional: Vec<String> = keys.iter().filter(|k| !required.contains(k)).cloned().collect();
+        if let Some(Value::Object(props)) = map.get_mut("properties") {
+            for key in &optional {
+                if let Some(Value::Object(p)) = props.get_mut(key)
+                    && let Some(t) = p.get("type").cloned()
+                {
+                    let nullable = match t {
+                        Value::Array(mut ts) => {
+                            if !ts.contains(&json!("null")) {
+                                ts.push(json!("null"));
+                            }
+                            Value::Array(ts)
+                        }
+                        other => json!([other, "null"]),
+                    };
+                    p.insert("type".into(), nullable);
+                }
+            }
+        }
+        map.insert("required".into(), Value::Array(keys.into_iter().map(Value::String).collect()));
+        map.insert("additionalProperties".into(), Value::Bool(false));
+    }
+}
+
+/// Keywords some strict servers refuse although the schema is otherwise fine; the client drops
+/// the one a server names and keeps structured output on (the runner's own rules still apply).
+pub const DROPPABLE: [&str; 6] = ["maxLength", "minLength", "maxItems", "minItems", "minimum", "maximum"];
+
+/// `schema` without the given keywords.
+pub fn without(schema: &Value, keywords: &[String]) -> Value {
+    let mut out = schema.clone();
+    fn strip(v: &mut Value, keywords: &[String]) {
+        match v {
+            Value::Object(map) => {
+                // Only as schema keywords: a property that happens to be named so stays.
+                for k in keywords {
+                    if map.get(k).is_some_and(|x| !x.is_object()) {
+                        map.remove(k);
+                    }
+                }
+                for child in map.values_mut() {
+                    strip(child, keywords);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| strip(i, keywords)),
+            _ => {}
+        }
+    }
+    strip(&mut out, keywords);
+    out
+}
+
+/// Where `schema` breaks OpenAI's strict-mode rules (empty: it satisfies them).
+pub fn strict_problems(schema: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    if schema.get("type") != Some(&json!("object")) {
+        problems.push("the root must be an object".into());
+    }
+    let mut enum_values = 0usize;
+    let mut properties = 0usize;
+    check_strict(schema, "$", 0, &mut problems, &mut enum_values, &mut properties);
+    if enum_values > 1000 {
+        problems.push(format!("{enum_values} enum values in all (at most 1000)"));
+    }
+    if properties > 5000 {
+        problems.push(format!("{properties} object properties in all (at most 5000)"));
+    }
+    problems
+}
+
+fn check_strict(
+    v: &Value,
+    at: &str,
+    depth: usize,
+    problems: &mut Vec<String>,
+    enums: &mut usize,
+    props: &mut usize,
+) {
+    let Value::Object(map) = v else { return };
+    if depth > 10 {
+        problems.push(format!("{at}: nested deeper than 10 levels"));
+    }
+    for banned in [
+        "oneOf",
+        "allOf",
+        "not",
+        "if",
+        "then",
+        "else",
+        "dependentRequired",
+        "dependentSchemas",
+        "patternProperties",
+        "unevaluatedProperties",
+        "propertyNames",
+        "$ref",
+        "$defs",
+    ] {
+        if map.contains_key(banned) {
+            problems.push(format!("{at}: `{banned}` is not permitted"));
+        }
+    }
+    if let Some(t) = map.get("type") {
+        let types: Vec<&str> = match t {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let known = ["string", "number", "integer", "boolean", "array", "object", "null"];
+        if types.is_empty() || types.iter().any(|t| !known.contains(t)) {
+            problems.push(format!("{at}: unknown type {t}"));
+        }
+        if types.contains(&"object") {
+            match map.get("additionalProperties") {
+                Some(Value::Bool(false)) => {}
+                _ => problems.push(format!("{at}: an object must set `additionalProperties: false`")),
+            }
+            let keys: Vec<&String> = map
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|p| p.keys().collect())
+                .unwrap_or_default();
+            *props += keys.len();
+            let required: Vec<&str> = map
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            for key in &keys {
+                if !required.contains(&key.as_str()) {
+                    problems.push(format!(
+                        "{at}.{key}: every property must be required (an optional one as nullable)"
+                    ));
+                }
+            }
+        }
+        if (types.contains(&"number") || types.contains(&"integer"))
+            && let Some(f) = map.get("format")
+        {
+            problems.push(format!("{at}: numeric `format` {f} is not permitted"));
+        }
+    } else if !map.contains_key("anyOf") && !map.contains_key("enum") && !map.contains_key("const") {
+        problems.push(format!("{at}: no `type`"));
+    }
+    if let Some(values) = map.get("enum") {
+        match values.as_array() {
+            Some(a) if !a.is_empty() => *enums += a.len(),
+            _ => problems.push(format!("{at}: `enum` must be a non-empty list")),
+        }
+    }
+    if at == "$" && map.contains_key("anyOf") {
+        problems.push("the root must not be an `anyOf`".into());
+    }
+    for (key, child) in map {
+        match key.as_str() {
+            "properties" => {
+                if let Some(p) = child.as_object() {
+                    for (name, schema) in p {
+                        check_strict(schema, &format!("{at}.{name}"), depth + 1, problems, enums, props);
+                    }
+                }
+            }
+            "items" => check_strict(child, &format!("{at}[]"), depth + 1, problems, enums, props),
+            "anyOf" => {
+                for (i, branch) in child.as_array().into_iter().flatten().enumerate() {
+                    check_strict(branch, &format!("{at}|{i}"), depth + 1, problems, enums, props);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Finds the JSON object in a reply: the whole text, a fenced block, or the outermost braces.
@@ -151,7 +373,7 @@ mod tests {
     }
 
     fn validator() -> jsonschema::Validator {
-        jsonschema::validator_for(&schema_of::<Answer>().0).unwrap()
+        jsonschema::validator_for(&schema_of::<Answer>()).unwrap()
     }
 
     fn no_rules(_: &Answer) -> Vec<String> {
@@ -159,12 +381,15 @@ mod tests {
     }
 
     #[test]
-    fn schema_is_closed_and_strictness_is_detected() {
-        let (schema, strict) = schema_of::<Answer>();
-        assert!(strict);
+    fn schemas_are_closed_and_optional_fields_nullable() {
+        let schema = schema_of::<Answer>();
         assert_eq!(schema["additionalProperties"], Value::Bool(false));
-        assert!(schema.get("$schema").is_none());
-        assert!(!schema_of::<Loose>().1);
+        assert!(schema.get("$schema").is_none() && schema.get("title").is_none());
+        assert_eq!(strict_problems(&schema), Vec::<String>::new());
+        let loose = schema_of::<Loose>();
+        assert_eq!(loose["required"], json!(["a"]));
+        assert_eq!(loose["properties"]["a"]["type"], json!(["string", "null"]));
+        assert_eq!(strict_problems(&loose), Vec::<String>::new());
     }
 
     #[test]

@@ -22,12 +22,14 @@ pub enum Verdict {
     Rejected,
     /// The call itself failed (HTTP error, timeout, refusal).
     Failed,
+    /// The answer was cut off at the token limit; the agent was asked again for a shorter one.
+    Truncated,
 }
 
 /// A failed call, as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedError {
-    /// `transient`, `schema_unsupported` or `fatal`.
+    /// `transient`, `schema_unsupported`, `context_too_long` or `fatal`.
     pub kind: String,
     pub detail: String,
 }
@@ -37,6 +39,7 @@ impl RecordedError {
         let kind = match error {
             BackendError::Transient { .. } => "transient",
             BackendError::SchemaUnsupported { .. } => "schema_unsupported",
+            BackendError::ContextTooLong { .. } => "context_too_long",
             _ => "fatal",
         };
         Self { kind: kind.to_string(), detail: error.to_string() }
@@ -47,6 +50,7 @@ impl RecordedError {
         match self.kind.as_str() {
             "transient" => BackendError::Transient { detail: self.detail.clone(), retry_after: None },
             "schema_unsupported" => BackendError::SchemaUnsupported { detail: self.detail.clone() },
+            "context_too_long" => BackendError::ContextTooLong { detail: self.detail.clone() },
             _ => BackendError::Fatal { detail: self.detail.clone() },
         }
     }

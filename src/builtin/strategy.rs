@@ -604,43 +604,13 @@ pub fn best_per_family(context: &StepContext) -> Vec<IterationBrief> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::data::{Profile, TargetProfile};
-    use crate::steps::{Clock, CurrentSteps, Failure, ParentBrief, TaskBrief};
+    use crate::steps::{Clock, Failure, ParentBrief};
 
     pub(crate) fn context(history: Vec<IterationBrief>) -> StepContext {
-        StepContext {
-            task: TaskBrief {
-                name: "t".into(),
-                description: String::new(),
-                target: "y".into(),
-                kind: "binary".into(),
-                metric: "roc_auc".into(),
-                higher_is_better: true,
-                classes: vec!["a".into(), "b".into()],
-                positive: Some("b".into()),
-            },
-            operation: Operation::Draft,
-            parent: None,
-            profile: Profile {
-                rows: 500,
-                target: "y".into(),
-                target_profile: TargetProfile::Classes { counts: vec![] },
-                features: vec![],
-            },
-            profile_text: String::new(),
-            iteration: history.len() as u32 + 1,
-            max_iterations: 100,
-            history,
-            best: None,
-            findings: vec![],
-            split: None,
-            split_open: false,
-            current: CurrentSteps::default(),
-            failure: None,
-            validation: None,
-            seed: 0,
-            clock: None,
-        }
+        let mut ctx = crate::steps::sample_context();
+        ctx.iteration = history.len() as u32 + 1;
+        ctx.history = history;
+        ctx
     }
 
     pub(crate) fn done(iteration: u32, config: &Config, score: Option<f64>) -> IterationBrief {

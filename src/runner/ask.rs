@@ -7,9 +7,11 @@ use std::time::Instant;
 use super::StopReason;
 use super::progress::Progress;
 use super::shared::Shared;
-use crate::agent::{AgentError, Ask, BackendError, StepOutput};
+use crate::agent::{AgentError, Ask, BackendError, Counter, StepOutput, context_tokens};
 use crate::journal::Event;
-use crate::steps::{self, ArchitectureOutput, RepresentOutput, Step, StepContext, TrainOutput};
+use crate::steps::{
+    self, ArchitectureOutput, Extras, RepresentOutput, Step, StepContext, TrainOutput, memory,
+};
 
 /// Why an iteration did not finish.
 #[derive(Debug)]
@@ -62,17 +64,28 @@ pub(super) async fn ask<T: StepOutput>(
     acc: &mut Accumulator,
 ) -> Result<T, StepFailure> {
     shared.reporter.report(Progress::Step { iteration: ctx.iteration, step: step.name().into() });
-    let (system, prompt) = steps::render(step, ctx)
-        .map_err(|e| StepFailure::Internal(anyhow::anyhow!("rendering the {} prompt: {e:#}", step.name())))?;
+    let prompts = Prompts::new(shared, step, ctx);
+    let clock_note = clock_note(ctx);
+    let (system, prompt) = prompts.render(0, clock_note.as_deref()).map_err(StepFailure::Internal)?;
     let started = Instant::now();
+    let shrink = |level: u32| prompts.render(level, clock_note.as_deref()).ok().map(|(_, p)| p);
     let question = Ask {
         step: step.name(),
         iteration: ctx.iteration,
         system: &system,
         prompt: &prompt,
+        schema: shared.schemas.get(step),
         context: ctx.to_value(),
+        clock_note: clock_note.clone(),
+        shrink: Some(&shrink),
     };
     let result = shared.agent.ask::<T>(question, rule).await;
+    for notice in shared.agent.take_notices() {
+        shared.reporter.report(Progress::Note(notice.text.clone()));
+        shared
+            .log(Event::AgentNotice { iteration: ctx.iteration, step: notice.step, text: notice.text })
+            .map_err(StepFailure::internal)?;
+    }
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(
         iteration = ctx.iteration,
@@ -128,6 +141,104 @@ pub(super) async fn ask<T: StepOutput>(
             e @ AgentError::Transcript(_) => StepFailure::Internal(e.into()),
         }),
     }
+}
+
+/// A step's prompts, rendered to fit the model's context: the memory gets what the fixed
+/// parts and the answer leave, and less at each shrink level (none at level 3, where long
+/// scripts in the prompt are cut too).
+struct Prompts<'a> {
+    shared: &'a Shared,
+    step: Step,
+    ctx: &'a StepContext,
+    counter: Counter,
+    available: usize,
+}
+
+impl<'a> Prompts<'a> {
+    fn new(shared: &'a Shared, step: Step, ctx: &'a StepContext) -> Self {
+        let settings = shared.agent.settings();
+        let model = settings.model_for(step.name());
+        let context = settings.context_tokens.unwrap_or_else(|| context_tokens(model)) as usize;
+        let answer = settings.max_tokens_for(step.name()) as usize;
+        // Room for the chat format's own tokens and the counting's error.
+        let available = context.saturating_sub(answer).saturating_sub(context / 20 + 64);
+        Self { shared, step, ctx, counter: Counter::for_model(model), available }
+    }
+
+    fn render(&self, level: u32, clock_note: Option<&str>) -> anyhow::Result<(String, String)> {
+        let sandbox = self.shared.sandbox_brief.as_str();
+        let shortened;
+        let ctx = if level >= 3 {
+            shortened = shorten_scripts(self.ctx, 4000);
+            &shortened
+        } else {
+            self.ctx
+        };
+        let bare = steps::render(self.step, ctx, Extras { memory: "", sandbox })
+            .map_err(|e| anyhow::anyhow!("rendering the {} prompt: {e:#}", self.step.name()))?;
+        let fixed = self.counter.count(&bare.0)
+            + self.counter.count(&bare.1)
+            + clock_note.map_or(0, |c| self.counter.count(c));
+        let budget = match level {
+            0 => self.available.saturating_sub(fixed),
+            1 | 2 => self.available.saturating_sub(fixed) >> level,
+            _ => 0,
+        };
+        let memory = memory::render(ctx, budget, &|t| self.counter.count(t));
+        if memory.is_empty() {
+            return Ok(bare);
+        }
+        steps::render(self.step, ctx, Extras { memory: &memory, sandbox })
+            .map_err(|e| anyhow::anyhow!("rendering the {} prompt: {e:#}", self.step.name()))
+    }
+}
+
+/// The context with every script it shows cut to its first and last `max / 2` characters.
+fn shorten_scripts(ctx: &StepContext, max: usize) -> StepContext {
+    let cut = |text: &mut String| {
+        if text.len() > max {
+            let head: String = text.chars().take(max / 2).collect();
+            let tail: String =
+                text.chars().rev().take(max / 2).collect::<Vec<_>>().into_iter().rev().collect();
+            *text = format!("{head}\n# ... (shortened to fit the model's context) ...\n{tail}");
+        }
+    };
+    let mut c = ctx.clone();
+    if let Some(p) = c.parent.as_mut() {
+        if let Some(t) = p.train.as_mut() {
+            cut(&mut t.script);
+        }
+        cut(&mut p.inference_script);
+        if let Some(f) = p.failure.as_mut() {
+            cut(&mut f.script);
+        }
+    }
+    if let Some(f) = c.failure.as_mut() {
+        cut(&mut f.script);
+    }
+    if let Some(t) = c.current.train.as_mut() {
+        cut(&mut t.script);
+    }
+    c.findings.truncate(1);
+    c
+}
+
+/// What an LLM is told about time: what is left, and how long earlier scripts ran.
+fn clock_note(ctx: &StepContext) -> Option<String> {
+    let clock = ctx.clock.as_ref()?;
+    let mut note = match clock.time_left_seconds {
+        Some(left) => format!(
+            "Time: {} left for the whole loop, this iteration included.",
+            humantime::format_duration(std::time::Duration::from_secs(left as u64))
+        ),
+        None => "Time: the run is bounded by its iteration count, not by a clock.".to_string(),
+    };
+    let recent: Vec<String> =
+        clock.runtimes.iter().rev().take(10).map(|(i, s)| format!("iteration {i}: {s:.1} s")).collect();
+    if !recent.is_empty() {
+        note.push_str(&format!(" Scripts of recent iterations ran for: {}.", recent.join(", ")));
+    }
+    Some(note)
 }
 
 /// An error and its causes on one line.

@@ -131,6 +131,7 @@ pub(super) fn environment(shared: &Shared) -> serde_json::Value {
         "seed": shared.inputs.config.loop_.seed,
         "loop_runner_version": env!("CARGO_PKG_VERSION"),
         "prompts_sha256": steps::prompts_hash(),
+        "schemas_sha256": shared.schemas.hash(),
         "agent": { "backend": agent.backend.name(), "model": agent.settings.model, "models": agent.settings.models },
     })
 }

@@ -14,7 +14,7 @@ use super::shared::Shared;
 use crate::guest_fs::GuestDir;
 use crate::journal::IterationRecord;
 use crate::policy::ScriptKind;
-use crate::scoring::{read_predictions, score};
+use crate::scoring::{Predicted, read_predictions, score};
 use crate::search::{self, Candidate, Operation};
 use crate::snapshot::{Workspace, tag_name};
 use crate::steps::Hyperparameter;
@@ -24,13 +24,14 @@ const ENSEMBLE_INFER: &str = include_str!("../../guest/ensemble_inference.py");
 /// Additions the greedy selection makes (AutoGluon uses 25 to 100).
 const ROUNDS: usize = 25;
 
-/// Runs ensemble iteration `job.n` over `candidates` (iteration, validation score), best first.
+/// Runs ensemble iteration `job.n` over `candidates` (iteration, its validation predictions if
+/// the runner still holds them), best first.
 /// `earlier` are the ensembles already made (iteration, members as recorded): the same blend is
 /// not made twice.
 pub(super) async fn run(
     shared: Arc<Shared>,
     job: Job,
-    candidates: Vec<(u32, Option<f64>)>,
+    candidates: Vec<(u32, Option<Arc<Predicted>>)>,
     earlier: Vec<(u32, Vec<Hyperparameter>)>,
 ) -> anyhow::Result<Finished> {
     let started = Instant::now();
@@ -45,11 +46,16 @@ pub(super) async fn run(
     let split = shared.split();
     let target = &shared.inputs.target;
     let usable: Vec<Candidate> = candidates
-        .iter()
-        .filter_map(|(k, _)| {
-            let guest = GuestDir::open(&shared.dir.work(*k)).ok()?;
-            let predicted = read_predictions(&guest, "predictions.csv", target, split.truth.len()).ok()?;
-            Some(Candidate { iteration: *k, predicted })
+        .into_iter()
+        .filter_map(|(k, held)| {
+            let predicted = match held {
+                Some(p) => (*p).clone(),
+                None => {
+                    let guest = GuestDir::open(&shared.dir.work(k)).ok()?;
+                    read_predictions(&guest, "predictions.csv", target, split.truth.len()).ok()?
+                }
+            };
+            Some(Candidate { iteration: k, predicted })
         })
         .collect();
     let members_of = |weights: &[(u32, u32)]| {
@@ -90,7 +96,26 @@ pub(super) async fn run(
             script_seconds,
         }
     };
-    let blend = search::select(&usable, target, &split.truth, ROUNDS);
+    let blend = search::select(&usable, target, &split.truth, ROUNDS, &|| job.cancel.is_cancelled());
+    if job.cancel.is_cancelled() {
+        return Ok(Finished {
+            n,
+            record: record(
+                "cut: the ensemble selection stopped at the end of the budget".to_string(),
+                None,
+                &[],
+                &acc,
+                None,
+                vec![],
+                0.0,
+            ),
+            stop: Some(shared.stop_reason()),
+            scripts: vec![],
+            script_seconds: 0.0,
+            findings: vec![],
+            predicted: None,
+        });
+    }
     let same_as = blend.as_ref().and_then(|b| {
         let now = members_of(&b.weights);
         earlier.iter().find(|(_, members)| {
@@ -116,6 +141,7 @@ pub(super) async fn run(
                 scripts: vec![],
                 script_seconds: 0.0,
                 findings: vec![],
+                predicted: None,
             };
             return Ok(finished);
         }
@@ -171,6 +197,7 @@ pub(super) async fn run(
                 scripts: acc.scripts.clone(),
                 script_seconds,
                 findings: vec![],
+                predicted: None,
             };
             return Ok(finished);
         }
@@ -194,5 +221,13 @@ pub(super) async fn run(
     };
     let model_files = model_files_of(&outcome);
     let record = record(status, validation_score, &blend.weights, &acc, sha, model_files, script_seconds);
-    Ok(Finished { n, record, stop: None, scripts: acc.scripts, script_seconds, findings: vec![] })
+    Ok(Finished {
+        n,
+        record,
+        stop: None,
+        scripts: acc.scripts,
+        script_seconds,
+        findings: vec![],
+        predicted: None,
+    })
 }

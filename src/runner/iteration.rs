@@ -20,7 +20,7 @@ use crate::guest_fs::GuestDir;
 use crate::journal::{Event, IterationRecord, OutcomeBrief};
 use crate::policy::{self, Script, ScriptKind};
 use crate::sandbox::Outcome;
-use crate::scoring::{Scored, score};
+use crate::scoring::{Predicted, Scored, read_predictions, score_predicted};
 use crate::search::Operation;
 use crate::steps::{
     AnalyzeOutput, ArchitectureOutput, ExploreOutput, Failure, PlanOutput, RepresentOutput, ScriptOutput,
@@ -50,11 +50,14 @@ pub(super) struct Finished {
     pub script_seconds: f64,
     /// Exploration findings it made.
     pub findings: Vec<String>,
+    /// Its validation predictions, when it was scored (kept for ensembles).
+    pub predicted: Option<Arc<Predicted>>,
 }
 
 /// What the validation predictions scored.
 struct Done {
     scored: Scored,
+    predicted: Predicted,
     predictions_sha256: String,
     model_files: Vec<(String, String)>,
 }
@@ -122,6 +125,7 @@ pub(super) async fn run(shared: Arc<Shared>, job: Job) -> anyhow::Result<Finishe
         (None, Some(a)) => (a.family.clone(), a.hyperparameters.clone()),
         (None, None) => ("-".into(), vec![]),
     };
+    let predicted = done.as_ref().map(|d| Arc::new(d.predicted.clone()));
     let record = IterationRecord {
         iteration: n,
         parent: job.decision.parent,
@@ -148,6 +152,7 @@ pub(super) async fn run(shared: Arc<Shared>, job: Job) -> anyhow::Result<Finishe
         scripts: acc.scripts,
         script_seconds: scripts_seconds,
         findings: acc.findings,
+        predicted,
     })
 }
 
@@ -309,15 +314,16 @@ impl Iteration<'_> {
             } else if model_files_of(&outcome) != model_files {
                 Err("inference.py changed files under model/; it must only read them".to_string())
             } else {
-                score(&guest, "predictions.csv", &shared.inputs.target, &split.truth)
+                read_predictions(&guest, "predictions.csv", &shared.inputs.target, split.truth.len())
+                    .and_then(|p| score_predicted(&p, &shared.inputs.target, &split.truth).map(|s| (s, p)))
             };
             let summary = match problem {
-                Ok(scored) => {
+                Ok((scored, predicted)) => {
                     let predictions_sha256 = guest
                         .sha256("predictions.csv", u64::MAX)
                         .map_err(|e| StepFailure::Internal(anyhow::anyhow!("hashing the predictions: {e}")))?
                         .1;
-                    return Ok(Done { scored, predictions_sha256, model_files });
+                    return Ok(Done { scored, predicted, predictions_sha256, model_files });
                 }
                 Err(summary) => summary,
             };

@@ -65,6 +65,9 @@ pub struct State {
     pub best_split: u32,
     /// Exploration findings, by the iteration that made them.
     pub findings: Vec<(u32, String)>,
+    /// Validation predictions of the best scored iterations, kept for ensembles (others are
+    /// read back from disk when needed).
+    pub predictions: BTreeMap<u32, Arc<crate::scoring::Predicted>>,
 }
 
 /// A run in progress.
@@ -74,6 +77,8 @@ pub struct Runner {
     pub(super) workspace: Workspace,
     pub(super) state: State,
     policy: Box<dyn Policy>,
+    /// Pauses the circuit breaker has made for an unreachable agent server.
+    breaker_pauses: u32,
 }
 
 /// How often the journal is checked for a long silence (a heartbeat is written after 30 s).
@@ -138,6 +143,7 @@ impl Runner {
             unpriced_models: inputs.config.agent.unpriced_models(),
             loop_runner_version: env!("CARGO_PKG_VERSION").into(),
             prompts_sha256: steps::prompts_hash(),
+            schemas_sha256: schemas_for(&inputs, &sandbox_info).hash(),
         })?;
         journal.append(session(&inputs, Duration::ZERO))?;
         let initial = SplitOutput::initial(inputs.target.kind.is_classification(), inputs.config.loop_.seed);
@@ -192,6 +198,8 @@ impl Runner {
         let workspace = Workspace::open_or_init(&dir.workspace())?;
         let budget = Budget::starting_at(inputs.started, inputs.budget, elapsed_before);
         let sandbox_info = sandbox.info();
+        let schemas = schemas_for(&inputs, &sandbox_info);
+        let sandbox_brief = sandbox_brief(&sandbox_info, &inputs.config.sandbox);
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             inputs,
@@ -206,10 +214,12 @@ impl Runner {
             faults: FaultCounters::default(),
             split: Mutex::new(split),
             pool_labels,
+            schemas,
+            sandbox_brief,
         });
         let search = &shared.inputs.config.search;
         let policy = Box::new(Greedy { explore: search.explore, debug: search.debug, ..Greedy::default() });
-        Ok(Self { dir, shared, workspace, state, policy })
+        Ok(Self { dir, shared, workspace, state, policy, breaker_pauses: 0 })
     }
 
     pub fn state(&self) -> &State {
@@ -295,6 +305,36 @@ impl Runner {
                 if (self.state.records.len() as u32) < known {
                     break;
                 }
+                // The circuit breaker: a server that keeps failing gets pauses, then the run stops
+                // cleanly instead of committing empty iterations against it.
+                let agent = &shared.inputs.config.agent;
+                let (streak, last) = shared.agent.unreachable_streak();
+                if streak == 0 {
+                    self.breaker_pauses = 0;
+                }
+                if streak >= agent.breaker_failures + self.breaker_pauses {
+                    if !tasks.is_empty() {
+                        break;
+                    }
+                    if self.breaker_pauses >= agent.breaker_pauses {
+                        stop = Some(StopReason::AgentFailed(format!(
+                            "the agent's server failed {streak} questions in a row (last: {last})"
+                        )));
+                        break;
+                    }
+                    let pause = agent.breaker_pause * (1 << self.breaker_pauses.min(4));
+                    let note = format!(
+                        "the agent's server failed {streak} questions in a row (last: {last}); pausing {} before trying again",
+                        humantime::format_duration(pause)
+                    );
+                    shared.reporter.report(Progress::Note(note.clone()));
+                    shared.log(Event::AgentNotice { iteration: next, step: "breaker".into(), text: note })?;
+                    self.breaker_pauses += 1;
+                    tokio::select! {
+                        () = shared.loop_cancel.cancelled() => continue,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
                 let decision = self.decide(next, known as usize, next == limit);
                 let context = self.context(next, known as usize, &decision);
                 shared.log(Event::IterationStarted {
@@ -313,7 +353,11 @@ impl Runner {
                         .filter(|r| r.operation == Operation::Ensemble && r.succeeded())
                         .map(|r| (r.iteration, r.hyperparameters.clone()))
                         .collect();
-                    tasks.spawn(super::ensemble::run(shared.clone(), job, candidates, earlier));
+                    let cached: Vec<(u32, Option<Arc<crate::scoring::Predicted>>)> = candidates
+                        .iter()
+                        .map(|(k, _)| (*k, self.state.predictions.get(k).cloned()))
+                        .collect();
+                    tasks.spawn(super::ensemble::run(shared.clone(), job, cached, earlier));
                 } else {
                     tasks.spawn(iteration::run(shared.clone(), job));
                 }
@@ -429,7 +473,7 @@ impl Runner {
     }
 
     /// Scored single models among the first `known` iterations on the split in force, best
-    /// first, with their validation predictions.
+    /// first.
     fn ensemble_candidates(&self, known: usize) -> Vec<(u32, Option<f64>)> {
         let split = self.shared.split().id;
         let metric = self.shared.inputs.target.metric;
@@ -515,7 +559,15 @@ impl Runner {
         for finding in &finished.findings {
             self.state.findings.push((finished.n, finding.clone()));
         }
+        let predicted = finished.predicted.clone();
         self.state.records.push(finished.record);
+        if let Some(p) = predicted {
+            self.state.predictions.insert(finished.n, p);
+            // Only what an ensemble could take.
+            let keep: Vec<u32> =
+                self.ensemble_candidates(self.state.records.len()).iter().map(|(k, _)| *k).collect();
+            self.state.predictions.retain(|k, _| keep.contains(k));
+        }
         self.report_status();
         Ok(())
     }
@@ -649,7 +701,21 @@ impl Runner {
             shared.inputs.config.loop_.seed,
             &shared.private(),
         );
-        spec.limits.wall = shared.budget.left().unwrap_or(spec.limits.wall).max(Duration::from_secs(5));
+        // The budget is a hard limit: the final evaluation gets what is left of it, no more.
+        if let Some(left) = shared.budget.left() {
+            spec.limits.wall = spec.limits.wall.min(left);
+        }
+        if spec.limits.wall < Duration::from_millis(500) {
+            let detail = "the budget ran out before the final evaluation could run".to_string();
+            shared.log(Event::FinalEvaluation {
+                iteration: Some(best),
+                test_score: None,
+                detail,
+                outcome: None,
+            })?;
+            shared.reporter.report(Progress::FinalEvaluation { iteration: Some(best), test_score: None });
+            return Ok(None);
+        }
         // Only a second interrupt (which exits the process) stops the final evaluation.
         let outcome = shared.sandbox_run(spec, SandboxCancel::new()).await?;
         let truth =
@@ -693,6 +759,61 @@ pub(super) fn session(inputs: &RunInputs, elapsed_before: Duration) -> Event {
     Event::Session {
         started_at: humantime::format_rfc3339_millis(started).to_string(),
         elapsed_before_seconds: elapsed_before.as_secs_f64(),
+    }
+}
+
+/// The step schemas for this task: its feature columns, the families its sandbox offers.
+fn schemas_for(inputs: &RunInputs, sandbox: &crate::sandbox::SandboxInfo) -> crate::steps::schemas::Schemas {
+    let features = inputs.profile.features.iter().map(|c| c.name.clone()).collect();
+    crate::steps::schemas::Schemas::for_task(&crate::steps::schemas::SchemaFacts {
+        features,
+        packages: sandbox.packages.clone(),
+    })
+}
+
+/// The sandbox as prompts describe it: the interpreter, the packages that matter for modelling
+/// (only those installed), threads, and the limits a script runs under.
+pub(super) fn sandbox_brief(
+    info: &crate::sandbox::SandboxInfo,
+    config: &crate::config::SandboxConfig,
+) -> String {
+    let relevant = [
+        "numpy",
+        "pandas",
+        "scipy",
+        "scikit-learn",
+        "statsmodels",
+        "xgboost",
+        "lightgbm",
+        "catboost",
+        "torch",
+    ];
+    let packages: Vec<String> = relevant
+        .iter()
+        .filter_map(|name| {
+            info.packages.iter().find(|(p, _)| p.eq_ignore_ascii_case(name)).map(|(p, v)| format!("{p} {v}"))
+        })
+        .collect();
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30));
+    let limits = format!(
+        "memory at most {}, each script at most {}",
+        gib(config.memory_bytes),
+        humantime::format_duration(config.script_timeout)
+    );
+    match info.kind {
+        crate::sandbox::SandboxKind::Wasi => format!(
+            "{} compiled to WebAssembly, with {} and nothing else (no xgboost, lightgbm or torch); one thread (use n_jobs=1); no network, no subprocesses; {limits}. Reading CSV is slow here: read each file once.",
+            info.interpreter,
+            packages.join(", ")
+        ),
+        crate::sandbox::SandboxKind::Process => format!(
+            "native {} with {} (only these; nothing can be installed); {} thread{} (n_jobs={}); no network; {limits}.",
+            info.interpreter,
+            packages.join(", "),
+            config.threads,
+            if config.threads == 1 { "" } else { "s" },
+            config.threads
+        ),
     }
 }
 

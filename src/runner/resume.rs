@@ -210,8 +210,13 @@ impl Runner {
         } else {
             None
         };
-        let state =
-            State { records: recovered.records, best, best_split: split_id, findings: recovered.findings };
+        let state = State {
+            records: recovered.records,
+            best,
+            best_split: split_id,
+            findings: recovered.findings,
+            predictions: BTreeMap::new(),
+        };
         let runner = Runner::assemble(
             Parts {
                 dir,

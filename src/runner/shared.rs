@@ -115,6 +115,10 @@ pub(super) struct Shared {
     pub split: Mutex<SplitState>,
     /// The pool's class labels (classification), for checking splits an agent proposes.
     pub pool_labels: Option<Arc<[String]>>,
+    /// Every step's answer schema, made for this task and sandbox.
+    pub schemas: crate::steps::schemas::Schemas,
+    /// The sandbox as prompts describe it.
+    pub sandbox_brief: String,
 }
 
 impl Shared {

@@ -3,10 +3,8 @@
 //! in) whose addition makes the averaged predictions score best on the validation rows; keep
 //! the best ensemble seen. Weights are the number of times each candidate was added.
 
-use std::collections::BTreeMap;
-
 use crate::data::TargetInfo;
-use crate::metric::{self, Classes};
+use crate::metric::{self, Metric};
 use crate::scoring::{Predicted, Truth};
 
 /// One candidate's validation predictions.
@@ -32,64 +30,54 @@ impl Blend {
 }
 
 /// Selects an ensemble of `candidates` in at most `rounds` additions. `None` if fewer than two
-/// candidates are usable or nothing can be scored.
-pub fn select(candidates: &[Candidate], target: &TargetInfo, truth: &Truth, rounds: usize) -> Option<Blend> {
+/// candidates are usable, nothing can be scored, or `stop` says time is up.
+pub fn select(
+    candidates: &[Candidate],
+    target: &TargetInfo,
+    truth: &Truth,
+    rounds: usize,
+    stop: &dyn Fn() -> bool,
+) -> Option<Blend> {
     if candidates.len() < 2 || truth.is_empty() {
         return None;
     }
-    let classes: Vec<String> = target.classes.clone();
-    let matrices: Vec<Vec<Vec<f64>>> =
-        candidates.iter().map(|c| c.predicted.probability_rows(&classes)).collect();
-    let width = matrices[0].first().map_or(0, Vec::len);
     let rows = truth.len();
-    if matrices.iter().any(|m| m.len() != rows || m.iter().any(|r| r.len() != width)) {
+    let classes: Vec<String> = target.classes.clone();
+    let width = match truth {
+        Truth::Values(_) => 1,
+        Truth::Classes(_) => classes.len(),
+    };
+    // Each candidate as one flat rows × width matrix.
+    let matrices: Vec<Vec<f64>> = candidates
+        .iter()
+        .map(|c| c.predicted.probability_rows(&classes).into_iter().flatten().collect::<Vec<f64>>())
+        .collect();
+    if width == 0 || matrices.iter().any(|m| m.len() != rows * width) {
         return None;
     }
-    let score_of = |sum: &[Vec<f64>], count: u32| -> Option<f64> {
-        let mean = |r: &Vec<f64>| r.iter().map(|v| v / f64::from(count)).collect::<Vec<f64>>();
-        match truth {
-            Truth::Values(values) => {
-                let predicted: Vec<f64> = sum.iter().map(|r| r[0] / f64::from(count)).collect();
-                metric::regression(target.metric, values, &predicted).ok()
-            }
-            Truth::Classes(labels) => {
-                let averaged: Vec<Vec<f64>> = sum.iter().map(mean).collect();
-                let predicted: Vec<String> = averaged
-                    .iter()
-                    .map(|r| {
-                        let best = r.iter().enumerate().fold(0, |b, (i, v)| if *v > r[b] { i } else { b });
-                        classes[best].clone()
-                    })
-                    .collect();
-                let probabilities: BTreeMap<String, Vec<f64>> = classes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (c.clone(), averaged.iter().map(|r| r[i]).collect()))
-                    .collect();
-                let spec = Classes { all: &classes, positive: target.positive.as_deref() };
-                metric::classification(target.metric, labels, &predicted, &probabilities, spec).ok()
-            }
-        }
-    };
+    let scorer = Scorer::new(target, truth, &classes)?;
     let better = |a: f64, b: f64| target.metric.better(a, b);
-    let mut sum = vec![vec![0.0; width]; rows];
+    let mut sum = vec![0.0; rows * width];
+    let mut trial = vec![0.0; rows * width];
     let mut counts = vec![0u32; candidates.len()];
     let mut best: Option<(f64, Vec<u32>)> = None;
     for round in 1..=rounds.max(1) {
+        if stop() {
+            return None;
+        }
         let mut pick: Option<(usize, f64)> = None;
         for (i, m) in matrices.iter().enumerate() {
-            let trial: Vec<Vec<f64>> =
-                sum.iter().zip(m).map(|(s, r)| s.iter().zip(r).map(|(a, b)| a + b).collect()).collect();
-            let Some(score) = score_of(&trial, round as u32) else { continue };
+            for ((t, s), v) in trial.iter_mut().zip(&sum).zip(m) {
+                *t = s + v;
+            }
+            let Some(score) = scorer.score(&trial, round as u32) else { continue };
             if pick.is_none_or(|(_, s)| better(score, s)) {
                 pick = Some((i, score));
             }
         }
         let (i, score) = pick?;
-        for (s, r) in sum.iter_mut().zip(&matrices[i]) {
-            for (a, b) in s.iter_mut().zip(r) {
-                *a += b;
-            }
+        for (s, v) in sum.iter_mut().zip(&matrices[i]) {
+            *s += v;
         }
         counts[i] += 1;
         if best.as_ref().is_none_or(|(s, _)| better(score, *s)) {
@@ -102,10 +90,108 @@ pub fn select(candidates: &[Candidate], target: &TargetInfo, truth: &Truth, roun
     Some(Blend { weights, score })
 }
 
+/// Scores a blend (a flat sum of `count` candidates' rows) without building labels: the same
+/// definitions as [`crate::metric`], computed straight from the summed probabilities.
+struct Scorer<'a> {
+    metric: Metric,
+    values: Option<&'a [f64]>,
+    /// Each row's true class, as an index into the task's classes.
+    classes: Vec<usize>,
+    width: usize,
+    positive: usize,
+}
+
+impl<'a> Scorer<'a> {
+    fn new(target: &TargetInfo, truth: &'a Truth, classes: &[String]) -> Option<Self> {
+        match truth {
+            Truth::Values(v) => {
+                Some(Self { metric: target.metric, values: Some(v), classes: vec![], width: 1, positive: 0 })
+            }
+            Truth::Classes(labels) => {
+                let index: Option<Vec<usize>> =
+                    labels.iter().map(|l| classes.iter().position(|c| c == l)).collect();
+                let positive = target
+                    .positive
+                    .as_ref()
+                    .and_then(|p| classes.iter().position(|c| c == p))
+                    .unwrap_or(classes.len().saturating_sub(1));
+                Some(Self {
+                    metric: target.metric,
+                    values: None,
+                    classes: index?,
+                    width: classes.len(),
+                    positive,
+                })
+            }
+        }
+    }
+
+    fn score(&self, sum: &[f64], count: u32) -> Option<f64> {
+        let n = f64::from(count);
+        if let Some(values) = self.values {
+            let predicted: Vec<f64> = sum.iter().map(|v| v / n).collect();
+            return metric::regression(self.metric, values, &predicted).ok();
+        }
+        let w = self.width;
+        let row = |r: usize| &sum[r * w..(r + 1) * w];
+        let argmax = |r: &[f64]| r.iter().enumerate().fold(0, |b, (i, v)| if *v > r[b] { i } else { b });
+        let rows = self.classes.len();
+        match self.metric {
+            Metric::Accuracy => {
+                Some((0..rows).filter(|&r| argmax(row(r)) == self.classes[r]).count() as f64 / rows as f64)
+            }
+            Metric::MacroF1 => {
+                let mut tp = vec![0usize; w];
+                let mut called = vec![0usize; w];
+                let mut actual = vec![0usize; w];
+                for r in 0..rows {
+                    let p = argmax(row(r));
+                    called[p] += 1;
+                    actual[self.classes[r]] += 1;
+                    if p == self.classes[r] {
+                        tp[p] += 1;
+                    }
+                }
+                let present: Vec<usize> = (0..w).filter(|&c| called[c] + actual[c] > 0).collect();
+                let total: f64 = present
+                    .iter()
+                    .map(|&c| {
+                        let d = (called[c] + actual[c]) as f64;
+                        if d == 0.0 { 0.0 } else { 2.0 * tp[c] as f64 / d }
+                    })
+                    .sum();
+                Some(total / present.len().max(1) as f64)
+            }
+            Metric::RocAuc => {
+                let auc = |class: usize| {
+                    let is_pos: Vec<bool> = self.classes.iter().map(|&c| c == class).collect();
+                    let scores: Vec<f64> = (0..rows).map(|r| row(r)[class]).collect();
+                    let positives = is_pos.iter().filter(|p| **p).count();
+                    (positives > 0 && positives < rows).then(|| metric::binary_auc(&is_pos, &scores))
+                };
+                if w <= 2 {
+                    auc(self.positive)
+                } else {
+                    let each: Option<Vec<f64>> = (0..w).map(auc).collect();
+                    each.map(|a| a.iter().sum::<f64>() / w as f64)
+                }
+            }
+            Metric::LogLoss => {
+                let eps = f64::EPSILON;
+                let total: f64 =
+                    (0..rows).map(|r| -(row(r)[self.classes[r]] / n).clamp(eps, 1.0 - eps).ln()).sum();
+                Some(total / rows as f64)
+            }
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
-    use crate::metric::Metric;
     use crate::task::TaskKind;
 
     fn target(kind: TaskKind, metric: Metric, classes: &[&str]) -> TargetInfo {
@@ -126,7 +212,8 @@ mod tests {
         let b = Candidate { iteration: 2, predicted: Predicted::Values(vec![0.0, 3.0, 2.0, 5.0]) };
         let worse = Candidate { iteration: 3, predicted: Predicted::Values(vec![9.0, 9.0, 9.0, 9.0]) };
         let blend =
-            select(&[a, b, worse], &target(TaskKind::Regression, Metric::Rmse, &[]), &truth, 10).unwrap();
+            select(&[a, b, worse], &target(TaskKind::Regression, Metric::Rmse, &[]), &truth, 10, &|| false)
+                .unwrap();
         assert_eq!(blend.score, 0.0);
         assert_eq!(blend.weights, vec![(1, 1), (2, 1)]);
     }
@@ -150,8 +237,27 @@ mod tests {
         let x = Candidate { iteration: 1, predicted: probs([0.9, 0.6, 0.9, 0.1]) };
         let y = Candidate { iteration: 2, predicted: probs([0.9, 0.1, 0.4, 0.1]) };
         let t = target(TaskKind::Binary, Metric::Accuracy, &classes);
-        let blend = select(&[x, y], &t, &truth, 5).unwrap();
+        let blend = select(&[x.clone(), y.clone()], &t, &truth, 5, &|| false).unwrap();
         assert_eq!(blend.score, 1.0);
         assert_eq!(blend.members(), 2);
+        // The fast scorer agrees with the metric module on every metric it serves.
+        for metric in [Metric::Accuracy, Metric::MacroF1, Metric::RocAuc, Metric::LogLoss] {
+            let t = target(TaskKind::Binary, metric, &classes);
+            let scorer = Scorer::new(&t, &truth, &t.classes).unwrap();
+            let flat: Vec<f64> = x.predicted.probability_rows(&t.classes).into_iter().flatten().collect();
+            let fast = scorer.score(&flat, 1).unwrap();
+            let Predicted::Classes { labels, probabilities } = &x.predicted else { unreachable!() };
+            let Truth::Classes(truth_labels) = &truth else { unreachable!() };
+            let slow = metric::classification(
+                metric,
+                truth_labels,
+                labels,
+                probabilities,
+                metric::Classes { all: &t.classes, positive: None },
+            )
+            .unwrap();
+            assert!((fast - slow).abs() < 1e-12, "{metric}: {fast} vs {slow}");
+        }
+        assert!(select(&[x, y], &t, &truth, 5, &|| true).is_none(), "stopped");
     }
 }

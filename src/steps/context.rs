@@ -158,3 +158,42 @@ impl StepContext {
         serde_json::to_value(self).expect("contexts serialize")
     }
 }
+
+/// A small context for tests: a binary task on 500 rows, nothing tried yet.
+#[cfg(test)]
+pub(crate) fn sample_context() -> StepContext {
+    use crate::data::TargetProfile;
+    StepContext {
+        task: TaskBrief {
+            name: "t".into(),
+            description: String::new(),
+            target: "y".into(),
+            kind: "binary".into(),
+            metric: "roc_auc".into(),
+            higher_is_better: true,
+            classes: vec!["a".into(), "b".into()],
+            positive: Some("b".into()),
+        },
+        operation: Operation::Draft,
+        parent: None,
+        profile: Profile {
+            rows: 500,
+            target: "y".into(),
+            target_profile: TargetProfile::Classes { counts: vec![] },
+            features: vec![],
+        },
+        profile_text: String::new(),
+        iteration: 1,
+        max_iterations: 100,
+        history: vec![],
+        best: None,
+        findings: vec![],
+        split: None,
+        split_open: false,
+        current: CurrentSteps::default(),
+        failure: None,
+        validation: None,
+        seed: 0,
+        clock: None,
+    }
+}

@@ -3,10 +3,14 @@
 //! acceptable, nothing more.
 
 mod context;
+pub mod memory;
 mod outputs;
 mod prompts;
 pub mod rules;
+pub mod schemas;
 
+#[cfg(test)]
+pub(crate) use context::sample_context;
 pub use context::{
     Clock, CurrentSteps, Failure, IterationBrief, ParentBrief, StepContext, TaskBrief, ValidationBrief,
 };
@@ -14,7 +18,7 @@ pub use outputs::{
     AnalyzeOutput, ArchitectureOutput, CategoricalTreatment, ExploreOutput, Hyperparameter, MissingTreatment,
     NumericTreatment, PlanOutput, RepresentOutput, ScriptOutput, SplitOutput, TrainOutput,
 };
-pub use prompts::{prompts_hash, render};
+pub use prompts::{Extras, prompts_hash, render};
 
 /// An agent step (the runner's own `evaluate` is not one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -35,6 +39,17 @@ pub const STEP_NAMES: [&str; 8] =
     ["plan", "explore", "split", "represent", "architecture", "train", "infer", "analyze"];
 
 impl Step {
+    pub const ALL: [Step; 8] = [
+        Step::Plan,
+        Step::Explore,
+        Step::Split,
+        Step::Represent,
+        Step::Architecture,
+        Step::Train,
+        Step::Infer,
+        Step::Analyze,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Step::Plan => "plan",
@@ -49,17 +64,6 @@ impl Step {
     }
 
     pub fn from_name(name: &str) -> Option<Step> {
-        [
-            Step::Plan,
-            Step::Explore,
-            Step::Split,
-            Step::Represent,
-            Step::Architecture,
-            Step::Train,
-            Step::Infer,
-            Step::Analyze,
-        ]
-        .into_iter()
-        .find(|s| s.name() == name)
+        Step::ALL.into_iter().find(|s| s.name() == name)
     }
 }

@@ -35,11 +35,31 @@ fn environment() -> &'static Environment<'static> {
     })
 }
 
-/// The system prompt and the step's prompt, rendered from `context`.
-pub fn render(step: Step, context: &StepContext) -> Result<(String, String), minijinja::Error> {
+/// What prompts show besides the step context: the run's memory (rendered to fit the model's
+/// context) and the sandbox the scripts run in.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras<'a> {
+    pub memory: &'a str,
+    pub sandbox: &'a str,
+}
+
+/// The system prompt and the step's prompt, rendered from `context` and `extras`.
+pub fn render(
+    step: Step,
+    context: &StepContext,
+    extras: Extras<'_>,
+) -> Result<(String, String), minijinja::Error> {
     let env = environment();
-    let system = env.get_template("system")?.render(context)?;
-    let prompt = env.get_template(step.name())?.render(context)?;
+    let mut values = serde_json::to_value(context).map_err(|e| {
+        minijinja::Error::new(minijinja::ErrorKind::BadSerialization, format!("the step context: {e}"))
+    })?;
+    if let Some(map) = values.as_object_mut() {
+        map.insert("memory".into(), extras.memory.into());
+        map.insert("sandbox".into(), extras.sandbox.into());
+        map.insert("operation".into(), context.operation.name().into());
+    }
+    let system = env.get_template("system")?.render(&values)?;
+    let prompt = env.get_template(step.name())?.render(&values)?;
     Ok((system.trim().to_string(), prompt.trim().to_string()))
 }
 

@@ -46,10 +46,10 @@ pub fn architecture(answer: &ArchitectureOutput) -> Vec<String> {
     }
     let mut names: Vec<&str> = answer.hyperparameters.iter().map(|h| h.name.as_str()).collect();
     names.sort_unstable();
-    for pair in names.windows(2) {
-        if pair[0] == pair[1] {
-            problems.push(format!("hyperparameter `{}` is given twice", pair[0]));
-        }
+    let mut repeated: Vec<&str> = names.windows(2).filter(|p| p[0] == p[1]).map(|p| p[0]).collect();
+    repeated.dedup();
+    for name in repeated {
+        problems.push(format!("hyperparameter `{name}` is given more than once"));
     }
     problems
 }

@@ -29,6 +29,18 @@ pub enum Behaviour {
     RejectSchemaThenAnswer(String),
     /// Computes the answer content from the request body.
     Compute(Box<dyn Fn(&Value) -> String + Send + Sync>),
+    /// Computes the whole response from the request body.
+    Custom(Box<dyn Fn(&Value) -> Respond + Send + Sync>),
+}
+
+/// A response a [`Behaviour::Custom`] chooses.
+pub enum Respond {
+    /// 200 with this content, finished normally.
+    Answer(String),
+    /// 200 with this content, cut off at the token limit (`finish_reason: length`).
+    Cutoff(String),
+    /// This status and body.
+    Status(u16, String),
 }
 
 /// One request as received.
@@ -143,15 +155,37 @@ async fn serve(
     let behaviour = script.lock().unwrap().pop_front();
     let behaviour = match behaviour {
         Some(b) => b,
-        None => match &*fallback.lock().unwrap() {
-            Some(Behaviour::Compute(f)) => Behaviour::Answer(f(&body)),
-            Some(Behaviour::Answer(a)) => Behaviour::Answer(a.clone()),
-            _ => Behaviour::Status { code: 500, retry_after: None, body: "script exhausted".into() },
-        },
+        None => {
+            let computed = match &*fallback.lock().unwrap() {
+                Some(Behaviour::Compute(f)) => Ok(Behaviour::Answer(f(&body))),
+                Some(Behaviour::Answer(a)) => Ok(Behaviour::Answer(a.clone())),
+                Some(Behaviour::Custom(f)) => match f(&body) {
+                    Respond::Answer(a) => Ok(Behaviour::Answer(a)),
+                    Respond::Cutoff(a) => Err(a),
+                    Respond::Status(code, text) => {
+                        Ok(Behaviour::Status { code, retry_after: None, body: text })
+                    }
+                },
+                _ => Ok(Behaviour::Status { code: 500, retry_after: None, body: "script exhausted".into() }),
+            };
+            match computed {
+                Ok(b) => b,
+                Err(cut) => {
+                    return respond(&mut stream, 200, None, &completion_with(&body, &cut, "length")).await;
+                }
+            }
+        }
     };
     match behaviour {
         Behaviour::Answer(content) => respond(&mut stream, 200, None, &completion(&body, &content)).await,
         Behaviour::Compute(f) => respond(&mut stream, 200, None, &completion(&body, &f(&body))).await,
+        Behaviour::Custom(f) => match f(&body) {
+            Respond::Answer(a) => respond(&mut stream, 200, None, &completion(&body, &a)).await,
+            Respond::Cutoff(a) => {
+                respond(&mut stream, 200, None, &completion_with(&body, &a, "length")).await
+            }
+            Respond::Status(code, text) => respond(&mut stream, code, None, &text).await,
+        },
         Behaviour::Status { code, retry_after, body } => respond(&mut stream, code, retry_after, &body).await,
         Behaviour::Hang(d) => {
             tokio::time::sleep(d).await;
@@ -178,6 +212,11 @@ async fn serve(
 
 /// A chat completion wrapping `content`, with usage counted in characters/4.
 pub fn completion(request: &Value, content: &str) -> String {
+    completion_with(request, content, "stop")
+}
+
+/// [`completion`] with the given `finish_reason`.
+pub fn completion_with(request: &Value, content: &str, finish_reason: &str) -> String {
     let prompt_chars: usize = request["messages"]
         .as_array()
         .map(|m| m.iter().map(|x| x["content"].as_str().map_or(0, str::len)).sum())
@@ -187,7 +226,7 @@ pub fn completion(request: &Value, content: &str) -> String {
         "object": "chat.completion",
         "created": 1_700_000_000u32,
         "model": request["model"].as_str().unwrap_or("test-model"),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
         "usage": {"prompt_tokens": prompt_chars / 4 + 1, "completion_tokens": content.len() / 4 + 1, "total_tokens": prompt_chars / 4 + content.len() / 4 + 2}
     })
     .to_string()
@@ -203,6 +242,8 @@ async fn respond(
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        413 => "Payload Too Large",
+        422 => "Unprocessable Entity",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         503 => "Service Unavailable",

