@@ -88,6 +88,9 @@ pub struct Committed {
 pub struct Workspace {
     repo: Repository,
     path: PathBuf,
+    /// Blobs of the runner's own files by (path, size, modification time, inode): the training
+    /// rows are committed with every iteration, and hashing tens of megabytes each time is waste.
+    runner_blobs: std::cell::RefCell<std::collections::HashMap<crate::data::FileStamp, Oid>>,
 }
 
 /// The tag of an iteration.
@@ -111,7 +114,7 @@ impl Workspace {
                 repo
             }
         };
-        Ok(Self { repo, path: path.to_path_buf() })
+        Ok(Self { repo, path: path.to_path_buf(), runner_blobs: Default::default() })
     }
 
     fn err(&self, context: impl Into<String>) -> impl FnOnce(git2::Error) -> SnapshotError + '_ {
@@ -253,6 +256,33 @@ impl Workspace {
         self.write_tree(&tree, dest)
     }
 
+    /// Writes only the entries `names` (top-level files or directories) of `commit` into `dest`.
+    pub fn materialize_only(&self, commit: Oid, dest: &Path, names: &[&str]) -> Result<(), SnapshotError> {
+        let c = self.repo.find_commit(commit).map_err(self.err("reading a commit"))?;
+        let tree = c.tree().map_err(self.err("reading a tree"))?;
+        let io = |e: std::io::Error| SnapshotError {
+            path: dest.to_path_buf(),
+            context: format!("writing files: {e}"),
+            source: git2::Error::from_str("io"),
+        };
+        fs_err::create_dir_all(dest).map_err(io)?;
+        for name in names {
+            let Some(entry) = tree.get_name(name) else { continue };
+            match entry.kind() {
+                Some(git2::ObjectType::Tree) => {
+                    let sub = self.repo.find_tree(entry.id()).map_err(self.err("reading a tree"))?;
+                    self.write_tree(&sub, &dest.join(name))?;
+                }
+                Some(git2::ObjectType::Blob) => {
+                    let blob = self.repo.find_blob(entry.id()).map_err(self.err("reading a file"))?;
+                    fs_err::write(dest.join(name), blob.content()).map_err(io)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn write_tree(&self, tree: &git2::Tree, dest: &Path) -> Result<(), SnapshotError> {
         let io = |e: std::io::Error| SnapshotError {
             path: dest.to_path_buf(),
@@ -305,7 +335,17 @@ impl Workspace {
                 Source::Bytes(bytes) => self.repo.blob(bytes)?,
                 Source::Runner(host) => {
                     let file = fs_err::File::open(host).map_err(|e| git2::Error::from_str(&e.to_string()))?;
-                    self.store_blob(file.into_parts().0)?
+                    let meta = file.metadata().map_err(|e| git2::Error::from_str(&e.to_string()))?;
+                    let key = crate::data::FileStamp::of(host, &meta);
+                    let known = self.runner_blobs.borrow().get(&key).copied();
+                    match known.filter(|oid| self.repo.odb().is_ok_and(|odb| odb.exists(*oid))) {
+                        Some(oid) => oid,
+                        None => {
+                            let oid = self.store_blob(file.into_parts().0)?;
+                            self.runner_blobs.borrow_mut().insert(key, oid);
+                            oid
+                        }
+                    }
                 }
                 Source::Guest(rel) => {
                     let dir = files.guest.ok_or_else(|| git2::Error::from_str("no guest directory"))?;

@@ -10,7 +10,7 @@ mod profile;
 mod split;
 
 pub use dataset::{Dataset, TargetInfo, take, target_labels};
-pub use fingerprint::{Fingerprint, fingerprint};
+pub use fingerprint::{FileStamp, Fingerprint, fingerprint};
 pub use load::{read_csv_bytes, read_table, write_csv};
 pub use profile::{
     ColumnKind, ColumnProfile, Profile, TargetProfile, canonical_label, labels, numeric_values,

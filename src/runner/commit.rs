@@ -3,7 +3,6 @@
 
 use super::iteration::Finished;
 use super::shared::{Shared, crash};
-use crate::data::fingerprint;
 use crate::guest_fs::GuestDir;
 use crate::journal::Event;
 use crate::snapshot::{Source, Tree, Workspace};
@@ -54,10 +53,10 @@ pub(super) fn commit(
     });
     let features = shared.dir.validation_inputs(record.split_id).join("features.csv");
     let data = serde_json::json!({
-        "train": fingerprint("data/train.csv", &shared.dir.train_csv())?,
-        "validation_features": fingerprint("input/features.csv", &features)?,
-        "validation_labels": fingerprint(
-            format!("holdout/validation-{}.csv", record.split_id),
+        "train": shared.fingerprint("data/train.csv", &shared.dir.train_csv())?,
+        "validation_features": shared.fingerprint("input/features.csv", &features)?,
+        "validation_labels": shared.fingerprint(
+            &format!("holdout/validation-{}.csv", record.split_id),
             &shared.dir.validation_labels(record.split_id)
         )?,
         "target": shared.inputs.target,

@@ -119,6 +119,9 @@ pub(super) struct Shared {
     pub schemas: crate::steps::schemas::Schemas,
     /// The sandbox as prompts describe it.
     pub sandbox_brief: String,
+    /// sha256 fingerprints of the runner's data files, by (path, size, mtime, inode): they are
+    /// recorded with every commit and change only with the split.
+    pub fingerprints: Mutex<std::collections::HashMap<crate::data::FileStamp, crate::data::Fingerprint>>,
 }
 
 impl Shared {
@@ -164,6 +167,24 @@ impl Shared {
             .await
             .map_err(|e| SandboxRunError::Thread(e.to_string()))?
             .map_err(SandboxRunError::Sandbox)
+    }
+
+    /// The fingerprint of a data file of the runner's, recorded as `name` (hashed once per
+    /// version of the file).
+    pub fn fingerprint(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+    ) -> std::io::Result<crate::data::Fingerprint> {
+        let meta = fs_err::metadata(path)?;
+        let key = crate::data::FileStamp::of(path, &meta);
+        let mut cache = self.fingerprints.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = cache.get(&key).filter(|f| f.name == name) {
+            return Ok(f.clone());
+        }
+        let f = crate::data::fingerprint(name, path)?;
+        cache.insert(key, f.clone());
+        Ok(f)
     }
 
     /// The commit counter, for the `commit:N` and `committed:N` crash points.
