@@ -247,6 +247,8 @@ fn report_markdown_and_plot() {
         cost_usd: 0.0,
         unpriced_models: vec![],
         sandbox_waived: vec![],
+        notices: vec![],
+        runner_seconds: None,
         environment: None,
     };
     settings().bind(|| {

@@ -75,6 +75,13 @@ pub struct ReportData {
     pub unpriced_models: Vec<String>,
     /// Sandbox protections that were off, in words.
     pub sandbox_waived: Vec<String>,
+    /// What the run said about the agent's server: `(iteration, step, text)` (structured
+    /// output turned off for a step, a refused schema keyword, a shortened prompt, a pause).
+    #[serde(default)]
+    pub notices: Vec<(u32, String, String)>,
+    /// Runner's own time per iteration (wall minus scripts), median, in seconds.
+    #[serde(default)]
+    pub runner_seconds: Option<f64>,
     pub environment: Option<serde_json::Value>,
 }
 
@@ -103,6 +110,8 @@ impl ReportData {
             cost_usd: 0.0,
             unpriced_models: Vec::new(),
             sandbox_waived: Vec::new(),
+            notices: Vec::new(),
+            runner_seconds: None,
             environment: None,
         };
         data.metric = metric_of(dir).unwrap_or_default();
@@ -181,6 +190,9 @@ impl ReportData {
                     data.iterations.retain(|r| r.iteration != record.iteration);
                     data.iterations.push(record.clone());
                 }
+                Event::AgentNotice { iteration, step, text } => {
+                    data.notices.push((*iteration, step.clone(), text.clone()));
+                }
                 Event::FinalEvaluation { test_score, detail, .. } => {
                     data.test_score = *test_score;
                     data.test_detail = detail.clone();
@@ -193,6 +205,14 @@ impl ReportData {
             }
         }
         data.best_iteration = best.map(|b| b.0);
+        let mut overhead: Vec<f64> = data
+            .iterations
+            .iter()
+            .filter(|r| r.script_seconds > 0.0)
+            .map(|r| (r.seconds - r.script_seconds).max(0.0))
+            .collect();
+        overhead.sort_by(f64::total_cmp);
+        data.runner_seconds = overhead.get(overhead.len() / 2).copied();
         data.validation_score = best.map(|b| b.1);
         if let Some(n) = data.best_iteration.or(data.iterations.last().map(|r| r.iteration)) {
             data.environment = std::fs::read_to_string(dir.iteration(n).join("environment.json"))

@@ -138,6 +138,21 @@ pub fn markdown(data: &ReportData) -> String {
             t.cost_usd
         ));
     }
+    if !data.notices.is_empty() {
+        md.push_str(&format!("\n## The agent's server\n\n{} notice(s):\n\n", data.notices.len()));
+        for (iteration, step, text) in data.notices.iter().take(30) {
+            md.push_str(&format!("- iteration {iteration}, {step}: {}\n", text.replace('\n', " ")));
+        }
+    }
+    if let Some(runner) = data.runner_seconds {
+        let wall: Vec<f64> = data.iterations.iter().map(|r| r.seconds).collect();
+        let mean = wall.iter().sum::<f64>() / wall.len().max(1) as f64;
+        md.push_str(&format!(
+            "\nThe runner's own time per iteration (iteration wall minus the scripts', agent calls included): median {:.0} ms ({:.1}% of a mean iteration).\n",
+            runner * 1000.0,
+            100.0 * runner / mean.max(1e-9)
+        ));
+    }
     md.push_str("\n## Environment\n\n");
     md.push_str(&format!(
         "- loop-runner {}\n- prompts sha256 `{}`\n",
@@ -318,7 +333,15 @@ pub fn html(data: &ReportData) -> String {
             t.cost_usd
         ));
     }
-    page.push_str("</table>\n<h2>Environment</h2>\n");
+    page.push_str("</table>\n");
+    if !data.notices.is_empty() {
+        page.push_str("<h2>The agent's server</h2>\n<ul>\n");
+        for (iteration, step, text) in data.notices.iter().take(30) {
+            page.push_str(&format!("<li>iteration {iteration}, {}: {}</li>\n", escape(step), escape(text)));
+        }
+        page.push_str("</ul>\n");
+    }
+    page.push_str("<h2>Environment</h2>\n");
     page.push_str(&format!(
         "<p>loop-runner {} · prompts sha256 <code>{}</code></p>\n",
         escape(&data.loop_runner_version),
