@@ -4,8 +4,8 @@
 //! Both scripts share one feature function (dates into year, month, day, weekday; identifiers
 //! dropped), so inference prepares its input exactly as training did. Categorical columns are
 //! never expanded into one dense column per category: one-hot output is sparse and capped at 32
-//! columns per feature, columns with many categories are target-encoded, and trees get codes or
-//! native categories.
+//! columns per feature, trees get codes or native categories, and columns with many categories
+//! (over 50 for one-hot, over 250 otherwise) are target-encoded with cross-fitting.
 
 use super::strategy::{Config, render_params};
 use crate::data::ColumnKind;
@@ -133,7 +133,9 @@ categorical = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
 numeric = [c for c in X.columns if c not in categorical]
 X[categorical] = X[categorical].astype(object)
 levels = {{c: X[c].nunique() for c in categorical}}
-few = [c for c in categorical if levels[c] <= (250 if ENCODING == "native" else MANY)]
+# Categories of high cardinality are target-encoded (cross-fitted): codes of thousands of
+# levels carry no order a tree could use, and one column per level explodes.
+few = [c for c in categorical if levels[c] <= (250 if ENCODING != "one_hot" else MANY)]
 many = [c for c in categorical if c not in few]
 
 steps = []
@@ -153,10 +155,9 @@ if ENCODING == "one_hot":
     ]
 elif ENCODING == "native":
     native = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan)
-    parts = [("few", native, few), ("many", Pipeline([("fill", fill), ("encode", codes)]), many)]
+    parts = [("few", native, few), ("many", Pipeline([("fill", fill), ("encode", TargetEncoder(random_state=SEED))]), many)]
 else:
-    parts = [("few", Pipeline([("fill", fill), ("encode", codes)]), categorical)]
-    many = []
+    parts = [("few", Pipeline([("fill", fill), ("encode", codes)]), few), ("many", Pipeline([("fill", SimpleImputer(strategy="most_frequent")), ("encode", TargetEncoder(random_state=SEED))]), many)]
 # Native categories are the columns right after the numeric ones.
 NATIVE = list(range(len(numeric), len(numeric) + len(few))) or None
 pre = ColumnTransformer([("num", num, numeric)] + parts, sparse_threshold=0.3)
