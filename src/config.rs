@@ -233,6 +233,24 @@ pub struct Overrides {
     pub sandbox: Option<SandboxChoice>,
     pub seed: Option<u64>,
     pub jobs: Option<u32>,
+    /// The machine's cores and available memory, for the default number of jobs.
+    pub machine: Option<Machine>,
+}
+
+/// What the machine offers (read once by the CLI and passed in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Machine {
+    pub cores: u32,
+    pub memory_available: u64,
+}
+
+impl Machine {
+    /// Iterations at once: one per core, as long as each has memory for its sandbox's cap (and
+    /// a little for the runner), at least one.
+    pub fn default_jobs(&self, memory_per_job: u64) -> u32 {
+        let by_memory = self.memory_available / (memory_per_job + (512 << 20)).max(1);
+        (self.cores as u64).min(by_memory).max(1) as u32
+    }
 }
 
 /// Everything a run needs besides the task.
@@ -320,7 +338,7 @@ impl RunConfig {
             split_iterations: l.split_iterations.unwrap_or(1),
             fix_attempts: l.fix_attempts.unwrap_or(3),
             seed: cli.seed.or(l.seed).unwrap_or(0),
-            jobs: cli.jobs.or(l.jobs).unwrap_or(1).max(1),
+            jobs: 1,
         };
         let s = &file.sandbox;
         let allow_weaker = s
@@ -347,6 +365,16 @@ impl RunConfig {
                 )));
             }
         }
+        let memory_bytes = bytes("sandbox.memory", &file.sandbox.memory, 3 << 30)?;
+        let loop_ = LoopConfig {
+            jobs: cli
+                .jobs
+                .or(l.jobs)
+                .or_else(|| cli.machine.map(|m| m.default_jobs(memory_bytes)))
+                .unwrap_or(1)
+                .max(1),
+            ..loop_
+        };
         let sandbox = SandboxConfig {
             kind: cli.sandbox.or(s.kind).unwrap_or_default(),
             python: s.python.clone(),
@@ -518,6 +546,18 @@ mod tests {
         uncapped.agent.spend_cap_usd = None;
         let config = RunConfig::resolve(&uncapped, &Overrides::default()).unwrap();
         assert_eq!(config.agent.unpriced_models(), ["coder"]);
+    }
+
+    #[test]
+    fn jobs_default_to_the_cores_as_memory_allows() {
+        let m = Machine { cores: 8, memory_available: 10 << 30 };
+        assert_eq!(m.default_jobs(3 << 30), 2, "10 GiB holds two 3 GiB sandboxes and the runner");
+        assert_eq!(Machine { cores: 2, memory_available: 64 << 30 }.default_jobs(3 << 30), 2);
+        assert_eq!(Machine { cores: 4, memory_available: 1 << 30 }.default_jobs(3 << 30), 1);
+        let cli = Overrides { machine: Some(m), ..Default::default() };
+        assert_eq!(RunConfig::resolve(&ConfigFile::default(), &cli).unwrap().loop_.jobs, 2);
+        let file: ConfigFile = toml::from_str("[loop]\njobs = 1\n").unwrap();
+        assert_eq!(RunConfig::resolve(&file, &cli).unwrap().loop_.jobs, 1, "the file wins over the machine");
     }
 
     #[test]

@@ -4,29 +4,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::llm::{Behaviour, Server};
 use common::scripted::{PENGUINS_INFER, PENGUINS_TRAIN, answer};
-use common::{bin, fixtures};
+use common::{bin, fixtures, run_dir_of, stderr};
 use loop_runner::journal::{self, Event};
 
 const KEY: &str = "sk-e2e-secret-key-0123456789";
-
-fn run_dir_of(output: &Output) -> PathBuf {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    PathBuf::from(
-        stdout
-            .lines()
-            .next()
-            .unwrap_or_else(|| panic!("no run directory printed; stderr:\n{}", stderr(output))),
-    )
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).to_string()
-}
 
 fn summary(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("report/summary.json")).unwrap()).unwrap()
@@ -302,7 +287,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn ctrl_c_ends_with_the_final_evaluation_and_the_report() {
     let runs = tempfile::tempdir().unwrap();
     let child = bin()
-        .args(["run", "--iterations", "1000", "--budget", "10m", "--task"])
+        .args(["run", "--iterations", "1000", "--budget", "10m", "--jobs", "2", "--task"])
         .arg(fixtures().join("penguins/task.toml"))
         .arg("--runs-dir")
         .arg(runs.path())

@@ -84,7 +84,8 @@ pub struct RunArgs {
     /// Stop after this many iterations.
     #[arg(long, value_name = "N")]
     pub iterations: Option<u32>,
-    /// Iterations run at once, each in its own sandbox [default: 1, or the config file's].
+    /// Iterations run at once, each in its own sandbox [default: the config file's, else one per
+    /// core as far as memory holds each sandbox's cap].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: Option<u32>,
     /// Where run directories are created.

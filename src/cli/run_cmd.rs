@@ -163,6 +163,7 @@ fn resolve_config(args: &RunArgs, task_path: &Path) -> anyhow::Result<RunConfig>
         model: args.model.clone(),
         max_iterations: args.iterations,
         jobs: args.jobs,
+        machine: Some(machine()),
         sandbox: args.backend.sandbox.map(|s| match s {
             SandboxArg::Wasi => SandboxChoice::Wasi,
             SandboxArg::Process => SandboxChoice::Process,
@@ -170,6 +171,19 @@ fn resolve_config(args: &RunArgs, task_path: &Path) -> anyhow::Result<RunConfig>
         seed: args.seed,
     };
     Ok(RunConfig::resolve(&file, &overrides)?)
+}
+
+/// This machine's cores and available memory (`MemAvailable` of /proc/meminfo).
+fn machine() -> crate::config::Machine {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let memory_available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(u64::MAX, |kib| kib * 1024);
+    crate::config::Machine { cores, memory_available }
 }
 
 /// The agent backend, and a redactor for the secrets it holds.
