@@ -1,10 +1,11 @@
 """Training for a weighted ensemble of loop-runner iterations.
 
 Made by loop-runner, not by an agent. It retrains every member: each member's own train.py runs
-in its directory under members/, on this snapshot's data/train.csv. The weights in
-model/ensemble.json were chosen on the members' validation predictions and stay as they are.
+in its directory under members/, on this snapshot's data/train.csv. The members and weights in
+steps/ensemble.json were chosen on the members' validation predictions and stay as they are;
+they are copied to model/ensemble.json, which inference.py reads.
 
-Run: python train.py   (reads data/train.csv, writes members/*/model/)
+Run: python train.py   (reads data/train.csv and steps/ensemble.json, writes members/*/model/ and model/)
 """
 import json
 import os
@@ -14,7 +15,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-with open(os.path.join(HERE, "model", "ensemble.json")) as f:
+SPEC = os.path.join(HERE, "steps", "ensemble.json")
+with open(SPEC) as f:
     spec = json.load(f)
 for m in spec["members"]:
     member = os.path.join(HERE, "members", m["name"])
@@ -34,4 +36,6 @@ for m in spec["members"]:
         os.chdir(cwd)
         sys.argv = argv
         shutil.rmtree(data, ignore_errors=True)
+os.makedirs(os.path.join(HERE, "model"), exist_ok=True)
+shutil.copyfile(SPEC, os.path.join(HERE, "model", "ensemble.json"))
 print(f"retrained {len(spec['members'])} members")

@@ -189,12 +189,7 @@ pub fn audit(
         fs_err::remove_dir_all(root.join("model"))?;
         let outcome = run(ScriptKind::AuditTrain)?;
         checks.push(Check::new("train.py (retrained)", "exit 0", outcome.summary()));
-        let model: Vec<(String, String)> = outcome
-            .files
-            .iter()
-            .filter(|f| f.path.starts_with("/work/model/"))
-            .map(|f| (f.path.clone(), f.sha256.clone()))
-            .collect();
+        let model = policy::model_files(&outcome);
         for (path, sha) in &rec.record.model_files {
             let now =
                 model.iter().find(|(p, _)| p == path).map_or("(missing)".to_string(), |(_, s)| s.clone());

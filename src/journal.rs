@@ -58,6 +58,9 @@ pub enum Event {
         seed: u64,
         train_rows: usize,
         validation_rows: usize,
+        /// Why the split is as it is (prompts quote it; resume and replay restore it).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        rationale: String,
     },
     IterationStarted {
         iteration: u32,

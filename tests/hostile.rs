@@ -5,30 +5,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::llm::{Behaviour, Server};
 use common::scripted::{PENGUINS_INFER, PENGUINS_TRAIN, answer, step_of};
-use common::{BACKENDS, bin, fixtures};
+use common::{BACKENDS, bin, fixtures, run_dir_of, stderr};
 use loop_runner::journal::{self, Event};
 use serde_json::{Value, json};
 
 const SECRET: &str = "SECRET-HOST-FILE-7f3a9c";
-
-fn run_dir_of(output: &Output) -> PathBuf {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    PathBuf::from(
-        stdout
-            .lines()
-            .next()
-            .unwrap_or_else(|| panic!("no run directory printed; stderr:\n{}", stderr(output))),
-    )
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).to_string()
-}
 
 fn summary(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("report/summary.json")).unwrap()).unwrap()

@@ -4,27 +4,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::llm::{Behaviour, Respond, Server};
 use common::scripted::{PENGUINS_INFER, PENGUINS_TRAIN, answer, step_of};
-use common::{bin, fixtures};
+use common::{bin, fixtures, run_dir_of, stderr};
 use loop_runner::agent::strict_problems;
 use loop_runner::journal::{self, Event};
 use serde_json::Value;
-
-fn run_dir_of(output: &Output) -> PathBuf {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    PathBuf::from(
-        stdout.lines().next().unwrap_or_else(|| panic!("no run directory; stderr:\n{}", stderr(output))),
-    )
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).to_string()
-}
 
 fn run(server: &Server, runs: &Path, config: &str, extra: &[&str]) -> Output {
     let config_path = runs.join("loop-runner.toml");

@@ -1,6 +1,10 @@
-//! The `replay` backend: answers from a recorded transcript, in order, insisting that each
-//! request is the one that was recorded.
+//! The `replay` backend: answers from a recorded transcript, insisting that each request is one
+//! that was recorded. Requests are matched by their identity (the request without its timing),
+//! not by position: iterations that ran at once recorded their calls interleaved, and a run
+//! resumed after a crash recorded the unfinished iteration's calls twice. Calls with the same
+//! identity (a retried try, a repeated iteration) are answered in the order they were recorded.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -11,7 +15,8 @@ use super::transcript::{Record, read};
 
 pub struct ReplayBackend {
     records: Vec<Record>,
-    cursor: Mutex<usize>,
+    /// Unreplayed records by request hash, in recorded order.
+    queues: Mutex<HashMap<String, VecDeque<usize>>>,
 }
 
 impl ReplayBackend {
@@ -20,12 +25,45 @@ impl ReplayBackend {
     }
 
     pub fn new(records: Vec<Record>) -> Self {
-        Self { records, cursor: Mutex::new(0) }
+        let mut queues: HashMap<String, VecDeque<usize>> = HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            queues.entry(r.request_hash.clone()).or_default().push_back(i);
+        }
+        Self { records, queues: Mutex::new(queues) }
     }
 
     /// Recorded calls not yet replayed.
     pub fn remaining(&self) -> usize {
-        self.records.len() - *self.cursor.lock().unwrap_or_else(|p| p.into_inner())
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).values().map(VecDeque::len).sum()
+    }
+
+    /// Where `request` departs from the recorded call it should have been: the recorded request
+    /// of the same step, iteration and attempt (else step and iteration).
+    fn divergence(&self, request: &Request) -> BackendError {
+        let same = |r: &&Record| r.request.step == request.step && r.request.iteration == request.iteration;
+        let closest = self
+            .records
+            .iter()
+            .filter(same)
+            .find(|r| r.request.attempt == request.attempt)
+            .or_else(|| self.records.iter().find(same));
+        let Some(record) = closest else {
+            return BackendError::ReplayExhausted {
+                step: request.step.clone(),
+                iteration: request.iteration,
+            };
+        };
+        let (field, was, is) =
+            first_difference(&record.request.identity(), &request.identity(), String::new())
+                .unwrap_or_else(|| ("(hash only)".into(), record.request_hash.clone(), request.hash()));
+        BackendError::ReplayMismatch(Box::new(Divergence {
+            step: request.step.clone(),
+            iteration: request.iteration,
+            attempt: request.attempt,
+            field,
+            recorded: was,
+            now: is,
+        }))
     }
 }
 
@@ -36,28 +74,14 @@ impl Backend for ReplayBackend {
 
     fn complete<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Reply, BackendError>> {
         Box::pin(async move {
-            let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(record) = self.records.get(*cursor) else {
-                return Err(BackendError::ReplayExhausted {
-                    step: request.step.clone(),
-                    iteration: request.iteration,
-                });
-            };
-            if record.request_hash != request.hash() {
-                let recorded = record.request.identity();
-                let now = request.identity();
-                let (field, was, is) = first_difference(&recorded, &now, String::new())
-                    .unwrap_or_else(|| ("(hash only)".into(), record.request_hash.clone(), request.hash()));
-                return Err(BackendError::ReplayMismatch(Box::new(Divergence {
-                    step: request.step.clone(),
-                    iteration: request.iteration,
-                    attempt: request.attempt,
-                    field,
-                    recorded: was,
-                    now: is,
-                })));
-            }
-            *cursor += 1;
+            let next = self
+                .queues
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&request.hash())
+                .and_then(VecDeque::pop_front);
+            let Some(index) = next else { return Err(self.divergence(request)) };
+            let record = &self.records[index];
             match (&record.reply, &record.error) {
                 (Some(reply), _) => Ok(reply.clone()),
                 (None, Some(error)) => Err(error.to_error()),

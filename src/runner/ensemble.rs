@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::ask::Accumulator;
-use super::iteration::{Finished, Iteration, Job, model_files_of};
+use super::iteration::{Finished, Iteration, Job};
 use super::shared::Shared;
 use crate::guest_fs::GuestDir;
 use crate::journal::IterationRecord;
@@ -156,17 +156,14 @@ pub(super) async fn run(
     fs_err::write(dir.join("steps").join("ensemble.json"), serde_json::to_string_pretty(&spec)?)?;
     // The members as they were committed: scripts and trained models.
     let workspace = Workspace::open_or_init(&shared.dir.workspace())?;
-    let scratch = tempfile::Builder::new().prefix("loop-runner-members-").tempdir_in(&dir)?;
     for (k, _) in &blend.weights {
-        let from = scratch.path().join(tag_name(*k));
-        workspace.materialize(workspace.resolve(&tag_name(*k))?, &from)?;
         let to = work.join("members").join(tag_name(*k));
-        fs_err::create_dir_all(&to)?;
-        for name in ["train.py", "inference.py", "model"] {
-            fs_err::rename(from.join(name), to.join(name))?;
-        }
+        workspace.materialize_only(
+            workspace.resolve(&tag_name(*k))?,
+            &to,
+            &["train.py", "inference.py", "model"],
+        )?;
     }
-    drop(scratch);
     fs_err::create_dir_all(work.join("model"))?;
     fs_err::write(work.join("model").join("ensemble.json"), serde_json::to_string_pretty(&spec)?)?;
     GuestDir::open(&work)?.replace("train.py", ENSEMBLE_TRAIN.as_bytes())?;
@@ -219,7 +216,7 @@ pub(super) async fn run(
         }
         Err(why) => (format!("failed at ensemble inference: {why}"), None, None),
     };
-    let model_files = model_files_of(&outcome);
+    let model_files = crate::policy::model_files(&outcome);
     let record = record(status, validation_score, &blend.weights, &acc, sha, model_files, script_seconds);
     Ok(Finished {
         n,

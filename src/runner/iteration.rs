@@ -251,6 +251,7 @@ impl Iteration<'_> {
                     seed: answer.seed,
                     train_rows,
                     validation_rows,
+                    rationale: answer.rationale.clone(),
                 })
                 .map_err(StepFailure::internal)?;
             // Scores on the earlier split do not compare with this one.
@@ -281,7 +282,7 @@ impl Iteration<'_> {
             guest.remove("model").map_err(StepFailure::internal)?;
             acc.train = Some(train.clone());
             let outcome = self.run_script(ScriptKind::Train, &train.script, acc).await?;
-            model_files = model_files_of(&outcome);
+            model_files = crate::policy::model_files(&outcome);
             let problem = if !outcome.success() {
                 Some(outcome.summary())
             } else if model_files.is_empty() {
@@ -311,7 +312,7 @@ impl Iteration<'_> {
             let split = shared.split();
             let problem = if !outcome.success() {
                 Err(outcome.summary())
-            } else if model_files_of(&outcome) != model_files {
+            } else if crate::policy::model_files(&outcome) != model_files {
                 Err("inference.py changed files under model/; it must only read them".to_string())
             } else {
                 read_predictions(&guest, "predictions.csv", &shared.inputs.target, split.truth.len())
@@ -393,19 +394,6 @@ impl Iteration<'_> {
         }
         Ok(outcome)
     }
-}
-
-/// `(path, sha256)` of the model files: under `/work/model/`, and an ensemble's members' under
-/// `/work/members/<member>/model/`; sorted.
-pub(super) fn model_files_of(outcome: &Outcome) -> Vec<(String, String)> {
-    let is_model = |path: &str| {
-        path.starts_with("/work/model/")
-            || path
-                .strip_prefix("/work/members/")
-                .and_then(|rest| rest.split_once('/'))
-                .is_some_and(|(_, inside)| inside.starts_with("model/"))
-    };
-    outcome.files.iter().filter(|f| is_model(&f.path)).map(|f| (f.path.clone(), f.sha256.clone())).collect()
 }
 
 /// A failed script as the agent sees it when asked to fix it.

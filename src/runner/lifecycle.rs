@@ -155,6 +155,7 @@ impl Runner {
             seed: initial.seed,
             train_rows,
             validation_rows,
+            rationale: initial.rationale.clone(),
         })?;
         let pool_labels = pool_labels(dataset, &inputs)?;
         Self::assemble(
@@ -216,6 +217,7 @@ impl Runner {
             pool_labels,
             schemas,
             sandbox_brief,
+            fingerprints: Default::default(),
         });
         let search = &shared.inputs.config.search;
         let policy = Box::new(Greedy { explore: search.explore, debug: search.debug, ..Greedy::default() });

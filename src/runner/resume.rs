@@ -62,12 +62,12 @@ pub fn recover(entries: &[Entry]) -> Recovered {
                     session = Some((*elapsed_before_seconds, began));
                 }
             }
-            Event::SplitMade { split_id, validation_fraction, stratify, seed, .. } => {
+            Event::SplitMade { split_id, validation_fraction, stratify, seed, rationale, .. } => {
                 let split = SplitOutput {
                     validation_fraction: *validation_fraction,
                     stratify: *stratify,
                     seed: *seed,
-                    rationale: "recorded".into(),
+                    rationale: rationale.clone(),
                 };
                 r.split = Some((*split_id, split));
             }
@@ -203,6 +203,7 @@ impl Runner {
                 seed: split_answer.seed,
                 train_rows,
                 validation_rows,
+                rationale: split_answer.rationale.clone(),
             })?;
         }
         let pool_labels = if inputs.target.kind.is_classification() {

@@ -94,3 +94,19 @@ pub fn run_json(mut cmd: Command) -> SandboxRun {
     });
     SandboxRun { outcome, output }
 }
+
+/// The run directory a `run` printed on its first line of stdout.
+pub fn run_dir_of(output: &Output) -> PathBuf {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    PathBuf::from(stdout.lines().next().unwrap_or_else(|| {
+        panic!(
+            "no run directory printed; stderr:
+{}",
+            stderr(output)
+        )
+    }))
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}

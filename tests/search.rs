@@ -1,0 +1,185 @@
+//! The search through the real binary: the solution tree in the journal, deterministic with
+//! parallel iterations, kept by resume and replay; ensembles committed as snapshots that audit
+//! bit for bit and run outside loop-runner; the budget holding with iterations in flight.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{bin, fixtures, run_dir_of, stderr};
+use loop_runner::journal::{self, Event, IterationRecord};
+use loop_runner::search::Operation;
+
+fn records(dir: &Path) -> Vec<IterationRecord> {
+    journal::read(&dir.join("journal.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::IterationFinished { record, .. } => Some(record),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `(iteration, tree hash)` of every commit the journal recorded.
+fn trees(dir: &Path) -> Vec<(u32, String)> {
+    journal::read(&dir.join("journal.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::SnapshotCommitted { iteration, tree, .. } => Some((iteration, tree)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn run(task: &Path, runs: &Path, extra: &[&str]) -> Output {
+    bin().arg("run").arg("--task").arg(task).arg("--runs-dir").arg(runs).args(extra).output().unwrap()
+}
+
+/// What a record says of the node: its place in the tree and what it ran.
+fn shape(r: &IterationRecord) -> (u32, Option<u32>, Operation, String, String, Option<u64>) {
+    let params: Vec<String> = r.hyperparameters.iter().map(|h| format!("{}={}", h.name, h.value)).collect();
+    (
+        r.iteration,
+        r.parent,
+        r.operation,
+        r.family.clone(),
+        params.join(","),
+        r.validation_score.map(f64::to_bits),
+    )
+}
+
+#[test]
+fn two_jobs_give_the_same_tree_for_the_same_seed() {
+    let task = fixtures().join("credit/task.toml");
+    let config = tempfile::tempdir().unwrap();
+    let config_path = config.path().join("c.toml");
+    std::fs::write(&config_path, "[search]\ndrafts = 4\nensemble_every = 4\n").unwrap();
+    let args =
+        ["--iterations", "12", "--jobs", "2", "--seed", "3", "--config", config_path.to_str().unwrap()];
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = run(&task, a.path(), &args);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let second = run(&task, b.path(), &args);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let (da, db) = (run_dir_of(&first), run_dir_of(&second));
+    let (ra, rb) = (records(&da), records(&db));
+    assert_eq!(ra.len(), 12);
+    assert_eq!(ra.iter().map(shape).collect::<Vec<_>>(), rb.iter().map(shape).collect::<Vec<_>>());
+    assert_eq!(trees(&da), trees(&db), "the same snapshots, bit for bit");
+    // Commits in iteration order, whatever order the iterations finished in.
+    let order: Vec<u32> = trees(&da).iter().map(|(i, _)| *i).collect();
+    assert_eq!(order, (1..=12).collect::<Vec<_>>());
+    // A tree, not a list: drafts, then operations on parents, an ensemble among them.
+    assert!(ra[..4].iter().all(|r| r.operation == Operation::Draft && r.parent.is_none()));
+    assert!(ra.iter().any(|r| r.operation == Operation::Improve && r.parent.is_some()));
+    assert!(ra.iter().any(|r| r.operation == Operation::Ensemble));
+    // Iteration n was told of iterations up to n - 2 only (two in flight).
+    let transcript = loop_runner::agent::read_transcript(&da.join("transcript.jsonl")).unwrap();
+    for record in transcript.iter().filter(|r| r.step == "plan") {
+        let history = record.request.context["history"].as_array().unwrap();
+        assert!(
+            history.len() as u32 <= record.iteration.saturating_sub(2).max(1),
+            "iteration {}",
+            record.iteration
+        );
+    }
+    let status = bin().arg("status").arg(&da).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("solution tree:") && text.contains(" improve "), "{text}");
+}
+
+#[test]
+fn the_tree_survives_a_crash_and_a_replay() {
+    let task = fixtures().join("penguins/task.toml");
+    let runs = tempfile::tempdir().unwrap();
+    let crashed = bin()
+        .env("LOOP_RUNNER_FAULT", "journal:60")
+        .args(["run", "--iterations", "10", "--jobs", "2", "--task"])
+        .arg(&task)
+        .arg("--runs-dir")
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    let dir = run_dir_of(&crashed);
+    let before = records(&dir);
+    assert!(!before.is_empty() && before.len() < 10, "{} finished before the crash", before.len());
+    let resumed = bin().arg("resume").arg(&dir).output().unwrap();
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let after = records(&dir);
+    assert_eq!(after.len(), 10);
+    assert_eq!(after[..before.len()], before[..], "finished iterations are kept as they were");
+    assert!(
+        after.iter().skip(7).any(|r| r.operation != Operation::Draft),
+        "the search went on after the drafts"
+    );
+    let replays = tempfile::tempdir().unwrap();
+    let replay = bin().arg("replay").arg(&dir).arg("--runs-dir").arg(replays.path()).output().unwrap();
+    let out = String::from_utf8_lossy(&replay.stdout);
+    assert!(replay.status.success(), "{out}{}", stderr(&replay));
+    assert!(out.contains("replay reproduced all 10 iterations"), "{out}");
+}
+
+#[test]
+fn an_ensemble_is_a_snapshot_that_audits_bit_for_bit_and_runs_outside_loop_runner() {
+    let task = fixtures().join("credit/task.toml");
+    let runs = tempfile::tempdir().unwrap();
+    let config = runs.path().join("c.toml");
+    std::fs::write(&config, "[search]\ndrafts = 3\nensemble_every = 2\n").unwrap();
+    let output =
+        run(&task, runs.path(), &["--iterations", "5", "--jobs", "1", "--config", config.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = run_dir_of(&output);
+    let ensemble = records(&dir)
+        .into_iter()
+        .find(|r| r.operation == Operation::Ensemble && r.succeeded())
+        .expect("an ensemble was made and scored");
+    assert!(ensemble.hyperparameters.len() >= 2, "{:?}", ensemble.hyperparameters);
+    assert!(
+        ensemble.model_files.iter().any(|(p, _)| p.starts_with("/work/members/")),
+        "{:?}",
+        ensemble.model_files
+    );
+    let tag = format!("iter-{:04}", ensemble.iteration);
+    let audit = bin().arg("audit").arg(&dir).arg(&tag).arg("--retrain").output().unwrap();
+    let out = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.status.success(), "{out}");
+    assert!(out.contains("members/") && out.contains("(retrained)"), "{out}");
+    // A plain checkout runs with an ordinary Python: retrain the members, predict.
+    let checkout = tempfile::tempdir().unwrap();
+    let snap = checkout.path().join("s");
+    let o = bin().arg("checkout").arg(&dir).arg(&tag).arg(&snap).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let python = |args: &[&str]| {
+        Command::new("python3").current_dir(&snap).args(args).env("OMP_NUM_THREADS", "1").output().unwrap()
+    };
+    let trained = python(&["train.py"]);
+    assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
+    let predicted = python(&["inference.py", "--input", "input/features.csv", "--output", "out.csv"]);
+    assert!(predicted.status.success(), "{}", String::from_utf8_lossy(&predicted.stderr));
+    let rows = std::fs::read_to_string(snap.join("out.csv")).unwrap().lines().count();
+    let inputs = std::fs::read_to_string(snap.join("input/features.csv")).unwrap().lines().count();
+    assert_eq!(rows, inputs);
+}
+
+#[test]
+fn the_budget_holds_with_iterations_in_flight() {
+    let task = fixtures().join("credit/task.toml");
+    let runs = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let output = run(&task, runs.path(), &["--budget", "25s", "--jobs", "2"]);
+    let took = started.elapsed();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(took < Duration::from_millis(25_500), "a 25 s budget took {took:?}");
+    let dir = run_dir_of(&output);
+    let entries = journal::read(&dir.join("journal.jsonl")).unwrap();
+    let reason = entries.iter().find_map(|e| match &e.event {
+        Event::RunFinished { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(reason.as_deref(), Some("budget spent"));
+}
