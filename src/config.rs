@@ -25,6 +25,12 @@
 //! fix_attempts = 3                      # a failing script goes back to the agent this often
 //! seed = 0
 //!
+//! [validation]
+//! method = "auto"                       # auto | holdout | cv
+//! folds = 5                             # for cv
+//! cv_max_rows = 5000                    # auto: cv up to this many training rows, holdout above
+//! refit = true                          # holdout: retrain the final choice on all training rows
+//!
 //! [sandbox]
 //! kind = "wasi"
 //! script_timeout = "10m"
@@ -131,6 +137,30 @@ pub struct SearchSection {
     pub debug: Option<f64>,
 }
 
+/// How candidates are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationMethod {
+    /// Cross-validation for small pools, a held-out split for large ones.
+    #[default]
+    Auto,
+    Holdout,
+    Cv,
+}
+
+/// `[validation]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSection {
+    pub method: Option<ValidationMethod>,
+    pub folds: Option<u32>,
+    /// With `auto`: cross-validation up to this many training rows.
+    pub cv_max_rows: Option<u64>,
+    /// With a held-out split: retrain the final choice on training and validation rows before
+    /// the test, as its own snapshot.
+    pub refit: Option<bool>,
+}
+
 /// `[sandbox]` as written.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +190,8 @@ pub struct ConfigFile {
     pub sandbox: SandboxSection,
     #[serde(default)]
     pub search: SearchSection,
+    #[serde(default)]
+    pub validation: ValidationSection,
 }
 
 impl ConfigFile {
@@ -210,6 +242,30 @@ pub struct SearchConfig {
     pub debug: f64,
 }
 
+/// Validation settings resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationConfig {
+    pub method: ValidationMethod,
+    pub folds: u32,
+    pub cv_max_rows: u64,
+    pub refit: bool,
+}
+
+/// Pools up to this many rows are cross-validated under `auto` (see README, "Validation").
+pub const CV_MAX_ROWS: u64 = 5000;
+
+impl ValidationConfig {
+    /// The folds to score candidates on, for a pool of `rows` training rows; `None`: a
+    /// held-out split.
+    pub fn folds_for(&self, rows: usize) -> Option<u32> {
+        match self.method {
+            ValidationMethod::Holdout => None,
+            ValidationMethod::Cv => Some(self.folds),
+            ValidationMethod::Auto => (rows as u64 <= self.cv_max_rows).then_some(self.folds),
+        }
+    }
+}
+
 /// Sandbox settings resolved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxConfig {
@@ -233,6 +289,7 @@ pub struct Overrides {
     pub sandbox: Option<SandboxChoice>,
     pub seed: Option<u64>,
     pub jobs: Option<u32>,
+    pub validation: Option<ValidationMethod>,
     /// The machine's cores and available memory, for the default number of jobs.
     pub machine: Option<Machine>,
 }
@@ -260,6 +317,7 @@ pub struct RunConfig {
     pub loop_: LoopConfig,
     pub sandbox: SandboxConfig,
     pub search: SearchConfig,
+    pub validation: ValidationConfig,
 }
 
 impl RunConfig {
@@ -398,7 +456,18 @@ impl RunConfig {
             explore: q.explore.unwrap_or(0.2),
             debug: q.debug.unwrap_or(0.3),
         };
-        Ok(Self { agent, loop_, sandbox, search })
+        let v = &file.validation;
+        let folds = v.folds.unwrap_or(5);
+        if !(2..=20).contains(&folds) {
+            return Err(UserError::setup(format!("config `validation.folds` {folds} is outside 2..=20")));
+        }
+        let validation = ValidationConfig {
+            method: cli.validation.or(v.method).unwrap_or_default(),
+            folds,
+            cv_max_rows: v.cv_max_rows.unwrap_or(CV_MAX_ROWS),
+            refit: v.refit.unwrap_or(true),
+        };
+        Ok(Self { agent, loop_, sandbox, search, validation })
     }
 }
 
@@ -471,6 +540,12 @@ impl RunConfig {
                 explore: Some(self.search.explore),
                 debug: Some(self.search.debug),
             },
+            validation: ValidationSection {
+                method: Some(self.validation.method),
+                folds: Some(self.validation.folds),
+                cv_max_rows: Some(self.validation.cv_max_rows),
+                refit: Some(self.validation.refit),
+            },
         }
     }
 }
@@ -517,7 +592,7 @@ mod tests {
     #[test]
     fn a_config_survives_the_round_trip_through_a_file() {
         let file: ConfigFile = toml::from_str(
-            "[agent]\nbackend = \"openai\"\nmodel = \"m\"\ntemperature = 0.5\nspend_cap_usd = 2.0\n[agent.prices.m]\ninput_per_million = 1.0\noutput_per_million = 2.0\n[loop]\nsplit_iterations = 3\n[sandbox]\nscript_timeout = \"90s\"\n",
+            "[agent]\nbackend = \"openai\"\nmodel = \"m\"\ntemperature = 0.5\nspend_cap_usd = 2.0\n[agent.prices.m]\ninput_per_million = 1.0\noutput_per_million = 2.0\n[loop]\nsplit_iterations = 3\n[sandbox]\nscript_timeout = \"90s\"\n[validation]\nmethod = \"cv\"\nfolds = 3\nrefit = true\n",
         )
         .unwrap();
         let config = RunConfig::resolve(&file, &Overrides { seed: Some(9), ..Default::default() }).unwrap();
@@ -558,6 +633,21 @@ mod tests {
         assert_eq!(RunConfig::resolve(&ConfigFile::default(), &cli).unwrap().loop_.jobs, 2);
         let file: ConfigFile = toml::from_str("[loop]\njobs = 1\n").unwrap();
         assert_eq!(RunConfig::resolve(&file, &cli).unwrap().loop_.jobs, 1, "the file wins over the machine");
+    }
+
+    #[test]
+    fn validation_follows_the_pool_size_under_auto() {
+        let config = RunConfig::resolve(&ConfigFile::default(), &Overrides::default()).unwrap();
+        assert_eq!(config.validation.folds_for(CV_MAX_ROWS as usize), Some(5));
+        assert_eq!(config.validation.folds_for(CV_MAX_ROWS as usize + 1), None);
+        let file: ConfigFile = toml::from_str("[validation]\nmethod = \"cv\"\nfolds = 3\n").unwrap();
+        let cv = RunConfig::resolve(&file, &Overrides::default()).unwrap();
+        assert_eq!(cv.validation.folds_for(1_000_000), Some(3));
+        let cli = Overrides { validation: Some(ValidationMethod::Holdout), ..Default::default() };
+        assert_eq!(RunConfig::resolve(&file, &cli).unwrap().validation.folds_for(10), None);
+        let bad: ConfigFile = toml::from_str("[validation]\nfolds = 1\n").unwrap();
+        let err = RunConfig::resolve(&bad, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("validation.folds"), "{err}");
     }
 
     #[test]

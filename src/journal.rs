@@ -61,6 +61,9 @@ pub enum Event {
         /// Why the split is as it is (prompts quote it; resume and replay restore it).
         #[serde(default, skip_serializing_if = "String::is_empty")]
         rationale: String,
+        /// Cross-validation folds (absent: a held-out split).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        folds: Option<u32>,
     },
     IterationStarted {
         iteration: u32,
@@ -126,8 +129,12 @@ pub enum Event {
         reason: String,
         best_iteration: Option<u32>,
         validation_score: Option<f64>,
+        /// The final model's test score (the refit's, when there is one).
         test_score: Option<f64>,
         wall_seconds: f64,
+        /// The refit that is the final model (absent: the best iteration is).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        final_iteration: Option<u32>,
     },
 }
 

@@ -16,6 +16,7 @@ pub mod data;
 pub mod env;
 pub mod error;
 pub mod exit_code;
+pub mod folds;
 pub mod fsx;
 pub mod guest_fs;
 pub mod journal;

@@ -1,6 +1,7 @@
 //! Reading a script's `predictions.csv` and scoring it against labels only the runner holds.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 
 use crate::data::{TargetInfo, canonical_label, labels, numeric_values, read_csv_bytes, read_table};
@@ -28,6 +29,14 @@ impl Truth {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The rows in `range`.
+    pub fn slice(&self, range: Range<usize>) -> Self {
+        match self {
+            Truth::Classes(v) => Truth::Classes(v[range].to_vec()),
+            Truth::Values(v) => Truth::Values(v[range].to_vec()),
+        }
     }
 
     /// Reads the target column of a labelled CSV.
@@ -68,6 +77,57 @@ pub enum Predicted {
 }
 
 impl Predicted {
+    pub fn len(&self) -> usize {
+        match self {
+            Predicted::Values(v) => v.len(),
+            Predicted::Classes { labels, .. } => labels.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rows in `range`.
+    pub fn slice(&self, range: Range<usize>) -> Self {
+        match self {
+            Predicted::Values(v) => Predicted::Values(v[range].to_vec()),
+            Predicted::Classes { labels, probabilities } => Predicted::Classes {
+                labels: labels[range.clone()].to_vec(),
+                probabilities: probabilities
+                    .iter()
+                    .map(|(c, p)| (c.clone(), p[range.clone()].to_vec()))
+                    .collect(),
+            },
+        }
+    }
+
+    /// The parts one after the other (the out-of-fold predictions from each fold's). `None` if
+    /// they do not fit together: values with classes, or different probability columns.
+    pub fn concat(parts: Vec<Predicted>) -> Option<Self> {
+        let mut parts = parts.into_iter();
+        let mut out = parts.next()?;
+        for part in parts {
+            match (&mut out, part) {
+                (Predicted::Values(a), Predicted::Values(b)) => a.extend(b),
+                (
+                    Predicted::Classes { labels, probabilities },
+                    Predicted::Classes { labels: more, probabilities: more_p },
+                ) => {
+                    if !probabilities.keys().eq(more_p.keys()) {
+                        return None;
+                    }
+                    labels.extend(more);
+                    for (class, values) in more_p {
+                        probabilities.get_mut(&class)?.extend(values);
+                    }
+                }
+                _ => return None,
+            }
+        }
+        Some(out)
+    }
+
     /// Rows × classes probabilities in the order of `classes`, for blending: a class without a
     /// probability column gets 1 where it is the predicted label, else 0.
     pub fn probability_rows(&self, classes: &[String]) -> Vec<Vec<f64>> {
@@ -100,10 +160,24 @@ pub fn read_predictions(
     target: &TargetInfo,
     rows: usize,
 ) -> Result<Predicted, String> {
-    let bytes = dir.read(rel, MAX_PREDICTIONS_BYTES).map_err(|e| match e {
+    parse_predictions(read_prediction_bytes(dir, rel)?, rel, target, rows)
+}
+
+/// The bytes of the predictions file `rel` in `dir` (bounded, no link followed).
+pub fn read_prediction_bytes(dir: &GuestDir, rel: &str) -> Result<Vec<u8>, String> {
+    dir.read(rel, MAX_PREDICTIONS_BYTES).map_err(|e| match e {
         GuestFileError::Missing(_) => format!("the script wrote no predictions file (`{rel}`)"),
         other => format!("the predictions file was not read: {other}"),
-    })?;
+    })
+}
+
+/// Parses a predictions file's bytes (named `rel` in messages) for `rows` input rows.
+pub fn parse_predictions(
+    bytes: Vec<u8>,
+    rel: &str,
+    target: &TargetInfo,
+    rows: usize,
+) -> Result<Predicted, String> {
     let df = read_csv_bytes(bytes, rel)?;
     if df.height() != rows {
         return Err(format!(
@@ -180,6 +254,29 @@ pub fn score_predicted(predicted: &Predicted, target: &TargetInfo, truth: &Truth
         }
         _ => Err("the predictions do not fit the task (values for classes, or classes for values)".into()),
     }
+}
+
+/// Scores out-of-fold predictions: each fold on its own rows (`folds`, ranges of `truth` in
+/// fold order), the score their mean. With one range or none this is [`score_predicted`].
+pub fn score_folds(
+    predicted: &Predicted,
+    target: &TargetInfo,
+    truth: &Truth,
+    folds: &[Range<usize>],
+) -> Result<Scored, String> {
+    if folds.len() <= 1 {
+        return score_predicted(predicted, target, truth);
+    }
+    let mut scores = Vec::with_capacity(folds.len());
+    for (i, range) in folds.iter().enumerate() {
+        let s = score_predicted(&predicted.slice(range.clone()), target, &truth.slice(range.clone()))
+            .map_err(|e| format!("fold {} of {}: {e}", i + 1, folds.len()))?;
+        scores.push(s.score);
+    }
+    let score = scores.iter().sum::<f64>() / scores.len() as f64;
+    let pooled = score_predicted(predicted, target, truth).map(|s| s.details).unwrap_or_default();
+    let each: Vec<String> = scores.iter().map(|s| format!("{s:.4}")).collect();
+    Ok(Scored { score, details: format!("mean of {} folds ({})\n{pooled}", folds.len(), each.join(", ")) })
 }
 
 /// Reads and scores the predictions file `rel` that a script left in `dir`.
@@ -278,6 +375,28 @@ mod tests {
         std::os::unix::fs::symlink(host.path().join("secret.csv"), dir.path().join("link.csv")).unwrap();
         let err = score(&guest, "link.csv", &t, &truth).unwrap_err();
         assert!(err.contains("symbolic link") && !err.contains("proba_a,proba_b"), "{err}");
+    }
+
+    #[test]
+    fn a_cv_score_is_the_mean_of_the_folds() {
+        let t = target(TaskKind::Regression, Metric::Mae);
+        let truth = Truth::Values(vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+        let predicted = Predicted::concat(vec![
+            Predicted::Values(vec![1.0, 3.0]),
+            Predicted::Values(vec![3.0, 4.0, 8.0]),
+        ])
+        .unwrap();
+        let s = score_folds(&predicted, &t, &truth, &[0..2, 2..5]).unwrap();
+        // Fold 1: MAE 0.5; fold 2: MAE 1.0; pooled would be 0.8.
+        assert!((s.score - 0.75).abs() < 1e-12, "{}", s.score);
+        assert!(s.details.starts_with("mean of 2 folds (0.5000, 1.0000)"), "{}", s.details);
+        let one = score_folds(&predicted, &t, &truth, std::slice::from_ref(&(0..5))).unwrap();
+        assert!((one.score - 0.8).abs() < 1e-12);
+        assert!(Predicted::concat(vec![Predicted::Values(vec![1.0]), probs_only()]).is_none());
+    }
+
+    fn probs_only() -> Predicted {
+        Predicted::Classes { labels: vec!["a".into()], probabilities: BTreeMap::new() }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::llm::{Behaviour, Server};
 use common::scripted::{PENGUINS_INFER, PENGUINS_TRAIN, answer, step_of};
-use common::{BACKENDS, bin, fixtures, run_dir_of, stderr};
+use common::{BACKENDS, bin, fixtures, records, run_dir_of, stderr};
 use loop_runner::journal::{self, Event};
 use serde_json::{Value, json};
 
@@ -20,8 +20,8 @@ fn summary(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("report/summary.json")).unwrap()).unwrap()
 }
 
-/// `loop-runner run` with the scripted server on `backend`, one iteration unless `extra` says
-/// otherwise.
+/// `loop-runner run` with the scripted server on `backend`, one iteration on a held-out split
+/// unless `extra` says otherwise.
 fn run_loop(backend: &str, server: &Server, task: &Path, runs: &Path, extra: &[&str]) -> Command {
     let mut cmd = bin();
     cmd.args(["run", "--agent", "openai", "--base-url", &server.base_url(), "--sandbox", backend, "--task"])
@@ -31,6 +31,11 @@ fn run_loop(backend: &str, server: &Server, task: &Path, runs: &Path, extra: &[&
         .args(extra);
     if !extra.contains(&"--iterations") && !extra.contains(&"--budget") {
         cmd.args(["--iterations", "1"]);
+    }
+    // Scripts that fail once and then succeed rely on the fix loop, which a held-out split
+    // gives every script run; cross-validation has its own test.
+    if !extra.contains(&"--validation") {
+        cmd.args(["--validation", "holdout"]);
     }
     cmd
 }
@@ -236,14 +241,7 @@ fn a_scored_model_is_kept_when_its_analysis_fails() {
     let s = summary(&dir);
     assert_eq!(s["best_iteration"], 1);
     assert!(s["test_score"].as_f64().is_some());
-    let record = journal::read(&dir.join("journal.jsonl"))
-        .unwrap()
-        .into_iter()
-        .find_map(|e| match e.event {
-            Event::IterationFinished { record, .. } => Some(record),
-            _ => None,
-        })
-        .unwrap();
+    let record = records(&dir).remove(0);
     assert_eq!(record.status, "succeeded");
     assert!(record.analysis_error.as_deref().unwrap_or_default().contains("no valid answer"), "{record:?}");
 }
@@ -332,14 +330,7 @@ fn the_record_names_the_model_that_actually_ran() {
         run_loop("wasi", &server, &fixtures().join("penguins/task.toml"), runs.path(), &[]).output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let dir = run_dir_of(&output);
-    let record = journal::read(&dir.join("journal.jsonl"))
-        .unwrap()
-        .into_iter()
-        .find_map(|e| match e.event {
-            Event::IterationFinished { record, .. } => Some(record),
-            _ => None,
-        })
-        .unwrap();
+    let record = records(&dir).remove(0);
     assert_eq!(record.family, "random_forest");
     assert_eq!(record.hyperparameters[0].name, "n_estimators");
 }
@@ -659,4 +650,68 @@ fn waived_sandbox_layers_are_named_in_the_summary_and_the_report() {
     );
     let report = std::fs::read_to_string(dir.join("report/REPORT.md")).unwrap();
     assert!(report.contains("Sandbox protections that were off") && report.contains("fork bomb"), "{report}");
+}
+
+/// Writes the labels of every row in data/train.csv, keyed by the rest of the row, to `paths`.
+const STASH_LABELS: &str = r#"import os
+import pandas as pd
+df = pd.read_csv("data/train.csv")
+y = df.pop("species")
+keys = df.apply(lambda r: ",".join(map(str, r)), axis=1)
+for path in ["stash.csv", "model/stash.csv", "/tmp/stash.csv"]:
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        pd.DataFrame({"key": keys, "label": y}).to_csv(path, index=False, mode="a", header=not os.path.exists(path))
+    except OSError:
+        pass
+"#;
+
+/// Predicts from any stash it finds, else a constant class.
+const PREDICT_FROM_STASH: &str = r#"import argparse, os
+import pandas as pd
+p = argparse.ArgumentParser(); p.add_argument("--input"); p.add_argument("--output"); a = p.parse_args()
+X = pd.read_csv(a.input)
+keys = X.apply(lambda r: ",".join(map(str, r)), axis=1)
+known = {}
+for path in ["stash.csv", "model/stash.csv", "/tmp/stash.csv", "../stash.csv", "../../work/stash.csv"]:
+    try:
+        s = pd.read_csv(path)
+        known.update(zip(s["key"], s["label"]))
+    except (OSError, ValueError):
+        pass
+pred = [known.get(k, "Adelie") for k in keys]
+out = pd.DataFrame({"prediction": pred})
+for c in ["Adelie", "Chinstrap", "Gentoo"]:
+    out["proba_" + c] = [1.0 if p == c else 0.0 for p in pred]
+out.to_csv(a.output, index=False)
+"#;
+
+#[test]
+fn labels_stashed_by_one_script_never_reach_a_folds_inference() {
+    for backend in BACKENDS {
+        // explore.py sees every training row; it and train.py stash the labels wherever they can
+        // write; inference.py predicts from any stash it can read, else the commonest class.
+        let train = format!("{STASH_LABELS}\nopen('model/done', 'w').write('1')\n");
+        let server = Server::start(vec![]);
+        server.set_fallback(Behaviour::Compute(Box::new(move |req| {
+            if step_of(req) == "explore" {
+                return json!({"notes": "stashed", "script": STASH_LABELS}).to_string();
+            }
+            answer(req, &train, PREDICT_FROM_STASH)
+        })));
+        let runs = tempfile::tempdir().unwrap();
+        let task = fixtures().join("penguins/task.toml");
+        let output =
+            run_loop(backend, &server, &task, runs.path(), &["--validation", "cv"]).output().unwrap();
+        assert!(output.status.success(), "{backend}: {}", stderr(&output));
+        let dir = run_dir_of(&output);
+        let record = records(&dir).remove(0);
+        // The commonest class's share, as predicting it everywhere scores.
+        let score = record.validation_score.unwrap_or_else(|| panic!("{backend}: {record:?}"));
+        assert!(score < 0.5, "{backend}: a fold's inference read stashed labels (accuracy {score})");
+        assert!(
+            dir.join("iterations/iter-0001/work/stash.csv").exists(),
+            "{backend}: the stash was not made: the test no longer makes the point"
+        );
+    }
 }

@@ -127,7 +127,13 @@ fn prompts_stay_bounded_however_long_the_run() {
         .filter_map(|r| Some((r.iteration, r.reply.as_ref()?.usage.prompt_tokens)))
         .collect();
     let at = |i: u32| plan_tokens.iter().find(|(n, _)| *n == i).map(|(_, t)| *t).unwrap();
-    eprintln!("plan prompt tokens at iterations 1, 10, 50: {}, {}, {}", at(1), at(10), at(50));
+    eprintln!(
+        "plan prompt tokens at iterations 1, 10, 50: {}, {}, {}; {} requests for 50 iterations",
+        at(1),
+        at(10),
+        at(50),
+        records.len()
+    );
     for (i, tokens) in &plan_tokens {
         assert!(*tokens <= 3072 - 1024, "iteration {i}: {tokens} prompt tokens for a 3072-token model");
     }

@@ -62,6 +62,8 @@ fn context() -> StepContext {
         findings: vec!["iteration 1: 275 rows, 7 features".into()],
         split: None,
         split_open: false,
+        cv_folds: None,
+        pending: vec![],
         current: Default::default(),
         failure: None,
         validation: None,
@@ -211,6 +213,9 @@ fn report_markdown_and_plot() {
         step_seconds: vec![],
         analysis_error: None,
     };
+    let mut refit = record(4, "logistic_regression", None, "succeeded");
+    refit.operation = Operation::Refit;
+    refit.parent = Some(3);
     let data = ReportData {
         run_id: "penguins-20261123-000000".into(),
         task: "penguins".into(),
@@ -226,11 +231,14 @@ fn report_markdown_and_plot() {
             record(1, "hist_gradient_boosting", Some(0.96), "succeeded"),
             record(2, "svm", None, "failed at train: exit 1"),
             record(3, "logistic_regression", Some(0.98), "succeeded"),
+            refit,
         ],
         best_iteration: Some(3),
         validation_score: Some(0.98),
-        test_score: Some(0.9710),
+        test_score: Some(0.9739),
         test_detail: String::new(),
+        final_iteration: Some(4),
+        test_scores: BTreeMap::from([(3, Some(0.9710)), (4, Some(0.9739))]),
         finished: Some("budget spent".into()),
         wall_seconds: 291.0,
         steps: BTreeMap::from([(

@@ -8,20 +8,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{bin, fixtures, run_dir_of, stderr};
+use common::{bin, fixtures, records, run_dir_of, stderr};
 use loop_runner::journal::{self, Event, IterationRecord};
 use loop_runner::search::Operation;
-
-fn records(dir: &Path) -> Vec<IterationRecord> {
-    journal::read(&dir.join("journal.jsonl"))
-        .unwrap()
-        .into_iter()
-        .filter_map(|e| match e.event {
-            Event::IterationFinished { record, .. } => Some(record),
-            _ => None,
-        })
-        .collect()
-}
 
 /// `(iteration, tree hash)` of every commit the journal recorded.
 fn trees(dir: &Path) -> Vec<(u32, String)> {
@@ -182,4 +171,104 @@ fn the_budget_holds_with_iterations_in_flight() {
         _ => None,
     });
     assert_eq!(reason.as_deref(), Some("budget spent"));
+}
+
+/// Every line of a CSV file but the header.
+fn rows(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap().lines().skip(1).map(str::to_string).collect()
+}
+
+#[test]
+fn cross_validation_scores_the_mean_of_the_folds_on_rows_the_model_never_saw() {
+    let task = fixtures().join("penguins/task.toml");
+    let runs = tempfile::tempdir().unwrap();
+    let output = run(&task, runs.path(), &["--iterations", "3", "--jobs", "1", "--validation", "cv"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = run_dir_of(&output);
+    let entries = journal::read(&dir.join("journal.jsonl")).unwrap();
+    let folds = entries.iter().find_map(|e| match &e.event {
+        Event::SplitMade { folds, .. } => Some(*folds),
+        _ => None,
+    });
+    assert_eq!(folds, Some(Some(5)));
+    // The labels, keyed by the rest of the row, from the pool of training rows.
+    let pool = std::fs::read_to_string(dir.join("holdout/pool.csv")).unwrap();
+    let header: Vec<&str> = pool.lines().next().unwrap().split(',').collect();
+    let target = header.iter().position(|c| *c == "species").unwrap();
+    let mut label_of = std::collections::HashMap::new();
+    for line in pool.lines().skip(1) {
+        let mut fields: Vec<&str> = line.split(',').collect();
+        let label = fields.remove(target).to_string();
+        label_of.entry(fields.join(",")).or_insert_with(Vec::new).push(label);
+    }
+    let record = records(&dir).into_iter().find(|r| r.iteration == 1).unwrap();
+    let mut accuracies = Vec::new();
+    let mut seen = 0;
+    for f in 1..=5 {
+        let fold = dir.join(format!("folds/split-1/fold-{f}"));
+        let features = rows(&fold.join("input/features.csv"));
+        let predicted = rows(&dir.join(format!("iterations/iter-0001/out-of-fold/fold-{f}.csv")));
+        assert_eq!(features.len(), predicted.len());
+        // The fold's rows are not among the rows its model was trained on.
+        let trained: std::collections::HashSet<String> = rows(&fold.join("data/train.csv"))
+            .into_iter()
+            .map(|l| {
+                let mut fields: Vec<&str> = l.split(',').collect();
+                fields.remove(target);
+                fields.join(",")
+            })
+            .collect();
+        assert!(features.iter().all(|row| !trained.contains(row)), "fold {f} was trained on its own rows");
+        let right = features
+            .iter()
+            .zip(&predicted)
+            .filter(|(row, p)| label_of[*row].contains(&p.split(',').next().unwrap().to_string()))
+            .count();
+        accuracies.push(right as f64 / features.len() as f64);
+        seen += features.len();
+    }
+    assert_eq!(seen, pool.lines().count() - 1, "every pool row is predicted once");
+    let mean = accuracies.iter().sum::<f64>() / 5.0;
+    let score = record.validation_score.unwrap();
+    assert!((score - mean).abs() < 1e-12, "recorded {score}, the folds give {mean} ({accuracies:?})");
+    for tag in ["iter-0001", "iter-0003"] {
+        let audit = bin().arg("audit").arg(&dir).arg(tag).output().unwrap();
+        let out = String::from_utf8_lossy(&audit.stdout);
+        assert!(audit.status.success(), "{tag}: {out}{}", stderr(&audit));
+    }
+}
+
+#[test]
+fn a_refit_retrains_the_choice_on_every_training_row_and_audits() {
+    let task = fixtures().join("credit/task.toml");
+    let runs = tempfile::tempdir().unwrap();
+    let config = runs.path().join("c.toml");
+    std::fs::write(&config, "[validation]\nmethod = \"holdout\"\nrefit = true\n").unwrap();
+    let output =
+        run(&task, runs.path(), &["--iterations", "3", "--jobs", "1", "--config", config.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = run_dir_of(&output);
+    let all = records(&dir);
+    let refit = all.last().unwrap();
+    assert_eq!(refit.operation, Operation::Refit);
+    assert_eq!(refit.iteration, 4);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report/summary.json")).unwrap()).unwrap();
+    let best = summary["best_iteration"].as_u64().unwrap() as u32;
+    assert_eq!(refit.parent, Some(best));
+    assert_eq!(summary["final_iteration"], 4);
+    assert!(summary["test_score"].as_f64().is_some() && summary["selected_test_score"].as_f64().is_some());
+    // Trained on the pool: the training rows and the validation rows together.
+    let snap = tempfile::tempdir().unwrap();
+    let checkout = snap.path().join("s");
+    let o = bin().arg("checkout").arg(&dir).arg("iter-0004").arg(&checkout).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pool = rows(&dir.join("holdout/pool.csv"));
+    let trained = rows(&checkout.join("data/train.csv"));
+    assert_eq!(trained.len(), pool.len());
+    let parent = rows(&dir.join("data/train.csv"));
+    assert!(parent.len() < pool.len());
+    let audit = bin().arg("audit").arg(&dir).arg("iter-0004").output().unwrap();
+    let out = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.status.success(), "{out}{}", stderr(&audit));
 }

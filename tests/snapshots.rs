@@ -9,13 +9,14 @@ use std::sync::OnceLock;
 
 use common::{bin, fixtures};
 
-/// One finished run shared by the tests that only read it; tests that tamper copy it first.
+/// One finished run on a held-out split (its snapshots carry their validation predictions), shared
+/// by the tests that only read it; tests that tamper copy it first.
 fn shared_run() -> &'static Path {
     static RUN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &RUN.get_or_init(|| {
         let runs = tempfile::tempdir().unwrap();
         let output = bin()
-            .args(["run", "--iterations", "3", "--task"])
+            .args(["run", "--iterations", "3", "--validation", "holdout", "--task"])
             .arg(fixtures().join("penguins/task.toml"))
             .arg("--runs-dir")
             .arg(runs.path())
@@ -106,7 +107,8 @@ fn replay_reproduces_every_snapshot_and_names_a_divergence() {
     let replays = tempfile::tempdir().unwrap();
     let o = bin().arg("replay").arg(shared_run()).arg("--runs-dir").arg(replays.path()).output().unwrap();
     assert!(o.status.success(), "{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
-    assert!(stdout(&o).contains("replay reproduced all 3 iterations"), "{}", stdout(&o));
+    // Three iterations and the refit of the best.
+    assert!(stdout(&o).contains("replay reproduced all 4 iterations"), "{}", stdout(&o));
 
     // A run whose recorded inputs no longer produce the recorded requests.
     let (_keep, run) = copy_of_run();

@@ -370,9 +370,14 @@ pub fn choose(context: &StepContext) -> Config {
         return config;
     }
     // A draft (or an operation whose parent the built-in agent cannot build on): the next
-    // portfolio entry that fits the time left, else any untried point.
+    // portfolio entry that fits the time left, else any untried point. Drafts running alongside
+    // took the entries before it.
     let drafts: Vec<Config> = portfolio(regression, rows).into_iter().filter(|c| fresh(c)).collect();
-    if let Some(c) = drafts.iter().find(|c| timing.fits(c)).or(drafts.first()) {
+    let taken = context.pending.iter().filter(|p| p.operation == Operation::Draft).count();
+    let fitting: Vec<&Config> = drafts.iter().filter(|c| timing.fits(c)).collect();
+    let pick =
+        fitting.get(taken).copied().or(drafts.get(taken)).or(fitting.first().copied()).or(drafts.first());
+    if let Some(c) = pick {
         return c.clone();
     }
     let names = families(regression, rows);

@@ -91,6 +91,10 @@ pub struct RunArgs {
     /// Where run directories are created.
     #[arg(long, value_name = "DIR", default_value = "runs")]
     pub runs_dir: PathBuf,
+    /// How candidates are scored: k-fold cross-validation, a held-out split, or auto
+    /// (cross-validation for small data) [default: the config file's, else auto].
+    #[arg(long, value_enum)]
+    pub validation: Option<ValidationArg>,
     /// Agent backend [default: builtin, or the config file's].
     #[arg(long, value_enum)]
     pub agent: Option<AgentArg>,
@@ -118,6 +122,23 @@ pub enum AgentArg {
     Builtin,
     Openai,
     Replay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ValidationArg {
+    Auto,
+    Holdout,
+    Cv,
+}
+
+impl ValidationArg {
+    pub fn method(self) -> crate::config::ValidationMethod {
+        match self {
+            ValidationArg::Auto => crate::config::ValidationMethod::Auto,
+            ValidationArg::Holdout => crate::config::ValidationMethod::Holdout,
+            ValidationArg::Cv => crate::config::ValidationMethod::Cv,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -348,6 +369,15 @@ pub struct BenchQualityArgs {
     pub references: PathBuf,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Iterations at once [default: as for `run`].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+    /// How candidates are scored [default: as for `run`].
+    #[arg(long, value_enum)]
+    pub validation: Option<ValidationArg>,
+    /// A configuration file for every run (search, validation, sandbox settings).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -98,13 +98,25 @@ pub fn quality(ctx: &Context, args: &super::args::BenchQualityArgs) -> anyhow::R
         WasiSandbox::open(&ctx.home, WasiOptions::default(), &CompileProgress::new(ctx.printer))
             .context("opening the WASI sandbox")?,
     );
+    let file = match &args.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    let machine = super::run_cmd::machine();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut rows = Vec::new();
     for path in &tasks {
         let task = Task::load(path)?;
         let dataset = Dataset::prepare(&task)?;
-        let overrides = Overrides { seed: args.seed, ..Default::default() };
-        let config = RunConfig::resolve(&ConfigFile::default(), &overrides)?;
+        let overrides = Overrides {
+            seed: args.seed,
+            jobs: args.jobs,
+            validation: args.validation.map(super::args::ValidationArg::method),
+            machine: Some(machine),
+            ..Default::default()
+        };
+        let config = RunConfig::resolve(&file, &overrides)?;
+        let (jobs, validation) = (config.loop_.jobs, config.validation.clone());
         ctx.printer.status(&format!(
             "{}: {} for {:.0} s",
             task.name,
@@ -122,7 +134,7 @@ pub fn quality(ctx: &Context, args: &super::args::BenchQualityArgs) -> anyhow::R
             started: std::time::Instant::now(),
             decisions: None,
         };
-        let summary = runtime.block_on(async {
+        let (summary, dir) = runtime.block_on(async {
             let mut runner = Runner::create(
                 &args.runs_dir,
                 &dataset,
@@ -133,32 +145,48 @@ pub fn quality(ctx: &Context, args: &super::args::BenchQualityArgs) -> anyhow::R
                 Arc::new(Silent),
                 tokio_util::sync::CancellationToken::new(),
             )?;
-            runner.run().await
+            let dir = runner.dir.clone();
+            anyhow::Ok((runner.run().await?, dir))
         })?;
         let refs = references.get(&summary.task).cloned().unwrap_or_default();
-        rows.push((summary, refs));
+        let report = crate::report::ReportData::load(&dir)?;
+        let folds = validation.folds_for(dataset.pool.height());
+        rows.push((summary, refs, report.runner_seconds, jobs, folds));
     }
     runtime.shutdown_background();
     let score = |s: Option<f64>| s.map_or("—".to_string(), |s| format!("{s:.4}"));
     println!(
-        "{:<14} {:<9} {:>10} {:>10} {:>11} {:>10} {:>6} {:>8}",
-        "task", "metric", "validation", "test", "hgb default", "flaml 60s", "iters", "wall (s)"
+        "{:<14} {:<9} {:<9} {:>10} {:>10} {:>11} {:>10} {:>10} {:>6} {:>10} {:>8}",
+        "task",
+        "metric",
+        "scored by",
+        "validation",
+        "test",
+        "hgb default",
+        "flaml 60s",
+        "autogluon",
+        "iters",
+        "runner ms",
+        "wall (s)"
     );
-    for (s, refs) in &rows {
+    for (s, refs, runner, jobs, folds) in &rows {
         println!(
-            "{:<14} {:<9} {:>10} {:>10} {:>11} {:>10} {:>6} {:>8.0}",
+            "{:<14} {:<9} {:<9} {:>10} {:>10} {:>11} {:>10} {:>10} {:>6} {:>10} {:>8.0}",
             s.task,
             s.metric,
+            folds.map_or("holdout".to_string(), |k| format!("{k}-fold")),
             score(s.validation_score),
             score(s.test_score),
             score(refs.get("hgb_default").copied()),
             score(refs.get("flaml_60s").copied()),
-            s.iterations,
+            score(refs.get("autogluon_60s").copied()),
+            format!("{}×{jobs}", s.iterations),
+            runner.map_or("—".into(), |r| format!("{:.0}", r * 1000.0)),
             s.wall_seconds
         );
     }
     println!(
-        "built-in agent, WASI sandbox, budget {:.0} s per task; runs in `{}`",
+        "built-in agent, WASI sandbox, budget {:.0} s per task; iters×jobs; runner ms: the runner's own time per iteration (median); test: the final model's; runs in `{}`",
         args.budget.as_secs_f64(),
         args.runs_dir.display()
     );

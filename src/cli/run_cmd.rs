@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use super::args::{AgentArg, RunArgs, SandboxArg};
+use super::args::{AgentArg, RunArgs, SandboxArg, ValidationArg};
 use super::dispatch::Context;
 use super::printer::{CompileProgress, Printer};
 use super::progress::CliReporter;
@@ -163,6 +163,7 @@ fn resolve_config(args: &RunArgs, task_path: &Path) -> anyhow::Result<RunConfig>
         model: args.model.clone(),
         max_iterations: args.iterations,
         jobs: args.jobs,
+        validation: args.validation.map(ValidationArg::method),
         machine: Some(machine()),
         sandbox: args.backend.sandbox.map(|s| match s {
             SandboxArg::Wasi => SandboxChoice::Wasi,
@@ -174,7 +175,7 @@ fn resolve_config(args: &RunArgs, task_path: &Path) -> anyhow::Result<RunConfig>
 }
 
 /// This machine's cores and available memory (`MemAvailable` of /proc/meminfo).
-fn machine() -> crate::config::Machine {
+pub(super) fn machine() -> crate::config::Machine {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let memory_available = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -255,15 +256,25 @@ fn print_summary(printer: Printer, dir: &Path, summary: &Summary) {
         printer.status(&format!("sandbox protection that was off: {waived}"));
     }
     let score = |s: Option<f64>| s.map_or("—".to_string(), |s| format!("{s:.4}"));
+    let refit = match (summary.final_iteration, summary.best_iteration) {
+        (Some(f), Some(b)) if f != b => format!(
+            "\nfinal model: iteration {f}, iteration {b} trained on every training row: test {} {} (as selected: {})",
+            summary.metric,
+            score(summary.test_score),
+            score(summary.selected_test_score)
+        ),
+        _ => String::new(),
+    };
+    let best_test = if refit.is_empty() { summary.test_score } else { summary.selected_test_score };
     printer.status(&format!(
-        "done: {} iterations in {:.0} s; best iteration {}: validation {} {}, test {} {}\nreport: {}",
+        "done: {} iterations in {:.0} s; best iteration {}: validation {} {}, test {} {}{refit}\nreport: {}",
         summary.iterations,
         summary.wall_seconds,
         summary.best_iteration.map_or("—".into(), |i| i.to_string()),
         summary.metric,
         score(summary.validation_score),
         summary.metric,
-        score(summary.test_score),
+        score(best_test),
         dir.join("report").join("REPORT.md").display()
     ));
 }

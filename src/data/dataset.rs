@@ -23,6 +23,20 @@ pub struct TargetInfo {
     pub positive: Option<String>,
 }
 
+#[cfg(test)]
+impl TargetInfo {
+    /// Column `y`, binary between `a` and `b` (positive), scored by AUC.
+    pub fn binary_ab() -> Self {
+        Self {
+            column: "y".into(),
+            kind: TaskKind::Binary,
+            metric: Metric::RocAuc,
+            classes: vec!["a".into(), "b".into()],
+            positive: Some("b".into()),
+        }
+    }
+}
+
 /// Loaded and checked data.
 #[derive(Debug, Clone)]
 pub struct Dataset {

@@ -15,4 +15,4 @@ pub use load::{read_csv_bytes, read_table, write_csv};
 pub use profile::{
     ColumnKind, ColumnProfile, Profile, TargetProfile, canonical_label, labels, numeric_values,
 };
-pub use split::{Split, split};
+pub use split::{Split, folds, split};

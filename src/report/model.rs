@@ -14,7 +14,14 @@ pub struct Summary {
     pub metric: String,
     pub best_iteration: Option<u32>,
     pub validation_score: Option<f64>,
+    /// The final model's test score: the refit's when there is one, else the best iteration's.
     pub test_score: Option<f64>,
+    /// The final model: a refit of the best iteration, or the best iteration itself.
+    #[serde(default)]
+    pub final_iteration: Option<u32>,
+    /// With a refit: the best iteration's own test score, for comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_test_score: Option<f64>,
     pub iterations: u32,
     pub wall_seconds: f64,
     pub agent: String,
@@ -65,8 +72,15 @@ pub struct ReportData {
     pub iterations: Vec<IterationRecord>,
     pub best_iteration: Option<u32>,
     pub validation_score: Option<f64>,
+    /// The final model's test score (see [`Summary::test_score`]).
     pub test_score: Option<f64>,
     pub test_detail: String,
+    /// The refit that is the final model, if any.
+    #[serde(default)]
+    pub final_iteration: Option<u32>,
+    /// Test scores by iteration: the final model's and, with a refit, the selected one's.
+    #[serde(default)]
+    pub test_scores: BTreeMap<u32, Option<f64>>,
     pub finished: Option<String>,
     pub wall_seconds: f64,
     pub steps: BTreeMap<String, StepTotals>,
@@ -104,6 +118,8 @@ impl ReportData {
             validation_score: None,
             test_score: None,
             test_detail: String::new(),
+            final_iteration: None,
+            test_scores: BTreeMap::new(),
             finished: None,
             wall_seconds: 0.0,
             steps: BTreeMap::new(),
@@ -193,18 +209,30 @@ impl ReportData {
                 Event::AgentNotice { iteration, step, text } => {
                     data.notices.push((*iteration, step.clone(), text.clone()));
                 }
-                Event::FinalEvaluation { test_score, detail, .. } => {
-                    data.test_score = *test_score;
-                    data.test_detail = detail.clone();
+                Event::FinalEvaluation { iteration, test_score, detail, .. } => {
+                    if let Some(i) = iteration {
+                        data.test_scores.insert(*i, *test_score);
+                    }
+                    // The final model is evaluated first; a refit's selected iteration after.
+                    if data.test_scores.len() <= 1 {
+                        data.test_score = *test_score;
+                        data.test_detail = detail.clone();
+                    }
                 }
-                Event::RunFinished { reason, wall_seconds, .. } => {
+                Event::RunFinished { reason, wall_seconds, final_iteration, .. } => {
                     data.finished = Some(reason.clone());
                     data.wall_seconds = *wall_seconds;
+                    data.final_iteration = *final_iteration;
                 }
                 _ => {}
             }
         }
         data.best_iteration = best.map(|b| b.0);
+        if let Some(score) =
+            data.final_iteration.or(data.best_iteration).and_then(|f| data.test_scores.get(&f))
+        {
+            data.test_score = *score;
+        }
         let mut overhead: Vec<f64> = data
             .iterations
             .iter()
@@ -233,6 +261,11 @@ impl ReportData {
             best_iteration: self.best_iteration,
             validation_score: self.validation_score,
             test_score: self.test_score,
+            final_iteration: self.final_iteration.or(self.best_iteration),
+            selected_test_score: self
+                .final_iteration
+                .and(self.best_iteration)
+                .and_then(|b| self.test_scores.get(&b).copied().flatten()),
             iterations: self.iterations.len() as u32,
             wall_seconds: self.wall_seconds,
             agent: self.agent.clone(),
@@ -272,6 +305,8 @@ impl ReportData {
                     })
                     .collect();
                 if members.is_empty() { String::new() } else { format!("of {}", members.join(", ")) }
+            } else if n.operation == crate::search::Operation::Refit {
+                format!("{} on every training row", r.family)
             } else {
                 r.family.clone()
             }
@@ -295,7 +330,12 @@ impl ReportData {
                     .join(", "),
                 score: r.validation_score,
                 seconds: r.seconds,
-                status: r.status.clone(),
+                status: match (r.operation, r.parent) {
+                    (crate::search::Operation::Refit, Some(p)) => {
+                        format!("{}: refit of {p} on every training row (no validation score)", r.status)
+                    }
+                    _ => r.status.clone(),
+                },
                 split_id: r.split_id,
             })
             .collect();

@@ -84,6 +84,16 @@ pub fn markdown(data: &ReportData) -> String {
         data.best_iteration.map_or("—".into(), |i| i.to_string())
     ));
     md.push_str(&format!("| validation {} | {} |\n", data.metric, fmt_score(data.validation_score)));
+    if let (Some(refit), Some(best)) = (data.final_iteration, data.best_iteration) {
+        md.push_str(&format!(
+            "| final model | iteration {refit}: iteration {best} trained on every training row |\n"
+        ));
+        md.push_str(&format!(
+            "| test {} of iteration {best} as selected | {} |\n",
+            data.metric,
+            fmt_score(data.test_scores.get(&best).copied().flatten())
+        ));
+    }
     md.push_str(&format!("| **test {}** | **{}** |\n", data.metric, fmt_score(data.test_score)));
     md.push_str(&format!("| iterations | {} |\n", data.iterations.len()));
     md.push_str(&format!("| agent | {} |\n", agent_label(data)));
@@ -102,7 +112,7 @@ pub fn markdown(data: &ReportData) -> String {
         }
         md.push('\n');
     }
-    md.push_str("The test score comes from the best iteration's `inference.py` run once on the held-out test features; \
+    md.push_str("The test score comes from the final model's `inference.py` run once on the held-out test features; \
                  no agent code ever saw the test split. Every score is computed by loop-runner from the predictions.\n\n");
     if !data.test_detail.is_empty() && data.test_score.is_none() {
         md.push_str(&format!("Final evaluation: {}\n\n", data.test_detail));

@@ -8,6 +8,9 @@
 //!   log.jsonl           tracing log
 //!   data/train.csv      agent-visible training rows, mounted read-only into the sandbox
 //!   inputs/validation-S/ validation features of split S (no labels), mounted for inference
+//!   folds/split-S/fold-F/ cross-validation: fold F's training rows (data/) and held-out
+//!                       features (input/), mounted for that fold's scripts
+//!   refit/data/         every training row, for the refit after the loop
 //!   holdout/            validation labels of every split and the test split: never mounted
 //!   iterations/iter-N/  each iteration: `work/` is the script's writable /work; next to it
 //!                       the runner's own files (the agent's answers in `steps/`, metrics,
@@ -89,6 +92,14 @@ impl RunDir {
     /// scripts see.
     pub fn validation_inputs(&self, split_id: u32) -> PathBuf {
         self.root.join("inputs").join(format!("validation-{split_id}"))
+    }
+    /// The training rows a refit trains on (`train.csv`: training and validation rows together).
+    pub fn refit_data(&self) -> PathBuf {
+        self.root.join("refit").join("data")
+    }
+    /// The cross-validation folds of split `split_id` (see [`crate::folds`]).
+    pub fn folds(&self, split_id: u32) -> PathBuf {
+        self.root.join("folds").join(format!("split-{split_id}"))
     }
     pub fn holdout(&self) -> PathBuf {
         self.root.join("holdout")

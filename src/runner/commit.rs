@@ -44,16 +44,19 @@ pub(super) fn commit(
         "status": record.status,
         "family": record.family,
         "hyperparameters": record.hyperparameters,
+        "operation": record.operation.name(),
+        "parent": record.parent,
         "split": {
             "id": record.split_id,
             "validation_fraction": split.split.validation_fraction,
             "stratify": split.split.stratify,
             "seed": split.split.seed,
+            "folds": split.folds.as_ref().map(|f| f.ranges.len()),
         },
     });
     let features = shared.dir.validation_inputs(record.split_id).join("features.csv");
     let data = serde_json::json!({
-        "train": shared.fingerprint("data/train.csv", &shared.dir.train_csv())?,
+        "train": shared.fingerprint("data/train.csv", finished.train_data.as_deref().unwrap_or(&shared.dir.train_csv()))?,
         "validation_features": shared.fingerprint("input/features.csv", &features)?,
         "validation_labels": shared.fingerprint(
             &format!("holdout/validation-{}.csv", record.split_id),
@@ -67,7 +70,11 @@ pub(super) fn commit(
         ("metrics.json", pretty(&metrics)),
         ("environment.json", pretty(&environment(shared))),
         ("data.json", pretty(&data)),
-        ("README.md", snapshot_readme(&shared.inputs.task, n).into_bytes()),
+        (
+            "README.md",
+            snapshot_readme(&shared.inputs.task, n, split.folds.as_ref().map(|f| f.ranges.len()))
+                .into_bytes(),
+        ),
     ];
     // Kept beside the work dir too, for the report and for people looking around.
     for (name, bytes) in &metadata {
@@ -91,7 +98,8 @@ pub(super) fn commit(
             tree.insert(format!("steps/{name}"), Source::Runner(entry.path()));
         }
     }
-    tree.insert("data/train.csv", Source::Runner(shared.dir.train_csv()));
+    let train = finished.train_data.clone().unwrap_or_else(|| shared.dir.train_csv());
+    tree.insert("data/train.csv", Source::Runner(train.clone()));
     tree.insert("input/features.csv", Source::Runner(features));
     let score = record.validation_score.map_or_else(|| "no score".into(), |s| format!("{metric} {s:.4}"));
     let message = format!(
@@ -135,9 +143,18 @@ pub(super) fn environment(shared: &Shared) -> serde_json::Value {
     })
 }
 
-fn snapshot_readme(task: &Task, n: u32) -> String {
+fn snapshot_readme(task: &Task, n: u32, folds: Option<usize>) -> String {
+    let validation = match folds {
+        Some(k) => format!(
+            "The validation score in `metrics.json` is the mean over {k}-fold cross-validation of the rows in\n`data/train.csv` (`loop-runner audit` repeats it); the model in `model/` was trained on all of them,\nand `input/features.csv` holds those same rows' features, in fold order."
+        ),
+        None => {
+            "`metrics.json` has the validation score the runner computed on the rows of `input/features.csv`."
+                .into()
+        }
+    };
     format!(
-        "# {name}: iteration {n}\n\nA loop-runner snapshot. To reproduce it with a Python that has numpy, pandas and scikit-learn:\n\n    python train.py                                   # reads data/train.csv, writes model/\n    python inference.py --input input/features.csv --output predictions.csv\n\n`metrics.json` has the validation score the runner computed; `environment.json` the sandbox it ran in;\n`data.json` the sha256 of every data file; `steps/` the agent's answers.\n",
+        "# {name}: iteration {n}\n\nA loop-runner snapshot. To reproduce it with a Python that has numpy, pandas and scikit-learn:\n\n    python train.py                                   # reads data/train.csv, writes model/\n    python inference.py --input input/features.csv --output predictions.csv\n\n{validation}\n`environment.json` has the sandbox it ran in; `data.json` the sha256 of every data file; `steps/` the\nagent's answers.\n",
         name = task.name
     )
 }

@@ -2,8 +2,10 @@
 //! replacement over the validation predictions of earlier iterations, then a snapshot like any
 //! other. Its `inference.py` (from `guest/`) runs each member's own `inference.py` under
 //! `members/` and averages them with the chosen weights; its `train.py` retrains the members.
-//! The runner scores it by running it in the sandbox on the validation features, so the score
-//! is that of the code that is committed, audited and tested.
+//! On a held-out split the runner scores it by running it in the sandbox on the validation
+//! features, so the score is that of the code that is committed, audited and tested. With
+//! cross-validation its score is the blend's over the members' out-of-fold predictions (the
+//! members' committed models have seen every training row), and the run only shows it works.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,9 +50,10 @@ pub(super) async fn run(
     let usable: Vec<Candidate> = candidates
         .into_iter()
         .filter_map(|(k, held)| {
-            let predicted = match held {
-                Some(p) => (*p).clone(),
-                None => {
+            let predicted = match (held, &split.folds) {
+                (Some(p), _) => (*p).clone(),
+                (None, Some(folds)) => super::cv::read_kept(&shared.dir.iteration(k), folds, target)?,
+                (None, None) => {
                     let guest = GuestDir::open(&shared.dir.work(k)).ok()?;
                     read_predictions(&guest, "predictions.csv", target, split.truth.len()).ok()?
                 }
@@ -96,7 +99,8 @@ pub(super) async fn run(
             script_seconds,
         }
     };
-    let blend = search::select(&usable, target, &split.truth, ROUNDS, &|| job.cancel.is_cancelled());
+    let blend =
+        search::select(&usable, target, &split.truth, split.ranges(), ROUNDS, &|| job.cancel.is_cancelled());
     if job.cancel.is_cancelled() {
         return Ok(Finished {
             n,
@@ -114,6 +118,7 @@ pub(super) async fn run(
             script_seconds: 0.0,
             findings: vec![],
             predicted: None,
+            train_data: None,
         });
     }
     let same_as = blend.as_ref().and_then(|b| {
@@ -142,6 +147,7 @@ pub(super) async fn run(
                 script_seconds: 0.0,
                 findings: vec![],
                 predicted: None,
+                train_data: None,
             };
             return Ok(finished);
         }
@@ -195,6 +201,7 @@ pub(super) async fn run(
                 script_seconds,
                 findings: vec![],
                 predicted: None,
+                train_data: None,
             };
             return Ok(finished);
         }
@@ -204,27 +211,26 @@ pub(super) async fn run(
         }
     };
     let guest = GuestDir::open(&work)?;
-    let scored = if outcome.success() {
-        score(&guest, "predictions.csv", target, &split.truth)
-    } else {
-        Err(format!("{}\n{}", outcome.summary(), super::iteration::tail(&outcome.stderr.text, 2000)))
+    let scored = match &split.folds {
+        _ if !outcome.success() => {
+            Err(format!("{}\n{}", outcome.summary(), super::iteration::tail(&outcome.stderr.text, 2000)))
+        }
+        // Cross-validated: the members' models saw every training row, so the run above only
+        // shows the ensemble works; its score is the blend's over the members' out-of-fold
+        // predictions, the mean over the folds as for any candidate.
+        Some(_) => search::blend_score(&usable, &blend.weights, target, &split.truth, split.ranges())
+            .map(|score| (score, None))
+            .ok_or_else(|| "the blend's out-of-fold score is undefined".to_string()),
+        None => score(&guest, "predictions.csv", target, &split.truth).map(|s| {
+            let sha = guest.sha256("predictions.csv", u64::MAX).map(|(_, sha)| sha).ok();
+            (s.score, sha)
+        }),
     };
     let (status, validation_score, sha) = match scored {
-        Ok(s) => {
-            let sha = guest.sha256("predictions.csv", u64::MAX).map(|(_, sha)| sha).ok();
-            ("succeeded".to_string(), Some(s.score), sha)
-        }
+        Ok((score, sha)) => ("succeeded".to_string(), Some(score), sha),
         Err(why) => (format!("failed at ensemble inference: {why}"), None, None),
     };
     let model_files = crate::policy::model_files(&outcome);
     let record = record(status, validation_score, &blend.weights, &acc, sha, model_files, script_seconds);
-    Ok(Finished {
-        n,
-        record,
-        stop: None,
-        scripts: acc.scripts,
-        script_seconds,
-        findings: vec![],
-        predicted: None,
-    })
+    Ok(Finished::by_runner(n, record, acc.scripts, script_seconds, None))
 }

@@ -6,7 +6,8 @@
 //! script sees as `/work`; the runner's own files (the agent's answers, the scripts as written)
 //! live beside it, out of the script's reach, and the runner's copies are what get committed.
 
-use std::path::Path;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,13 +15,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::StopReason;
 use super::ask::{Accumulator, StepFailure, ask};
-use super::shared::Shared;
+use super::shared::{Shared, SplitState};
 use super::split;
 use crate::guest_fs::GuestDir;
 use crate::journal::{Event, IterationRecord, OutcomeBrief};
 use crate::policy::{self, Script, ScriptKind};
 use crate::sandbox::Outcome;
-use crate::scoring::{Predicted, Scored, read_predictions, score_predicted};
+use crate::scoring::{Predicted, Scored, parse_predictions, read_prediction_bytes, score_predicted};
 use crate::search::Operation;
 use crate::steps::{
     AnalyzeOutput, ArchitectureOutput, ExploreOutput, Failure, PlanOutput, RepresentOutput, ScriptOutput,
@@ -52,14 +53,30 @@ pub(super) struct Finished {
     pub findings: Vec<String>,
     /// Its validation predictions, when it was scored (kept for ensembles).
     pub predicted: Option<Arc<Predicted>>,
+    /// The training rows its model was trained on, when not the run's `data/train.csv`.
+    pub train_data: Option<PathBuf>,
+}
+
+impl Finished {
+    /// An iteration the runner made without the agent (an ensemble, a refit): no stop, no
+    /// findings, no predictions kept for later ensembles.
+    pub fn by_runner(
+        n: u32,
+        record: IterationRecord,
+        scripts: Vec<(String, String)>,
+        script_seconds: f64,
+        train_data: Option<PathBuf>,
+    ) -> Self {
+        Self { n, record, stop: None, scripts, script_seconds, findings: vec![], predicted: None, train_data }
+    }
 }
 
 /// What the validation predictions scored.
-struct Done {
-    scored: Scored,
-    predicted: Predicted,
-    predictions_sha256: String,
-    model_files: Vec<(String, String)>,
+pub(super) struct Done {
+    pub scored: Scored,
+    pub predicted: Predicted,
+    pub predictions_sha256: String,
+    pub model_files: Vec<(String, String)>,
 }
 
 /// Runs iteration `job.n` to its end. `Err` only for failures of the runner itself.
@@ -153,6 +170,7 @@ pub(super) async fn run(shared: Arc<Shared>, job: Job) -> anyhow::Result<Finishe
         script_seconds: scripts_seconds,
         findings: acc.findings,
         predicted,
+        train_data: None,
     })
 }
 
@@ -241,7 +259,7 @@ impl Iteration<'_> {
         if !split::same(&answer, &current.split) {
             let id = current.id + 1;
             let (state, train_rows, validation_rows) =
-                split::materialize(&shared.dir, target, &answer, id).map_err(StepFailure::Internal)?;
+                split::materialize(&shared.dir, target, &answer, id, None).map_err(StepFailure::Internal)?;
             *shared.split.lock().unwrap_or_else(|p| p.into_inner()) = state;
             shared
                 .log(Event::SplitMade {
@@ -252,6 +270,7 @@ impl Iteration<'_> {
                     train_rows,
                     validation_rows,
                     rationale: answer.rationale.clone(),
+                    folds: None,
                 })
                 .map_err(StepFailure::internal)?;
             // Scores on the earlier split do not compare with this one.
@@ -262,12 +281,39 @@ impl Iteration<'_> {
     }
 
     /// train.py and inference.py, each with bounded fixes; the runner scores the predictions.
-    /// A debug starts from its parent's failure (at training or at inference).
+    /// With cross-validation the fixes happen on the first fold, the other folds run the
+    /// scripts as fixed, and train.py then trains the committed model on every training row.
     async fn scripts(&mut self, ctx: &mut StepContext, acc: &mut Accumulator) -> Result<Done, StepFailure> {
+        let split = self.shared.split();
+        let Some(folds) = split.folds.clone() else {
+            let home = self.home(&split);
+            let first = self.fixable(ctx, acc, &home, &split).await?;
+            return Ok(Done {
+                scored: first.scored,
+                predicted: first.predicted,
+                predictions_sha256: first.sha256,
+                model_files: first.model_files,
+            });
+        };
+        let place = self.fold_place(&folds, 0).map_err(StepFailure::internal)?;
+        let first = self.fixable(ctx, acc, &place, &split).await?;
+        self.cross_validate(ctx, acc, &split, &folds, first).await
+    }
+
+    /// train.py then inference.py at `place`, each fixed by the agent up to the configured
+    /// number of attempts. A debug starts from its parent's failure (at training or at
+    /// inference).
+    async fn fixable(
+        &mut self,
+        ctx: &mut StepContext,
+        acc: &mut Accumulator,
+        place: &Place,
+        split: &SplitState,
+    ) -> Result<FoldRun, StepFailure> {
         let shared = self.shared;
         let steps_dir = self.steps_dir();
         let fix_attempts = shared.inputs.config.loop_.fix_attempts;
-        let guest = GuestDir::open(self.work).map_err(StepFailure::internal)?;
+        let guest = GuestDir::open(&place.work).map_err(StepFailure::internal)?;
         let inherited =
             ctx.parent.as_ref().filter(|_| ctx.operation == Operation::Debug).and_then(|p| p.failure.clone());
         let (mut failure, mut infer_failure) = match inherited {
@@ -281,17 +327,11 @@ impl Iteration<'_> {
             ctx.failure = None;
             guest.remove("model").map_err(StepFailure::internal)?;
             acc.train = Some(train.clone());
-            let outcome = self.run_script(ScriptKind::Train, &train.script, acc).await?;
+            let outcome = self.run_script_at(place, ScriptKind::Train, &train.script, acc).await?;
             model_files = crate::policy::model_files(&outcome);
-            let problem = if !outcome.success() {
-                Some(outcome.summary())
-            } else if model_files.is_empty() {
-                Some("train.py exited 0 but wrote nothing under model/".to_string())
-            } else {
-                None
-            };
+            let problem = trained(&outcome, &model_files).err();
             ctx.current.train = Some(train.clone());
-            let Some(summary) = problem else { break };
+            let Some(summary) = problem.map(|p| place.say(p)) else { break };
             let f = failure_of("train", train.script, summary.clone(), &outcome);
             acc.failure = Some(f.clone());
             if attempt == fix_attempts {
@@ -301,32 +341,25 @@ impl Iteration<'_> {
         }
         failure = infer_failure.take();
 
-        // Infer on the validation features, with bounded fixes; the runner scores.
+        // Infer on the held-out features, with bounded fixes; the runner scores.
+        let truth = split.truth.slice(place.rows.clone());
         for attempt in 0..=fix_attempts {
             ctx.failure = failure.take();
             let infer: ScriptOutput = ask(shared, Step::Infer, ctx, &rules::infer, &steps_dir, acc).await?;
             ctx.failure = None;
             guest.remove("predictions.csv").map_err(StepFailure::internal)?;
-            let outcome = self.run_script(ScriptKind::Infer, &infer.script, acc).await?;
+            let outcome = self.run_script_at(place, ScriptKind::Infer, &infer.script, acc).await?;
             ctx.current.infer = Some(infer.clone());
-            let split = shared.split();
-            let problem = if !outcome.success() {
-                Err(outcome.summary())
-            } else if crate::policy::model_files(&outcome) != model_files {
-                Err("inference.py changed files under model/; it must only read them".to_string())
-            } else {
-                read_predictions(&guest, "predictions.csv", &shared.inputs.target, split.truth.len())
-                    .and_then(|p| score_predicted(&p, &shared.inputs.target, &split.truth).map(|s| (s, p)))
-            };
+            let read = predicted(&outcome, &model_files, &guest, &shared.inputs.target, place.rows.len());
+            let problem = read.and_then(|(bytes, p)| {
+                score_predicted(&p, &shared.inputs.target, &truth).map(|scored| (bytes, p, scored))
+            });
             let summary = match problem {
-                Ok((scored, predicted)) => {
-                    let predictions_sha256 = guest
-                        .sha256("predictions.csv", u64::MAX)
-                        .map_err(|e| StepFailure::Internal(anyhow::anyhow!("hashing the predictions: {e}")))?
-                        .1;
-                    return Ok(Done { scored, predicted, predictions_sha256, model_files });
+                Ok((bytes, predicted, scored)) => {
+                    let sha256 = crate::fsx::sha256_bytes(&bytes);
+                    return Ok(FoldRun { scored, predicted, bytes, sha256, model_files });
                 }
-                Err(summary) => summary,
+                Err(summary) => place.say(summary),
             };
             let f = failure_of("infer", infer.script, summary.clone(), &outcome);
             acc.failure = Some(f.clone());
@@ -338,6 +371,18 @@ impl Iteration<'_> {
         unreachable!("the loop either scores or returns")
     }
 
+    /// Where the iteration's own scripts run: its work dir, the training rows, the validation
+    /// features of the split in force.
+    pub(super) fn home(&self, split: &SplitState) -> Place {
+        Place {
+            work: self.work.to_path_buf(),
+            data: self.shared.dir.data(),
+            input: self.shared.dir.validation_inputs(split.id),
+            rows: 0..split.truth.len(),
+            label: String::new(),
+        }
+    }
+
     /// Puts `text` in place as the script of `kind` and runs it within what is left of the
     /// loop's budget.
     pub(super) async fn run_script(
@@ -346,16 +391,27 @@ impl Iteration<'_> {
         text: &str,
         acc: &mut Accumulator,
     ) -> Result<Outcome, StepFailure> {
+        let home = self.home(&self.shared.split());
+        self.run_script_at(&home, kind, text, acc).await
+    }
+
+    /// [`Self::run_script`] at `place`.
+    pub(super) async fn run_script_at(
+        &mut self,
+        place: &Place,
+        kind: ScriptKind,
+        text: &str,
+        acc: &mut Accumulator,
+    ) -> Result<Outcome, StepFailure> {
         let shared = self.shared;
         // Replaced, never written through: the last script may have left a link by this name.
-        GuestDir::open(self.work)
+        GuestDir::open(&place.work)
             .and_then(|g| g.replace(kind.script(), text.as_bytes()))
             .map_err(StepFailure::internal)?;
         acc.keep_script(kind.script(), text);
-        let split = shared.split();
-        let visible = if kind.learns() { shared.dir.data() } else { shared.dir.validation_inputs(split.id) };
+        let visible = if kind.learns() { &place.data } else { &place.input };
         let mut spec = policy::spec(
-            &Script { kind, work: self.work, visible: &visible },
+            &Script { kind, work: &place.work, visible },
             &shared.inputs.config.sandbox,
             shared.inputs.config.loop_.seed,
             &shared.private(),
@@ -396,8 +452,68 @@ impl Iteration<'_> {
     }
 }
 
+/// Where a train.py and inference.py pair runs: the work dir mounted at `/work`, the training
+/// rows train.py sees, the features inference.py predicts.
+#[derive(Debug, Clone)]
+pub(super) struct Place {
+    pub work: PathBuf,
+    pub data: PathBuf,
+    pub input: PathBuf,
+    /// Where the input's rows sit among the split's validation labels.
+    pub rows: Range<usize>,
+    /// "on fold 2 of 5", for messages; empty for a held-out split.
+    pub label: String,
+}
+
+impl Place {
+    /// `problem`, said of this place.
+    pub fn say(&self, problem: String) -> String {
+        if self.label.is_empty() { problem } else { format!("{}: {problem}", self.label) }
+    }
+}
+
+/// One train.py and inference.py pair run and scored.
+pub(super) struct FoldRun {
+    pub scored: Scored,
+    pub predicted: Predicted,
+    /// The predictions file as the script wrote it.
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+    pub model_files: Vec<(String, String)>,
+}
+
+/// Whether a training run left a model.
+pub(super) fn trained(outcome: &Outcome, model_files: &[(String, String)]) -> Result<(), String> {
+    if !outcome.success() {
+        Err(outcome.summary())
+    } else if model_files.is_empty() {
+        Err("train.py exited 0 but wrote nothing under model/".to_string())
+    } else {
+        Ok(())
+    }
+}
+
+/// The predictions an inference run left (its bytes and as read), for `rows` input rows.
+pub(super) fn predicted(
+    outcome: &Outcome,
+    model_files: &[(String, String)],
+    guest: &GuestDir,
+    target: &crate::data::TargetInfo,
+    rows: usize,
+) -> Result<(Vec<u8>, Predicted), String> {
+    if !outcome.success() {
+        return Err(outcome.summary());
+    }
+    if crate::policy::model_files(outcome) != model_files {
+        return Err("inference.py changed files under model/; it must only read them".to_string());
+    }
+    let bytes = read_prediction_bytes(guest, "predictions.csv")?;
+    let parsed = parse_predictions(bytes.clone(), "predictions.csv", target, rows)?;
+    Ok((bytes, parsed))
+}
+
 /// A failed script as the agent sees it when asked to fix it.
-fn failure_of(step: &str, script: String, summary: String, outcome: &Outcome) -> Failure {
+pub(super) fn failure_of(step: &str, script: String, summary: String, outcome: &Outcome) -> Failure {
     Failure {
         step: step.into(),
         script,

@@ -1,5 +1,6 @@
 //! A run from start to end: create (or resume), dispatch iterations under the budget, commit
-//! each in iteration order, score the best on the held-out test split, report.
+//! each in iteration order, then finish (`evaluate`: refit, the test split, the report). What
+//! each iteration is and is told comes from `next`.
 //!
 //! The dispatcher alone changes the run's state, commits, and moves `best`. Up to `jobs`
 //! iterations run at once; iteration `n` starts only when the iterations it may know of are
@@ -23,16 +24,13 @@ use super::shared::{FaultCounters, RunInputs, Shared, SplitState};
 use super::split;
 use crate::agent::{Agent, Backend, Redactor, Transcript};
 use crate::data::{Dataset, target_labels, write_csv};
-use crate::guest_fs::GuestDir;
-use crate::journal::{Event, IterationRecord, Journal, OutcomeBrief};
-use crate::policy::{self, Script, ScriptKind};
+use crate::journal::{Event, IterationRecord, Journal};
 use crate::report::Summary;
 use crate::run_dir::{Manifest, RunDir};
-use crate::sandbox::{CancellationToken as SandboxCancel, Sandbox};
-use crate::scoring::{Truth, score};
-use crate::search::{Decision, Greedy, Node, Operation, Policy, Situation};
+use crate::sandbox::Sandbox;
+use crate::search::{Decision, Greedy, Operation, Policy};
 use crate::snapshot::Workspace;
-use crate::steps::{self, IterationBrief, ParentBrief, SplitOutput, StepContext, TaskBrief};
+use crate::steps::{self, SplitOutput};
 
 /// Why the loop stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,9 +74,11 @@ pub struct Runner {
     pub(super) shared: Arc<Shared>,
     pub(super) workspace: Workspace,
     pub(super) state: State,
-    policy: Box<dyn Policy>,
+    pub(super) policy: Box<dyn Policy>,
     /// Pauses the circuit breaker has made for an unreachable agent server.
     breaker_pauses: u32,
+    /// The search's decisions for iterations started in this session.
+    pub(super) decided: BTreeMap<u32, Decision>,
 }
 
 /// How often the journal is checked for a long silence (a heartbeat is written after 30 s).
@@ -147,7 +147,13 @@ impl Runner {
         })?;
         journal.append(session(&inputs, Duration::ZERO))?;
         let initial = SplitOutput::initial(inputs.target.kind.is_classification(), inputs.config.loop_.seed);
-        let (split, train_rows, validation_rows) = split::materialize(&dir, &inputs.target, &initial, 1)?;
+        let (folds, note) =
+            split::initial_folds(&inputs.config.validation, &dataset.pool, &inputs.target, initial.seed);
+        if let Some(note) = note {
+            reporter.report(Progress::Note(note));
+        }
+        let (split, train_rows, validation_rows) =
+            split::materialize(&dir, &inputs.target, &initial, 1, folds)?;
         journal.append(Event::SplitMade {
             split_id: 1,
             validation_fraction: initial.validation_fraction,
@@ -156,6 +162,7 @@ impl Runner {
             train_rows,
             validation_rows,
             rationale: initial.rationale.clone(),
+            folds,
         })?;
         let pool_labels = pool_labels(dataset, &inputs)?;
         Self::assemble(
@@ -221,7 +228,7 @@ impl Runner {
         });
         let search = &shared.inputs.config.search;
         let policy = Box::new(Greedy { explore: search.explore, debug: search.debug, ..Greedy::default() });
-        Ok(Self { dir, shared, workspace, state, policy, breaker_pauses: 0 })
+        Ok(Self { dir, shared, workspace, state, policy, breaker_pauses: 0, decided: BTreeMap::new() })
     }
 
     pub fn state(&self) -> &State {
@@ -338,6 +345,7 @@ impl Runner {
                     }
                 }
                 let decision = self.decide(next, known as usize, next == limit);
+                self.decided.insert(next, decision.clone());
                 let context = self.context(next, known as usize, &decision);
                 shared.log(Event::IterationStarted {
                     iteration: next,
@@ -400,127 +408,8 @@ impl Runner {
         Ok(stop.unwrap_or(StopReason::Iterations))
     }
 
-    /// How many iterations iteration `n` may know of: all before it when one runs at a time;
-    /// with `jobs` at once, those up to `n - jobs` (committed before it can start), and always
-    /// every iteration that could change the split.
-    fn known(&self, n: u32) -> u32 {
-        let config = &self.shared.inputs.config.loop_;
-        let jobs = config.jobs.max(1);
-        n.saturating_sub(jobs).max(config.split_iterations.min(n - 1))
-    }
-
-    /// The search's decision for iteration `n`, from the first `known` iterations (or the one
-    /// recorded, when replaying).
-    fn decide(&self, n: u32, known: usize, last: bool) -> Decision {
-        let shared = &self.shared;
-        if let Some(recorded) = shared.inputs.decisions.as_ref().and_then(|d| d.get(n as usize - 1)) {
-            return recorded.clone();
-        }
-        let config = &shared.inputs.config;
-        let split = shared.split().id;
-        let nodes: Vec<Node> = self.state.records[..known].iter().map(|r| node(r, split)).collect();
-        let situation = Situation {
-            iteration: n,
-            higher_is_better: shared.inputs.target.metric.higher_is_better(),
-            time_left: shared.budget.loop_left(),
-            seed: config.loop_.seed,
-            drafts: config.search.drafts.unwrap_or_else(|| self.default_drafts()),
-            ensemble_every: config.search.ensemble_every,
-            jobs: config.loop_.jobs,
-            perfect: shared
-                .inputs
-                .target
-                .metric
-                .perfect()
-                .is_some_and(|p| nodes.iter().filter_map(|x| x.score).any(|s| s == p)),
-        };
-        let mut decision = self.policy.decide(&nodes, &situation);
-        let situation = &situation;
-        // The last iteration of a counted run is an ensemble of what scored, if one is worth it.
-        if last
-            && decision.operation != Operation::Ensemble
-            && config.search.ensemble_every > 0
-            && !situation.perfect
-        {
-            let last_ensemble =
-                nodes.iter().filter(|x| x.operation == Operation::Ensemble).map(|x| x.iteration).max();
-            let new_scored = nodes
-                .iter()
-                .filter(|x| x.score.is_some() && x.operation != Operation::Ensemble)
-                .filter(|x| last_ensemble.is_none_or(|e| x.iteration > e))
-                .count();
-            if new_scored >= 2 {
-                decision = Decision::new(
-                    Operation::Ensemble,
-                    None,
-                    "the last iteration: an ensemble of what scored",
-                );
-            }
-        }
-        decision
-    }
-
-    /// Drafts before improving: the built-in agent drafts each family of its portfolio once; an
-    /// LLM five times.
-    fn default_drafts(&self) -> u32 {
-        let shared = &self.shared;
-        if shared.agent.backend_name() == "builtin" {
-            crate::builtin::drafts(
-                shared.inputs.target.kind == crate::task::TaskKind::Regression,
-                shared.inputs.profile.rows,
-            )
-        } else {
-            5
-        }
-    }
-
-    /// Scored single models among the first `known` iterations on the split in force, best
-    /// first.
-    fn ensemble_candidates(&self, known: usize) -> Vec<(u32, Option<f64>)> {
-        let split = self.shared.split().id;
-        let metric = self.shared.inputs.target.metric;
-        let mut scored: Vec<(u32, Option<f64>)> = self.state.records[..known]
-            .iter()
-            .filter(|r| r.succeeded() && r.split_id == split && r.operation != Operation::Ensemble)
-            .map(|r| (r.iteration, r.validation_score))
-            .collect();
-        scored.sort_by(|a, b| {
-            let (x, y) = (a.1.unwrap_or(f64::NAN), b.1.unwrap_or(f64::NAN));
-            (if metric.higher_is_better() { y.total_cmp(&x) } else { x.total_cmp(&y) }).then(a.0.cmp(&b.0))
-        });
-        scored.truncate(MAX_ENSEMBLE_CANDIDATES);
-        scored
-    }
-
-    /// What an improve or debug operation is shown of its parent: the runner's own records of
-    /// it (its answers, its scripts as run, how it failed).
-    fn parent_brief(&self, parent: u32) -> Option<ParentBrief> {
-        let record = self.state.records.get(parent as usize - 1)?;
-        let steps = self.dir.iteration(parent).join("steps");
-        fn load<T: serde::de::DeserializeOwned>(path: std::path::PathBuf) -> Option<T> {
-            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-        }
-        let analysis: Option<crate::steps::AnalyzeOutput> = load(steps.join("analyze.json"));
-        let infer: Option<crate::steps::ScriptOutput> = load(steps.join("infer.json"));
-        Some(ParentBrief {
-            iteration: parent,
-            operation: record.operation,
-            status: record.status.clone(),
-            family: record.family.clone(),
-            hyperparameters: record.hyperparameters.clone(),
-            representation: record.representation.clone(),
-            architecture: load(steps.join("architecture.json")),
-            score: record.validation_score,
-            train: load(steps.join("train.json")),
-            inference_script: infer.map(|i| i.script).unwrap_or_default(),
-            observations: analysis.as_ref().map(|a| a.observations.clone()).unwrap_or_default(),
-            next_ideas: analysis.map(|a| a.next_ideas).unwrap_or_default(),
-            failure: load(steps.join("failure.json")),
-        })
-    }
-
     /// Commits a finished iteration (unless it was cut with nothing to keep) and journals it.
-    fn record(&mut self, finished: Finished) -> anyhow::Result<()> {
+    pub(super) fn record(&mut self, finished: Finished) -> anyhow::Result<()> {
         let shared = self.shared.clone();
         let record = &finished.record;
         if record.split_id != self.state.best_split {
@@ -554,7 +443,10 @@ impl Runner {
         shared.reporter.report(Progress::IterationFinished {
             iteration: finished.n,
             status: record.status.clone(),
-            family: record.family.clone(),
+            family: match (record.operation, record.parent) {
+                (Operation::Refit, Some(parent)) => format!("refit of {parent}"),
+                _ => record.family.clone(),
+            },
             score: record.validation_score,
             best,
         });
@@ -583,174 +475,6 @@ impl Runner {
             cost_usd: spend.cost_usd,
             unpriced: !spend.unpriced_models.is_empty(),
         });
-    }
-
-    /// The context iteration `n` is asked with: the first `known` iterations, no later ones.
-    fn context(&self, n: u32, known: usize, decision: &Decision) -> StepContext {
-        let shared = &self.shared;
-        let split = shared.split();
-        let history: Vec<IterationBrief> = self.state.records[..known].iter().map(brief).collect();
-        let metric = shared.inputs.target.metric;
-        let best = history
-            .iter()
-            .filter(|h| {
-                h.score.is_some() && self.state.records[(h.iteration - 1) as usize].split_id == split.id
-            })
-            .filter(|h| h.status == "succeeded")
-            .fold(None::<&IterationBrief>, |best, h| match best {
-                Some(b) if !metric.better(h.score.unwrap_or(f64::NAN), b.score.unwrap_or(f64::NAN)) => {
-                    Some(b)
-                }
-                _ => Some(h),
-            })
-            .cloned();
-        let config = &shared.inputs.config.loop_;
-        StepContext {
-            task: TaskBrief::new(&shared.inputs.task, &shared.inputs.target),
-            operation: decision.operation,
-            parent: decision.parent.and_then(|p| self.parent_brief(p)),
-            profile_text: shared.inputs.profile.render(),
-            profile: shared.inputs.profile.clone(),
-            iteration: n,
-            max_iterations: config.max_iterations,
-            history,
-            best,
-            findings: self
-                .state
-                .findings
-                .iter()
-                .filter(|(i, _)| *i as usize <= known)
-                .map(|(_, t)| t.clone())
-                .collect(),
-            split: Some(split.split),
-            // A split changes only in a draft of the first iterations.
-            split_open: n <= config.split_iterations && decision.operation == Operation::Draft,
-            current: Default::default(),
-            failure: None,
-            validation: None,
-            seed: config.seed,
-            clock: Some(crate::steps::Clock {
-                time_left_seconds: shared.budget.loop_left().map(|d| d.as_secs_f64()),
-                runtimes: self.state.records[..known]
-                    .iter()
-                    .map(|r| (r.iteration, r.script_seconds))
-                    .collect(),
-            }),
-        }
-    }
-
-    /// Final evaluation, report, and the closing journal entry.
-    pub async fn finish(&mut self, reason: StopReason) -> anyhow::Result<Summary> {
-        let test_score = self.final_evaluation().await?;
-        let shared = &self.shared;
-        let summary = Summary {
-            task: shared.inputs.task.name.clone(),
-            metric: shared.inputs.target.metric.name().into(),
-            best_iteration: self.state.best.map(|b| b.0),
-            validation_score: self.state.best.map(|b| b.1),
-            test_score,
-            iterations: self.state.records.len() as u32,
-            wall_seconds: shared.budget.elapsed().as_secs_f64(),
-            agent: shared.agent.backend_name().into(),
-            sandbox: shared.sandbox_info.kind.to_string(),
-            sandbox_waived: shared.sandbox_info.waived.clone(),
-        };
-        shared.log(Event::RunFinished {
-            reason: reason.describe(),
-            best_iteration: summary.best_iteration,
-            validation_score: summary.validation_score,
-            test_score,
-            wall_seconds: summary.wall_seconds,
-        })?;
-        crate::report::write(&self.dir)?;
-        Ok(summary)
-    }
-
-    /// Runs the best iteration's inference on the test features and scores it.
-    async fn final_evaluation(&mut self) -> anyhow::Result<Option<f64>> {
-        let shared = self.shared.clone();
-        let Some((best, _)) = self.state.best else {
-            shared.log(Event::FinalEvaluation {
-                iteration: None,
-                test_score: None,
-                detail: "no iteration succeeded".into(),
-                outcome: None,
-            })?;
-            shared.reporter.report(Progress::FinalEvaluation { iteration: None, test_score: None });
-            return Ok(None);
-        };
-        shared
-            .reporter
-            .report(Progress::Note(format!("scoring iteration {best} on the held-out test split")));
-        let final_dir = self.dir.root.join("final");
-        if final_dir.exists() {
-            fs_err::remove_dir_all(&final_dir)?;
-        }
-        let work = final_dir.join("work");
-        let commit = self.workspace.resolve(&crate::snapshot::tag_name(best))?;
-        self.workspace.materialize(commit, &work)?;
-        // The snapshot's training data is not needed to predict; keep it out of reach.
-        let _ = fs_err::remove_dir_all(work.join("data"));
-        let _ = fs_err::remove_dir_all(work.join("input"));
-        let input = final_dir.join("input");
-        fs_err::create_dir_all(&input)?;
-        let test = crate::data::read_table(&self.dir.test_csv())?;
-        write_csv(&test.drop(&shared.inputs.target.column)?, &input.join("features.csv"))?;
-        let kind = ScriptKind::FinalTest;
-        let mut spec = policy::spec(
-            &Script { kind, work: &work, visible: &input },
-            &shared.inputs.config.sandbox,
-            shared.inputs.config.loop_.seed,
-            &shared.private(),
-        );
-        // The budget is a hard limit: the final evaluation gets what is left of it, no more.
-        if let Some(left) = shared.budget.left() {
-            spec.limits.wall = spec.limits.wall.min(left);
-        }
-        if spec.limits.wall < Duration::from_millis(500) {
-            let detail = "the budget ran out before the final evaluation could run".to_string();
-            shared.log(Event::FinalEvaluation {
-                iteration: Some(best),
-                test_score: None,
-                detail,
-                outcome: None,
-            })?;
-            shared.reporter.report(Progress::FinalEvaluation { iteration: Some(best), test_score: None });
-            return Ok(None);
-        }
-        // Only a second interrupt (which exits the process) stops the final evaluation.
-        let outcome = shared.sandbox_run(spec, SandboxCancel::new()).await?;
-        let truth =
-            Truth::from_csv(&self.dir.test_csv(), &shared.inputs.target).map_err(anyhow::Error::msg)?;
-        let (test_score, detail) = if outcome.success() {
-            let guest = GuestDir::open(&work)?;
-            match score(
-                &guest,
-                kind.predictions().expect("final test predicts"),
-                &shared.inputs.target,
-                &truth,
-            ) {
-                Ok(s) => (Some(s.score), s.details),
-                Err(why) => (None, format!("test score undefined: {why}")),
-            }
-        } else {
-            (
-                None,
-                format!(
-                    "inference.py failed on the test features: {} {}",
-                    outcome.summary(),
-                    iteration::tail(&outcome.stderr.text, 500)
-                ),
-            )
-        };
-        shared.log(Event::FinalEvaluation {
-            iteration: Some(best),
-            test_score,
-            detail,
-            outcome: Some(OutcomeBrief::from(&outcome)),
-        })?;
-        shared.reporter.report(Progress::FinalEvaluation { iteration: Some(best), test_score });
-        Ok(test_score)
     }
 }
 
@@ -843,33 +567,4 @@ fn spawn_heartbeat(shared: &Arc<Shared>) -> tokio::task::JoinHandle<()> {
             }
         }
     })
-}
-
-/// Most candidates an ensemble selection looks at (the best ones).
-const MAX_ENSEMBLE_CANDIDATES: usize = 20;
-
-/// A record as the search sees it; only scores on the split in force count.
-pub(super) fn node(r: &IterationRecord, split: u32) -> Node {
-    Node {
-        iteration: r.iteration,
-        parent: r.parent,
-        operation: r.operation,
-        score: if r.split_id == split && r.succeeded() { r.validation_score } else { None },
-        failed: r.status.starts_with("failed"),
-        seconds: r.script_seconds,
-    }
-}
-
-pub(super) fn brief(r: &IterationRecord) -> IterationBrief {
-    IterationBrief {
-        iteration: r.iteration,
-        parent: r.parent,
-        operation: r.operation,
-        status: r.status.clone(),
-        family: r.family.clone(),
-        hyperparameters: r.hyperparameters.clone(),
-        representation: r.representation.clone(),
-        score: r.validation_score,
-        next_ideas: r.next_ideas.clone(),
-    }
 }

@@ -36,7 +36,8 @@ pub struct Recovered {
     pub records: Vec<IterationRecord>,
     /// Commits recorded for finished iterations.
     pub commits: Vec<(u32, String)>,
-    pub split: Option<(u32, SplitOutput)>,
+    /// The split in force: its id, how it was made, its cross-validation folds.
+    pub split: Option<(u32, SplitOutput, Option<u32>)>,
     pub findings: Vec<(u32, String)>,
     pub spend: Spend,
     pub elapsed: Duration,
@@ -62,14 +63,14 @@ pub fn recover(entries: &[Entry]) -> Recovered {
                     session = Some((*elapsed_before_seconds, began));
                 }
             }
-            Event::SplitMade { split_id, validation_fraction, stratify, seed, rationale, .. } => {
+            Event::SplitMade { split_id, validation_fraction, stratify, seed, rationale, folds, .. } => {
                 let split = SplitOutput {
                     validation_fraction: *validation_fraction,
                     stratify: *stratify,
                     seed: *seed,
                     rationale: rationale.clone(),
                 };
-                r.split = Some((*split_id, split));
+                r.split = Some((*split_id, split, *folds));
             }
             Event::StepFinished { cost_usd, prompt_tokens, completion_tokens, attempts, calls, .. } => {
                 r.spend.calls += u64::from(calls.unwrap_or(*attempts));
@@ -159,7 +160,15 @@ impl Runner {
         let _ = fs_err::remove_dir_all(dir.root.join("final"));
 
         let initial = SplitOutput::initial(manifest.target.kind.is_classification(), config.loop_.seed);
-        let (split_id, split_answer) = recovered.split.clone().unwrap_or((1, initial));
+        let (split_id, split_answer, folds) = match recovered.split.clone() {
+            Some(recorded) => recorded,
+            None => {
+                let pool = crate::data::read_table(&dir.pool_csv())?;
+                let (folds, _) =
+                    split::initial_folds(&config.validation, &pool, &manifest.target, initial.seed);
+                (1, initial, folds)
+            }
+        };
         let metric = manifest.target.metric;
         let mut best: Option<(u32, f64)> = None;
         for r in recovered.records.iter().filter(|r| r.succeeded() && r.split_id == split_id) {
@@ -191,7 +200,7 @@ impl Runner {
         };
         // The split's files are a function of the pool and the recorded split: written again.
         let (split, train_rows, validation_rows) =
-            split::materialize(&dir, &inputs.target, &split_answer, split_id)?;
+            split::materialize(&dir, &inputs.target, &split_answer, split_id, folds)?;
         let mut journal = Journal::open(&dir.journal())?;
         journal.append(session(&inputs, recovered.elapsed))?;
         if recovered.split.is_none() {
@@ -204,6 +213,7 @@ impl Runner {
                 train_rows,
                 validation_rows,
                 rationale: split_answer.rationale.clone(),
+                folds,
             })?;
         }
         let pool_labels = if inputs.target.kind.is_classification() {

@@ -94,7 +94,25 @@ pub(super) fn crash(point: &str) -> ! {
 pub(super) struct SplitState {
     pub split: SplitOutput,
     pub id: u32,
+    /// The validation labels (with cross-validation: every pool row, in out-of-fold order).
     pub truth: Arc<Truth>,
+    /// Cross-validation folds; `None`: a held-out split.
+    pub folds: Option<Arc<CvFolds>>,
+}
+
+/// The folds candidates are cross-validated on.
+#[derive(Debug)]
+pub(super) struct CvFolds {
+    pub dirs: Vec<crate::folds::FoldDirs>,
+    /// Each fold's rows within the out-of-fold order of `SplitState::truth`.
+    pub ranges: Vec<std::ops::Range<usize>>,
+}
+
+impl SplitState {
+    /// The fold ranges scores are averaged over (none: one held-out set).
+    pub fn ranges(&self) -> &[std::ops::Range<usize>] {
+        self.folds.as_deref().map_or(&[], |f| &f.ranges)
+    }
 }
 
 /// A run's shared parts.

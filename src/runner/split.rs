@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::shared::SplitState;
+use super::shared::{CvFolds, SplitState};
+use crate::config::{ValidationConfig, ValidationMethod};
 use crate::data::{TargetInfo, read_table, take, target_labels, write_csv};
 use crate::metric::Metric;
 use crate::run_dir::RunDir;
@@ -65,14 +66,30 @@ fn parts(
 }
 
 /// Writes split `id`'s files and loads its validation labels. Fails (writing nothing) if the
-/// split is unusable for this data.
+/// split is unusable for this data. With `folds`, candidates are cross-validated: training
+/// sees the whole pool, and each fold's files are written (stratified by class, dealt with the
+/// split's seed); the validation files hold every pool row, in out-of-fold order.
 pub(super) fn materialize(
     dir: &RunDir,
     target: &TargetInfo,
     split: &SplitOutput,
     id: u32,
+    folds: Option<u32>,
 ) -> anyhow::Result<(SplitState, usize, usize)> {
     let pool = read_table(&dir.pool_csv())?;
+    if let Some(k) = folds {
+        let written = crate::folds::write(&pool, target, k, split.seed, &dir.folds(id))?;
+        let inputs = dir.validation_inputs(id);
+        fs_err::create_dir_all(&inputs)?;
+        write_csv(&pool, &dir.train_csv())?;
+        write_csv(&written.out_of_fold.drop(&target.column)?, &inputs.join("features.csv"))?;
+        write_csv(&written.out_of_fold, &dir.validation_labels(id))?;
+        let truth = Truth::from_csv(&dir.validation_labels(id), target).map_err(anyhow::Error::msg)?;
+        let cv = CvFolds { dirs: written.dirs, ranges: written.ranges };
+        let state =
+            SplitState { split: split.clone(), id, truth: Arc::new(truth), folds: Some(Arc::new(cv)) };
+        return Ok((state, pool.height(), pool.height()));
+    }
     let labels =
         if target.kind.is_classification() { Some(target_labels(&pool, &target.column)?) } else { None };
     let problems = problems(split, target, labels.as_deref(), pool.height());
@@ -86,7 +103,27 @@ pub(super) fn materialize(
     write_csv(&validation.drop(&target.column)?, &inputs.join("features.csv"))?;
     write_csv(&validation, &dir.validation_labels(id))?;
     let truth = Truth::from_csv(&dir.validation_labels(id), target).map_err(anyhow::Error::msg)?;
-    Ok((SplitState { split: split.clone(), id, truth: Arc::new(truth) }, train.height(), validation.height()))
+    let state = SplitState { split: split.clone(), id, truth: Arc::new(truth), folds: None };
+    Ok((state, train.height(), validation.height()))
+}
+
+/// The folds a new run cross-validates on (`None`: a held-out split), and a note when `auto`
+/// wanted folds this data cannot fill. An explicit `cv` is kept, so its problem is reported
+/// when the folds are written.
+pub(super) fn initial_folds(
+    config: &ValidationConfig,
+    pool: &polars::prelude::DataFrame,
+    target: &TargetInfo,
+    seed: u64,
+) -> (Option<u32>, Option<String>) {
+    let Some(k) = config.folds_for(pool.height()) else { return (None, None) };
+    if config.method != ValidationMethod::Auto {
+        return (Some(k), None);
+    }
+    match crate::folds::check(pool, target, k, seed) {
+        Ok(()) => (Some(k), None),
+        Err(why) => (None, Some(format!("validation: a held-out split instead of cross-validation ({why})"))),
+    }
 }
 
 /// Whether two splits hold out the same rows.
@@ -97,17 +134,10 @@ pub(super) fn same(a: &SplitOutput, b: &SplitOutput) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::TaskKind;
 
     #[test]
     fn a_split_that_leaves_a_class_out_of_validation_is_a_problem_for_the_agent() {
-        let target = TargetInfo {
-            column: "y".into(),
-            kind: TaskKind::Binary,
-            metric: Metric::RocAuc,
-            classes: vec!["a".into(), "b".into()],
-            positive: Some("b".into()),
-        };
+        let target = TargetInfo::binary_ab();
         // One `b` among 40 rows: a random 10% validation set misses it for most seeds.
         let labels: Vec<String> = (0..40).map(|i| if i == 7 { "b".into() } else { "a".into() }).collect();
         let random =

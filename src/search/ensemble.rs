@@ -3,6 +3,8 @@
 //! in) whose addition makes the averaged predictions score best on the validation rows; keep
 //! the best ensemble seen. Weights are the number of times each candidate was added.
 
+use std::ops::Range;
+
 use crate::data::TargetInfo;
 use crate::metric::{self, Metric};
 use crate::scoring::{Predicted, Truth};
@@ -29,33 +31,24 @@ impl Blend {
     }
 }
 
-/// Selects an ensemble of `candidates` in at most `rounds` additions. `None` if fewer than two
-/// candidates are usable, nothing can be scored, or `stop` says time is up.
+/// Selects an ensemble of `candidates` in at most `rounds` additions. `folds` are the ranges of
+/// `truth` that cross-validation scored one by one (a blend scores the mean over them, as a
+/// candidate did); none for a held-out split. `None` if fewer than two candidates are usable,
+/// nothing can be scored, or `stop` says time is up.
 pub fn select(
     candidates: &[Candidate],
     target: &TargetInfo,
     truth: &Truth,
+    folds: &[Range<usize>],
     rounds: usize,
     stop: &dyn Fn() -> bool,
 ) -> Option<Blend> {
     if candidates.len() < 2 || truth.is_empty() {
         return None;
     }
+    let (matrices, width) = matrices(candidates, target, truth)?;
     let rows = truth.len();
-    let classes: Vec<String> = target.classes.clone();
-    let width = match truth {
-        Truth::Values(_) => 1,
-        Truth::Classes(_) => classes.len(),
-    };
-    // Each candidate as one flat rows × width matrix.
-    let matrices: Vec<Vec<f64>> = candidates
-        .iter()
-        .map(|c| c.predicted.probability_rows(&classes).into_iter().flatten().collect::<Vec<f64>>())
-        .collect();
-    if width == 0 || matrices.iter().any(|m| m.len() != rows * width) {
-        return None;
-    }
-    let scorer = Scorer::new(target, truth, &classes)?;
+    let scorer = FoldScorer::new(target, truth, folds, width)?;
     let better = |a: f64, b: f64| target.metric.better(a, b);
     let mut sum = vec![0.0; rows * width];
     let mut trial = vec![0.0; rows * width];
@@ -90,6 +83,74 @@ pub fn select(
     Some(Blend { weights, score })
 }
 
+/// The validation score of `weights` (`(iteration, times chosen)`) over `candidates`: what
+/// [`select`] found, computed in one fixed order so that an audit gets the same bits.
+pub fn blend_score(
+    candidates: &[Candidate],
+    weights: &[(u32, u32)],
+    target: &TargetInfo,
+    truth: &Truth,
+    folds: &[Range<usize>],
+) -> Option<f64> {
+    let (matrices, width) = matrices(candidates, target, truth)?;
+    let scorer = FoldScorer::new(target, truth, folds, width)?;
+    let mut sum = vec![0.0; truth.len() * width];
+    let mut count = 0;
+    for (iteration, times) in weights {
+        let i = candidates.iter().position(|c| c.iteration == *iteration)?;
+        for _ in 0..*times {
+            for (s, v) in sum.iter_mut().zip(&matrices[i]) {
+                *s += v;
+            }
+        }
+        count += times;
+    }
+    scorer.score(&sum, count)
+}
+
+/// Each candidate's predictions as one flat rows × width matrix, and the width.
+fn matrices(candidates: &[Candidate], target: &TargetInfo, truth: &Truth) -> Option<(Vec<Vec<f64>>, usize)> {
+    let width = match truth {
+        Truth::Values(_) => 1,
+        Truth::Classes(_) => target.classes.len(),
+    };
+    let matrices: Vec<Vec<f64>> = candidates
+        .iter()
+        .map(|c| c.predicted.probability_rows(&target.classes).into_iter().flatten().collect::<Vec<f64>>())
+        .collect();
+    if width == 0 || matrices.iter().any(|m| m.len() != truth.len() * width) {
+        return None;
+    }
+    Some((matrices, width))
+}
+
+/// The mean of [`Scorer`]s over folds (one fold: the whole truth).
+struct FoldScorer<'a> {
+    folds: Vec<(Range<usize>, Scorer<'a>)>,
+    width: usize,
+}
+
+impl<'a> FoldScorer<'a> {
+    fn new(target: &TargetInfo, truth: &'a Truth, folds: &[Range<usize>], width: usize) -> Option<Self> {
+        let whole: Vec<Range<usize>> = std::iter::once(0..truth.len()).collect();
+        let ranges = if folds.len() <= 1 { &whole[..] } else { folds };
+        let folds = ranges
+            .iter()
+            .map(|r| Scorer::new(target, truth, r.clone(), &target.classes).map(|s| (r.clone(), s)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self { folds, width })
+    }
+
+    fn score(&self, sum: &[f64], count: u32) -> Option<f64> {
+        let w = self.width;
+        let mut total = 0.0;
+        for (range, scorer) in &self.folds {
+            total += scorer.score(&sum[range.start * w..range.end * w], count)?;
+        }
+        Some(total / self.folds.len() as f64)
+    }
+}
+
 /// Scores a blend (a flat sum of `count` candidates' rows) without building labels: the same
 /// definitions as [`crate::metric`], computed straight from the summed probabilities.
 struct Scorer<'a> {
@@ -102,14 +163,19 @@ struct Scorer<'a> {
 }
 
 impl<'a> Scorer<'a> {
-    fn new(target: &TargetInfo, truth: &'a Truth, classes: &[String]) -> Option<Self> {
+    /// A scorer for the rows `rows` of `truth`.
+    fn new(target: &TargetInfo, truth: &'a Truth, rows: Range<usize>, classes: &[String]) -> Option<Self> {
         match truth {
-            Truth::Values(v) => {
-                Some(Self { metric: target.metric, values: Some(v), classes: vec![], width: 1, positive: 0 })
-            }
+            Truth::Values(v) => Some(Self {
+                metric: target.metric,
+                values: Some(&v[rows]),
+                classes: vec![],
+                width: 1,
+                positive: 0,
+            }),
             Truth::Classes(labels) => {
                 let index: Option<Vec<usize>> =
-                    labels.iter().map(|l| classes.iter().position(|c| c == l)).collect();
+                    labels[rows].iter().map(|l| classes.iter().position(|c| c == l)).collect();
                 let positive = target
                     .positive
                     .as_ref()
@@ -211,11 +277,33 @@ mod tests {
         let a = Candidate { iteration: 1, predicted: Predicted::Values(vec![2.0, 1.0, 4.0, 3.0]) };
         let b = Candidate { iteration: 2, predicted: Predicted::Values(vec![0.0, 3.0, 2.0, 5.0]) };
         let worse = Candidate { iteration: 3, predicted: Predicted::Values(vec![9.0, 9.0, 9.0, 9.0]) };
-        let blend =
-            select(&[a, b, worse], &target(TaskKind::Regression, Metric::Rmse, &[]), &truth, 10, &|| false)
-                .unwrap();
+        let blend = select(
+            &[a, b, worse],
+            &target(TaskKind::Regression, Metric::Rmse, &[]),
+            &truth,
+            &[],
+            10,
+            &|| false,
+        )
+        .unwrap();
         assert_eq!(blend.score, 0.0);
         assert_eq!(blend.weights, vec![(1, 1), (2, 1)]);
+    }
+
+    #[test]
+    fn with_folds_a_blend_scores_the_mean_of_the_folds() {
+        let t = target(TaskKind::Regression, Metric::Mae, &[]);
+        let truth = Truth::Values(vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+        let a = Candidate { iteration: 1, predicted: Predicted::Values(vec![1.0, 3.0, 3.0, 4.0, 8.0]) };
+        let b = Candidate { iteration: 2, predicted: Predicted::Values(vec![1.0, 1.0, 3.0, 4.0, 2.0]) };
+        let folds = [0..2, 2..5];
+        let blend = select(&[a.clone(), b.clone()], &t, &truth, &folds, 10, &|| false).unwrap();
+        assert_eq!(blend.score, 0.0, "their mean is exact on every row");
+        let alone = blend_score(&[a.clone(), b.clone()], &[(1, 1)], &t, &truth, &folds).unwrap();
+        // Fold 1: MAE 0.5; fold 2: MAE 1.0 (pooled it would be 0.8).
+        assert!((alone - 0.75).abs() < 1e-12, "{alone}");
+        let recomputed = blend_score(&[a, b], &blend.weights, &t, &truth, &folds).unwrap();
+        assert_eq!(recomputed.to_bits(), blend.score.to_bits());
     }
 
     #[test]
@@ -237,13 +325,13 @@ mod tests {
         let x = Candidate { iteration: 1, predicted: probs([0.9, 0.6, 0.9, 0.1]) };
         let y = Candidate { iteration: 2, predicted: probs([0.9, 0.1, 0.4, 0.1]) };
         let t = target(TaskKind::Binary, Metric::Accuracy, &classes);
-        let blend = select(&[x.clone(), y.clone()], &t, &truth, 5, &|| false).unwrap();
+        let blend = select(&[x.clone(), y.clone()], &t, &truth, &[], 5, &|| false).unwrap();
         assert_eq!(blend.score, 1.0);
         assert_eq!(blend.members(), 2);
         // The fast scorer agrees with the metric module on every metric it serves.
         for metric in [Metric::Accuracy, Metric::MacroF1, Metric::RocAuc, Metric::LogLoss] {
             let t = target(TaskKind::Binary, metric, &classes);
-            let scorer = Scorer::new(&t, &truth, &t.classes).unwrap();
+            let scorer = Scorer::new(&t, &truth, 0..4, &t.classes).unwrap();
             let flat: Vec<f64> = x.predicted.probability_rows(&t.classes).into_iter().flatten().collect();
             let fast = scorer.score(&flat, 1).unwrap();
             let Predicted::Classes { labels, probabilities } = &x.predicted else { unreachable!() };
@@ -258,6 +346,6 @@ mod tests {
             .unwrap();
             assert!((fast - slow).abs() < 1e-12, "{metric}: {fast} vs {slow}");
         }
-        assert!(select(&[x, y], &t, &truth, 5, &|| true).is_none(), "stopped");
+        assert!(select(&[x, y], &t, &truth, &[], 5, &|| true).is_none(), "stopped");
     }
 }

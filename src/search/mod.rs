@@ -11,6 +11,6 @@ pub mod ensemble;
 mod greedy;
 mod tree;
 
-pub use ensemble::{Blend, Candidate, select};
+pub use ensemble::{Blend, Candidate, blend_score, select};
 pub use greedy::Greedy;
 pub use tree::{Decision, Node, Operation, Policy, Situation, debug_depth, render};

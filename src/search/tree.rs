@@ -18,6 +18,9 @@ pub enum Operation {
     Debug,
     /// Greedy ensemble selection over earlier nodes' validation predictions (made by the runner).
     Ensemble,
+    /// The selected node's training on every training row, after the loop (made by the runner;
+    /// not scored on validation rows).
+    Refit,
 }
 
 impl Operation {
@@ -27,6 +30,7 @@ impl Operation {
             Operation::Improve => "improve",
             Operation::Debug => "debug",
             Operation::Ensemble => "ensemble",
+            Operation::Refit => "refit",
         }
     }
 }

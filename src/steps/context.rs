@@ -44,6 +44,14 @@ impl TaskBrief {
     }
 }
 
+/// An iteration running alongside: what the search asked of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingBrief {
+    pub iteration: u32,
+    pub operation: Operation,
+    pub parent: Option<u32>,
+}
+
 /// One earlier iteration, as later steps see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IterationBrief {
@@ -142,6 +150,13 @@ pub struct StepContext {
     pub split: Option<SplitOutput>,
     /// Whether this iteration may (re)define the split.
     pub split_open: bool,
+    /// Iterations started before this one that it cannot know the outcome of (they run
+    /// alongside it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingBrief>,
+    /// Candidates are cross-validated over this many folds (none: a held-out split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv_folds: Option<u32>,
     pub current: CurrentSteps,
     pub failure: Option<Failure>,
     pub validation: Option<ValidationBrief>,
@@ -190,6 +205,8 @@ pub(crate) fn sample_context() -> StepContext {
         findings: vec![],
         split: None,
         split_open: false,
+        cv_folds: None,
+        pending: vec![],
         current: CurrentSteps::default(),
         failure: None,
         validation: None,

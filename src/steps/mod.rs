@@ -12,7 +12,8 @@ pub mod schemas;
 #[cfg(test)]
 pub(crate) use context::sample_context;
 pub use context::{
-    Clock, CurrentSteps, Failure, IterationBrief, ParentBrief, StepContext, TaskBrief, ValidationBrief,
+    Clock, CurrentSteps, Failure, IterationBrief, ParentBrief, PendingBrief, StepContext, TaskBrief,
+    ValidationBrief,
 };
 pub use outputs::{
     AnalyzeOutput, ArchitectureOutput, CategoricalTreatment, ExploreOutput, Hyperparameter, MissingTreatment,

@@ -110,3 +110,15 @@ pub fn run_dir_of(output: &Output) -> PathBuf {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).to_string()
 }
+
+/// The iteration records of a run, in the journal's order.
+pub fn records(dir: &Path) -> Vec<loop_runner::journal::IterationRecord> {
+    loop_runner::journal::read(&dir.join("journal.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.event {
+            loop_runner::journal::Event::IterationFinished { record, .. } => Some(record),
+            _ => None,
+        })
+        .collect()
+}

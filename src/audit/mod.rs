@@ -19,6 +19,8 @@ use crate::sandbox::{Outcome, Sandbox};
 use crate::scoring::{Truth, score};
 use crate::snapshot::{Workspace, tag_name};
 
+mod cv;
+
 /// One comparison.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Check {
@@ -112,6 +114,9 @@ pub fn audit(
     // snapshot was scored on.
     let data: serde_json::Value = serde_json::from_str(&fs_err::read_to_string(root.join("data.json"))?)?;
     let target: TargetInfo = serde_json::from_value(data["target"].clone())?;
+    let metrics: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(root.join("metrics.json"))?)?;
+    let folds = metrics["split"]["folds"].as_u64().map(|k| k as u32);
     let labels = match dir.validation_labels(rec.record.split_id) {
         path if path.is_file() => path,
         _ => dir.legacy_validation_labels(),
@@ -175,8 +180,7 @@ pub fn audit(
     fs_err::rename(root.join("data"), &data_dir)?;
     fs_err::rename(root.join("input"), &input_dir)?;
     let private = [dir.holdout()];
-    let run = |kind: ScriptKind| -> anyhow::Result<Outcome> {
-        let visible = if kind.learns() { &data_dir } else { &input_dir };
+    let run_seeing = |kind: ScriptKind, visible: &Path| -> anyhow::Result<Outcome> {
         let spec = policy::spec(
             &Script { kind, work: &root, visible },
             &config.sandbox,
@@ -185,7 +189,10 @@ pub fn audit(
         );
         Ok(sandbox.run(&spec, &CancellationToken::new())?)
     };
-    if retrain {
+    let run = |kind: ScriptKind| run_seeing(kind, if kind.learns() { &data_dir } else { &input_dir });
+    // A refit has no validation score: retraining it is what can be checked (and its test score).
+    let refit = rec.record.operation == crate::search::Operation::Refit;
+    if retrain || refit {
         fs_err::remove_dir_all(root.join("model"))?;
         let outcome = run(ScriptKind::AuditTrain)?;
         checks.push(Check::new("train.py (retrained)", "exit 0", outcome.summary()));
@@ -208,25 +215,103 @@ pub fn audit(
     let _ = fs_err::remove_file(root.join(predictions));
     let outcome = run(kind)?;
     checks.push(Check::new("inference.py", "exit 0", outcome.summary()));
-    let guest = GuestDir::open(&root)?;
+    if let Some(folds) = folds {
+        // The score came from the folds; the committed model has seen every row, so its own
+        // predictions here only show that it runs.
+        let audit = cv::CvAudit {
+            sandbox,
+            config: &config,
+            root: &root,
+            data_dir: &data_dir,
+            input_dir: &input_dir,
+            target: &target,
+            labels: &labels,
+            folds,
+            seed: metrics["split"]["seed"].as_u64().unwrap_or(config.loop_.seed),
+            record: &rec.record,
+            private: &private,
+            scratch: work.path(),
+        };
+        checks.extend(audit.checks()?);
+    } else if !refit {
+        // A refit has no validation score: nothing is left to score it on.
+        checks.extend(holdout_checks(&root, &rec.record, &labels, &target)?);
+    }
+    if let Some(recorded) = recorded_test_score(dir, rec.iteration)? {
+        let now = test_score(dir, &root, &target, &run_seeing)?;
+        checks.push(Check::new(format!("test {}", target.metric), recorded, now));
+    }
+    Ok(checks)
+}
+
+/// The checks of a snapshot scored on a held-out split: its predictions of the validation
+/// features (just made in `root`) and their score.
+fn holdout_checks(
+    root: &Path,
+    record: &IterationRecord,
+    labels: &Path,
+    target: &TargetInfo,
+) -> anyhow::Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    let predictions = ScriptKind::AuditInfer.predictions().expect("inference predicts");
+    let guest = GuestDir::open(root)?;
     let now = guest
         .sha256(predictions, u64::MAX)
         .map(|(_, sha)| sha)
         .unwrap_or_else(|e| format!("(not read: {e})"));
     checks.push(Check::new(
         "validation predictions sha256",
-        rec.record.predictions_sha256.clone().unwrap_or_default(),
+        record.predictions_sha256.clone().unwrap_or_default(),
         now,
     ));
-    let truth = Truth::from_csv(&labels, &target).map_err(anyhow::Error::msg)?;
-    let now =
-        score(&guest, predictions, &target, &truth).map(|s| format_score(s.score)).unwrap_or_else(|e| e);
+    let truth = Truth::from_csv(labels, target).map_err(anyhow::Error::msg)?;
+    let now = score(&guest, predictions, target, &truth).map(|s| format_score(s.score)).unwrap_or_else(|e| e);
     checks.push(Check::new(
         format!("validation {}", target.metric),
-        rec.record.validation_score.map(format_score).unwrap_or_default(),
+        record.validation_score.map(format_score).unwrap_or_default(),
         now,
     ));
     Ok(checks)
+}
+
+/// The test score the run recorded for `iteration`, as [`format_score`] writes it (the last
+/// final evaluation of it, if any was scored).
+fn recorded_test_score(dir: &RunDir, iteration: u32) -> anyhow::Result<Option<String>> {
+    Ok(journal::read(&dir.journal())?
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::FinalEvaluation { iteration: Some(i), test_score, .. } if i == iteration => {
+                Some(test_score)
+            }
+            _ => None,
+        })
+        .next_back()
+        .flatten()
+        .map(format_score))
+}
+
+/// The snapshot in `root` run on the run's test features, scored against its test labels (both
+/// the runner's; the snapshot never holds them).
+fn test_score(
+    dir: &RunDir,
+    root: &Path,
+    target: &TargetInfo,
+    run: &dyn Fn(ScriptKind, &Path) -> anyhow::Result<Outcome>,
+) -> anyhow::Result<String> {
+    let input = tempfile::Builder::new().prefix("loop-runner-audit-test-").tempdir()?;
+    let test = crate::data::read_table(&dir.test_csv())?;
+    crate::data::write_csv(&test.drop(&target.column)?, &input.path().join("features.csv"))?;
+    let kind = ScriptKind::FinalTest;
+    let predictions = kind.predictions().expect("the final test predicts");
+    let _ = fs_err::remove_file(root.join(predictions));
+    let outcome = run(kind, input.path())?;
+    if !outcome.success() {
+        return Ok(format!("inference.py on the test features: {}", outcome.summary()));
+    }
+    let truth = Truth::from_csv(&dir.test_csv(), target).map_err(anyhow::Error::msg)?;
+    Ok(score(&GuestDir::open(root)?, predictions, target, &truth)
+        .map(|s| format_score(s.score))
+        .unwrap_or_else(|e| e))
 }
 
 /// Scores are compared exactly; 17 significant digits show every bit of an f64.

@@ -1,0 +1,202 @@
+//! The end of a run: the refit (when configured), the test evaluation of the final model (and
+//! of the selected iteration, when a refit is the final model), the report and the closing
+//! journal entry. The test split is read here and nowhere else in the loop.
+
+use std::time::Duration;
+
+use super::lifecycle::{Runner, StopReason};
+use super::progress::Progress;
+use crate::data::write_csv;
+use crate::guest_fs::GuestDir;
+use crate::journal::{Event, OutcomeBrief};
+use crate::policy::{self, Script, ScriptKind};
+use crate::report::Summary;
+use crate::sandbox::CancellationToken as SandboxCancel;
+use crate::scoring::{Truth, score};
+use crate::search::Operation;
+use crate::snapshot::tag_name;
+
+impl Runner {
+    /// Refit, final evaluation, report, and the closing journal entry.
+    pub async fn finish(&mut self, reason: StopReason) -> anyhow::Result<Summary> {
+        let best = self.state.best.map(|b| b.0);
+        let refit = self.refit(&reason).await?;
+        let final_iteration = refit.or(best);
+        let test_score = self.evaluate(final_iteration).await?;
+        let selected_test_score = match (refit, best) {
+            (Some(_), Some(b)) => self.evaluate(Some(b)).await?,
+            _ => None,
+        };
+        let shared = &self.shared;
+        let summary = Summary {
+            task: shared.inputs.task.name.clone(),
+            metric: shared.inputs.target.metric.name().into(),
+            best_iteration: best,
+            validation_score: self.state.best.map(|b| b.1),
+            test_score,
+            final_iteration,
+            selected_test_score: refit.and(selected_test_score),
+            iterations: self.state.records.len() as u32,
+            wall_seconds: shared.budget.elapsed().as_secs_f64(),
+            agent: shared.agent.backend_name().into(),
+            sandbox: shared.sandbox_info.kind.to_string(),
+            sandbox_waived: shared.sandbox_info.waived.clone(),
+        };
+        shared.log(Event::RunFinished {
+            reason: reason.describe(),
+            best_iteration: summary.best_iteration,
+            validation_score: summary.validation_score,
+            test_score,
+            wall_seconds: summary.wall_seconds,
+            final_iteration: refit,
+        })?;
+        crate::report::write(&self.dir)?;
+        Ok(summary)
+    }
+
+    /// Trains the selected iteration on every training row, when configured and a held-out
+    /// split was used (cross-validated models are already trained on every row), unless the
+    /// run was interrupted or the time left would not hold it. The refit's iteration, if it
+    /// succeeded.
+    async fn refit(&mut self, reason: &StopReason) -> anyhow::Result<Option<u32>> {
+        let shared = self.shared.clone();
+        let Some((best, _)) = self.state.best else { return Ok(None) };
+        if !shared.inputs.config.validation.refit || shared.split().folds.is_some() {
+            return Ok(None);
+        }
+        // A resumed run may have made it already.
+        if let Some(done) = self.state.records.iter().rev().find(|r| r.operation == Operation::Refit)
+            && done.parent == Some(best)
+        {
+            return Ok((done.status == "succeeded").then_some(done.iteration));
+        }
+        let note = |text: String| {
+            shared.reporter.report(Progress::Note(text.clone()));
+            tracing::info!("{text}");
+        };
+        if matches!(reason, StopReason::Interrupted) {
+            note("refit skipped: the run was interrupted".into());
+            return Ok(None);
+        }
+        let selected = self.state.records[best as usize - 1].clone();
+        // An ensemble's members are trained again; its own scripts only blend.
+        let members: Vec<u32> = selected
+            .hyperparameters
+            .iter()
+            .filter_map(|h| h.name.strip_prefix("iter-").and_then(|n| n.parse().ok()))
+            .collect();
+        let seconds = if selected.operation == Operation::Ensemble {
+            members
+                .iter()
+                .filter_map(|m| self.state.records.get(*m as usize - 1))
+                .map(|r| r.script_seconds)
+                .sum()
+        } else {
+            selected.script_seconds
+        };
+        if let Err(why) = super::refit::fits(&selected, seconds, shared.budget.left()) {
+            note(format!("refit skipped: {why}"));
+            return Ok(None);
+        }
+        let n = self.state.records.len() as u32 + 1;
+        shared.log(Event::IterationStarted {
+            iteration: n,
+            parent: Some(best),
+            operation: Operation::Refit,
+            reason: format!("iteration {best} trained on every training row"),
+        })?;
+        shared.reporter.report(Progress::IterationStarted { iteration: n });
+        let finished = super::refit::run(shared.clone(), &self.workspace, &selected, n).await?;
+        // A refit has no validation score: it succeeded when it trained.
+        let succeeded = finished.record.status == "succeeded";
+        self.record(finished)?;
+        Ok(succeeded.then_some(n))
+    }
+
+    /// Runs iteration `iteration`'s inference on the test features and scores it.
+    async fn evaluate(&mut self, iteration: Option<u32>) -> anyhow::Result<Option<f64>> {
+        let shared = self.shared.clone();
+        let Some(best) = iteration else {
+            shared.log(Event::FinalEvaluation {
+                iteration: None,
+                test_score: None,
+                detail: "no iteration succeeded".into(),
+                outcome: None,
+            })?;
+            shared.reporter.report(Progress::FinalEvaluation { iteration: None, test_score: None });
+            return Ok(None);
+        };
+        shared
+            .reporter
+            .report(Progress::Note(format!("scoring iteration {best} on the held-out test split")));
+        let final_dir = self.dir.root.join("final").join(tag_name(best));
+        if final_dir.exists() {
+            fs_err::remove_dir_all(&final_dir)?;
+        }
+        let work = final_dir.join("work");
+        let commit = self.workspace.resolve(&tag_name(best))?;
+        self.workspace.materialize(commit, &work)?;
+        // The snapshot's training data is not needed to predict; keep it out of reach.
+        let _ = fs_err::remove_dir_all(work.join("data"));
+        let _ = fs_err::remove_dir_all(work.join("input"));
+        let input = final_dir.join("input");
+        fs_err::create_dir_all(&input)?;
+        let test = crate::data::read_table(&self.dir.test_csv())?;
+        write_csv(&test.drop(&shared.inputs.target.column)?, &input.join("features.csv"))?;
+        let kind = ScriptKind::FinalTest;
+        let mut spec = policy::spec(
+            &Script { kind, work: &work, visible: &input },
+            &shared.inputs.config.sandbox,
+            shared.inputs.config.loop_.seed,
+            &shared.private(),
+        );
+        // The budget is a hard limit: the final evaluation gets what is left of it, no more.
+        if let Some(left) = shared.budget.left() {
+            spec.limits.wall = spec.limits.wall.min(left);
+        }
+        if spec.limits.wall < Duration::from_millis(500) {
+            let detail = "the budget ran out before the final evaluation could run".to_string();
+            shared.log(Event::FinalEvaluation {
+                iteration: Some(best),
+                test_score: None,
+                detail,
+                outcome: None,
+            })?;
+            shared.reporter.report(Progress::FinalEvaluation { iteration: Some(best), test_score: None });
+            return Ok(None);
+        }
+        // Only a second interrupt (which exits the process) stops the final evaluation.
+        let outcome = shared.sandbox_run(spec, SandboxCancel::new()).await?;
+        let truth =
+            Truth::from_csv(&self.dir.test_csv(), &shared.inputs.target).map_err(anyhow::Error::msg)?;
+        let (test_score, detail) = if outcome.success() {
+            let guest = GuestDir::open(&work)?;
+            match score(
+                &guest,
+                kind.predictions().expect("final test predicts"),
+                &shared.inputs.target,
+                &truth,
+            ) {
+                Ok(s) => (Some(s.score), s.details),
+                Err(why) => (None, format!("test score undefined: {why}")),
+            }
+        } else {
+            (
+                None,
+                format!(
+                    "inference.py failed on the test features: {} {}",
+                    outcome.summary(),
+                    super::iteration::tail(&outcome.stderr.text, 500)
+                ),
+            )
+        };
+        shared.log(Event::FinalEvaluation {
+            iteration: Some(best),
+            test_score,
+            detail,
+            outcome: Some(OutcomeBrief::from(&outcome)),
+        })?;
+        shared.reporter.report(Progress::FinalEvaluation { iteration: Some(best), test_score });
+        Ok(test_score)
+    }
+}

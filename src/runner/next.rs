@@ -1,0 +1,244 @@
+//! What the next iteration is and what it is told: the search's decision from the iterations
+//! it may know of (and the ones in flight), the ensemble candidates, and the step context with
+//! its parent's brief. Nothing here changes the run's state; the dispatcher does.
+
+use super::lifecycle::Runner;
+use crate::journal::IterationRecord;
+use crate::search::{Decision, Node, Operation, Situation};
+use crate::steps::{IterationBrief, ParentBrief, PendingBrief, StepContext, TaskBrief};
+
+impl Runner {
+    /// How many iterations iteration `n` may know of: all before it when one runs at a time;
+    /// with `jobs` at once, those up to `n - jobs` (committed before it can start), and always
+    /// every iteration that could change the split.
+    pub(super) fn known(&self, n: u32) -> u32 {
+        let config = &self.shared.inputs.config.loop_;
+        let jobs = config.jobs.max(1);
+        n.saturating_sub(jobs).max(config.split_iterations.min(n - 1))
+    }
+
+    /// The search's decision for iteration `n`, from the first `known` iterations (or the one
+    /// recorded, when replaying).
+    pub(super) fn decide(&self, n: u32, known: usize, last: bool) -> Decision {
+        let shared = &self.shared;
+        if let Some(recorded) = shared.inputs.decisions.as_ref().and_then(|d| d.get(n as usize - 1)) {
+            return recorded.clone();
+        }
+        let config = &shared.inputs.config;
+        let split = shared.split().id;
+        let mut nodes: Vec<Node> = self.state.records[..known].iter().map(|r| node(r, split)).collect();
+        // Iterations in flight count as nodes not yet scored: their drafts are drafts, their
+        // debugs have taken their parents, their ensembles are recent.
+        nodes.extend(self.pending(n, known).into_iter().map(|p| Node {
+            iteration: p.iteration,
+            parent: p.parent,
+            operation: p.operation,
+            score: None,
+            failed: false,
+            seconds: 0.0,
+        }));
+        let situation = Situation {
+            iteration: n,
+            higher_is_better: shared.inputs.target.metric.higher_is_better(),
+            time_left: shared.budget.loop_left(),
+            seed: config.loop_.seed,
+            drafts: config.search.drafts.unwrap_or_else(|| self.default_drafts()),
+            ensemble_every: config.search.ensemble_every,
+            jobs: config.loop_.jobs,
+            perfect: shared
+                .inputs
+                .target
+                .metric
+                .perfect()
+                .is_some_and(|p| nodes.iter().filter_map(|x| x.score).any(|s| s == p)),
+        };
+        let mut decision = self.policy.decide(&nodes, &situation);
+        let situation = &situation;
+        // The last iteration of a counted run is an ensemble of what scored, if one is worth it.
+        if last
+            && decision.operation != Operation::Ensemble
+            && config.search.ensemble_every > 0
+            && !situation.perfect
+        {
+            let last_ensemble =
+                nodes.iter().filter(|x| x.operation == Operation::Ensemble).map(|x| x.iteration).max();
+            let new_scored = nodes
+                .iter()
+                .filter(|x| x.score.is_some() && x.operation != Operation::Ensemble)
+                .filter(|x| last_ensemble.is_none_or(|e| x.iteration > e))
+                .count();
+            if new_scored >= 2 {
+                decision = Decision::new(
+                    Operation::Ensemble,
+                    None,
+                    "the last iteration: an ensemble of what scored",
+                );
+            }
+        }
+        decision
+    }
+
+    /// The iterations between the first `known` and `n`: started, but not to be known by `n`
+    /// (they may be running). Only what the search decided for them, which is the same
+    /// whatever order they finish in.
+    pub(super) fn pending(&self, n: u32, known: usize) -> Vec<PendingBrief> {
+        (known as u32 + 1..n)
+            .filter_map(|m| match self.state.records.get(m as usize - 1) {
+                Some(r) => Some(PendingBrief { iteration: m, operation: r.operation, parent: r.parent }),
+                None => self.decided.get(&m).map(|d| PendingBrief {
+                    iteration: m,
+                    operation: d.operation,
+                    parent: d.parent,
+                }),
+            })
+            .collect()
+    }
+
+    /// Drafts before improving: the built-in agent drafts each family of its portfolio once; an
+    /// LLM five times.
+    pub(super) fn default_drafts(&self) -> u32 {
+        let shared = &self.shared;
+        if shared.agent.backend_name() == "builtin" {
+            crate::builtin::drafts(
+                shared.inputs.target.kind == crate::task::TaskKind::Regression,
+                shared.inputs.profile.rows,
+            )
+        } else {
+            5
+        }
+    }
+
+    /// Scored single models among the first `known` iterations on the split in force, best
+    /// first.
+    pub(super) fn ensemble_candidates(&self, known: usize) -> Vec<(u32, Option<f64>)> {
+        let split = self.shared.split().id;
+        let metric = self.shared.inputs.target.metric;
+        let mut scored: Vec<(u32, Option<f64>)> = self.state.records[..known]
+            .iter()
+            .filter(|r| r.succeeded() && r.split_id == split)
+            .filter(|r| !matches!(r.operation, Operation::Ensemble | Operation::Refit))
+            .map(|r| (r.iteration, r.validation_score))
+            .collect();
+        scored.sort_by(|a, b| {
+            let (x, y) = (a.1.unwrap_or(f64::NAN), b.1.unwrap_or(f64::NAN));
+            (if metric.higher_is_better() { y.total_cmp(&x) } else { x.total_cmp(&y) }).then(a.0.cmp(&b.0))
+        });
+        scored.truncate(MAX_ENSEMBLE_CANDIDATES);
+        scored
+    }
+
+    /// What an improve or debug operation is shown of its parent: the runner's own records of
+    /// it (its answers, its scripts as run, how it failed).
+    pub(super) fn parent_brief(&self, parent: u32) -> Option<ParentBrief> {
+        let record = self.state.records.get(parent as usize - 1)?;
+        let steps = self.dir.iteration(parent).join("steps");
+        fn load<T: serde::de::DeserializeOwned>(path: std::path::PathBuf) -> Option<T> {
+            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+        }
+        let analysis: Option<crate::steps::AnalyzeOutput> = load(steps.join("analyze.json"));
+        let infer: Option<crate::steps::ScriptOutput> = load(steps.join("infer.json"));
+        Some(ParentBrief {
+            iteration: parent,
+            operation: record.operation,
+            status: record.status.clone(),
+            family: record.family.clone(),
+            hyperparameters: record.hyperparameters.clone(),
+            representation: record.representation.clone(),
+            architecture: load(steps.join("architecture.json")),
+            score: record.validation_score,
+            train: load(steps.join("train.json")),
+            inference_script: infer.map(|i| i.script).unwrap_or_default(),
+            observations: analysis.as_ref().map(|a| a.observations.clone()).unwrap_or_default(),
+            next_ideas: analysis.map(|a| a.next_ideas).unwrap_or_default(),
+            failure: load(steps.join("failure.json")),
+        })
+    }
+
+    /// The context iteration `n` is asked with: the first `known` iterations, no later ones.
+    pub(super) fn context(&self, n: u32, known: usize, decision: &Decision) -> StepContext {
+        let shared = &self.shared;
+        let split = shared.split();
+        let history: Vec<IterationBrief> = self.state.records[..known].iter().map(brief).collect();
+        let metric = shared.inputs.target.metric;
+        let best = history
+            .iter()
+            .filter(|h| {
+                h.score.is_some() && self.state.records[(h.iteration - 1) as usize].split_id == split.id
+            })
+            .filter(|h| h.status == "succeeded")
+            .fold(None::<&IterationBrief>, |best, h| match best {
+                Some(b) if !metric.better(h.score.unwrap_or(f64::NAN), b.score.unwrap_or(f64::NAN)) => {
+                    Some(b)
+                }
+                _ => Some(h),
+            })
+            .cloned();
+        let config = &shared.inputs.config.loop_;
+        StepContext {
+            task: TaskBrief::new(&shared.inputs.task, &shared.inputs.target),
+            operation: decision.operation,
+            parent: decision.parent.and_then(|p| self.parent_brief(p)),
+            profile_text: shared.inputs.profile.render(),
+            profile: shared.inputs.profile.clone(),
+            iteration: n,
+            max_iterations: config.max_iterations,
+            history,
+            best,
+            findings: self
+                .state
+                .findings
+                .iter()
+                .filter(|(i, _)| *i as usize <= known)
+                .map(|(_, t)| t.clone())
+                .collect(),
+            // A split changes only in a draft of the first iterations, and folds never.
+            split_open: n <= config.split_iterations
+                && decision.operation == Operation::Draft
+                && split.folds.is_none(),
+            cv_folds: split.folds.as_ref().map(|f| f.ranges.len() as u32),
+            pending: self.pending(n, known),
+            split: Some(split.split),
+            current: Default::default(),
+            failure: None,
+            validation: None,
+            seed: config.seed,
+            clock: Some(crate::steps::Clock {
+                time_left_seconds: shared.budget.loop_left().map(|d| d.as_secs_f64()),
+                runtimes: self.state.records[..known]
+                    .iter()
+                    .map(|r| (r.iteration, r.script_seconds))
+                    .collect(),
+            }),
+        }
+    }
+}
+
+/// Most candidates an ensemble selection looks at (the best ones).
+const MAX_ENSEMBLE_CANDIDATES: usize = 20;
+
+/// A record as the search sees it; only scores on the split in force count.
+pub(super) fn node(r: &IterationRecord, split: u32) -> Node {
+    Node {
+        iteration: r.iteration,
+        parent: r.parent,
+        operation: r.operation,
+        score: if r.split_id == split && r.succeeded() { r.validation_score } else { None },
+        // A refit is the runner's; there is nothing for an agent to debug in it.
+        failed: r.status.starts_with("failed") && r.operation != Operation::Refit,
+        seconds: r.script_seconds,
+    }
+}
+
+pub(super) fn brief(r: &IterationRecord) -> IterationBrief {
+    IterationBrief {
+        iteration: r.iteration,
+        parent: r.parent,
+        operation: r.operation,
+        status: r.status.clone(),
+        family: r.family.clone(),
+        hyperparameters: r.hyperparameters.clone(),
+        representation: r.representation.clone(),
+        score: r.validation_score,
+        next_ideas: r.next_ideas.clone(),
+    }
+}
