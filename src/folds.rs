@@ -107,8 +107,11 @@ pub fn write(pool: &DataFrame, target: &TargetInfo, k: u32, seed: u64, root: &Pa
 
 /// The sha256 recorded for out-of-fold predictions: of each fold's predictions file, as its
 /// script wrote it, one after the other in fold order.
-pub fn predictions_sha256(files: &[Vec<u8>]) -> String {
-    crate::fsx::sha256_bytes(&files.concat())
+pub fn predictions_sha256<'a>(files: impl IntoIterator<Item = &'a [u8]>) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    files.into_iter().for_each(|f| hasher.update(f));
+    hex::encode(hasher.finalize())
 }
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ impl CvAudit<'_> {
         checks.push(Check::new(
             "out-of-fold predictions sha256",
             self.record.predictions_sha256.clone().unwrap_or_default(),
-            crate::folds::predictions_sha256(&files),
+            crate::folds::predictions_sha256(files.iter().map(Vec::as_slice)),
         ));
         let now = score_folds(&predicted, self.target, &truth, &folds.ranges)
             .map(|s| format_score(s.score))

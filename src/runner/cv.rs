@@ -91,8 +91,7 @@ impl Iteration<'_> {
                 StepFailure::Failed("infer".into(), summary)
             })?;
             self.keep(i + 1, &bytes)?;
-            let sha256 = crate::fsx::sha256_bytes(&bytes);
-            runs.push(FoldRun { scored, predicted, bytes, sha256, model_files });
+            runs.push(FoldRun { scored, predicted, bytes, model_files });
             fs_err::remove_dir_all(&place.work).map_err(StepFailure::internal)?;
         }
 
@@ -107,7 +106,7 @@ impl Iteration<'_> {
             return Err(StepFailure::Failed("train".into(), summary));
         }
 
-        let parts: Vec<Vec<u8>> = runs.iter().map(|r| r.bytes.clone()).collect();
+        let predictions_sha256 = crate::folds::predictions_sha256(runs.iter().map(|r| r.bytes.as_slice()));
         let predicted =
             Predicted::concat(runs.into_iter().map(|r| r.predicted).collect()).ok_or_else(|| {
                 StepFailure::Failed(
@@ -118,12 +117,7 @@ impl Iteration<'_> {
             })?;
         let scored = score_folds(&predicted, target, &split.truth, &folds.ranges)
             .map_err(|why| StepFailure::Failed("infer".into(), why))?;
-        Ok(Done {
-            scored,
-            predicted,
-            predictions_sha256: crate::folds::predictions_sha256(&parts),
-            model_files,
-        })
+        Ok(Done { scored, predicted, predictions_sha256, model_files })
     }
 
     /// Keeps fold `f`'s predictions beside the iteration, out of any script's reach.

@@ -291,7 +291,7 @@ impl Iteration<'_> {
             return Ok(Done {
                 scored: first.scored,
                 predicted: first.predicted,
-                predictions_sha256: first.sha256,
+                predictions_sha256: crate::fsx::sha256_bytes(&first.bytes),
                 model_files: first.model_files,
             });
         };
@@ -356,8 +356,7 @@ impl Iteration<'_> {
             });
             let summary = match problem {
                 Ok((bytes, predicted, scored)) => {
-                    let sha256 = crate::fsx::sha256_bytes(&bytes);
-                    return Ok(FoldRun { scored, predicted, bytes, sha256, model_files });
+                    return Ok(FoldRun { scored, predicted, bytes, model_files });
                 }
                 Err(summary) => place.say(summary),
             };
@@ -478,7 +477,6 @@ pub(super) struct FoldRun {
     pub predicted: Predicted,
     /// The predictions file as the script wrote it.
     pub bytes: Vec<u8>,
-    pub sha256: String,
     pub model_files: Vec<(String, String)>,
 }
 
