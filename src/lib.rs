@@ -23,6 +23,7 @@ pub mod journal;
 pub mod metric;
 pub mod policy;
 pub mod report;
+pub mod requirements;
 pub mod run_dir;
 pub mod runner;
 pub mod runtime;

@@ -66,7 +66,31 @@ pub(super) fn commit(
     });
     let pretty =
         |v: &serde_json::Value| serde_json::to_string_pretty(v).expect("values serialize").into_bytes();
+    let guest = GuestDir::open(&shared.dir.work(n))?;
+    let mut tree = Tree::new();
+    let passed = tree.guest_files(&guest, &RUNNER_FILES);
+    if !passed.is_empty() {
+        tracing::debug!(iteration = n, ?passed, "files left out of the snapshot");
+    }
+    // What the scripts import, the runner's and any Python the guest left (an ensemble's members,
+    // an agent's helper modules): read only to name imports, never run.
+    let guest_python: Vec<String> = tree
+        .paths()
+        .filter(|p| p.ends_with(".py"))
+        .filter_map(|p| guest.read(p, 1 << 20).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .collect();
+    let requirements = crate::requirements::requirements_txt(
+        &shared.sandbox_info,
+        finished
+            .scripts
+            .iter()
+            .filter(|(name, _)| name.ends_with(".py"))
+            .map(|(_, text)| text.as_str())
+            .chain(guest_python.iter().map(String::as_str)),
+    );
     let metadata = [
+        ("requirements.txt", requirements.into_bytes()),
         ("metrics.json", pretty(&metrics)),
         ("environment.json", pretty(&environment(shared))),
         ("data.json", pretty(&data)),
@@ -79,12 +103,6 @@ pub(super) fn commit(
     // Kept beside the work dir too, for the report and for people looking around.
     for (name, bytes) in &metadata {
         fs_err::write(dir.join(name), bytes)?;
-    }
-    let guest = GuestDir::open(&shared.dir.work(n))?;
-    let mut tree = Tree::new();
-    let passed = tree.guest_files(&guest, &RUNNER_FILES);
-    if !passed.is_empty() {
-        tracing::debug!(iteration = n, ?passed, "files left out of the snapshot");
     }
     for (name, bytes) in metadata {
         tree.insert(name, Source::Bytes(bytes));
@@ -154,7 +172,7 @@ fn snapshot_readme(task: &Task, n: u32, folds: Option<usize>) -> String {
         }
     };
     format!(
-        "# {name}: iteration {n}\n\nA loop-runner snapshot. To reproduce it with a Python that has numpy, pandas and scikit-learn:\n\n    python train.py                                   # reads data/train.csv, writes model/\n    python inference.py --input input/features.csv --output predictions.csv\n\n{validation}\n`environment.json` has the sandbox it ran in; `data.json` the sha256 of every data file; `steps/` the\nagent's answers.\n",
+        "# {name}: iteration {n}\n\nA loop-runner snapshot. To reproduce it in a fresh virtualenv:\n\n    pip install -r requirements.txt                   # the sandbox's versions of what the scripts import\n    python train.py                                   # reads data/train.csv, writes model/\n    python inference.py --input input/features.csv --output predictions.csv\n\n{validation}\n`environment.json` has the sandbox it ran in; `data.json` the sha256 of every data file; `steps/` the\nagent's answers.\n",
         name = task.name
     )
 }

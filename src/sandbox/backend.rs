@@ -33,6 +33,10 @@ pub struct SandboxInfo {
     pub interpreter: String,
     /// Package name to version, as available to scripts.
     pub packages: BTreeMap<String, String>,
+    /// Distribution name to the distributions it requires (extras left out): what a snapshot's
+    /// `requirements.txt` pins besides its imports. Not recorded in `environment.json`.
+    #[serde(skip)]
+    pub requires: BTreeMap<String, Vec<String>>,
     /// For WASI: sha256 of the module that runs, and which one (`snapshot`, `preimport`, `plain`).
     pub module_sha256: Option<String>,
     pub module_flavor: Option<String>,

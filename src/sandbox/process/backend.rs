@@ -49,16 +49,20 @@ struct Interpreter {
     /// Other directories on `sys.path` (from `.pth` files, e.g. editable installs): not mounted.
     other: Vec<PathBuf>,
     packages: BTreeMap<String, String>,
+    #[serde(default)]
+    requires: BTreeMap<String, Vec<String>>,
 }
 
 const DESCRIBE: &str = r#"
-import json, os, site, sys
+import json, os, re, site, sys
 real = lambda p: os.path.realpath(p)
 try:
     from importlib import metadata
-    packages = {d.metadata["Name"]: d.version for d in metadata.distributions() if d.metadata["Name"]}
+    dists = [d for d in metadata.distributions() if d.metadata["Name"]]
+    packages = {d.metadata["Name"]: d.version for d in dists}
+    requires = {d.metadata["Name"]: [r for r in (d.requires or []) if "extra ==" not in r] for d in dists}
 except Exception:
-    packages = {}
+    packages, requires = {}, {}
 prefixes = sorted({real(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
 sites = list(getattr(site, "getsitepackages", lambda: [])())
 user = getattr(site, "getusersitepackages", lambda: None)()
@@ -73,6 +77,7 @@ print(json.dumps({
     "site": sites,
     "other": [real(p) for p in sys.path if p and os.path.isdir(p) and not inside(real(p))],
     "packages": packages,
+    "requires": {name: [re.match(r"[A-Za-z0-9._-]*", r).group(0) for r in reqs] for name, reqs in requires.items()},
 }))
 "#;
 
@@ -154,6 +159,7 @@ impl ProcessSandbox {
                     interpreter.executable.display()
                 ),
                 packages: interpreter.packages.clone(),
+                requires: interpreter.requires.clone(),
                 module_sha256: None,
                 module_flavor: None,
                 engine: format!("native {}", std::env::consts::ARCH),

