@@ -318,3 +318,74 @@ fn count_objects(dir: &Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// What `bench tables` measured.
+pub struct TablesTimes {
+    pub iterations: usize,
+    pub steps: usize,
+    pub script_runs: usize,
+    /// Median wall time of each measured operation.
+    pub times: Vec<(String, Duration)>,
+}
+
+/// The example queries `bench tables` times (the README's).
+pub const TABLE_QUERIES: [(&str, &str); 3] = [
+    (
+        "query: improved on the parent by > 0.02",
+        "SELECT c.run_id, c.iteration, p.representation AS before, c.representation AS after, \
+         c.family, c.validation_score - p.validation_score AS gain \
+         FROM iterations c JOIN iterations p ON c.run_id = p.run_id AND c.parent = p.iteration \
+         WHERE c.validation_score - p.validation_score > 0.02 ORDER BY gain DESC",
+    ),
+    (
+        "query: what failed iterations had in common",
+        "SELECT i.failed_step, s.limit_hit, i.family, count(*) AS n \
+         FROM iterations i LEFT JOIN script_runs s \
+         ON s.run_id = i.run_id AND s.iteration = i.iteration AND s.step = i.failed_step \
+         WHERE i.status = 'failed' GROUP BY ALL ORDER BY n DESC",
+    ),
+    (
+        "query: cost per point of AUC by model",
+        "SELECT i.family, sum(i.cost_usd) AS usd, max(i.validation_score) AS best_auc, \
+         sum(i.cost_usd) / (100 * (max(i.validation_score) - 0.5)) AS usd_per_point \
+         FROM iterations i JOIN runs r ON r.run_id = i.run_id \
+         WHERE r.metric = 'roc_auc' GROUP BY i.family ORDER BY usd_per_point",
+    ),
+];
+
+/// Loads the runs under `runs_dir` into tables, writes them in each format, runs the example
+/// queries; `repeat` times each, medians reported.
+pub fn tables(runs_dir: &Path, repeat: usize) -> anyhow::Result<TablesTimes> {
+    let dirs = crate::tables::find_runs(&[], runs_dir)?;
+    let out = tempfile::tempdir()?;
+    let mut measured: Vec<(String, Vec<Duration>)> = Vec::new();
+    let mut record = |name: &str, time: Duration| match measured.iter_mut().find(|m| m.0 == name) {
+        Some(m) => m.1.push(time),
+        None => measured.push((name.to_string(), vec![time])),
+    };
+    let mut shape = (0, 0, 0);
+    for _ in 0..repeat {
+        let t = Instant::now();
+        let tables = crate::tables::Tables::load(&dirs)?;
+        record(&format!("load {} journals into the tables", dirs.len()), t.elapsed());
+        shape = (tables.iterations.height(), tables.steps.height(), tables.script_runs.height());
+        for format in
+            [crate::tables::Format::Parquet, crate::tables::Format::Arrow, crate::tables::Format::Csv]
+        {
+            let t = Instant::now();
+            crate::tables::write_tables(&tables, out.path(), format)?;
+            record(&format!("write the five tables as {}", format.extension()), t.elapsed());
+        }
+        for (name, sql) in TABLE_QUERIES {
+            let t = Instant::now();
+            tables.query(sql)?;
+            record(name, t.elapsed());
+        }
+    }
+    Ok(TablesTimes {
+        iterations: shape.0,
+        steps: shape.1,
+        script_runs: shape.2,
+        times: measured.into_iter().map(|(name, mut times)| (name, median(&mut times))).collect(),
+    })
+}

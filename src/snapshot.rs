@@ -85,6 +85,14 @@ pub struct Committed {
     pub tag: String,
 }
 
+/// What git says about a snapshot commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitMeta {
+    pub message: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
 pub struct Workspace {
     repo: Repository,
     path: PathBuf,
@@ -115,6 +123,34 @@ impl Workspace {
             }
         };
         Ok(Self { repo, path: path.to_path_buf(), runner_blobs: Default::default() })
+    }
+
+    /// Opens an existing repository (never creates one).
+    pub fn open(path: &Path) -> Result<Self, SnapshotError> {
+        let repo = Repository::open(path).map_err(|source| SnapshotError {
+            path: path.to_path_buf(),
+            context: "opening the repository".into(),
+            source,
+        })?;
+        Ok(Self { repo, path: path.to_path_buf(), runner_blobs: Default::default() })
+    }
+
+    /// A commit's message, and the number and total size of its files.
+    pub fn commit_meta(&self, commit: &str) -> Result<CommitMeta, SnapshotError> {
+        let oid = Oid::from_str(commit).map_err(self.err(format!("`{commit}` is not a commit id")))?;
+        let c = self.repo.find_commit(oid).map_err(self.err("reading a commit"))?;
+        let tree = c.tree().map_err(self.err("reading a tree"))?;
+        let odb = self.repo.odb().map_err(self.err("opening the object database"))?;
+        let (mut files, mut bytes) = (0u64, 0u64);
+        tree.walk(git2::TreeWalkMode::PreOrder, |_, entry| {
+            if entry.kind() == Some(git2::ObjectType::Blob) {
+                files += 1;
+                bytes += odb.read_header(entry.id()).map_or(0, |(size, _)| size as u64);
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(self.err("walking a tree"))?;
+        Ok(CommitMeta { message: c.message().unwrap_or_default().trim_end().to_string(), files, bytes })
     }
 
     fn err(&self, context: impl Into<String>) -> impl FnOnce(git2::Error) -> SnapshotError + '_ {

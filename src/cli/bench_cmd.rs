@@ -212,3 +212,27 @@ pub fn snapshot(_ctx: &Context, args: &super::args::BenchSnapshotArgs) -> anyhow
     );
     Ok(exit_code::SUCCESS)
 }
+
+pub fn tables(ctx: &Context, args: &super::args::BenchTablesArgs) -> anyhow::Result<i32> {
+    let dir = tempfile::tempdir()?;
+    let spinner = ctx.printer.spinner(&format!(
+        "writing {} synthetic runs of {} iterations through the journal writer",
+        args.runs, args.iterations
+    ));
+    crate::tables::synth::synthesize(dir.path(), args.runs, args.iterations, 7)?;
+    spinner.finish_and_clear();
+    let t = bench::tables(dir.path(), args.repeat.max(1))?;
+    println!(
+        "{} runs x {} iterations: {} iteration rows, {} step rows, {} script-run rows (median of {})",
+        args.runs,
+        args.iterations,
+        t.iterations,
+        t.steps,
+        t.script_runs,
+        args.repeat.max(1)
+    );
+    for (name, time) in &t.times {
+        println!("{name:<52} {:>8.3} s", time.as_secs_f64());
+    }
+    Ok(exit_code::SUCCESS)
+}

@@ -8,7 +8,7 @@ use clap::Parser;
 
 use super::args::{AgentCommand, BenchCommand, Cli, Command, SandboxCommand};
 use super::printer::{LogFile, Printer, init_logging};
-use super::{agent_cmd, bench_cmd, run_cmd, runs_cmd, sandbox_cmd, setup_cmd, snapshot_cmd};
+use super::{agent_cmd, bench_cmd, query_cmd, run_cmd, runs_cmd, sandbox_cmd, setup_cmd, snapshot_cmd};
 use crate::env::EnvironmentOptions;
 use crate::error::{UserError, exit_code_for, render};
 
@@ -71,11 +71,15 @@ fn run(ctx: &Context, command: Command) -> anyhow::Result<i32> {
         Command::Predict(args) => snapshot_cmd::predict(ctx, &args),
         Command::Audit(args) => snapshot_cmd::audit_cmd(ctx, &args),
         Command::Replay(args) => snapshot_cmd::replay(ctx, &args),
+        Command::Query(args) => query_cmd::query(ctx, &args),
+        Command::Compare(args) => query_cmd::compare(ctx, &args),
+        Command::Export(args) => query_cmd::export(ctx, &args),
         Command::Agent(AgentCommand::Check(args)) => agent_cmd::check(ctx, &args),
         Command::Setup(args) => setup_cmd::run(ctx, &args),
         Command::Sandbox(SandboxCommand::Run(args)) => sandbox_cmd::run(ctx, &args),
         Command::Bench(BenchCommand::Sandbox(args)) => bench_cmd::sandbox(ctx, &args),
         Command::Bench(BenchCommand::Quality(args)) => bench_cmd::quality(ctx, &args),
         Command::Bench(BenchCommand::Snapshot(args)) => bench_cmd::snapshot(ctx, &args),
+        Command::Bench(BenchCommand::Tables(args)) => bench_cmd::tables(ctx, &args),
     }
 }

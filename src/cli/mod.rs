@@ -9,6 +9,7 @@ mod bench_cmd;
 mod dispatch;
 mod printer;
 mod progress;
+mod query_cmd;
 mod run_cmd;
 mod runs_cmd;
 mod sandbox_cmd;

@@ -102,6 +102,11 @@ pub struct ReportData {
 impl ReportData {
     pub fn load(dir: &RunDir) -> anyhow::Result<Self> {
         let entries = journal::read(&dir.journal())?;
+        Ok(Self::from_entries(dir, &entries))
+    }
+
+    /// The report of journal entries already read from `dir`'s journal.
+    pub fn from_entries(dir: &RunDir, entries: &[journal::Entry]) -> Self {
         let mut data = ReportData {
             run_id: dir.id(),
             task: String::new(),
@@ -135,7 +140,7 @@ impl ReportData {
             data.metric.parse::<crate::metric::Metric>().map(|m| m.higher_is_better()).unwrap_or(true);
         let mut best: Option<(u32, f64)> = None;
         let mut current_split = 0;
-        for entry in &entries {
+        for entry in entries {
             match &entry.event {
                 Event::RunStarted {
                     task,
@@ -250,7 +255,7 @@ impl ReportData {
         if data.finished.is_none() {
             data.wall_seconds = data.iterations.iter().map(|r| r.seconds).sum();
         }
-        Ok(data)
+        data
     }
 
     /// `summary.json`.
