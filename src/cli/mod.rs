@@ -15,6 +15,7 @@ mod runs_cmd;
 mod sandbox_cmd;
 mod setup_cmd;
 mod snapshot_cmd;
+mod sweep_cmd;
 
 pub use args::{Cli, parse_bytes, parse_duration};
 pub use dispatch::main;

@@ -49,7 +49,14 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<i32> {
         decisions: None,
     };
     drive(ctx, |interrupt, reporter| {
-        Runner::create(&args.runs_dir, &dataset, inputs, backend, redactor, sandbox, reporter, interrupt)
+        let dir = match &args.run_dir {
+            Some(root) => RunDir::create_at(root).map_err(|e| {
+                UserError::setup(format!("cannot create the run directory `{}`: {e}", root.display()))
+                    .with_hint("--run-dir names a directory that does not exist yet; `resume` continues an existing run")
+            })?,
+            None => RunDir::create(&args.runs_dir, &inputs.task.name)?,
+        };
+        Runner::create(dir, &dataset, inputs, backend, redactor, sandbox, reporter, interrupt)
     })
 }
 

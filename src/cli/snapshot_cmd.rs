@@ -154,7 +154,7 @@ pub fn replay(ctx: &Context, args: &ReplayArgs) -> anyhow::Result<i32> {
     let new_dir = std::cell::RefCell::new(None);
     let code = drive(ctx, |interrupt, reporter| {
         let runner = Runner::create(
-            &runs_dir,
+            RunDir::create(&runs_dir, &inputs.task.name)?,
             &dataset,
             inputs,
             Arc::new(backend),

@@ -46,8 +46,17 @@ impl RunDir {
             n += 1;
             root = runs_dir.join(format!("{name}-{stamp}-{n}"));
         }
-        fs_err::create_dir(&root)?;
-        let dir = Self { root };
+        Self::create_at(&root)
+    }
+
+    /// Creates the run directory exactly at `root` (its parent is created if missing; `root`
+    /// itself must not exist).
+    pub fn create_at(root: &Path) -> std::io::Result<Self> {
+        if let Some(parent) = root.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        fs_err::create_dir(root)?;
+        let dir = Self { root: root.to_path_buf() };
         for sub in [dir.data(), dir.root.join("inputs"), dir.holdout(), dir.iterations(), dir.report()] {
             fs_err::create_dir_all(sub)?;
         }

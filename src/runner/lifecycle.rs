@@ -9,7 +9,6 @@
 //! run one at a time.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -101,10 +100,11 @@ pub(super) struct Parts {
 }
 
 impl Runner {
-    /// Creates a new run directory for `dataset` and everything in it.
+    /// Fills a new run directory (made by [`RunDir::create`] or [`RunDir::create_at`]) for
+    /// `dataset`, and starts the run's journal.
     #[expect(clippy::too_many_arguments, reason = "the run's parts are built by the caller")]
     pub fn create(
-        runs_dir: &Path,
+        dir: RunDir,
         dataset: &Dataset,
         inputs: RunInputs,
         backend: Arc<dyn Backend>,
@@ -113,7 +113,6 @@ impl Runner {
         reporter: Arc<dyn Reporter>,
         interrupt: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let dir = RunDir::create(runs_dir, &inputs.task.name)?;
         write_csv(&dataset.pool, &dir.pool_csv())?;
         write_csv(&dataset.test, &dir.test_csv())?;
         Manifest {
