@@ -17,6 +17,8 @@ pub const CI: &str = "CI";
 /// Deliberate crash points for crash-safety tests, e.g. `journal:12` or `commit:2` (see
 /// `FaultPlan`). Never set it for real runs.
 pub const LOOP_RUNNER_FAULT: &str = "LOOP_RUNNER_FAULT";
+/// The token `serve` requires (instead of `--token`, which other users can see in `ps`).
+pub const LOOP_RUNNER_SERVE_TOKEN: &str = "LOOP_RUNNER_SERVE_TOKEN";
 /// The array index Slurm gives each task of a job array (`sweep-run` runs that run).
 pub const SLURM_ARRAY_TASK_ID: &str = "SLURM_ARRAY_TASK_ID";
 /// The index Kubernetes gives each pod of an Indexed Job.
@@ -51,6 +53,7 @@ pub struct EnvironmentOptions {
     pub no_color: bool,
     pub ci: bool,
     pub fault: Option<String>,
+    pub serve_token: Option<String>,
     /// The index a cluster scheduler gave this process (Slurm array task, Kubernetes Indexed Job).
     pub scheduler_index: Option<String>,
     /// `$XDG_CACHE_HOME`, else `$HOME/.cache`: where the default home lives.
@@ -75,6 +78,7 @@ impl EnvironmentOptions {
             no_color: get(NO_COLOR).is_some(),
             ci: get(CI).is_some(),
             fault: get(LOOP_RUNNER_FAULT).and_then(|v| v.into_string().ok()),
+            serve_token: get(LOOP_RUNNER_SERVE_TOKEN).and_then(|v| v.into_string().ok()),
             scheduler_index: get(SLURM_ARRAY_TASK_ID)
                 .or_else(|| get(JOB_COMPLETION_INDEX))
                 .and_then(|v| v.into_string().ok()),

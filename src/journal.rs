@@ -303,9 +303,30 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, JournalError> {
 /// Entries and the byte length of the intact prefix.
 fn read_with_len(path: &Path) -> Result<(Vec<Entry>, u64), JournalError> {
     let bytes = fs_err::read(path).map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
+    parse(path, &bytes, 0)
+}
+
+/// The complete entries written after byte `offset` (the end of an earlier read), and the offset
+/// to continue from: for following a journal that is still being written. A line still being
+/// written is left for the next read.
+pub fn read_after(path: &Path, offset: u64) -> Result<(Vec<Entry>, u64), JournalError> {
+    use std::io::{Read, Seek};
+    let io = |e| JournalError::Io(path.to_path_buf(), e);
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    file.seek(std::io::SeekFrom::Start(offset)).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io)?;
+    let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let (entries, len) = parse(path, &bytes[..end], 0)?;
+    Ok((entries, offset + len))
+}
+
+/// Entries of `bytes` (lines of a journal from its start, or from a line boundary), and how many
+/// bytes they took.
+fn parse(path: &Path, bytes: &[u8], first_line: usize) -> Result<(Vec<Entry>, u64), JournalError> {
     let mut entries = Vec::new();
     let mut offset = 0usize;
-    let mut line_no = 0;
+    let mut line_no = first_line;
     while offset < bytes.len() {
         line_no += 1;
         let end = bytes[offset..].iter().position(|b| *b == b'\n').map(|i| offset + i);

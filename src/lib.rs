@@ -31,6 +31,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod scoring;
 pub mod search;
+pub mod serve;
 pub mod snapshot;
 pub mod steps;
 pub mod sweep;

@@ -153,6 +153,42 @@ impl Workspace {
         Ok(CommitMeta { message: c.message().unwrap_or_default().trim_end().to_string(), files, bytes })
     }
 
+    /// The bytes of `path` in `commit`, if it has that file.
+    pub fn file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, SnapshotError> {
+        let oid = Oid::from_str(commit).map_err(self.err(format!("`{commit}` is not a commit id")))?;
+        let tree = self.repo.find_commit(oid).and_then(|c| c.tree()).map_err(self.err("reading a commit"))?;
+        let Ok(entry) = tree.get_path(Path::new(path)) else { return Ok(None) };
+        let Ok(blob) = self.repo.find_blob(entry.id()) else { return Ok(None) };
+        Ok(Some(blob.content().to_vec()))
+    }
+
+    /// A unified diff of the scripts and metadata (`*.py`, `*.json`, `*.txt`, `*.md`) from `old`
+    /// to `new`; models and data are left out (reading them to find they are binary is the
+    /// slow part).
+    pub fn diff(&self, old: &str, new: &str) -> Result<String, SnapshotError> {
+        let tree = |rev: &str| -> Result<git2::Tree<'_>, SnapshotError> {
+            let oid = Oid::from_str(rev).map_err(self.err(format!("`{rev}` is not a commit id")))?;
+            self.repo.find_commit(oid).and_then(|c| c.tree()).map_err(self.err("reading a commit"))
+        };
+        let (a, b) = (tree(old)?, tree(new)?);
+        let diff = self
+            .repo
+            .diff_tree_to_tree(Some(&a), Some(&b), None)
+            .map_err(self.err("diffing two snapshots"))?;
+        let mut out = String::new();
+        diff.print(git2::DiffFormat::Patch, |_, _, line| {
+            let prefix = match line.origin() {
+                c @ ('+' | '-' | ' ') => c.to_string(),
+                _ => String::new(),
+            };
+            out.push_str(&prefix);
+            out.push_str(&String::from_utf8_lossy(line.content()));
+            true
+        })
+        .map_err(self.err("printing a diff"))?;
+        Ok(out)
+    }
+
     fn err(&self, context: impl Into<String>) -> impl FnOnce(git2::Error) -> SnapshotError + '_ {
         let context = context.into();
         move |source| SnapshotError { path: self.path.clone(), context, source }

@@ -58,6 +58,8 @@ pub enum Command {
     Audit(AuditArgs),
     /// Re-run a whole run from its transcript into a new run directory and compare snapshots.
     Replay(ReplayArgs),
+    /// A live dashboard and a REST API over a runs directory.
+    Serve(ServeArgs),
     /// SQL over runs' provenance: tables runs, iterations, steps, script_runs, snapshots.
     Query(QueryArgs),
     /// Side-by-side summary of runs.
@@ -271,6 +273,19 @@ pub struct SweepRunArgs {
 pub struct ManifestRef {
     /// The manifest `sweep` wrote.
     pub manifest: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Address to listen on; anything but loopback requires a token.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub bind: std::net::SocketAddr,
+    /// The token every request must carry [default: $LOOP_RUNNER_SERVE_TOKEN, else generated and
+    /// printed when the bind is not loopback].
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,8 @@ use clap::Parser;
 use super::args::{AgentCommand, BenchCommand, Cli, Command, SandboxCommand};
 use super::printer::{LogFile, Printer, init_logging};
 use super::{
-    agent_cmd, bench_cmd, query_cmd, run_cmd, runs_cmd, sandbox_cmd, setup_cmd, snapshot_cmd, sweep_cmd,
+    agent_cmd, bench_cmd, query_cmd, run_cmd, runs_cmd, sandbox_cmd, serve_cmd, setup_cmd, snapshot_cmd,
+    sweep_cmd,
 };
 use crate::env::EnvironmentOptions;
 use crate::error::{UserError, exit_code_for, render};
@@ -77,6 +78,7 @@ fn run(ctx: &Context, command: Command) -> anyhow::Result<i32> {
         Command::SweepRun(args) => sweep_cmd::sweep_run(ctx, &args),
         Command::SweepStatus(args) => sweep_cmd::status(ctx, &args),
         Command::SweepReport(args) => sweep_cmd::report(ctx, &args),
+        Command::Serve(args) => serve_cmd::serve(ctx, &args),
         Command::Query(args) => query_cmd::query(ctx, &args),
         Command::Compare(args) => query_cmd::compare(ctx, &args),
         Command::Export(args) => query_cmd::export(ctx, &args),

@@ -13,6 +13,7 @@ mod query_cmd;
 mod run_cmd;
 mod runs_cmd;
 mod sandbox_cmd;
+mod serve_cmd;
 mod setup_cmd;
 mod snapshot_cmd;
 mod sweep_cmd;
