@@ -303,7 +303,7 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, JournalError> {
 /// Entries and the byte length of the intact prefix.
 fn read_with_len(path: &Path) -> Result<(Vec<Entry>, u64), JournalError> {
     let bytes = fs_err::read(path).map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
-    parse(path, &bytes, 0)
+    parse(path, &bytes)
 }
 
 /// The complete entries written after byte `offset` (the end of an earlier read), and the offset
@@ -317,16 +317,16 @@ pub fn read_after(path: &Path, offset: u64) -> Result<(Vec<Entry>, u64), Journal
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(io)?;
     let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let (entries, len) = parse(path, &bytes[..end], 0)?;
+    let (entries, len) = parse(path, &bytes[..end])?;
     Ok((entries, offset + len))
 }
 
 /// Entries of `bytes` (lines of a journal from its start, or from a line boundary), and how many
 /// bytes they took.
-fn parse(path: &Path, bytes: &[u8], first_line: usize) -> Result<(Vec<Entry>, u64), JournalError> {
+fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<Entry>, u64), JournalError> {
     let mut entries = Vec::new();
     let mut offset = 0usize;
-    let mut line_no = first_line;
+    let mut line_no = 0;
     while offset < bytes.len() {
         line_no += 1;
         let end = bytes[offset..].iter().position(|b| *b == b'\n').map(|i| offset + i);

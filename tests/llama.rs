@@ -47,9 +47,7 @@ impl Drop for Llama {
 }
 
 fn start_llama() -> Llama {
-    let cache = std::env::var_os("LOOP_RUNNER_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/loop-runner-test"));
+    let cache = common::test_cache();
     let python = cache.join("llama/venv/bin/python");
     let model = cache.join("llama/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(

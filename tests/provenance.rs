@@ -286,9 +286,7 @@ fn bad_input_is_a_clear_error_and_nothing_is_written() {
 }
 
 fn mlflow_python() -> PathBuf {
-    let cache = std::env::var_os("LOOP_RUNNER_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/loop-runner-test"));
+    let cache = common::test_cache();
     let python = cache.join("mlflow/venv/bin/python");
     assert!(python.is_file(), "mlflow-skinny is missing under {}: run tests/setup.sh", cache.display());
     python

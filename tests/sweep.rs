@@ -127,9 +127,7 @@ fn the_kubernetes_job_is_an_indexed_job_over_the_manifest() {
     assert!(o.status.success(), "{}", stderr(&o));
     let yaml = runs.join("k8s_batch-k8s.yaml");
     // Parsed by a real YAML parser (PyYAML, which MLflow's virtualenv has).
-    let cache = std::env::var_os("LOOP_RUNNER_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/loop-runner-test"));
+    let cache = common::test_cache();
     let python = cache.join("mlflow/venv/bin/python");
     assert!(python.is_file(), "run tests/setup.sh");
     let o = std::process::Command::new(python)

@@ -34,6 +34,14 @@ pub fn bin() -> Command {
     cmd
 }
 
+/// Where `tests/setup.sh` put the test dependencies (llama.cpp, MLflow):
+/// `$LOOP_RUNNER_TEST_CACHE`, else `~/.cache/loop-runner-test`.
+pub fn test_cache() -> PathBuf {
+    std::env::var_os("LOOP_RUNNER_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/loop-runner-test"))
+}
+
 /// The repository's fixtures dir.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
