@@ -23,6 +23,7 @@ pub mod journal;
 pub mod metric;
 pub mod mlflow;
 pub mod policy;
+pub mod predict;
 pub mod report;
 pub mod requirements;
 pub mod run_dir;

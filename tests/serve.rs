@@ -7,63 +7,89 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::server::{start, start_with};
 use common::{bin, fixtures, run_dir_of, stderr};
-
-/// A `serve` process, stopped when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-    token: Option<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(runs: &Path, bind: &str) -> Server {
-    let mut child = bin()
-        .args(["serve", "--bind", bind, "--runs-dir"])
-        .arg(runs)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url =
-        line.trim().strip_prefix("http://").unwrap_or_else(|| panic!("no URL printed: {line:?}")).to_string();
-    let (addr, token) = match url.split_once("/?token=") {
-        Some((a, t)) => (a.to_string(), Some(t.to_string())),
-        None => (url, None),
-    };
-    // A non-loopback bind prints its wildcard address; connect through loopback.
-    let addr = addr.replace("0.0.0.0", "127.0.0.1");
-    Server { child, addr, token }
-}
 
 /// One HTTP/1.1 GET; the status and the body.
 fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let (status, _, body) = request(addr, "GET", path, headers, &[]);
+    (status, body)
+}
+
+/// One HTTP/1.1 request; the status, the head and the body.
+fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).unwrap();
+    // A server may answer (413) before it has read everything; the answer is what counts.
+    let _ = stream.write_all(body);
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
+    let _ = stream.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    (status, if chunked { dechunk(body) } else { body.to_string() })
+    (status, head.to_string(), if chunked { dechunk(body) } else { body.to_string() })
+}
+
+fn post(addr: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let (status, _, text) = request(addr, "POST", path, &[], body);
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {path}: {status} {e}: {text}")))
+}
+
+/// Polls the run's state until `done` holds for it (or the deadline).
+fn wait_for(
+    addr: &str,
+    id: &str,
+    seconds: u64,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let detail = json(addr, &format!("/api/runs/{id}"));
+        if done(&detail) {
+            return detail;
+        }
+        assert!(Instant::now() < deadline, "run {id} did not get there in {seconds} s: {}", detail["run"]);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The run directories under `runs` (what is not hidden).
+fn run_dirs(runs: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(runs)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
+
+fn uploads(runs: &Path) -> Vec<String> {
+    std::fs::read_dir(runs.join(".uploads"))
+        .map(|list| {
+            list.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().to_string()).collect()
+        })
+        .unwrap_or_default()
 }
 
 fn dechunk(body: &str) -> String {
@@ -255,4 +281,170 @@ fn the_event_stream_follows_a_run_in_progress() {
         sorted.len()
     );
     assert!(median < 2.0, "events arrive within a poll or two: {live:?}");
+}
+
+#[test]
+fn a_run_started_from_an_upload_is_a_run_like_any_other() {
+    let runs = tempfile::tempdir().unwrap();
+    let server = start(runs.path(), "127.0.0.1:0");
+    let data = std::fs::read(fixtures().join("credit/train.csv")).unwrap();
+    let (status, started) = post(
+        &server.addr,
+        "/api/runs?name=credit%20upload&target=Status&positive=bad&budget=5m&iterations=3&validation=holdout",
+        &data,
+    );
+    assert_eq!(status, 201, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("credit_upload-"), "{id}");
+    let list = json(&server.addr, "/api/runs");
+    assert_eq!(list[0]["run_id"], id.as_str(), "it is in the list at once");
+    let detail = wait_for(&server.addr, &id, 300, |d| d["run"]["state"] == "finished");
+    assert!(detail["run"]["test_score"].is_number(), "{}", detail["run"]);
+    let dir = runs.path().join(&id);
+    // The CLI knows it as well as one it started.
+    let o = bin().arg("status").arg(&dir).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = bin().arg("audit").arg(&dir).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let detail = json(&server.addr, &format!("/api/runs/{id}"));
+    assert_eq!(detail["audits"][0]["passed"], true, "the audit shows on the run: {}", detail["audits"]);
+    assert_eq!(detail["audits"][0]["rev"], "best");
+
+    // Predictions over HTTP are the CLI's, byte for byte (the test rows, labels and all: the
+    // target column is dropped before the script sees them).
+    let rows = std::fs::read(fixtures().join("credit/test.csv")).unwrap();
+    let (status, head, served) =
+        request(&server.addr, "POST", &format!("/api/runs/{id}/predict"), &[], &rows);
+    assert_eq!(status, 200, "{served}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/csv"), "{head}");
+    // By default the model the run scored on the test split (the refit, under a held-out split).
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report/summary.json")).unwrap()).unwrap();
+    let final_tag = format!("iter-{:04}", summary["final_iteration"].as_u64().unwrap());
+    let git = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir.join("workspace"))
+        .args(["rev-parse", &final_tag])
+        .output()
+        .unwrap();
+    let final_commit = String::from_utf8_lossy(&git.stdout).trim().to_string();
+    assert!(head.contains(&format!("x-loop-runner-commit: {final_commit}")), "{final_tag}: {head}");
+    let out = tempfile::tempdir().unwrap();
+    let o = bin()
+        .arg("predict")
+        .arg(&dir)
+        .arg("--input")
+        .arg(fixtures().join("credit/test.csv"))
+        .arg("--output")
+        .arg(out.path().join("p.csv"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(served, std::fs::read_to_string(out.path().join("p.csv")).unwrap());
+    assert_eq!(served.lines().count(), String::from_utf8_lossy(&rows).lines().count());
+    let (status, error) = post(&server.addr, &format!("/api/runs/{id}/predict"), b"a,b\n1,2\n");
+    assert_eq!(status, 422, "{error}");
+    assert!(error["error"].as_str().unwrap().contains("input lacks columns"), "{error}");
+    assert!(!error["error"].as_str().unwrap().contains("/tmp/"), "no server paths in errors: {error}");
+}
+
+#[test]
+fn stop_is_ctrl_c_and_a_crashed_run_shows_as_interrupted_and_resumes() {
+    let runs = tempfile::tempdir().unwrap();
+    let server = start_with(runs.path(), "127.0.0.1:0", &["--max-running", "2"]);
+    let data = std::fs::read(fixtures().join("penguins/train.csv")).unwrap();
+    let (status, started) =
+        post(&server.addr, "/api/runs?name=long&target=species&budget=10m&validation=holdout", &data);
+    assert_eq!(status, 201, "{started}");
+    let long = started["run_id"].as_str().unwrap().to_string();
+    let (status, started) = post(
+        &server.addr,
+        "/api/runs?name=short&target=species&budget=10m&iterations=4&validation=holdout",
+        &data,
+    );
+    assert_eq!(status, 201, "{started}");
+    let short = started["run_id"].as_str().unwrap().to_string();
+    let (status, refused) = post(&server.addr, "/api/runs?name=third&target=species&budget=1m", &data);
+    assert_eq!(status, 429, "--max-running 2: {refused}");
+
+    let scored = |d: &serde_json::Value| d["iterations"].as_array().is_some_and(|i| !i.is_empty());
+    wait_for(&server.addr, &long, 120, |d| scored(d) && d["run"]["state"] == "running");
+    let (status, stopping) = post(&server.addr, &format!("/api/runs/{long}/stop"), b"");
+    assert_eq!(status, 202, "{stopping}");
+    let detail = wait_for(&server.addr, &long, 120, |d| d["run"]["state"] == "finished");
+    assert_eq!(detail["run"]["stop_reason"], "interrupted");
+    assert!(detail["run"]["test_score"].is_number(), "stopped runs are still scored: {}", detail["run"]);
+    let (status, _) = post(&server.addr, &format!("/api/runs/{long}/stop"), b"");
+    assert_eq!(status, 409, "a finished run cannot be stopped");
+
+    // A run that dies (kill -9) leaves the server standing and shows as interrupted.
+    wait_for(&server.addr, &short, 120, |d| scored(d));
+    let dir = runs.path().join(&short);
+    let pid: i32 = std::fs::read_to_string(dir.join("run.lock")).unwrap().trim().parse().unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let detail = wait_for(&server.addr, &short, 30, |d| d["run"]["state"] == "interrupted");
+    assert!(detail["run"]["test_score"].is_null());
+    let (status, refused) = post(&server.addr, &format!("/api/runs/{short}/stop"), b"");
+    assert_eq!(status, 409, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("resume"), "{refused}");
+    let o = bin().arg("resume").arg(&dir).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let detail = json(&server.addr, &format!("/api/runs/{short}"));
+    assert_eq!(detail["run"]["state"], "finished");
+    assert!(detail["run"]["test_score"].is_number());
+}
+
+#[test]
+fn bad_uploads_get_a_clear_4xx_and_nothing_is_written() {
+    let runs = tempfile::tempdir().unwrap();
+    let server = start_with(runs.path(), "127.0.0.1:0", &["--max-upload", "64KiB", "--max-budget", "1h"]);
+    let data = std::fs::read(fixtures().join("credit/train.csv")).unwrap();
+    let small: Vec<u8> =
+        String::from_utf8_lossy(&data).lines().take(200).collect::<Vec<_>>().join("\n").into_bytes();
+    assert!(data.len() > 64 * 1024 && small.len() < 64 * 1024);
+    let cases: Vec<(String, Vec<u8>, u16, &str)> = vec![
+        (
+            "/api/runs?name=c&target=Status&budget=5m".into(),
+            data.clone(),
+            413,
+            "larger than this server accepts",
+        ),
+        ("/api/runs?name=c&target=Nope&budget=5m".into(), small.clone(), 422, "target column `Nope`"),
+        ("/api/runs?target=Status&budget=5m".into(), small.clone(), 400, "name"),
+        ("/api/runs?name=c&target=Status&budget=soon".into(), small.clone(), 400, "budget `soon`"),
+        (
+            "/api/runs?name=c&target=Status&budget=2h".into(),
+            small.clone(),
+            400,
+            "more than this server allows",
+        ),
+        (
+            "/api/runs?name=c&target=Status&budget=5m&metric=rmse&task=binary".into(),
+            small.clone(),
+            422,
+            "does not apply",
+        ),
+        ("/api/runs?name=c&target=Status&budget=5m&colour=red".into(), small.clone(), 400, "colour"),
+        ("/api/runs?name=c&target=Status&budget=5m".into(), Vec::new(), 400, "body is empty"),
+        ("/api/runs?name=c&target=Status&budget=5m".into(), b"\xff\xfe\x00garbage".to_vec(), 422, ""),
+        ("/api/runs?name=c&target=Status&budget=5m&format=parquet".into(), small.clone(), 422, "Parquet"),
+        ("/api/runs/..%2F..%2Fetc/stop".into(), Vec::new(), 400, "not a run id"),
+        ("/api/runs/..%2Fx/predict".into(), small.clone(), 400, "not a run id"),
+        ("/api/runs/no-such-run/predict".into(), small.clone(), 404, "no run"),
+    ];
+    for (path, body, expected, says) in cases {
+        let (status, answer) = post(&server.addr, &path, &body);
+        assert_eq!(status, expected, "{path}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(says), "{path}: {answer}");
+    }
+    assert!(run_dirs(runs.path()).is_empty(), "no run was created: {:?}", run_dirs(runs.path()));
+    assert!(uploads(runs.path()).is_empty(), "nothing was kept: {:?}", uploads(runs.path()));
+
+    // Without the token, nothing reaches the handlers.
+    let guarded = start(runs.path(), "0.0.0.0:0");
+    let (status, _) = post(&guarded.addr, "/api/runs?name=c&target=Status&budget=5m", &small);
+    assert_eq!(status, 401);
+    let (status, _) = post(&guarded.addr, "/api/runs/x/stop", b"");
+    assert_eq!(status, 401);
+    assert!(run_dirs(runs.path()).is_empty() && uploads(runs.path()).is_empty());
 }

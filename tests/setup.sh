@@ -8,7 +8,8 @@
 #     would build llama-cpp-python from source);
 #   - MLflow (mlflow-skinny, in a virtualenv of its own), to read back `export --format mlflow`;
 #   - Slurm and munge from Debian (slurm-wlm, munge) for the cluster test, which starts and stops
-#     a single-node cluster of its own.
+#     a single-node cluster of its own;
+#   - Chromium from Debian for the browser test of `serve` (driven over the DevTools protocol).
 # Everything except the first goes under $LOOP_RUNNER_TEST_CACHE (default
 # ~/.cache/loop-runner-test), where the tests look for it. Running it again is a no-op.
 set -euo pipefail
@@ -17,11 +18,16 @@ cache="${LOOP_RUNNER_TEST_CACHE:-$HOME/.cache/loop-runner-test}"
 
 python3 -m pip install --quiet scikit-learn pandas
 
+packages=()
 if ! command -v sbatch >/dev/null 2>&1 || ! [ -x /usr/sbin/slurmctld ] || ! [ -x /usr/sbin/munged ]; then
+  packages+=(slurm-wlm munge)
+fi
+[ -x /usr/bin/chromium ] || packages+=(chromium)
+if [ "${#packages[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq slurm-wlm munge >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 
 # venv DIR MODULE REQUIREMENT: a virtualenv at DIR/venv with REQUIREMENT, unless it imports MODULE.

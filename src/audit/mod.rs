@@ -20,6 +20,9 @@ use crate::scoring::{Truth, score};
 use crate::snapshot::{Workspace, tag_name};
 
 mod cv;
+mod record;
+
+pub use record::{AuditRecord, record, records};
 
 /// One comparison.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

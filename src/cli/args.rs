@@ -193,7 +193,9 @@ pub struct PredictArgs {
     /// Where to write the predictions CSV.
     #[arg(long, value_name = "PATH")]
     pub output: PathBuf,
-    #[arg(long, default_value = "best")]
+    /// `final` (the model the run scored on the test split: the refit of the best iteration when
+    /// there is one), `best`, `iter-0003`, or a commit.
+    #[arg(long, default_value = "final")]
     pub rev: String,
 }
 
@@ -286,6 +288,19 @@ pub struct ServeArgs {
     /// printed when the bind is not loopback].
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// A config file (agent, sandbox, search) for the runs started from the browser or the API
+    /// [default: the built-in agent in the WASI sandbox].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The largest data upload or prediction request accepted.
+    #[arg(long, value_name = "SIZE", default_value = "200MB", value_parser = parse_bytes)]
+    pub max_upload: u64,
+    /// How many runs started from the server may go at once.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_running: u32,
+    /// The largest budget a started run may ask for.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub max_budget: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

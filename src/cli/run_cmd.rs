@@ -94,8 +94,20 @@ pub fn open_sandbox_for(
     config: &crate::config::SandboxConfig,
     args: &super::args::SandboxBackendArgs,
 ) -> anyhow::Result<Arc<dyn Sandbox>> {
+    open_sandbox_with(&ctx.home, ctx.printer, config, args)
+}
+
+fn open_sandbox_with(
+    home: &Path,
+    printer: Printer,
+    config: &crate::config::SandboxConfig,
+    args: &super::args::SandboxBackendArgs,
+) -> anyhow::Result<Arc<dyn Sandbox>> {
     match config.kind {
-        SandboxChoice::Wasi => open_sandbox(ctx),
+        SandboxChoice::Wasi => Ok(Arc::new(
+            WasiSandbox::open(home, WasiOptions::default(), &CompileProgress::new(printer))
+                .context("opening the WASI sandbox")?,
+        )),
         SandboxChoice::Process => Ok(Arc::new(
             crate::sandbox::process::ProcessSandbox::open(&super::sandbox_cmd::process_options(
                 args,
@@ -104,6 +116,23 @@ pub fn open_sandbox_for(
             .context("opening the process sandbox")?,
         )),
     }
+}
+
+/// Opens runs' recorded sandboxes for a long-lived process (`serve`), each configuration once.
+pub fn sandbox_opener(ctx: &Context) -> crate::serve::SandboxOpener {
+    let home = ctx.home.clone();
+    let printer = ctx.printer;
+    let opened = std::sync::Mutex::new(std::collections::HashMap::<String, Arc<dyn Sandbox>>::new());
+    Arc::new(move |config| {
+        let key = serde_json::to_string(config)?;
+        let mut opened = opened.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sandbox) = opened.get(&key) {
+            return Ok(sandbox.clone());
+        }
+        let sandbox = open_sandbox_with(&home, printer, config, &Default::default())?;
+        opened.insert(key, sandbox.clone());
+        Ok(sandbox)
+    })
 }
 
 pub fn open_sandbox(ctx: &Context) -> anyhow::Result<Arc<dyn Sandbox>> {

@@ -4,7 +4,7 @@ use super::args::ServeArgs;
 use super::dispatch::Context;
 use crate::error::UserError;
 use crate::exit_code;
-use crate::serve::{ServeConfig, serve as serve_runs};
+use crate::serve::{LaunchConfig, ServeConfig, serve as serve_runs};
 
 pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<i32> {
     if !args.runs_dir.is_dir() {
@@ -28,12 +28,24 @@ pub fn serve(ctx: &Context, args: &ServeArgs) -> anyhow::Result<i32> {
             Some(hex::encode(bytes))
         }
     };
+    if let Some(config) = &args.config {
+        // Checked now rather than at the first started run.
+        crate::config::ConfigFile::load(config)?;
+    }
+    let launch = LaunchConfig {
+        exe: std::env::current_exe()?,
+        run_config: args.config.as_ref().map(std::path::absolute).transpose()?,
+        max_upload: args.max_upload,
+        max_running: args.max_running as usize,
+        max_budget: args.max_budget,
+    };
+    let open_sandbox = super::run_cmd::sandbox_opener(ctx);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let printer = ctx.printer;
     let shown = token.clone();
     let runs_dir = args.runs_dir.clone();
     runtime.block_on(serve_runs(
-        ServeConfig { runs_dir: args.runs_dir.clone(), bind: args.bind, token },
+        ServeConfig { runs_dir: args.runs_dir.clone(), bind: args.bind, token, launch, open_sandbox },
         move |addr| {
             let query = shown.as_ref().map(|t| format!("/?token={t}")).unwrap_or_default();
             printer.status(&format!("serving the runs in {} on http://{addr}{query}", runs_dir.display()));

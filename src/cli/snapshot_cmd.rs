@@ -3,9 +3,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use tokio_util::sync::CancellationToken;
-
 use super::args::{AuditArgs, CheckoutArgs, PredictArgs, ReplayArgs};
 use super::dispatch::Context;
 use super::run_cmd::{drive, open_sandbox_for};
@@ -15,9 +12,7 @@ use crate::config::RunConfig;
 use crate::data::{Dataset, read_table};
 use crate::error::UserError;
 use crate::exit_code;
-use crate::guest_fs::GuestDir;
 use crate::journal::{self, Event};
-use crate::policy::{self, Script, ScriptKind};
 use crate::run_dir::{Manifest, RunDir};
 use crate::runner::{RunInputs, Runner};
 use crate::snapshot::Workspace;
@@ -36,58 +31,12 @@ pub fn checkout(_ctx: &Context, args: &CheckoutArgs) -> anyhow::Result<i32> {
 
 pub fn predict(ctx: &Context, args: &PredictArgs) -> anyhow::Result<i32> {
     let dir = RunDir::open(&args.run)?;
-    let manifest = Manifest::read(&dir.run_json())?;
-    let config = RunConfig::resolve(&manifest.config, &Default::default())?;
-    let input = read_table(&args.input)?;
-    let workspace = Workspace::open_or_init(&dir.workspace())?;
-    let commit = workspace.resolve(&args.rev).context("this run has no snapshot to predict with")?;
-    let work = tempfile::Builder::new().prefix("loop-runner-predict-").tempdir()?;
-    let root = work.path().join("work");
-    workspace.materialize(commit, &root)?;
-    // Inference never sees the training data.
-    let _ = fs_err::remove_dir_all(root.join("data"));
-    let _ = fs_err::remove_dir_all(root.join("input"));
-    let input_dir = work.path().join("input");
-    fs_err::create_dir_all(&input_dir)?;
-    fs_err::copy(&args.input, input_dir.join("features.csv"))?;
-    let sandbox = open_sandbox_for(ctx, &config.sandbox, &Default::default())?;
-    let kind = ScriptKind::Predict;
-    let spec = policy::spec(
-        &Script { kind, work: &root, visible: &input_dir },
-        &config.sandbox,
-        config.loop_.seed,
-        &[dir.holdout()],
-    );
-    let outcome = sandbox.run(&spec, &CancellationToken::new())?;
-    if !outcome.success() {
-        return Err(UserError::setup(format!(
-            "inference.py failed on `{}`: {}\n{}",
-            args.input.display(),
-            outcome.summary(),
-            outcome.stderr.text.trim_end()
-        ))
-        .with_code(exit_code::EXPERIMENT_FAILED)
-        .into());
-    }
-    // What the script left is read without following links, like everything it writes.
-    let produced = GuestDir::open(&root)?
-        .read(kind.predictions().expect("predict writes predictions"), u64::MAX)
-        .map_err(|e| {
-            UserError::setup(format!("inference.py left no usable predictions: {e}"))
-                .with_code(exit_code::EXPERIMENT_FAILED)
-        })?;
-    let rows =
-        crate::data::read_csv_bytes(produced.clone(), "predictions.csv").map(|df| df.height()).unwrap_or(0);
-    if rows != input.height() {
-        return Err(UserError::setup(format!(
-            "inference.py wrote {rows} predictions for {} input rows",
-            input.height()
-        ))
-        .with_code(exit_code::EXPERIMENT_FAILED)
-        .into());
-    }
-    fs_err::write(&args.output, produced)?;
-    ctx.printer.status(&format!("{} predictions from `{}` ({commit})", rows, args.rev));
+    let predictions = crate::predict::predict(&dir, &args.rev, &args.input, |config| {
+        open_sandbox_for(ctx, config, &Default::default())
+    })?;
+    fs_err::write(&args.output, &predictions.csv)?;
+    ctx.printer
+        .status(&format!("{} predictions from `{}` ({})", predictions.rows, args.rev, predictions.commit));
     println!("{}", args.output.display());
     Ok(exit_code::SUCCESS)
 }
@@ -99,6 +48,9 @@ pub fn audit_cmd(ctx: &Context, args: &AuditArgs) -> anyhow::Result<i32> {
     // The sandbox the run recorded, so the re-run can match bit for bit.
     let sandbox = open_sandbox_for(ctx, &config.sandbox, &Default::default())?;
     let checks = audit(&dir, &args.rev, args.retrain, &sandbox)?;
+    if let Err(e) = crate::audit::record(&dir, &args.rev, args.retrain, &checks) {
+        tracing::warn!("the audit's result could not be recorded in `{}`: {e}", dir.audits().display());
+    }
     print!("{}", render(&checks));
     let failed = checks.iter().filter(|c| !c.ok).count();
     if failed == 0 {

@@ -30,6 +30,11 @@ impl RunDir {
     /// Creates `runs_dir/<task>-<UTC timestamp>[-N]` with its subdirectories.
     pub fn create(runs_dir: &Path, task_name: &str) -> std::io::Result<Self> {
         fs_err::create_dir_all(runs_dir)?;
+        Self::create_at(&Self::fresh_root(runs_dir, task_name, |p| p.exists()))
+    }
+
+    /// `runs_dir/<task>-<UTC timestamp>[-N]`, the first for which `taken` is false.
+    pub fn fresh_root(runs_dir: &Path, task_name: &str, taken: impl Fn(&Path) -> bool) -> PathBuf {
         let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
             .to_string()
             .chars()
@@ -42,11 +47,11 @@ impl RunDir {
             .collect();
         let mut root = runs_dir.join(format!("{name}-{stamp}"));
         let mut n = 1;
-        while root.exists() {
+        while taken(&root) {
             n += 1;
             root = runs_dir.join(format!("{name}-{stamp}-{n}"));
         }
-        Self::create_at(&root)
+        root
     }
 
     /// Creates the run directory exactly at `root` (its parent is created if missing; `root`

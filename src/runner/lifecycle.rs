@@ -25,7 +25,7 @@ use crate::agent::{Agent, Backend, Redactor, Transcript};
 use crate::data::{Dataset, target_labels, write_csv};
 use crate::journal::{Event, IterationRecord, Journal};
 use crate::report::Summary;
-use crate::run_dir::{Manifest, RunDir};
+use crate::run_dir::{Manifest, RunDir, RunLock};
 use crate::sandbox::Sandbox;
 use crate::search::{Decision, Greedy, Operation, Policy};
 use crate::snapshot::Workspace;
@@ -78,6 +78,8 @@ pub struct Runner {
     breaker_pauses: u32,
     /// The search's decisions for iterations started in this session.
     pub(super) decided: BTreeMap<u32, Decision>,
+    /// Held while this process drives the run.
+    _lock: RunLock,
 }
 
 /// How often the journal is checked for a long silence (a heartbeat is written after 30 s).
@@ -87,6 +89,7 @@ const HEARTBEAT_AFTER: Duration = Duration::from_secs(30);
 /// The parts of a run that every start (new or resumed) builds the same way.
 pub(super) struct Parts {
     pub dir: RunDir,
+    pub lock: RunLock,
     pub inputs: RunInputs,
     pub backend: Arc<dyn Backend>,
     pub redactor: Redactor,
@@ -113,6 +116,7 @@ impl Runner {
         reporter: Arc<dyn Reporter>,
         interrupt: CancellationToken,
     ) -> anyhow::Result<Self> {
+        let lock = dir.lock()?;
         write_csv(&dataset.pool, &dir.pool_csv())?;
         write_csv(&dataset.test, &dir.test_csv())?;
         Manifest {
@@ -167,6 +171,7 @@ impl Runner {
         Self::assemble(
             Parts {
                 dir,
+                lock,
                 inputs,
                 backend,
                 redactor,
@@ -186,6 +191,7 @@ impl Runner {
     pub(super) fn assemble(parts: Parts, state: State) -> anyhow::Result<Self> {
         let Parts {
             dir,
+            lock,
             inputs,
             backend,
             redactor,
@@ -227,7 +233,16 @@ impl Runner {
         });
         let search = &shared.inputs.config.search;
         let policy = Box::new(Greedy { explore: search.explore, debug: search.debug, ..Greedy::default() });
-        Ok(Self { dir, shared, workspace, state, policy, breaker_pauses: 0, decided: BTreeMap::new() })
+        Ok(Self {
+            dir,
+            shared,
+            workspace,
+            state,
+            policy,
+            breaker_pauses: 0,
+            decided: BTreeMap::new(),
+            _lock: lock,
+        })
     }
 
     pub fn state(&self) -> &State {

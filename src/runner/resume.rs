@@ -114,6 +114,7 @@ impl Runner {
         config: Option<RunConfig>,
         started: std::time::Instant,
     ) -> anyhow::Result<Self> {
+        let lock = dir.lock()?;
         let manifest = Manifest::read(&dir.run_json())?;
         let entries = journal::read(&dir.journal()).map_err(|e| match e {
             journal::JournalError::Newer { .. } => {
@@ -231,6 +232,7 @@ impl Runner {
         let runner = Runner::assemble(
             Parts {
                 dir,
+                lock,
                 inputs,
                 backend,
                 redactor,

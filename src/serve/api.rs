@@ -23,7 +23,10 @@ pub(super) async fn list_runs(State(state): State<Arc<AppState>>) -> Result<Resp
         for dir in crate::tables::find_runs(&[], &runs_dir)? {
             // A run that cannot be read (a damaged journal) is left out of the list, not fatal.
             match rows::read_run(&dir) {
-                Ok(r) => out.extend(r.run),
+                Ok(r) => out.extend(r.run.map(|mut run| {
+                    run.state = super::launch::live_state(&dir, run.state == "finished").into();
+                    run
+                })),
                 Err(e) => tracing::warn!(run = %dir.root.display(), "left out of the list: {e:#}"),
             }
         }
@@ -44,10 +47,14 @@ pub(super) async fn get_run(
     let value = tokio::task::spawn_blocking(move || -> anyhow::Result<serde_json::Value> {
         let entries = journal::read(&dir.journal())?;
         let report = ReportData::from_entries(&dir, &entries);
-        let rows = rows::from_entries(&dir.id(), &entries, &report);
+        let mut rows = rows::from_entries(&dir.id(), &entries, &report);
+        if let Some(run) = &mut rows.run {
+            run.state = super::launch::live_state(&dir, run.state == "finished").into();
+        }
         let current = current_activity(&entries);
         Ok(serde_json::json!({
             "run": rows.run,
+            "audits": crate::audit::records(&dir),
             "iterations": rows.iterations,
             "steps": report.steps,
             "tree": report.tree(),

@@ -1,8 +1,10 @@
 //! Helpers shared by the integration tests: run the real binary with the installed runtime.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod llm;
 pub mod scripted;
+pub mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
