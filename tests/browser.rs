@@ -126,6 +126,10 @@ fn the_dashboard_in_a_real_browser() {
     let child = records.iter().find(|r| r.parent.is_some()).expect("an ensemble or refit has a parent");
     let load = browser.open(&format!("{base}/runs/{id}/iterations/{}", child.iteration));
     browser.wait_for("document.querySelectorAll('#diff .add').length > 0", Duration::from_secs(30));
+    assert!(
+        browser.eval("document.querySelectorAll('#logs h3').length").as_u64().unwrap() > 0,
+        "script output shown"
+    );
     eprintln!("iteration page: load event after {:.0} ms", load.as_secs_f64() * 1000.0);
     assert!(
         browser

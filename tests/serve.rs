@@ -152,6 +152,12 @@ fn the_api_serves_runs_iterations_diffs_and_its_openapi_document() {
     assert!(first["files"]["train.py"].as_str().unwrap().contains("import"));
     assert!(first["answers"].as_object().unwrap().contains_key("architecture"));
     assert!(first["script_runs"].as_array().unwrap().iter().any(|s| s["step"] == "train"));
+    let logs = first["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), first["script_runs"].as_array().unwrap().len(), "every script's output: {logs:?}");
+    assert!(
+        logs.iter().any(|l| l["step"] == "train" && l["script"].as_str().unwrap().ends_with("train.py")),
+        "{logs:?}"
+    );
     // An iteration with a parent comes with the diff against it.
     let child = records.iter().find(|r| r.parent.is_some()).expect("the ensemble or refit has a parent");
     let with_parent = json(&server.addr, &format!("/api/runs/{id}/iterations/{}", child.iteration));
@@ -369,6 +375,9 @@ fn stop_is_ctrl_c_and_a_crashed_run_shows_as_interrupted_and_resumes() {
 
     let scored = |d: &serde_json::Value| d["iterations"].as_array().is_some_and(|i| !i.is_empty());
     wait_for(&server.addr, &long, 120, |d| scored(d) && d["run"]["state"] == "running");
+    let (status, stopping) = post(&server.addr, &format!("/api/runs/{long}/stop"), b"");
+    assert_eq!(status, 202, "{stopping}");
+    // Asked twice (a double click): still one SIGINT, so the run is not aborted but finishes.
     let (status, stopping) = post(&server.addr, &format!("/api/runs/{long}/stop"), b"");
     assert_eq!(status, 202, "{stopping}");
     let detail = wait_for(&server.addr, &long, 120, |d| d["run"]["state"] == "finished");

@@ -437,10 +437,11 @@ impl Iteration<'_> {
             .log(Event::ScriptRun {
                 iteration: self.n,
                 step: kind.name().into(),
-                script,
+                script: script.clone(),
                 outcome: OutcomeBrief::from(&outcome),
             })
             .map_err(StepFailure::internal)?;
+        keep_output(&shared.dir.iteration(self.n), kind.name(), &script, &outcome);
         if self.cancel.is_cancelled() && !outcome.success() {
             return Err(StepFailure::Stop(
                 shared.stop_reason(),
@@ -518,6 +519,26 @@ pub(super) fn failure_of(step: &str, script: String, summary: String, outcome: &
         summary,
         stderr_tail: tail(&outcome.stderr.text, 4000),
         stdout_tail: tail(&outcome.stdout.text, 1000),
+    }
+}
+
+/// The tails of a script's output, beside the iteration (`logs/NN-<step>.json`, in the order
+/// the scripts ran), for the iteration's page in `serve`. Agent output: shown as text, never
+/// trusted. Not part of the journal or the snapshot, so a write that fails costs only this.
+fn keep_output(dir: &std::path::Path, step: &str, script: &str, outcome: &Outcome) {
+    let logs = dir.join("logs");
+    let written = std::fs::create_dir_all(&logs).and_then(|()| {
+        let n = std::fs::read_dir(&logs)?.count() + 1;
+        let text = serde_json::json!({
+            "step": step,
+            "script": script,
+            "stdout_tail": tail(&outcome.stdout.text, 4000),
+            "stderr_tail": tail(&outcome.stderr.text, 4000),
+        });
+        std::fs::write(logs.join(format!("{n:02}-{step}.json")), text.to_string())
+    });
+    if let Err(e) = written {
+        tracing::warn!("keeping the output of {script}: {e}");
     }
 }
 

@@ -130,6 +130,19 @@ pub(super) async fn get_iteration(
                 }
             }
         }
+        // What the scripts printed (their tails), in the order they ran.
+        let mut logs: Vec<(String, serde_json::Value)> = std::fs::read_dir(dir.iteration(n).join("logs"))
+            .map(|list| {
+                list.filter_map(Result::ok)
+                    .filter_map(|e| {
+                        let text = std::fs::read_to_string(e.path()).ok()?;
+                        Some((e.file_name().to_string_lossy().to_string(), serde_json::from_str(&text).ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        logs.sort_by(|a, b| a.0.cmp(&b.0));
+        let logs: Vec<serde_json::Value> = logs.into_iter().map(|(_, v)| v).collect();
         let workspace = crate::snapshot::Workspace::open(&dir.workspace()).ok();
         let mut files = serde_json::Map::new();
         let mut diff = serde_json::Value::Null;
@@ -158,6 +171,7 @@ pub(super) async fn get_iteration(
             "script_runs": scripts,
             "steps": steps,
             "answers": answers,
+            "logs": logs,
             "files": files,
             "diff": diff,
         }))

@@ -337,6 +337,18 @@ pub(super) async fn stop_run(
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
     let dir = run_dir(&state, &id)?;
+    let finished = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || crate::journal::read(&dir.journal()))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?
+            .iter()
+            .any(|e| matches!(e.event, crate::journal::Event::RunFinished { .. }))
+    };
+    if finished {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("run `{id}` has finished")));
+    }
     match dir.driver() {
         None => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -348,6 +360,15 @@ pub(super) async fn stop_run(
             Err(ApiError::new(StatusCode::CONFLICT, format!("run `{id}` is just starting; try again")))
         }
         Some(pid) => {
+            // A second SIGINT aborts a run at once (Ctrl-C twice), skipping the final evaluation:
+            // a repeated stop is answered without one.
+            if !state.stopping.lock().unwrap_or_else(|p| p.into_inner()).insert((id.clone(), pid)) {
+                return Ok((
+                    StatusCode::ACCEPTED,
+                    Json(serde_json::json!({ "run_id": id, "stopping": true, "pid": pid })),
+                )
+                    .into_response());
+            }
             let target = rustix::process::Pid::from_raw(pid as i32)
                 .ok_or_else(|| ApiError::internal(format!("run `{id}`: bad pid {pid} in its lock file")))?;
             rustix::process::kill_process(target, rustix::process::Signal::INT).map_err(|e| {

@@ -64,6 +64,8 @@ pub(crate) struct AppState {
     launch: LaunchConfig,
     /// Runs this server started that are still going: run id → pid.
     started: std::sync::Mutex<std::collections::BTreeMap<String, u32>>,
+    /// Runs (and the pid driving them) already sent their SIGINT.
+    stopping: std::sync::Mutex<std::collections::BTreeSet<(String, u32)>>,
     open_sandbox: SandboxOpener,
     /// Predictions run one at a time: each is a sandboxed Python with the memory that takes.
     predicting: tokio::sync::Semaphore,
@@ -76,6 +78,7 @@ pub fn router(config: &ServeConfig) -> Router {
         token_sha256: config.token.as_deref().map(|t| crate::fsx::sha256_bytes(t.as_bytes())),
         launch: config.launch.clone(),
         started: Default::default(),
+        stopping: Default::default(),
         open_sandbox: config.open_sandbox.clone(),
         predicting: tokio::sync::Semaphore::new(1),
     });
@@ -216,6 +219,7 @@ mod tests {
                 max_budget: std::time::Duration::from_secs(1),
             },
             started: Default::default(),
+            stopping: Default::default(),
             open_sandbox: Arc::new(|_| anyhow::bail!("no sandbox in this test")),
             predicting: tokio::sync::Semaphore::new(1),
         };

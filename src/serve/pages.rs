@@ -224,7 +224,7 @@ pub(super) async fn iteration(
         &format!("{id} iteration {n}"),
         r#"<h1 id="title"></h1><p><a id="back">back to the run</a> · diff against <a id="vs-parent">its parent</a> / <a id="vs-best">the best</a></p><p id="summary"></p>
 <h2>Sandbox</h2><table><thead><tr><th>step</th><th>script</th><th>exit</th><th>limit</th><th>wall s</th><th>peak memory MiB</th></tr></thead><tbody id="scripts"></tbody></table>
-<h2 id="diff-title">Diff</h2><pre id="diff"></pre><h2>Scripts</h2><div id="files"></div><h2>The agent's answers</h2><div id="answers"></div><p id="error" class="muted"></p>"#,
+<h2>Output</h2><div id="logs" class="muted">no output kept for this iteration</div><h2 id="diff-title">Diff</h2><pre id="diff"></pre><h2>Scripts</h2><div id="files"></div><h2>The agent's answers</h2><div id="answers"></div><p id="error" class="muted"></p>"#,
         &format!(
             r#"
 const ID = {id_json}, N = {n};
@@ -239,6 +239,13 @@ api('/api/runs/' + ID + '/iterations/' + N + '?against=' + against).then(d => {{
     ' · validation ' + num(i.validation_score) + ' · ' + num(i.seconds, 1) + ' s · commit ' + (i.commit || '—');
   const s = document.getElementById('scripts');
   for (const r of d.script_runs) s.appendChild(row([r.step, r.script, r.exit + (r.exit_code !== null ? ' ' + r.exit_code : ''), r.limit_hit, num(r.wall_seconds, 2), num(r.peak_memory_bytes / 1048576, 0)]));
+  if (d.logs.length) {{
+    const logs = document.getElementById('logs'); logs.replaceChildren(); logs.className = '';
+    for (const l of d.logs) {{
+      logs.appendChild(el('h3', l.step + ' · ' + l.script));
+      logs.appendChild(el('pre', (l.stdout_tail || '') + (l.stderr_tail ? (l.stdout_tail ? '\n' : '') + l.stderr_tail : '') || '(no output)'));
+    }}
+  }}
   const pre = document.getElementById('diff');
   if (d.diff && d.diff.patch) {{
     document.getElementById('diff-title').textContent = 'Diff against iteration ' + d.diff.against;
