@@ -119,7 +119,9 @@ pub(super) async fn start_run(
         .arg("--run-dir")
         .arg(&root)
         .args(options.args())
-        .stdin(std::process::Stdio::null());
+        .stdin(std::process::Stdio::null())
+        // The run has no business with the server's token.
+        .env_remove(crate::env::LOOP_RUNNER_SERVE_TOKEN);
     if let Some(config) = &state.launch.run_config {
         command.arg("--config").arg(config);
     }
@@ -403,4 +405,15 @@ fn tail(text: &str, max: usize) -> &str {
     let start = text.len().saturating_sub(max);
     let start = (start..text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
     text[start..].trim()
+}
+
+/// Removes what a server that stopped mid-upload left in `.uploads/` (staging directories only;
+/// kept uploads belong to runs).
+pub(super) fn clean_staging(runs_dir: &Path) {
+    let Ok(list) = std::fs::read_dir(runs_dir.join(UPLOADS)) else { return };
+    for entry in list.filter_map(Result::ok) {
+        if entry.file_name().to_string_lossy().starts_with(".staging-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }

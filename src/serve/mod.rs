@@ -108,6 +108,7 @@ pub async fn serve(config: ServeConfig, ready: impl FnOnce(SocketAddr)) -> anyho
         crate::error::UserError::setup(format!("cannot listen on {}: {e}", config.bind))
             .with_hint("pick another port with --bind 127.0.0.1:PORT")
     })?;
+    launch::clean_staging(&config.runs_dir);
     ready(listener.local_addr()?);
     axum::serve(listener, router(&config)).await?;
     Ok(())
