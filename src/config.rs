@@ -30,6 +30,7 @@
 //! folds = 5                             # for cv
 //! cv_max_rows = 5000                    # auto: cv up to this many training rows, holdout above
 //! refit = true                          # holdout: retrain the final choice on all training rows
+//! bag = true                            # cv: the final model averages the choice's fold models
 //!
 //! [sandbox]
 //! kind = "wasi"
@@ -159,6 +160,9 @@ pub struct ValidationSection {
     /// With a held-out split: retrain the final choice on training and validation rows before
     /// the test, as its own snapshot.
     pub refit: Option<bool>,
+    /// With cross-validation: the final model is the selected iteration trained once per fold
+    /// and averaged (a bag), as its own snapshot, instead of its model trained on every row.
+    pub bag: Option<bool>,
 }
 
 /// `[sandbox]` as written.
@@ -249,6 +253,7 @@ pub struct ValidationConfig {
     pub folds: u32,
     pub cv_max_rows: u64,
     pub refit: bool,
+    pub bag: bool,
 }
 
 /// Pools up to this many rows are cross-validated under `auto` (see README, "Validation").
@@ -466,6 +471,7 @@ impl RunConfig {
             folds,
             cv_max_rows: v.cv_max_rows.unwrap_or(CV_MAX_ROWS),
             refit: v.refit.unwrap_or(true),
+            bag: v.bag.unwrap_or(true),
         };
         Ok(Self { agent, loop_, sandbox, search, validation })
     }
@@ -545,6 +551,7 @@ impl RunConfig {
                 folds: Some(self.validation.folds),
                 cv_max_rows: Some(self.validation.cv_max_rows),
                 refit: Some(self.validation.refit),
+                bag: Some(self.validation.bag),
             },
         }
     }

@@ -35,6 +35,11 @@ pub fn fold_dirs(root: &Path, f: usize) -> FoldDirs {
     FoldDirs { data: base.join("data"), input: base.join("input") }
 }
 
+/// The rows (indices into the pool) each of the `k` folds holds out: the folds [`write`] makes.
+pub fn held_out(pool: &DataFrame, target: &TargetInfo, k: u32, seed: u64) -> anyhow::Result<Vec<Vec<u32>>> {
+    deal(pool, target, k, seed)
+}
+
 /// Deals the pool into `k` folds (stratified by class for classification) with `seed`.
 fn deal(pool: &DataFrame, target: &TargetInfo, k: u32, seed: u64) -> anyhow::Result<Vec<Vec<u32>>> {
     let labels =

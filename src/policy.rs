@@ -119,15 +119,17 @@ pub fn spec(script: &Script<'_>, sandbox: &SandboxConfig, seed: u64, private: &[
     spec
 }
 
-/// `(path, sha256)` of the model files: under `/work/model/`, and an ensemble's members' under
-/// `/work/members/<member>/model/`; sorted.
+/// `(path, sha256)` of the model files: under `/work/model/`, and an ensemble's or a bag's
+/// members' under `/work/members/<member>/model/` (members of a bag of an ensemble one level
+/// further down); sorted.
 pub fn model_files(outcome: &crate::sandbox::Outcome) -> Vec<(String, String)> {
+    fn member_model(rest: &str) -> bool {
+        rest.split_once('/').is_some_and(|(_, inside)| {
+            inside.starts_with("model/") || inside.strip_prefix("members/").is_some_and(member_model)
+        })
+    }
     let is_model = |path: &str| {
-        path.starts_with("/work/model/")
-            || path
-                .strip_prefix("/work/members/")
-                .and_then(|rest| rest.split_once('/'))
-                .is_some_and(|(_, inside)| inside.starts_with("model/"))
+        path.starts_with("/work/model/") || path.strip_prefix("/work/members/").is_some_and(member_model)
     };
     outcome.files.iter().filter(|f| is_model(&f.path)).map(|f| (f.path.clone(), f.sha256.clone())).collect()
 }

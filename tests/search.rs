@@ -272,3 +272,89 @@ fn a_refit_retrains_the_choice_on_every_training_row_and_audits() {
     let out = String::from_utf8_lossy(&audit.stdout);
     assert!(audit.status.success(), "{out}{}", stderr(&audit));
 }
+
+#[test]
+fn under_cross_validation_the_final_model_is_a_bag_of_the_fold_models() {
+    let task = fixtures().join("penguins/task.toml");
+    let runs = tempfile::tempdir().unwrap();
+    let output = run(&task, runs.path(), &["--iterations", "3", "--jobs", "1", "--validation", "cv"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = run_dir_of(&output);
+    let bag = records(&dir).last().unwrap().clone();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report/summary.json")).unwrap()).unwrap();
+    assert_eq!(bag.operation, Operation::Refit);
+    assert!(bag.hyperparameters.iter().any(|h| h.name == "bagged"), "{:?}", bag.hyperparameters);
+    assert_eq!(bag.parent, summary["best_iteration"].as_u64().map(|b| b as u32));
+    assert_eq!(summary["final_iteration"], bag.iteration);
+    assert!(summary["test_score"].is_number() && summary["selected_test_score"].is_number());
+    for f in 1..=5 {
+        let prefix = format!("/work/members/fold-{f}/model/");
+        assert!(
+            bag.model_files.iter().any(|(p, _)| p.starts_with(&prefix)),
+            "{prefix}: {:?}",
+            bag.model_files
+        );
+    }
+
+    let tag = format!("iter-{:04}", bag.iteration);
+    let snap = tempfile::tempdir().unwrap();
+    let checkout = snap.path().join("s");
+    let o = bin().arg("checkout").arg(&dir).arg(&tag).arg(&checkout).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Each member trains on exactly the rows its cross-validation fold trained on.
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(checkout.join("steps/bag.json")).unwrap()).unwrap();
+    let pool = rows(&checkout.join("data/train.csv"));
+    let mut covered = 0;
+    for (f, held) in spec["held_out"].as_array().unwrap().iter().enumerate() {
+        let held: std::collections::BTreeSet<usize> =
+            held.as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as usize).collect();
+        covered += held.len();
+        let kept: Vec<String> =
+            pool.iter().enumerate().filter(|(i, _)| !held.contains(i)).map(|(_, r)| r.clone()).collect();
+        let fold = rows(&dir.join(format!("folds/split-1/fold-{}/data/train.csv", f + 1)));
+        assert_eq!(kept, fold, "fold {}", f + 1);
+    }
+    assert_eq!(covered, pool.len(), "every row is held out by exactly one fold");
+
+    // Outside loop-runner: retrain with plain Python, and the bag's predictions are the mean
+    // of its members' own.
+    let python = |dir: &Path, args: &[&str]| {
+        let o =
+            Command::new("python3").current_dir(dir).args(args).env("OMP_NUM_THREADS", "1").output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    python(&checkout, &["train.py"]);
+    python(&checkout, &["inference.py", "--input", "input/features.csv", "--output", "bag.csv"]);
+    let table = |path: &Path| -> Vec<Vec<String>> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .collect()
+    };
+    let blended = table(&checkout.join("bag.csv"));
+    let mut sums = vec![vec![0.0f64; blended[0].len() - 1]; blended.len() - 1];
+    for f in 1..=5 {
+        let member = checkout.join(format!("members/fold-{f}"));
+        python(&member, &["inference.py", "--input", "../../input/features.csv", "--output", "m.csv"]);
+        let own = table(&member.join("m.csv"));
+        assert_eq!(own[0], blended[0], "the same columns");
+        for (i, row) in own.iter().skip(1).enumerate() {
+            for (j, v) in row.iter().skip(1).enumerate() {
+                sums[i][j] += v.parse::<f64>().unwrap() / 5.0;
+            }
+        }
+    }
+    for (i, row) in blended.iter().skip(1).enumerate() {
+        for (j, v) in row.iter().skip(1).enumerate() {
+            assert!((v.parse::<f64>().unwrap() - sums[i][j]).abs() < 1e-9, "row {i} column {j}");
+        }
+    }
+
+    let audit = bin().arg("audit").arg(&dir).arg(&tag).output().unwrap();
+    let out = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.status.success(), "{out}{}", stderr(&audit));
+    assert!(out.contains("members/fold-5/model/") && out.contains("(retrained)"), "{out}");
+}

@@ -218,7 +218,10 @@ pub fn audit(
     let _ = fs_err::remove_file(root.join(predictions));
     let outcome = run(kind)?;
     checks.push(Check::new("inference.py", "exit 0", outcome.summary()));
-    if let Some(folds) = folds {
+    if refit {
+        // A refit has no validation score (a bag's members are the folds' own models, retrained
+        // above): nothing is left to score it on.
+    } else if let Some(folds) = folds {
         // The score came from the folds; the committed model has seen every row, so its own
         // predictions here only show that it runs.
         let audit = cv::CvAudit {
@@ -236,8 +239,7 @@ pub fn audit(
             scratch: work.path(),
         };
         checks.extend(audit.checks()?);
-    } else if !refit {
-        // A refit has no validation score: nothing is left to score it on.
+    } else {
         checks.extend(holdout_checks(&root, &rec.record, &labels, &target)?);
     }
     if let Some(recorded) = recorded_test_score(dir, rec.iteration)? {

@@ -294,7 +294,12 @@ fn print_summary(printer: Printer, dir: &Path, summary: &Summary) {
     let score = |s: Option<f64>| s.map_or("—".to_string(), |s| format!("{s:.4}"));
     let refit = match (summary.final_iteration, summary.best_iteration) {
         (Some(f), Some(b)) if f != b => format!(
-            "\nfinal model: iteration {f}, iteration {b} trained on every training row: test {} {} (as selected: {})",
+            "\nfinal model: iteration {f}, iteration {b} {}: test {} {} (as selected: {})",
+            if dir.join("iterations").join(crate::snapshot::tag_name(f)).join("steps/bag.json").is_file() {
+                "bagged over the cross-validation folds"
+            } else {
+                "trained on every training row"
+            },
             summary.metric,
             score(summary.test_score),
             score(summary.selected_test_score)

@@ -311,7 +311,7 @@ impl ReportData {
                     .collect();
                 if members.is_empty() { String::new() } else { format!("of {}", members.join(", ")) }
             } else if n.operation == crate::search::Operation::Refit {
-                format!("{} on every training row", r.family)
+                format!("{} {}", r.family, refit_words(r))
             } else {
                 r.family.clone()
             }
@@ -337,7 +337,7 @@ impl ReportData {
                 seconds: r.seconds,
                 status: match (r.operation, r.parent) {
                     (crate::search::Operation::Refit, Some(p)) => {
-                        format!("{}: refit of {p} on every training row (no validation score)", r.status)
+                        format!("{}: refit of {p} {} (no validation score)", r.status, refit_words(r))
                     }
                     _ => r.status.clone(),
                 },
@@ -362,4 +362,13 @@ fn metric_of(dir: &RunDir) -> Option<String> {
     let text = std::fs::read_to_string(dir.run_json()).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     value["target"]["metric"].as_str().map(str::to_string)
+}
+
+/// How a refit was made: bagged over the cross-validation folds, or trained on every row.
+pub fn refit_words(record: &crate::journal::IterationRecord) -> &'static str {
+    if record.hyperparameters.iter().any(|h| h.name == "bagged") {
+        "bagged over the cross-validation folds"
+    } else {
+        "on every training row"
+    }
 }

@@ -85,9 +85,12 @@ pub fn markdown(data: &ReportData) -> String {
     ));
     md.push_str(&format!("| validation {} | {} |\n", data.metric, fmt_score(data.validation_score)));
     if let (Some(refit), Some(best)) = (data.final_iteration, data.best_iteration) {
-        md.push_str(&format!(
-            "| final model | iteration {refit}: iteration {best} trained on every training row |\n"
-        ));
+        let how = data
+            .iterations
+            .iter()
+            .find(|r| r.iteration == refit)
+            .map_or("on every training row", super::model::refit_words);
+        md.push_str(&format!("| final model | iteration {refit}: iteration {best} trained {how} |\n"));
         md.push_str(&format!(
             "| test {} of iteration {best} as selected | {} |\n",
             data.metric,

@@ -1,9 +1,11 @@
 //! The wall-clock budget: a hard end for the whole run, with a reserve kept back for the final
 //! evaluation and the report.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Budget {
     start: Instant,
     /// The whole budget, if any (`None`: iterations alone bound the run).
@@ -11,6 +13,9 @@ pub struct Budget {
     /// Time already spent in earlier sessions (resume).
     spent_before: Duration,
     reserve: Duration,
+    /// Kept back as well for making the final model of the current best (a refit or a bag),
+    /// in milliseconds; follows the best as it changes.
+    final_model: Arc<AtomicU64>,
 }
 
 impl Budget {
@@ -23,12 +28,22 @@ impl Budget {
     /// opening the sandbox count).
     pub fn starting_at(start: Instant, total: Option<Duration>, spent_before: Duration) -> Self {
         let reserve = total.map_or(Duration::from_secs(120), reserve_for);
-        Self { start, total, spent_before, reserve }
+        Self { start, total, spent_before, reserve, final_model: Arc::default() }
     }
 
-    /// When the loop must stop starting work (the reserve is left for the final evaluation).
+    /// When the loop must stop starting work (the reserve is left for the final model and the
+    /// final evaluation).
     pub fn loop_deadline(&self) -> Option<Instant> {
-        self.end().map(|end| end.checked_sub(self.reserve).unwrap_or(end))
+        let kept = self.reserve + Duration::from_millis(self.final_model.load(Ordering::Relaxed));
+        self.end().map(|end| end.checked_sub(kept).unwrap_or(end))
+    }
+
+    /// Keeps `time` back for making the final model, at most a quarter of the budget (a final
+    /// model that needs more is not made, see `refit::fits`).
+    pub fn keep_for_final_model(&self, time: Duration) {
+        let cap = self.total.map_or(Duration::ZERO, |t| t / 4);
+        let kept = if time > cap { Duration::ZERO } else { time };
+        self.final_model.store(kept.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// When everything, final evaluation and report included, must be done.
@@ -75,6 +90,17 @@ mod tests {
         assert_eq!(reserve_for(Duration::from_secs(600)), Duration::from_secs(60));
         assert_eq!(reserve_for(Duration::from_secs(6 * 3600)), Duration::from_secs(120));
         assert_eq!(reserve_for(Duration::from_secs(8)), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn time_for_the_final_model_is_kept_back_unless_it_is_too_much() {
+        let b = Budget::new(Some(Duration::from_secs(400)), Duration::ZERO);
+        let before = b.loop_left().unwrap();
+        b.keep_for_final_model(Duration::from_secs(30));
+        let kept = before - b.loop_left().unwrap();
+        assert!(kept > Duration::from_secs(29) && kept < Duration::from_secs(31), "{kept:?}");
+        b.clone().keep_for_final_model(Duration::from_secs(101));
+        assert!(b.loop_left().unwrap() >= before - Duration::from_secs(1), "over a quarter: not kept");
     }
 
     #[test]

@@ -54,16 +54,19 @@ impl Runner {
         Ok(summary)
     }
 
-    /// Trains the selected iteration on every training row, when configured and a held-out
-    /// split was used (cross-validated models are already trained on every row), unless the
-    /// run was interrupted or the time left would not hold it. The refit's iteration, if it
-    /// succeeded.
+    /// Makes the final model from the selected iteration when configured: retrained on every
+    /// training row after a held-out split, bagged over the folds after cross-validation;
+    /// unless the run was interrupted or the time left would not hold it. The refit's
+    /// iteration, if it succeeded.
     async fn refit(&mut self, reason: &StopReason) -> anyhow::Result<Option<u32>> {
         let shared = self.shared.clone();
         let Some((best, _)) = self.state.best else { return Ok(None) };
-        if !shared.inputs.config.validation.refit || shared.split().folds.is_some() {
-            return Ok(None);
-        }
+        let validation = &shared.inputs.config.validation;
+        let kind = match shared.split().folds {
+            Some(_) if validation.bag => super::refit::Kind::Bag,
+            None if validation.refit => super::refit::Kind::Retrain,
+            _ => return Ok(None),
+        };
         // A resumed run may have made it already.
         if let Some(done) = self.state.records.iter().rev().find(|r| r.operation == Operation::Refit)
             && done.parent == Some(best)
@@ -79,21 +82,7 @@ impl Runner {
             return Ok(None);
         }
         let selected = self.state.records[best as usize - 1].clone();
-        // An ensemble's members are trained again; its own scripts only blend.
-        let members: Vec<u32> = selected
-            .hyperparameters
-            .iter()
-            .filter_map(|h| h.name.strip_prefix("iter-").and_then(|n| n.parse().ok()))
-            .collect();
-        let seconds = if selected.operation == Operation::Ensemble {
-            members
-                .iter()
-                .filter_map(|m| self.state.records.get(*m as usize - 1))
-                .map(|r| r.script_seconds)
-                .sum()
-        } else {
-            selected.script_seconds
-        };
+        let seconds = self.training_seconds(&selected);
         if let Err(why) = super::refit::fits(&selected, seconds, shared.budget.left()) {
             note(format!("refit skipped: {why}"));
             return Ok(None);
@@ -103,14 +92,49 @@ impl Runner {
             iteration: n,
             parent: Some(best),
             operation: Operation::Refit,
-            reason: format!("iteration {best} trained on every training row"),
+            reason: match kind {
+                super::refit::Kind::Retrain => format!("iteration {best} trained on every training row"),
+                super::refit::Kind::Bag => format!("iteration {best} bagged over the cross-validation folds"),
+            },
         })?;
         shared.reporter.report(Progress::IterationStarted { iteration: n });
-        let finished = super::refit::run(shared.clone(), &self.workspace, &selected, n).await?;
+        let finished = super::refit::run(shared.clone(), &self.workspace, &selected, n, kind).await?;
         // A refit has no validation score: it succeeded when it trained.
         let succeeded = finished.record.status == "succeeded";
         self.record(finished)?;
         Ok(succeeded.then_some(n))
+    }
+
+    /// What training `selected` took: an ensemble's members are trained again (its own scripts
+    /// only blend). Under cross-validation that is every fold's training, which is what a bag
+    /// repeats.
+    fn training_seconds(&self, selected: &crate::journal::IterationRecord) -> f64 {
+        if selected.operation == Operation::Ensemble {
+            selected
+                .hyperparameters
+                .iter()
+                .filter_map(|h| h.name.strip_prefix("iter-").and_then(|n| n.parse::<usize>().ok()))
+                .filter_map(|m| self.state.records.get(m.checked_sub(1)?))
+                .map(|r| r.script_seconds)
+                .sum()
+        } else {
+            selected.script_seconds
+        }
+    }
+
+    /// Keeps back from the loop the time the final model of the current best would take.
+    pub(super) fn keep_time_for_the_final_model(&self) {
+        let validation = &self.shared.inputs.config.validation;
+        let made = if self.shared.split().folds.is_some() { validation.bag } else { validation.refit };
+        let time = match self.state.best {
+            Some((best, _)) if made => self
+                .state
+                .records
+                .get(best as usize - 1)
+                .map_or(Duration::ZERO, |r| super::refit::needed(self.training_seconds(r))),
+            _ => Duration::ZERO,
+        };
+        self.shared.budget.keep_for_final_model(time);
     }
 
     /// Runs iteration `iteration`'s inference on the test features and scores it.

@@ -263,6 +263,8 @@ impl Runner {
     /// scores the best iteration on the test split and writes the report.
     pub async fn run(&mut self) -> anyhow::Result<Summary> {
         let shared = self.shared.clone();
+        // A resumed run's best is known already.
+        self.keep_time_for_the_final_model();
         let settings = &shared.inputs.config.agent.settings;
         shared.reporter.report(Progress::RunStarted {
             run_dir: self.dir.root.display().to_string(),
@@ -469,6 +471,7 @@ impl Runner {
         }
         let predicted = finished.predicted.clone();
         self.state.records.push(finished.record);
+        self.keep_time_for_the_final_model();
         if let Some(p) = predicted {
             self.state.predictions.insert(finished.n, p);
             // Only what an ensemble could take.
