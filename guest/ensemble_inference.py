@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import runpy
+import shutil
 import sys
 import tempfile
 
@@ -55,8 +56,18 @@ def main():
     with open(os.path.join(HERE, "model", "ensemble.json")) as f:
         spec = json.load(f)
     features = os.path.abspath(args.input)
+    # Beside the output, which the caller made sure can be written (a sandbox may offer no
+    # other writable place); removed again, so nothing is left in a snapshot.
+    scratch = tempfile.mkdtemp(prefix=".members-", dir=os.path.dirname(os.path.abspath(args.output)))
+    try:
+        blend = combine(spec, features, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    write(spec, blend, args.output)
+
+
+def combine(spec, features, scratch):
     total = float(sum(m["weight"] for m in spec["members"]))
-    scratch = tempfile.mkdtemp()
     blend = None
     for m in spec["members"]:
         out = run_member(m["name"], features, os.path.join(scratch, m["name"] + ".csv"))
@@ -73,6 +84,10 @@ def main():
                 }
             ).to_numpy() * weight
         blend = part if blend is None else blend + part
+    return blend
+
+
+def write(spec, blend, output):
     if spec["kind"] == "regression":
         result = pd.DataFrame({"prediction": blend})
     else:
@@ -80,7 +95,7 @@ def main():
         result = pd.DataFrame({"prediction": [spec["classes"][i] for i in blend.argmax(axis=1)]})
         for i, c in enumerate(spec["classes"]):
             result["proba_" + c] = blend[:, i]
-    result.to_csv(args.output, index=False)
+    result.to_csv(output, index=False)
 
 
 main()

@@ -44,7 +44,8 @@ fn builtin_agent_runs_a_fixture_end_to_end() {
     ] {
         assert!(s.get(key).is_some(), "summary.json lacks {key}: {s}");
     }
-    assert_eq!(s["iterations"], 3);
+    assert_eq!(s["iterations"], 4, "three, and the bag made of the best (the final model)");
+    assert_eq!(s["final_iteration"], 4);
     assert_eq!(s["agent"], "builtin");
     assert!(s["test_score"].as_f64().unwrap() > 0.9, "{s}");
     let report = std::fs::read_to_string(dir.join("report/REPORT.md")).unwrap();

@@ -20,13 +20,22 @@ impl Runner {
     /// Refit, final evaluation, report, and the closing journal entry.
     pub async fn finish(&mut self, reason: StopReason) -> anyhow::Result<Summary> {
         let best = self.state.best.map(|b| b.0);
-        let refit = self.refit(&reason).await?;
-        let final_iteration = refit.or(best);
-        let test_score = self.evaluate(final_iteration).await?;
-        let selected_test_score = match (refit, best) {
+        let mut refit = self.refit(&reason).await?;
+        let mut test_score = self.evaluate(refit.or(best)).await?;
+        let mut selected_test_score = match (refit, best) {
             (Some(_), Some(b)) => self.evaluate(Some(b)).await?,
             _ => None,
         };
+        if let (Some(r), Some(b), None, Some(_)) = (refit, best, test_score, selected_test_score) {
+            // A final model that trained but cannot predict the test split (its scripts assume
+            // a place they do not run from as members, say) gives way to the selected one.
+            let text =
+                format!("iteration {r} could not be scored; the final model is iteration {b} as selected");
+            self.shared.reporter.report(Progress::Note(text.clone()));
+            tracing::warn!("{text}");
+            (refit, test_score, selected_test_score) = (None, selected_test_score, None);
+        }
+        let final_iteration = refit.or(best);
         let shared = &self.shared;
         let summary = Summary {
             task: shared.inputs.task.name.clone(),
