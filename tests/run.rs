@@ -69,11 +69,12 @@ fn builtin_agent_runs_a_fixture_end_to_end() {
         assert!(ws.join(file).is_file(), "workspace lacks {file}");
     }
     let tags = std::process::Command::new("git").arg("-C").arg(&ws).arg("tag").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&tags.stdout), "iter-0001\niter-0002\niter-0003\n");
+    // Three iterations, and the final model: the bag made of the best.
+    assert_eq!(String::from_utf8_lossy(&tags.stdout), "iter-0001\niter-0002\niter-0003\niter-0004\n");
     // The journal tells the same story.
     let events = journal::read(&dir.join("journal.jsonl")).unwrap();
     let finished = events.iter().filter(|e| matches!(e.event, Event::IterationFinished { .. })).count();
-    assert_eq!(finished, 3);
+    assert_eq!(finished, 4);
     assert!(matches!(events.last().unwrap().event, Event::RunFinished { .. }));
     // status prints the leaderboard.
     let status = bin().arg("status").arg(&dir).output().unwrap();

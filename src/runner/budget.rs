@@ -56,6 +56,13 @@ impl Budget {
         self.loop_deadline().map(|d| d.saturating_duration_since(Instant::now()))
     }
 
+    /// Time left for making the final model after the loop: all but the reserve for the test
+    /// evaluation and the report.
+    pub fn final_model_left(&self) -> Option<Duration> {
+        self.end()
+            .map(|end| end.checked_sub(self.reserve).unwrap_or(end).saturating_duration_since(Instant::now()))
+    }
+
     /// Time left in total.
     pub fn left(&self) -> Option<Duration> {
         self.end().map(|d| d.saturating_duration_since(Instant::now()))

@@ -181,6 +181,7 @@ pub(super) async fn run(
         work: &work,
         cancel: &job.cancel,
         script_seconds: &mut script_seconds,
+        after_loop: false,
     };
     let outcome = match it.run_script(ScriptKind::Infer, ENSEMBLE_INFER, &mut acc).await {
         Ok(outcome) => outcome,

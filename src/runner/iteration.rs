@@ -99,6 +99,7 @@ pub(super) async fn run(shared: Arc<Shared>, job: Job) -> anyhow::Result<Finishe
         work: &work,
         cancel: &job.cancel,
         script_seconds: &mut scripts_seconds,
+        after_loop: false,
     };
     let mut ctx = job.context;
     let outcome = it.build(&mut ctx, &mut acc).await;
@@ -182,6 +183,9 @@ pub(super) struct Iteration<'a> {
     pub work: &'a Path,
     pub cancel: &'a CancellationToken,
     pub script_seconds: &'a mut f64,
+    /// Made after the loop (the final model): its scripts may use the time kept back for it,
+    /// not past the reserve for the test evaluation.
+    pub after_loop: bool,
 }
 
 impl Iteration<'_> {
@@ -415,7 +419,8 @@ impl Iteration<'_> {
             shared.inputs.config.loop_.seed,
             &shared.private(),
         );
-        if let Some(left) = shared.budget.loop_left() {
+        let left = if self.after_loop { shared.budget.final_model_left() } else { shared.budget.loop_left() };
+        if let Some(left) = left {
             if left < Duration::from_secs(1) {
                 return Err(StepFailure::Stop(
                     shared.stop_reason(),

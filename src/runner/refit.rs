@@ -115,6 +115,7 @@ pub(super) async fn run(
         work: &work,
         cancel: &cancel,
         script_seconds: &mut script_seconds,
+        after_loop: true,
     };
     let place = Place {
         work: work.clone(),
