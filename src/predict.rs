@@ -23,19 +23,24 @@ pub struct Predictions {
     pub csv: Vec<u8>,
 }
 
-/// Runs `rev`'s inference on the features in `input` (CSV or Parquet). `open` gives the sandbox
+/// Runs `rev`'s inference on the features in `input` (CSV or Parquet), named `shown` in
+/// errors (the caller's name for it: a path, or "the request body"). `open` gives the sandbox
 /// for the run's recorded sandbox configuration.
 pub fn predict(
     dir: &RunDir,
     rev: &str,
     input: &Path,
+    shown: &str,
     open: impl FnOnce(&crate::config::SandboxConfig) -> anyhow::Result<Arc<dyn Sandbox>>,
 ) -> anyhow::Result<Predictions> {
     let manifest = Manifest::read(&dir.run_json())?;
     let config = crate::config::RunConfig::resolve(&manifest.config, &Default::default())?;
-    let features = crate::data::read_table(input)?;
+    let features = crate::data::read_table(input).map_err(|mut e| {
+        e.message = e.message.replace(&input.display().to_string(), shown);
+        e
+    })?;
     if features.height() == 0 {
-        return Err(UserError::usage(format!("`{}` has no rows to predict", input.display())).into());
+        return Err(UserError::usage(format!("`{shown}` has no rows to predict")).into());
     }
     // Rows that still carry the target column (a labelled file) are predicted without it.
     let has_target = features.column(&manifest.target.column).is_ok();
@@ -74,8 +79,7 @@ pub fn predict(
     let outcome = sandbox.run(&spec, &CancellationToken::new())?;
     if !outcome.success() {
         return Err(UserError::setup(format!(
-            "inference.py failed on `{}`: {}\n{}",
-            input.display(),
+            "inference.py failed on `{shown}`: {}\n{}",
             outcome.summary(),
             outcome.stderr.text.trim_end()
         ))

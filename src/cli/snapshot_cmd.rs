@@ -31,9 +31,10 @@ pub fn checkout(_ctx: &Context, args: &CheckoutArgs) -> anyhow::Result<i32> {
 
 pub fn predict(ctx: &Context, args: &PredictArgs) -> anyhow::Result<i32> {
     let dir = RunDir::open(&args.run)?;
-    let predictions = crate::predict::predict(&dir, &args.rev, &args.input, |config| {
-        open_sandbox_for(ctx, config, &Default::default())
-    })?;
+    let predictions =
+        crate::predict::predict(&dir, &args.rev, &args.input, &args.input.display().to_string(), |config| {
+            open_sandbox_for(ctx, config, &Default::default())
+        })?;
     fs_err::write(&args.output, &predictions.csv)?;
     ctx.printer
         .status(&format!("{} predictions from `{}` ({})", predictions.rows, args.rev, predictions.commit));

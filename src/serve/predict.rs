@@ -44,19 +44,12 @@ pub(super) async fn predict(
         let name = if body.starts_with(b"PAR1") { "rows.parquet" } else { "rows.csv" };
         let input = scratch.path().join(name);
         fs_err::write(&input, &body)?;
-        crate::predict::predict(&dir, &rev, &input, |config| open(config))
+        // The scratch file's path means nothing to the caller.
+        crate::predict::predict(&dir, &rev, &input, "the request body", |config| open(config))
     })
     .await
     .map_err(ApiError::internal)?
-    .map_err(|e| {
-        // The scratch file's path means nothing to the caller.
-        let mut error = ApiError::from_anyhow(&e);
-        if let Some(start) = error.message.find("/tmp/loop-runner-serve-") {
-            let end = error.message[start..].find('`').map_or(error.message.len(), |n| start + n);
-            error.message.replace_range(start..end, "the request body");
-        }
-        error
-    })?;
+    .map_err(|e| ApiError::from_anyhow(&e))?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv".to_string()),
