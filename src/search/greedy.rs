@@ -1,11 +1,12 @@
 //! A greedy policy with exploration, in the manner of AIDE, aware of runtime and time left:
-//! a few drafts first; then mostly improve the best node, sometimes another good one, sometimes
+//! a few drafts first; then mostly improve the best node, sometimes the best of another line
+//! (what grew from another draft), sometimes
 //! debug a failed leaf; an ensemble of what scored every few iterations; and, when little time
 //! is left, only operations whose parents ran quickly.
 
 use std::time::Duration;
 
-use super::tree::{Decision, Node, Operation, Policy, Situation, debug_depth};
+use super::tree::{Decision, Node, Operation, Policy, Situation, debug_depth, root};
 
 /// The default policy.
 #[derive(Debug, Clone)]
@@ -16,7 +17,7 @@ pub struct Greedy {
     pub debug: f64,
     /// Debug operations in a row before a failed line is given up.
     pub max_debug_depth: u32,
-    /// How many of the best nodes exploration picks from.
+    /// How many of the best other lines exploration picks from.
     pub top_k: usize,
 }
 
@@ -94,13 +95,27 @@ impl Policy for Greedy {
             return Decision::new(Operation::Draft, None, "nothing scored yet: another draft");
         };
         if fitting.len() > 1 && rng.f64() < self.explore {
-            let k = self.top_k.min(fitting.len());
-            let pick = fitting[1 + rng.usize(..k - 1)];
+            // The best node of each other line of work (draft and its descendants), best lines
+            // first: exploring there keeps different approaches alive, which is what an
+            // ensemble of them gains from. With a single line, its runners-up.
+            let mut lines = vec![root(nodes, best)];
+            let mut others: Vec<&Node> = Vec::new();
+            for n in &fitting {
+                let line = root(nodes, n);
+                if !lines.contains(&line) {
+                    lines.push(line);
+                    others.push(n);
+                }
+            }
+            if others.is_empty() {
+                others = fitting[1..].to_vec();
+            }
+            let pick = others[rng.usize(..self.top_k.clamp(1, others.len()))];
             if !better(pick.score.unwrap_or(f64::NAN), best.score.unwrap_or(f64::NAN)) {
                 return Decision::new(
                     Operation::Improve,
                     Some(pick.iteration),
-                    "explore: improve a runner-up",
+                    "explore: improve the best of another line",
                 );
             }
         }
@@ -151,6 +166,26 @@ mod tests {
         }
         assert!((70..100).contains(&improved_best), "{improved_best} of 100 improved the best");
         assert_eq!(p.decide(&nodes, &situation(9)), p.decide(&nodes, &situation(9)), "deterministic");
+    }
+
+    #[test]
+    fn exploration_goes_to_other_lines_not_the_best_lines_runners_up() {
+        let p = Greedy::default();
+        let nodes = vec![
+            node(1, None, Operation::Draft, Some(0.7)),
+            node(2, None, Operation::Draft, Some(0.9)),
+            node(3, Some(2), Operation::Improve, Some(0.89)),
+            node(4, Some(3), Operation::Improve, Some(0.88)),
+            node(5, None, Operation::Draft, Some(0.6)),
+        ];
+        let mut parents = std::collections::BTreeMap::new();
+        for i in 6..206 {
+            let d = p.decide(&nodes, &Situation { ensemble_every: 0, ..situation(i) });
+            *parents.entry(d.parent.unwrap()).or_insert(0) += 1;
+        }
+        assert!(!parents.contains_key(&3) && !parents.contains_key(&4), "{parents:?}");
+        assert!(parents[&1] >= 5 && parents[&5] >= 5, "{parents:?}");
+        assert!(parents[&2] >= 140, "{parents:?}");
     }
 
     #[test]

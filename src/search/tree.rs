@@ -103,6 +103,19 @@ pub fn debug_depth(nodes: &[Node], node: &Node) -> u32 {
     depth
 }
 
+/// The draft `node` descends from (itself for a root): the line of work it belongs to.
+pub fn root(nodes: &[Node], node: &Node) -> u32 {
+    let mut current = node;
+    // Bounded by the node count, so a malformed parent chain cannot loop.
+    for _ in 0..nodes.len() {
+        match current.parent.and_then(|p| nodes.iter().find(|x| x.iteration == p)) {
+            Some(parent) => current = parent,
+            None => break,
+        }
+    }
+    current.iteration
+}
+
 /// Renders the tree as indented lines (children under their parent), for status and reports.
 /// `describe` says what a node is (e.g. its model family).
 pub fn render(
@@ -175,5 +188,6 @@ pub(crate) mod tests {
         let text = render(&nodes, Some(3), &|s| format!("{s:.2}"), &|_| String::new());
         assert_eq!(text, "1 draft → 0.80\n  3 improve → 0.85  ← best\n2 draft → failed\n  4 debug → 0.70\n");
         assert_eq!(debug_depth(&nodes, &nodes[3]), 1);
+        assert_eq!([root(&nodes, &nodes[2]), root(&nodes, &nodes[3]), root(&nodes, &nodes[0])], [1, 2, 1]);
     }
 }
