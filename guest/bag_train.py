@@ -46,7 +46,6 @@ for member, held in zip(spec["members"], spec["held_out"]):
         sys.argv = argv
         shutil.rmtree(data, ignore_errors=True)
 os.makedirs(os.path.join(HERE, "model"), exist_ok=True)
-blend = {k: v for k, v in spec.items() if k != "held_out"}
-with open(os.path.join(HERE, "model", "ensemble.json"), "w") as f:
-    json.dump(blend, f, indent=2)
+# The blend inference.py reads is the bag's own description (it ignores the rows held out).
+shutil.copyfile(SPEC, os.path.join(HERE, "model", "ensemble.json"))
 print(f"trained {len(spec['members'])} fold members")

@@ -123,15 +123,22 @@ pub fn spec(script: &Script<'_>, sandbox: &SandboxConfig, seed: u64, private: &[
 /// members' under `/work/members/<member>/model/` (members of a bag of an ensemble one level
 /// further down); sorted.
 pub fn model_files(outcome: &crate::sandbox::Outcome) -> Vec<(String, String)> {
+    outcome
+        .files
+        .iter()
+        .filter(|f| is_model_file(&f.path))
+        .map(|f| (f.path.clone(), f.sha256.clone()))
+        .collect()
+}
+
+/// Whether a script's output `path` (under `/work/`) is a model file, as [`model_files`] says.
+pub fn is_model_file(path: &str) -> bool {
     fn member_model(rest: &str) -> bool {
         rest.split_once('/').is_some_and(|(_, inside)| {
             inside.starts_with("model/") || inside.strip_prefix("members/").is_some_and(member_model)
         })
     }
-    let is_model = |path: &str| {
-        path.starts_with("/work/model/") || path.strip_prefix("/work/members/").is_some_and(member_model)
-    };
-    outcome.files.iter().filter(|f| is_model(&f.path)).map(|f| (f.path.clone(), f.sha256.clone())).collect()
+    path.starts_with("/work/model/") || path.strip_prefix("/work/members/").is_some_and(member_model)
 }
 
 #[cfg(test)]

@@ -156,12 +156,13 @@ pub fn quality(ctx: &Context, args: &super::args::BenchQualityArgs) -> anyhow::R
     runtime.shutdown_background();
     let score = |s: Option<f64>| s.map_or("—".to_string(), |s| format!("{s:.4}"));
     println!(
-        "{:<14} {:<9} {:<9} {:>10} {:>10} {:>11} {:>10} {:>10} {:>6} {:>10} {:>8}",
+        "{:<14} {:<9} {:<9} {:>10} {:>10} {:>10} {:>11} {:>10} {:>10} {:>6} {:>10} {:>8}",
         "task",
         "metric",
         "scored by",
         "validation",
         "test",
+        "selected",
         "hgb default",
         "flaml 60s",
         "autogluon",
@@ -171,12 +172,13 @@ pub fn quality(ctx: &Context, args: &super::args::BenchQualityArgs) -> anyhow::R
     );
     for (s, refs, runner, jobs, folds) in &rows {
         println!(
-            "{:<14} {:<9} {:<9} {:>10} {:>10} {:>11} {:>10} {:>10} {:>6} {:>10} {:>8.0}",
+            "{:<14} {:<9} {:<9} {:>10} {:>10} {:>10} {:>11} {:>10} {:>10} {:>6} {:>10} {:>8.0}",
             s.task,
             s.metric,
             folds.map_or("holdout".to_string(), |k| format!("{k}-fold")),
             score(s.validation_score),
             score(s.test_score),
+            score(s.selected_test_score.or(s.test_score)),
             score(refs.get("hgb_default").copied()),
             score(refs.get("flaml_60s").copied()),
             score(refs.get("autogluon_60s").copied()),
@@ -186,7 +188,7 @@ pub fn quality(ctx: &Context, args: &super::args::BenchQualityArgs) -> anyhow::R
         );
     }
     println!(
-        "built-in agent, WASI sandbox, budget {:.0} s per task; iters×jobs; runner ms: the runner's own time per iteration (median); test: the final model's; runs in `{}`",
+        "built-in agent, WASI sandbox, budget {:.0} s per task; iters×jobs; runner ms: the runner's own time per iteration (median); test: the final model's (a refit or bag), selected: the selected iteration's; runs in `{}`",
         args.budget.as_secs_f64(),
         args.runs_dir.display()
     );

@@ -1,7 +1,9 @@
 //! Cross-validating one iteration's scripts. Each fold runs in a fresh work dir of its own, so
 //! nothing one fold's scripts leave (an exploration's notes, another fold's labels) reaches
 //! another fold's inference. The committed model is trained afterwards on every training row,
-//! in the iteration's own work dir.
+//! in the iteration's own work dir. Each fold's model is kept beside the iteration (while the
+//! iteration could be part of the final model), so that the final bag of the selected
+//! iteration is made of the very models its cross-validation scored, without training again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +19,35 @@ use crate::steps::StepContext;
 /// Where iteration `dir` keeps fold `f`'s predictions (1-based), as the script wrote them.
 pub(super) fn kept_predictions(dir: &Path, f: usize) -> PathBuf {
     dir.join("out-of-fold").join(format!("fold-{f}.csv"))
+}
+
+/// Where iteration `dir` keeps fold `f`'s model (1-based): the `model/` its train.py left in
+/// the fold's work dir, moved out of any script's reach.
+pub(super) fn kept_model(dir: &Path, f: usize) -> PathBuf {
+    dir.join("fold-models").join(format!("fold-{f}"))
+}
+
+/// Whether iteration `dir` still keeps a model for each of `k` folds.
+pub(super) fn keeps_models(dir: &Path, k: usize) -> bool {
+    k > 0 && (1..=k).all(|f| kept_model(dir, f).is_dir())
+}
+
+/// Drops the kept fold models of every iteration in `iterations` that `keep` does not name:
+/// only the candidates of an ensemble and the current choice can become part of the final
+/// model, and a model set aside once never comes back.
+pub(super) fn drop_kept_models(
+    run: &crate::run_dir::RunDir,
+    iterations: impl Iterator<Item = u32>,
+    keep: &dyn Fn(u32) -> bool,
+) {
+    for n in iterations.filter(|n| !keep(*n)) {
+        let kept = run.iteration(n).join("fold-models");
+        if kept.exists()
+            && let Err(e) = fs_err::remove_dir_all(&kept)
+        {
+            tracing::warn!("removing the fold models of iteration {n}: {e}");
+        }
+    }
 }
 
 /// Iteration `dir`'s out-of-fold predictions, read back from the copies it kept.
@@ -68,7 +99,9 @@ impl Iteration<'_> {
         };
         let mut runs = vec![first];
         self.keep(1, &runs[0].bytes)?;
-        let _ = fs_err::remove_dir_all(self.dir.join("folds").join("fold-1"));
+        let first_work = self.dir.join("folds").join("fold-1");
+        self.keep_model(&first_work, 1)?;
+        let _ = fs_err::remove_dir_all(first_work);
         for i in 1..folds.ranges.len() {
             let place = self.fold_place(folds, i).map_err(StepFailure::internal)?;
             let outcome = self.run_script_at(&place, ScriptKind::Train, &train.script, acc).await?;
@@ -91,6 +124,7 @@ impl Iteration<'_> {
                 StepFailure::Failed("infer".into(), summary)
             })?;
             self.keep(i + 1, &bytes)?;
+            self.keep_model(&place.work, i + 1)?;
             runs.push(FoldRun { scored, predicted, bytes, model_files });
             fs_err::remove_dir_all(&place.work).map_err(StepFailure::internal)?;
         }
@@ -118,6 +152,24 @@ impl Iteration<'_> {
         let scored = score_folds(&predicted, target, &split.truth, &folds.ranges)
             .map_err(|why| StepFailure::Failed("infer".into(), why))?;
         Ok(Done { scored, predicted, predictions_sha256, model_files })
+    }
+
+    /// Moves fold `f`'s model out of its work dir (`work`), beside the iteration. Only a real
+    /// directory is moved, never a link left in its place; what is inside stays untrusted and
+    /// is read through [`GuestDir`] when a bag is made of it.
+    fn keep_model(&self, work: &Path, f: usize) -> Result<(), StepFailure> {
+        let model = work.join("model");
+        if !std::fs::symlink_metadata(&model).is_ok_and(|m| m.is_dir()) {
+            return Ok(());
+        }
+        let kept = kept_model(self.dir, f);
+        if let Some(parent) = kept.parent() {
+            fs_err::create_dir_all(parent).map_err(StepFailure::internal)?;
+        }
+        if kept.exists() {
+            fs_err::remove_dir_all(&kept).map_err(StepFailure::internal)?;
+        }
+        fs_err::rename(&model, &kept).map_err(StepFailure::internal)
     }
 
     /// Keeps fold `f`'s predictions beside the iteration, out of any script's reach.

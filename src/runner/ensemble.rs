@@ -23,6 +23,11 @@ use crate::steps::Hyperparameter;
 
 const ENSEMBLE_TRAIN: &str = include_str!("../../guest/ensemble_train.py");
 const ENSEMBLE_INFER: &str = include_str!("../../guest/ensemble_inference.py");
+/// The member iterations of an ensemble, from its recorded hyperparameters (`iter-N` names).
+pub(super) fn member_iterations(hyperparameters: &[Hyperparameter]) -> Vec<u32> {
+    hyperparameters.iter().filter_map(|h| h.name.strip_prefix("iter-").and_then(|n| n.parse().ok())).collect()
+}
+
 /// Additions the greedy selection makes (AutoGluon uses 25 to 100).
 const ROUNDS: usize = 25;
 

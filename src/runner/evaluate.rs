@@ -118,12 +118,19 @@ impl Runner {
     /// only blend). Under cross-validation that is every fold's training, which is what a bag
     /// repeats.
     fn training_seconds(&self, selected: &crate::journal::IterationRecord) -> f64 {
-        if selected.operation == Operation::Ensemble {
-            selected
-                .hyperparameters
+        // A bag made of the models cross-validation kept trains nothing.
+        if let Some(folds) = &self.shared.split().folds
+            && self.shared.inputs.config.validation.bag
+            && super::refit::bagged_iterations(selected)
                 .iter()
-                .filter_map(|h| h.name.strip_prefix("iter-").and_then(|n| n.parse::<usize>().ok()))
-                .filter_map(|m| self.state.records.get(m.checked_sub(1)?))
+                .all(|k| super::cv::keeps_models(&self.dir.iteration(*k), folds.ranges.len()))
+        {
+            return 0.0;
+        }
+        if selected.operation == Operation::Ensemble {
+            super::ensemble::member_iterations(&selected.hyperparameters)
+                .into_iter()
+                .filter_map(|m| self.state.records.get((m as usize).checked_sub(1)?))
                 .map(|r| r.script_seconds)
                 .sum()
         } else {

@@ -472,12 +472,20 @@ impl Runner {
         let predicted = finished.predicted.clone();
         self.state.records.push(finished.record);
         self.keep_time_for_the_final_model();
+        // Only what an ensemble could take, or the final model be made of, is kept.
+        let mut keep: Vec<u32> =
+            self.ensemble_candidates(self.state.records.len()).iter().map(|(k, _)| *k).collect();
         if let Some(p) = predicted {
             self.state.predictions.insert(finished.n, p);
-            // Only what an ensemble could take.
-            let keep: Vec<u32> =
-                self.ensemble_candidates(self.state.records.len()).iter().map(|(k, _)| *k).collect();
             self.state.predictions.retain(|k, _| keep.contains(k));
+        }
+        if shared.split().folds.is_some() {
+            if let Some((b, _)) = self.state.best {
+                keep.extend(super::refit::bagged_iterations(&self.state.records[b as usize - 1]));
+            }
+            super::cv::drop_kept_models(&self.dir, self.state.records.iter().map(|r| r.iteration), &|n| {
+                keep.contains(&n)
+            });
         }
         self.report_status();
         Ok(())

@@ -108,23 +108,30 @@ impl Runner {
         }
     }
 
-    /// Scored single models among the first `known` iterations on the split in force, best
-    /// first.
+    /// Scored single models among the first `known` iterations on the split in force that an
+    /// ensemble may take, best first: the best ones, and the best of each model family besides
+    /// (a search that improves mostly its best model fills the top with its variants, and a
+    /// blend gains most from models that err differently).
     pub(super) fn ensemble_candidates(&self, known: usize) -> Vec<(u32, Option<f64>)> {
         let split = self.shared.split().id;
         let metric = self.shared.inputs.target.metric;
-        let mut scored: Vec<(u32, Option<f64>)> = self.state.records[..known]
+        let mut scored: Vec<&IterationRecord> = self.state.records[..known]
             .iter()
             .filter(|r| r.succeeded() && r.split_id == split)
             .filter(|r| !matches!(r.operation, Operation::Ensemble | Operation::Refit))
-            .map(|r| (r.iteration, r.validation_score))
             .collect();
         scored.sort_by(|a, b| {
-            let (x, y) = (a.1.unwrap_or(f64::NAN), b.1.unwrap_or(f64::NAN));
-            (if metric.higher_is_better() { y.total_cmp(&x) } else { x.total_cmp(&y) }).then(a.0.cmp(&b.0))
+            let (x, y) = (a.validation_score.unwrap_or(f64::NAN), b.validation_score.unwrap_or(f64::NAN));
+            (if metric.higher_is_better() { y.total_cmp(&x) } else { x.total_cmp(&y) })
+                .then(a.iteration.cmp(&b.iteration))
         });
-        scored.truncate(MAX_ENSEMBLE_CANDIDATES);
+        let mut families = std::collections::BTreeSet::new();
         scored
+            .into_iter()
+            .enumerate()
+            .filter(|(rank, r)| families.insert(r.family.as_str()) || *rank < MAX_ENSEMBLE_CANDIDATES)
+            .map(|(_, r)| (r.iteration, r.validation_score))
+            .collect()
     }
 
     /// What an improve or debug operation is shown of its parent: the runner's own records of
@@ -213,7 +220,8 @@ impl Runner {
     }
 }
 
-/// Most candidates an ensemble selection looks at (the best ones).
+/// How many of the best candidates an ensemble selection looks at (with the best of each
+/// family besides).
 const MAX_ENSEMBLE_CANDIDATES: usize = 20;
 
 /// A record as the search sees it; only scores on the split in force count.

@@ -3,10 +3,15 @@
 //! one). Under a held-out split its train.py is trained once more on the training and validation
 //! rows together. Under cross-validation (whose models have already seen every row) it is a
 //! bag: the selected scripts trained once per fold, on the rows that fold trained on, their
-//! predictions averaged (`guest/bag_train.py`, and the ensemble's inference). It has no
-//! validation score: nothing is left to score it on. Both it and the selected iteration are
-//! scored on the test split; the refit is the run's final model.
+//! predictions averaged (`guest/bag_train.py`, and the ensemble's inference). The models its
+//! cross-validation trained are those very models, so they are what the bag is made of when
+//! the run still keeps them (for an ensemble, each member's); only otherwise is it trained.
+//! Either way its `train.py` trains it again with plain Python, and `audit --retrain` checks
+//! that this gives the same bytes. It has no validation score: nothing is left to score it on.
+//! Both it and the selected iteration are scored on the test split; the refit is the run's
+//! final model.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::ask::Accumulator;
 use super::iteration::{Finished, Iteration, Place, trained};
 use super::shared::Shared;
+use crate::guest_fs::GuestDir;
 use crate::journal::IterationRecord;
 use crate::policy::ScriptKind;
 use crate::search::Operation;
@@ -95,16 +101,24 @@ pub(super) async fn run(
             fs_err::write(steps.join("bag.json"), &text)?;
             fs_err::create_dir_all(work.join("steps"))?;
             fs_err::write(work.join("steps").join("bag.json"), &text)?;
-            let guest = crate::guest_fs::GuestDir::open(&work)?;
+            let guest = GuestDir::open(&work)?;
             guest.replace("train.py", BAG_TRAIN.as_bytes())?;
             guest.replace("inference.py", BAG_INFER.as_bytes())?;
+            let from = match kept_models(&shared, best, members.len()) {
+                Some(kept) => {
+                    assemble(&work, &kept, &members, &text)?;
+                    "its cross-validation models"
+                }
+                None => "trained again",
+            };
             hyperparameters.push(crate::steps::Hyperparameter {
                 name: "bagged".into(),
-                value: format!("{} folds of iteration {}", members.len(), best.iteration),
+                value: format!("{} folds of iteration {} ({from})", members.len(), best.iteration),
             });
             (BAG_TRAIN.to_string(), BAG_INFER.to_string())
         }
     };
+    let assembled = kind == Kind::Bag && work.join("model").join("ensemble.json").is_file();
     let mut acc = Accumulator::default();
     let mut script_seconds = 0.0;
     let cancel = CancellationToken::new();
@@ -124,6 +138,13 @@ pub(super) async fn run(
         rows: 0..0,
         label: String::new(),
     };
+    if assembled {
+        acc.keep_script("train.py", &train);
+        acc.keep_script("inference.py", &infer);
+        let model_files = model_files_in(&work)?;
+        let record = record(n, best, "succeeded".into(), hyperparameters, model_files, started, 0.0);
+        return Ok(Finished::by_runner(n, record, acc.scripts, 0.0, Some(data.join("train.csv"))));
+    }
     let outcome = it.run_script_at(&place, ScriptKind::Train, &train, &mut acc).await;
     acc.keep_script("inference.py", &infer);
     let (status, model_files) = match outcome {
@@ -138,7 +159,22 @@ pub(super) async fn run(
         Err(super::ask::StepFailure::Stop(_, why)) => (format!("cut: {why}"), vec![]),
         Err(super::ask::StepFailure::Failed(_, why)) => (format!("failed at refit: {why}"), vec![]),
     };
-    let record = IterationRecord {
+    let record = record(n, best, status, hyperparameters, model_files, started, script_seconds);
+    Ok(Finished::by_runner(n, record, acc.scripts, script_seconds, Some(data.join("train.csv"))))
+}
+
+/// The refit's record: an iteration of its own, child of the selected one, with no validation
+/// score.
+fn record(
+    n: u32,
+    best: &IterationRecord,
+    status: String,
+    hyperparameters: Vec<crate::steps::Hyperparameter>,
+    model_files: Vec<(String, String)>,
+    started: Instant,
+    script_seconds: f64,
+) -> IterationRecord {
+    IterationRecord {
         iteration: n,
         parent: Some(best.iteration),
         operation: Operation::Refit,
@@ -156,8 +192,83 @@ pub(super) async fn run(
         step_seconds: Default::default(),
         analysis_error: None,
         script_seconds,
-    };
-    Ok(Finished::by_runner(n, record, acc.scripts, script_seconds, Some(data.join("train.csv"))))
+    }
+}
+
+/// The iterations whose fold models a bag of `best` is made of: itself, or an ensemble's
+/// members.
+pub(super) fn bagged_iterations(best: &IterationRecord) -> Vec<u32> {
+    if best.operation == Operation::Ensemble {
+        super::ensemble::member_iterations(&best.hyperparameters)
+    } else {
+        vec![best.iteration]
+    }
+}
+
+/// Where a bag of `best` over `folds` folds takes each model from, when the run still keeps
+/// every one: `(its place in the bag's work dir, the kept fold model)`.
+fn kept_models(shared: &Shared, best: &IterationRecord, folds: usize) -> Option<Vec<(String, PathBuf)>> {
+    let iterations = bagged_iterations(best);
+    let mut kept = Vec::new();
+    for f in 1..=folds {
+        for &k in &iterations {
+            let from = super::cv::kept_model(&shared.dir.iteration(k), f);
+            let to = if best.operation == Operation::Ensemble {
+                format!("members/fold-{f}/members/{}/model", tag_name(k))
+            } else {
+                format!("members/fold-{f}/model")
+            };
+            kept.push((to, from));
+        }
+    }
+    let whole = !iterations.is_empty() && kept.iter().all(|(_, from)| from.is_dir());
+    whole.then_some(kept)
+}
+
+/// Lays out in `work` what `bag_train.py` would leave there: each fold member's models (the
+/// kept ones, read like any script output: regular files only, no link followed), an
+/// ensemble member's `model/ensemble.json`, and the bag's own `model/ensemble.json` (`spec`).
+fn assemble(work: &Path, kept: &[(String, PathBuf)], members: &[String], spec: &str) -> anyhow::Result<()> {
+    let guest = GuestDir::open(work)?;
+    for (to, from) in kept {
+        guest.remove(to)?;
+        let source = GuestDir::open(from)?;
+        let (files, passed) = source.walk(Default::default());
+        if !passed.is_empty() {
+            tracing::debug!(from = %from.display(), ?passed, "left out of a kept fold model");
+        }
+        for file in files {
+            let bytes = source.read(&file.rel, u64::MAX)?;
+            let path = work.join(to).join(&file.rel);
+            fs_err::create_dir_all(path.parent().expect("a file has a parent"))?;
+            fs_err::write(path, bytes)?;
+        }
+    }
+    for member in members {
+        let dir = work.join("members").join(member);
+        let selection = dir.join("steps").join("ensemble.json");
+        if selection.is_file() {
+            fs_err::create_dir_all(dir.join("model"))?;
+            fs_err::copy(selection, dir.join("model").join("ensemble.json"))?;
+        }
+    }
+    fs_err::create_dir_all(work.join("model"))?;
+    fs_err::write(work.join("model").join("ensemble.json"), spec)?;
+    Ok(())
+}
+
+/// `(path, sha256)` of the model files under `work`, named as a script's outputs are.
+fn model_files_in(work: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let guest = GuestDir::open(work)?;
+    let (files, _) = guest.walk(Default::default());
+    let mut out = Vec::new();
+    for file in files {
+        let path = format!("/work/{}", file.rel);
+        if crate::policy::is_model_file(&path) {
+            out.push((path, guest.sha256(&file.rel, u64::MAX)?.1));
+        }
+    }
+    Ok(out)
 }
 
 /// Whether the time left holds a refit of `best` and both test evaluations: `seconds` (what
