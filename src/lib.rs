@@ -10,6 +10,7 @@ pub mod agent;
 pub mod audit;
 pub mod bench;
 pub mod builtin;
+pub mod choice;
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -137,6 +137,8 @@ pub(super) async fn run(
     let blend = match (blend, same_as) {
         (Some(b), None) if b.members() >= 2 => b,
         (other, same) => {
+            // What the selection settled on stays on record (see `crate::choice`).
+            let chosen = other.as_ref().map(|b| b.weights.clone()).unwrap_or_default();
             let why = match (other, same) {
                 (_, Some((k, _))) => format!("the greedy selection chose the same blend as iteration {k}"),
                 (Some(b), None) => format!("the greedy selection kept only {}", tag_name(b.weights[0].0)),
@@ -146,7 +148,7 @@ pub(super) async fn run(
             };
             let finished = Finished {
                 n,
-                record: record(format!("skipped: {why}"), None, &[], &acc, None, vec![], 0.0),
+                record: record(format!("skipped: {why}"), None, &chosen, &acc, None, vec![], 0.0),
                 stop: None,
                 scripts: vec![],
                 script_seconds: 0.0,

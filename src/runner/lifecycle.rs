@@ -54,12 +54,12 @@ impl StopReason {
 }
 
 /// What the run knows between iterations (rebuilt from the journal on resume).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct State {
     pub records: Vec<IterationRecord>,
-    /// Best iteration and score on the split of `best_split`.
+    /// The chosen iteration and its score (`choice`'s, kept at hand).
     pub best: Option<(u32, f64)>,
-    pub best_split: u32,
+    pub choice: crate::choice::Choice,
     /// Exploration findings, by the iteration that made them.
     pub findings: Vec<(u32, String)>,
     /// Validation predictions of the best scored iterations, kept for ensembles (others are
@@ -168,6 +168,7 @@ impl Runner {
             folds,
         })?;
         let pool_labels = pool_labels(dataset, &inputs)?;
+        let inputs_metric = inputs.target.metric;
         Self::assemble(
             Parts {
                 dir,
@@ -183,7 +184,13 @@ impl Runner {
                 split,
                 pool_labels,
             },
-            State { best_split: 1, ..State::default() },
+            State {
+                records: vec![],
+                best: None,
+                choice: crate::choice::Choice::new(inputs_metric),
+                findings: vec![],
+                predictions: BTreeMap::new(),
+            },
         )
     }
 
@@ -428,23 +435,20 @@ impl Runner {
     pub(super) fn record(&mut self, finished: Finished) -> anyhow::Result<()> {
         let shared = self.shared.clone();
         let record = &finished.record;
-        if record.split_id != self.state.best_split {
-            // Scores on another split are not comparable: the best is found again on this one.
-            self.state.best = None;
-            self.state.best_split = record.split_id;
-        }
-        let metric = shared.inputs.target.metric;
-        let best = record.succeeded()
-            && self
-                .state
-                .best
-                .is_none_or(|(_, b)| metric.better(record.validation_score.unwrap_or(f64::NAN), b));
+        self.state.choice.observe(record);
+        let chosen = self.state.choice.best();
+        let best = chosen.is_some_and(|(n, _)| n == finished.n);
         if finished.stop.is_none() || record.validation_score.is_some() {
             commit(&shared, &self.workspace, &finished, best)?;
         }
-        if best {
-            self.state.best = Some((finished.n, record.validation_score.unwrap_or(f64::NAN)));
+        if !best
+            && let Some((n, _)) = chosen
+            && self.state.best.is_none_or(|(b, _)| b != n)
+        {
+            // A new selection of the ensemble gave the choice back to an earlier iteration.
+            self.workspace.set_best(self.workspace.resolve(&crate::snapshot::tag_name(n))?)?;
         }
+        self.state.best = chosen;
         shared.log(Event::IterationFinished { iteration: finished.n, record: record.clone() })?;
         tracing::info!(
             iteration = finished.n,

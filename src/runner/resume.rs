@@ -170,14 +170,11 @@ impl Runner {
                 (1, initial, folds)
             }
         };
-        let metric = manifest.target.metric;
-        let mut best: Option<(u32, f64)> = None;
-        for r in recovered.records.iter().filter(|r| r.succeeded() && r.split_id == split_id) {
-            let score = r.validation_score.unwrap_or(f64::NAN);
-            if best.is_none_or(|(_, b)| metric.better(score, b)) {
-                best = Some((r.iteration, score));
-            }
-        }
+        let choice = crate::choice::Choice::of(manifest.target.metric, &recovered.records);
+        // Only a choice on the split in force counts (a later split may not have scored yet).
+        let best = choice
+            .best()
+            .filter(|(n, _)| recovered.records.iter().any(|r| r.iteration == *n && r.split_id == split_id));
         let workspace = Workspace::open_or_init(&dir.workspace())?;
         let recorded: Vec<(u32, git2::Oid)> = recovered
             .commits
@@ -225,7 +222,7 @@ impl Runner {
         let state = State {
             records: recovered.records,
             best,
-            best_split: split_id,
+            choice,
             findings: recovered.findings,
             predictions: BTreeMap::new(),
         };
