@@ -231,10 +231,17 @@ fn cross_validation_scores_the_mean_of_the_folds_on_rows_the_model_never_saw() {
     let mean = accuracies.iter().sum::<f64>() / 5.0;
     let score = record.validation_score.unwrap();
     assert!((score - mean).abs() < 1e-12, "recorded {score}, the folds give {mean} ({accuracies:?})");
-    for tag in ["iter-0001", "iter-0003"] {
-        let audit = bin().arg("audit").arg(&dir).arg(tag).output().unwrap();
+    // Every snapshot that holds a model audits; one that holds none says so.
+    for r in records(&dir) {
+        let tag = format!("iter-{:04}", r.iteration);
+        let audit = bin().arg("audit").arg(&dir).arg(&tag).output().unwrap();
         let out = String::from_utf8_lossy(&audit.stdout);
-        assert!(audit.status.success(), "{tag}: {out}{}", stderr(&audit));
+        if r.succeeded() || r.operation == Operation::Refit {
+            assert!(audit.status.success(), "{tag}: {out}{}", stderr(&audit));
+        } else {
+            assert!(!audit.status.success(), "{tag}: {out}");
+            assert!(stderr(&audit).contains("made no model"), "{tag}: {}", stderr(&audit));
+        }
     }
 }
 

@@ -112,6 +112,18 @@ pub fn audit(
     let work = tempfile::Builder::new().prefix("loop-runner-audit-").tempdir()?;
     let root = work.path().join("work");
     workspace.materialize(commit, &root)?;
+    if !root.join("inference.py").is_file() {
+        return Err(crate::error::UserError::usage(format!(
+            "{} made no model ({}): its snapshot has no scripts to run",
+            tag_name(rec.iteration),
+            rec.record.status
+        ))
+        .with_hint(format!(
+            "audit an iteration that was scored; `loop-runner status {}` lists them",
+            dir.root.display()
+        ))
+        .into());
+    }
 
     // Data fingerprints: the snapshot's copies and the run's private labels of the split the
     // snapshot was scored on.
