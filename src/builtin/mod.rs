@@ -222,15 +222,15 @@ mod tests {
 
     #[test]
     fn a_fallback_after_a_failure_says_which_model_it_trains() {
-        // Boosting was drafted: this iteration plans a random forest.
+        // Boosting was drafted: this iteration plans a linear model.
         let first = strategy::portfolio(false, 500).remove(0);
         let mut ctx = strategy::tests::context(vec![strategy::tests::done(1, &first, Some(0.9))]);
         let architecture: ArchitectureOutput =
             serde_json::from_str(&answer(Step::Architecture, &ctx).unwrap()).unwrap();
-        assert_eq!(architecture.family, "random_forest");
+        assert_eq!(architecture.family, "logistic_regression");
         ctx.current.architecture = Some(architecture);
         let planned: TrainOutput = serde_json::from_str(&answer(Step::Train, &ctx).unwrap()).unwrap();
-        assert_eq!(planned.family, "random_forest");
+        assert_eq!(planned.family, "logistic_regression");
         ctx.current.train = Some(planned.clone());
         ctx.failure = Some(Failure {
             step: "train".into(),

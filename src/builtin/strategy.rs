@@ -59,13 +59,15 @@ const FOREST_SPACE: &[(&str, &str, &[&str])] = &[
     ("max_features", "'sqrt'", &["'sqrt'", "0.3", "0.5", "1.0"]),
     ("min_samples_leaf", "1", &["1", "2", "4", "8"]),
 ];
+/// Forest costs are for 300 trees considering every feature at each split (a share of them
+/// costs proportionally less).
 const RF: Family = Family {
     name: "random_forest",
     scaled: false,
     native_missing: false,
     space: FOREST_SPACE,
     size: Some("n_estimators"),
-    cost: 3.0,
+    cost: 12.0,
 };
 const ET: Family = Family {
     name: "extra_trees",
@@ -73,7 +75,7 @@ const ET: Family = Family {
     native_missing: false,
     space: FOREST_SPACE,
     size: Some("n_estimators"),
-    cost: 2.0,
+    cost: 6.0,
 };
 const LOGISTIC: Family = Family {
     name: "logistic_regression",
@@ -100,6 +102,7 @@ const SVM: Family = Family {
         ("gamma", "'scale'", &["'scale'", "0.001", "0.003", "0.01", "0.03", "0.1"]),
     ],
     size: None,
+    // At 1000 rows; it grows faster than the rows.
     cost: 2.0,
 };
 const KNN: Family = Family {
@@ -188,17 +191,39 @@ impl Config {
         (self.family.name.to_string(), render_params(&self.hyperparameters()))
     }
 
-    /// Run time relative to the first boosting draft's, before the data-size factor.
-    fn relative_cost(&self) -> f64 {
+    /// Run time relative to boosting with default settings on the same data, for data of
+    /// `rows` rows and `features` features: the family's own cost, scaled by how much work its
+    /// settings ask for (trees or boosting rounds, the share of features a forest's split
+    /// considers; a kernel machine grows with the square of the rows, so more than linearly).
+    fn relative_cost(&self, rows: usize, features: usize) -> f64 {
         let size = self.family.size.and_then(|s| self.param(s)).and_then(|v| v.parse::<f64>().ok());
         let default =
             self.family.size.and_then(|s| default_of(self.family, s)).and_then(|v| v.parse::<f64>().ok());
-        let scale = match (size, default) {
+        let mut scale = match (size, default) {
             (Some(s), Some(d)) if d > 0.0 => s / d,
             _ => 1.0,
         };
-        let rows = self.prep.max_rows.map_or(1.0, |_| 0.5);
-        self.family.cost * scale * rows
+        if self.param("early_stopping") == Some("True") {
+            // It stops when the held-out loss stops improving, long before its last round as a
+            // rule.
+            scale = scale.min(3.0);
+        }
+        if matches!(self.family.name, "random_forest" | "extra_trees") {
+            // Relative to considering every feature at each split.
+            let p = features.max(1) as f64;
+            let share = match self.param("max_features").map(|v| v.trim_matches('\'')) {
+                Some("sqrt") => p.sqrt() / p,
+                Some("log2") => p.log2().max(1.0) / p,
+                Some(v) => v.parse::<f64>().map_or(1.0, |f| f.clamp(0.0, 1.0)),
+                None => 1.0,
+            };
+            scale *= share.max(0.05);
+        }
+        if self.family.name == "svm" {
+            scale *= (rows as f64 / 1000.0).max(0.25);
+        }
+        let sampled = self.prep.max_rows.map_or(1.0, |m| (m as f64 / rows.max(1) as f64).min(1.0));
+        self.family.cost * scale * sampled
     }
 
     fn param(&self, name: &str) -> Option<&str> {
@@ -255,10 +280,19 @@ pub fn portfolio(regression: bool, rows: usize) -> Vec<Config> {
     let big = rows > 50_000;
     let forest = |family: Family| {
         let mut params = defaults(family, regression);
+        let mut set = |name: &str, value: &str| {
+            params.iter_mut().find(|p| p.name == name).expect("a forest setting").value = value.into();
+        };
+        // A first pass of 100 trees: improves grow forests that earn it while time allows.
+        set("n_estimators", "100");
+        if regression && family.name == "random_forest" {
+            // Half the features per split (Breiman suggests a third for regression): as good
+            // as a rule, and half the work of all of them.
+            set("max_features", "0.5");
+        }
         if big {
-            // Fewer, shallower-leaved trees on a lot of rows: the first pass should be quick.
-            params.iter_mut().find(|p| p.name == "n_estimators").expect("forest").value = "100".into();
-            params.iter_mut().find(|p| p.name == "min_samples_leaf").expect("forest").value = "2".into();
+            // Shallower-leaved trees on a lot of rows: the first pass should be quick.
+            set("min_samples_leaf", "2");
         }
         Config::new(
             family,
@@ -268,6 +302,7 @@ pub fn portfolio(regression: bool, rows: usize) -> Vec<Config> {
         )
     };
     let linear = if regression { RIDGE } else { LOGISTIC };
+    // Cheap first, as FLAML does: what is quick to learn comes before the forests.
     let mut all = vec![
         Config::new(
             HGB,
@@ -275,7 +310,7 @@ pub fn portfolio(regression: bool, rows: usize) -> Vec<Config> {
             default_prep(HGB),
             "gradient boosting with its defaults and native categories",
         ),
-        forest(RF),
+        Config::new(linear, defaults(linear, regression), default_prep(linear), "a regularized linear model"),
         Config::new(
             HGB,
             vec![
@@ -291,8 +326,8 @@ pub fn portfolio(regression: bool, rows: usize) -> Vec<Config> {
             default_prep(HGB),
             "regularized gradient boosting: slower learning, half the features per split, early stopping",
         ),
+        forest(RF),
         forest(ET),
-        Config::new(linear, defaults(linear, regression), default_prep(linear), "a regularized linear model"),
     ];
     if rows <= 10_000 {
         all.push(Config::new(
@@ -379,10 +414,14 @@ pub fn choose(context: &StepContext) -> Config {
     let drafts: Vec<Config> = portfolio(regression, rows).into_iter().filter(|c| fresh(c)).collect();
     let taken = context.pending.iter().filter(|p| p.operation == Operation::Draft).count();
     let fitting: Vec<&Config> = drafts.iter().filter(|c| timing.fits(c)).collect();
-    let pick =
-        fitting.get(taken).copied().or(drafts.get(taken)).or(fitting.first().copied()).or(drafts.first());
+    // When nothing fits any more, the cheapest entries (after those the drafts in flight would
+    // have taken by the same rule).
+    let mut cheapest: Vec<&Config> = drafts.iter().collect();
+    let cost = |c: &Config| c.relative_cost(timing.rows, timing.features);
+    cheapest.sort_by(|a, b| cost(a).total_cmp(&cost(b)));
+    let pick = fitting.get(taken).or(cheapest.get(taken)).or(cheapest.first());
     if let Some(c) = pick {
-        return c.clone();
+        return (*c).clone();
     }
     let names = families(regression, rows);
     let pool: Vec<Family> = ALL.into_iter().filter(|f| names.contains(&f.name)).collect();
@@ -411,47 +450,75 @@ pub fn choose(context: &StepContext) -> Config {
     )
 }
 
-/// What the clock allows: time left, and how long the first boosting draft took.
+/// What the clock allows: the time left, and what a unit of cost takes on this data, learned
+/// from the runs so far (per family where that family ran: a family's cost relative to
+/// boosting varies with the data more than within the family).
 struct Timing {
     left: Option<f64>,
-    /// Seconds of a configuration of relative cost 1 on this data.
+    /// Seconds of a configuration of relative cost 1, from every run so far.
     unit: Option<f64>,
+    /// The same, from each family's own runs.
+    family_units: std::collections::BTreeMap<String, f64>,
+    rows: usize,
+    features: usize,
 }
 
 impl Timing {
     fn of(context: &StepContext) -> Self {
-        let Some(clock) = &context.clock else { return Self { left: None, unit: None } };
-        // Each earlier run teaches what one unit of cost takes on this data; the median of
-        // those estimates is robust to one odd run.
-        let mut units: Vec<f64> = context
-            .history
-            .iter()
-            .filter(|h| h.score.is_some())
-            .filter_map(|h| {
-                let secs = clock.runtimes.iter().find(|(i, _)| *i == h.iteration)?.1;
-                let cost = config_of(&h.family, &h.hyperparameters)?.relative_cost();
-                (cost > 0.0 && secs > 0.0).then_some(secs / cost)
-            })
-            .collect();
-        units.sort_by(f64::total_cmp);
-        Self { left: clock.time_left_seconds, unit: units.get(units.len() / 2).copied() }
+        let rows = context.profile.rows;
+        let features = context.profile.features.len();
+        let mut timing = Self { left: None, unit: None, family_units: Default::default(), rows, features };
+        let Some(clock) = &context.clock else { return timing };
+        // Each earlier run teaches what one unit of cost takes on this data; medians are robust
+        // to one odd run.
+        let mut all = Vec::new();
+        let mut by_family: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+        for h in context.history.iter().filter(|h| h.score.is_some()) {
+            let Some(secs) = clock.runtimes.iter().find(|(i, _)| *i == h.iteration).map(|r| r.1) else {
+                continue;
+            };
+            let Some(cost) =
+                config_of(&h.family, &h.hyperparameters).map(|c| c.relative_cost(rows, features))
+            else {
+                continue;
+            };
+            if cost > 0.0 && secs > 0.0 {
+                all.push(secs / cost);
+                by_family.entry(h.family.clone()).or_default().push(secs / cost);
+            }
+        }
+        timing.left = clock.time_left_seconds;
+        timing.unit = median(all);
+        timing.family_units = by_family.into_iter().filter_map(|(f, v)| Some((f, median(v)?))).collect();
+        timing
+    }
+
+    /// Predicted seconds of `config`, if anything has run yet.
+    fn seconds(&self, config: &Config) -> Option<f64> {
+        let unit = self.family_units.get(config.family.name).copied().or(self.unit)?;
+        Some(unit * config.relative_cost(self.rows, self.features))
     }
 
     /// Whether `config` is predicted to take at most half the time left.
     fn fits(&self, config: &Config) -> bool {
-        match (self.left, self.unit) {
-            (Some(left), Some(unit)) => unit * config.relative_cost() <= left / 2.0,
+        match (self.left, self.seconds(config)) {
+            (Some(left), Some(secs)) => secs <= left / 2.0,
             _ => true,
         }
     }
 
     /// Whether there is time to grow work (ten times what the parent took is left).
     fn roomy(&self, config: &Config) -> bool {
-        match (self.left, self.unit) {
-            (Some(left), Some(unit)) => unit * config.relative_cost() * 10.0 <= left,
+        match (self.left, self.seconds(config)) {
+            (Some(left), Some(secs)) => secs * 10.0 <= left,
             _ => true,
         }
     }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
 }
 
 /// One or two settings of `parent` changed; work grows only while time allows.
@@ -729,10 +796,50 @@ pub(crate) mod tests {
         let portfolio = portfolio(false, 500);
         let first = done(1, &portfolio[0], Some(0.9));
         let mut ctx = context(vec![first]);
-        // The first boosting draft took 10 s and 25 s are left: a 300-tree forest (cost 3) would
-        // not fit in half of that; the linear model would.
-        ctx.clock = Some(Clock { time_left_seconds: Some(25.0), runtimes: vec![(1, 10.0)] });
+        // The first boosting draft took 10 s and 12 s are left: only what is predicted to take
+        // at most 6 s may be drafted (the linear model), not the regularized boosting next.
+        ctx.clock = Some(Clock { time_left_seconds: Some(12.0), runtimes: vec![(1, 10.0)] });
         let c = choose(&ctx);
-        assert!(c.relative_cost() * 10.0 <= 12.5, "{c:?}");
+        let rows = ctx.profile.rows;
+        let features = ctx.profile.features.len();
+        assert!(c.relative_cost(rows, features) * 10.0 <= 6.0, "{c:?}");
+    }
+
+    #[test]
+    fn predicted_times_follow_the_work_asked_for_and_each_familys_own_runs() {
+        let forest = |family: Family, features: &str, trees: &str| {
+            let mut c = Config::new(family, defaults(family, false), default_prep(family), "");
+            c.set("max_features", features);
+            c.set("n_estimators", trees);
+            c
+        };
+        let (rows, features) = (1000, 100);
+        let all = forest(RF, "1.0", "300").relative_cost(rows, features);
+        assert!((forest(RF, "'sqrt'", "300").relative_cost(rows, features) - all / 10.0).abs() < 1e-9);
+        assert!((forest(RF, "1.0", "100").relative_cost(rows, features) - all / 3.0).abs() < 1e-9);
+        let svm = Config::new(SVM, defaults(SVM, false), default_prep(SVM), "");
+        assert!(svm.relative_cost(4000, 10) > 3.9 * svm.relative_cost(1000, 10));
+        let mut boost = Config::new(HGB, defaults(HGB, false), default_prep(HGB), "");
+        boost.set("max_iter", "1600");
+        boost.set("early_stopping", "True");
+        assert_eq!(
+            boost.relative_cost(rows, features),
+            3.0,
+            "an early-stopped run is not priced at its last round"
+        );
+
+        // Boosting took 10 s; a forest took 60 s where its cost predicted 30: the next forest is
+        // predicted from the forest, not from boosting.
+        let first = Config::new(HGB, defaults(HGB, false), default_prep(HGB), "");
+        let grown = forest(RF, "1.0", "100");
+        let mut ctx = context(vec![done(1, &first, Some(0.8)), done(2, &grown, Some(0.8))]);
+        let unit_rf = 60.0 / grown.relative_cost(ctx.profile.rows, ctx.profile.features.len());
+        ctx.clock = Some(Clock { time_left_seconds: Some(1000.0), runtimes: vec![(1, 10.0), (2, 60.0)] });
+        let timing = Timing::of(&ctx);
+        let next = forest(RF, "1.0", "200");
+        let predicted = timing.seconds(&next).unwrap();
+        let expected = unit_rf * next.relative_cost(ctx.profile.rows, ctx.profile.features.len());
+        assert!((predicted - expected).abs() < 1e-6, "{predicted} vs {expected}");
+        assert!((predicted - 120.0).abs() < 1e-6, "{predicted}");
     }
 }
