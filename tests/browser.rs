@@ -123,7 +123,11 @@ fn the_dashboard_in_a_real_browser() {
 
     // An iteration and its diff against its parent.
     let records = common::records(&run);
-    let child = records.iter().find(|r| r.parent.is_some()).expect("an ensemble or refit has a parent");
+    // One that ran scripts (a bag made of kept fold models, a skipped ensemble run none).
+    let child = records
+        .iter()
+        .find(|r| r.parent.is_some() && r.script_seconds > 0.0)
+        .expect("an improve, an ensemble or a refit has a parent");
     let load = browser.open(&format!("{base}/runs/{id}/iterations/{}", child.iteration));
     browser.wait_for("document.querySelectorAll('#diff .add').length > 0", Duration::from_secs(30));
     assert!(

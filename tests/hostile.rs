@@ -434,9 +434,10 @@ with open(a.output, "w") as f:
         "a 30 s budget took {took:?} (set-up {setup:?}); journal:\n{}",
         tail.join("\n")
     );
+    // It is stopped short of the end by what the report needs (a fifth of the 10 s reserve).
     assert!(
-        took > Duration::from_secs(29),
-        "the final evaluation used the budget to its end: {took:?}\n{}",
+        took > Duration::from_secs(27),
+        "the final evaluation used the budget to its end, less the report's time: {took:?}\n{}",
         stderr(&output)
     );
 }
@@ -715,6 +716,66 @@ fn labels_stashed_by_one_script_never_reach_a_folds_inference() {
         assert!(
             dir.join("iterations/iter-0001/work/stash.csv").exists(),
             "{backend}: the stash was not made: the test no longer makes the point"
+        );
+    }
+}
+
+#[test]
+fn links_left_in_a_folds_model_never_reach_the_bag_made_of_it() {
+    for backend in BACKENDS {
+        let victim = tempfile::tempdir().unwrap();
+        let secret = victim.path().join("secret.txt");
+        std::fs::write(&secret, SECRET).unwrap();
+        // Every fold's train.py leaves, beside its model, links to a host file and directory and
+        // a named pipe: the fold models are kept after the fold and the bag is made of them.
+        let train = format!(
+            r#"{PENGUINS_TRAIN}
+os.symlink({secret:?}, "model/secret.txt")
+os.symlink({dir:?}, "model/hostdir")
+try:
+    os.mkfifo("model/pipe")  # not in WASI
+except (AttributeError, OSError):
+    pass
+"#,
+            secret = climb_to(&secret),
+            dir = climb_to(victim.path()),
+        );
+        let server = Server::start(vec![]);
+        server.set_fallback(Behaviour::Compute(Box::new(move |req| answer(req, &train, PENGUINS_INFER))));
+        let runs = tempfile::tempdir().unwrap();
+        let task = fixtures().join("penguins/task.toml");
+        let output =
+            run_loop(backend, &server, &task, runs.path(), &["--validation", "cv"]).output().unwrap();
+        assert!(output.status.success(), "{backend}: {}", stderr(&output));
+        let dir = run_dir_of(&output);
+        let bag = records(&dir).pop().unwrap();
+        assert_eq!(bag.operation, loop_runner::search::Operation::Refit, "{backend}");
+        assert!(
+            bag.hyperparameters.iter().any(|h| h.value.contains("its cross-validation models")),
+            "{backend}: the bag was trained again, so the kept models were not used: {:?}",
+            bag.hyperparameters
+        );
+        assert!(summary(&dir)["test_score"].as_f64().is_some(), "{backend}");
+        assert_eq!(summary(&dir)["final_iteration"], bag.iteration, "{backend}");
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), SECRET, "{backend}");
+        assert_eq!(std::fs::read_dir(victim.path()).unwrap().count(), 1, "{backend}");
+        for (path, bytes) in files_under(&dir) {
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(SECRET),
+                "{backend}: the host file's content reached {}",
+                path.display()
+            );
+        }
+        let listed = git(
+            &dir.join("workspace"),
+            &["ls-tree", "-r", "--name-only", &format!("iter-{:04}", bag.iteration)],
+        );
+        assert!(listed.contains("members/fold-5/model/model.pkl"), "{backend}: {listed}");
+        assert!(
+            listed
+                .lines()
+                .all(|l| !l.ends_with("secret.txt") && !l.contains("hostdir") && !l.ends_with("pipe")),
+            "{backend}: {listed}"
         );
     }
 }

@@ -138,8 +138,9 @@ impl ReportData {
         data.metric = metric_of(dir).unwrap_or_default();
         data.higher_is_better =
             data.metric.parse::<crate::metric::Metric>().map(|m| m.higher_is_better()).unwrap_or(true);
-        let mut best: Option<(u32, f64)> = None;
+        let mut choice = data.metric.parse::<crate::metric::Metric>().ok().map(crate::choice::Choice::new);
         let mut current_split = 0;
+        let mut details: std::collections::BTreeMap<u32, String> = Default::default();
         for entry in entries {
             match &entry.event {
                 Event::RunStarted {
@@ -164,10 +165,7 @@ impl ReportData {
                     data.prompts_sha256 = prompts_sha256.clone();
                     data.budget_seconds = *budget_seconds;
                 }
-                Event::SplitMade { split_id, .. } => {
-                    current_split = *split_id;
-                    best = None;
-                }
+                Event::SplitMade { split_id, .. } => current_split = *split_id,
                 Event::StepFinished {
                     step,
                     seconds,
@@ -192,21 +190,8 @@ impl ReportData {
                     t.script_seconds += outcome.wall_seconds;
                 }
                 Event::IterationFinished { record, .. } => {
-                    if record.succeeded() && record.split_id == current_split {
-                        let score = record.validation_score.unwrap_or(f64::NAN);
-                        let better = match best {
-                            None => true,
-                            Some((_, b)) => {
-                                if data.higher_is_better {
-                                    score > b
-                                } else {
-                                    score < b
-                                }
-                            }
-                        };
-                        if better {
-                            best = Some((record.iteration, score));
-                        }
+                    if let Some(choice) = &mut choice {
+                        choice.observe(record);
                     }
                     data.iterations.retain(|r| r.iteration != record.iteration);
                     data.iterations.push(record.clone());
@@ -217,8 +202,9 @@ impl ReportData {
                 Event::FinalEvaluation { iteration, test_score, detail, .. } => {
                     if let Some(i) = iteration {
                         data.test_scores.insert(*i, *test_score);
+                        details.insert(*i, detail.clone());
                     }
-                    // The final model is evaluated first; a refit's selected iteration after.
+                    // Until the run says which was the final model: the first evaluated.
                     if data.test_scores.len() <= 1 {
                         data.test_score = *test_score;
                         data.test_detail = detail.clone();
@@ -232,11 +218,15 @@ impl ReportData {
                 _ => {}
             }
         }
+        // The choice on the split in force (none yet, when a new split has no score).
+        let split_of = |n: u32| data.iterations.iter().find(|r| r.iteration == n).map(|r| r.split_id);
+        let best = choice.and_then(|c| c.best()).filter(|(n, _)| split_of(*n) == Some(current_split));
         data.best_iteration = best.map(|b| b.0);
-        if let Some(score) =
-            data.final_iteration.or(data.best_iteration).and_then(|f| data.test_scores.get(&f))
+        if let Some(f) = data.final_iteration.or(data.best_iteration)
+            && let Some(score) = data.test_scores.get(&f)
         {
             data.test_score = *score;
+            data.test_detail = details.remove(&f).unwrap_or_default();
         }
         let mut overhead: Vec<f64> = data
             .iterations

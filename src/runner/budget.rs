@@ -80,6 +80,12 @@ impl Budget {
     pub fn reserve(&self) -> Duration {
         self.reserve
     }
+
+    /// What the end of the reserve keeps for writing the report: the final evaluations stop
+    /// short of it (a fifth of the reserve, at least 2 s).
+    pub fn report_time(&self) -> Duration {
+        (self.reserve / 5).max(Duration::from_secs(2)).min(self.reserve)
+    }
 }
 
 /// A tenth of the budget, between 10 s and 2 min, and never more than half of it.

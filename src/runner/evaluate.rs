@@ -8,7 +8,7 @@ use super::lifecycle::{Runner, StopReason};
 use super::progress::Progress;
 use crate::data::write_csv;
 use crate::guest_fs::GuestDir;
-use crate::journal::{Event, OutcomeBrief};
+use crate::journal::{Event, IterationRecord, OutcomeBrief};
 use crate::policy::{self, Script, ScriptKind};
 use crate::report::Summary;
 use crate::sandbox::CancellationToken as SandboxCancel;
@@ -21,11 +21,13 @@ impl Runner {
     pub async fn finish(&mut self, reason: StopReason) -> anyhow::Result<Summary> {
         let best = self.state.best.map(|b| b.0);
         let mut refit = self.refit(&reason).await?;
-        let mut test_score = self.evaluate(refit.or(best)).await?;
+        // The selected iteration first: a final model that cannot be scored in the time left
+        // must not take the run's only test score with it.
         let mut selected_test_score = match (refit, best) {
             (Some(_), Some(b)) => self.evaluate(Some(b)).await?,
             _ => None,
         };
+        let mut test_score = self.evaluate(refit.or(best)).await?;
         if let (Some(r), Some(b), None, Some(_)) = (refit, best, test_score, selected_test_score) {
             // A final model that trained but cannot predict the test split (its scripts assume
             // a place they do not run from as members, say) gives way to the selected one.
@@ -91,9 +93,15 @@ impl Runner {
             return Ok(None);
         }
         let selected = self.state.records[best as usize - 1].clone();
-        let seconds = self.training_seconds(&selected);
-        if let Err(why) = super::refit::fits(&selected, seconds, shared.budget.left()) {
-            note(format!("refit skipped: {why}"));
+        let needed = self.final_model_time(&selected);
+        if let Some(left) = shared.budget.left()
+            && left < needed
+        {
+            note(format!(
+                "refit skipped: {:.0} s left; making iteration {best} into the final model and scoring it needs about {:.0} s",
+                left.as_secs_f64(),
+                needed.as_secs_f64()
+            ));
             return Ok(None);
         }
         let n = self.state.records.len() as u32 + 1;
@@ -114,19 +122,51 @@ impl Runner {
         Ok(succeeded.then_some(n))
     }
 
-    /// What training `selected` took: an ensemble's members are trained again (its own scripts
-    /// only blend). Under cross-validation that is every fold's training, which is what a bag
-    /// repeats.
-    fn training_seconds(&self, selected: &crate::journal::IterationRecord) -> f64 {
-        // A bag made of the models cross-validation kept trains nothing.
-        if let Some(folds) = &self.shared.split().folds
-            && self.shared.inputs.config.validation.bag
-            && super::refit::bagged_iterations(selected)
-                .iter()
-                .all(|k| super::cv::keeps_models(&self.dir.iteration(*k), folds.ranges.len()))
-        {
-            return 0.0;
+    /// What making the final model of `selected` and scoring it and `selected` on the test
+    /// split are expected to take after the loop, with room to spare: training it (a refit, or
+    /// a bag whose fold models are no longer kept), moving a bag's kept models into its
+    /// snapshot (linked, committed, checked out again for the test), and the test inference of
+    /// both (a bag runs every member once per fold).
+    fn final_model_time(&self, selected: &IterationRecord) -> Duration {
+        let folds = self.shared.split().folds.as_ref().map(|f| f.ranges.len());
+        let kept = folds.and_then(|k| self.kept_bytes(selected, k));
+        let train = if kept.is_some() { 0.0 } else { self.training_seconds(selected) };
+        // Three passes over the bytes, at well over 50 MB/s each on any disk.
+        let io = kept.map_or(0.0, |bytes| bytes as f64 / 50e6);
+        // One inference run of `selected` on as many rows as it was validated on.
+        let infer = if selected.operation == Operation::Ensemble {
+            selected.script_seconds
+        } else {
+            selected.script_seconds / folds.map_or(2, |k| 2 * k + 1) as f64
+        };
+        let runs = folds.map_or(2, |k| k + 1) as f64;
+        Duration::from_secs_f64((train + io) * 1.5 + infer * runs * 1.5 + 5.0)
+    }
+
+    /// The bytes of the fold models a bag of `selected` would be made of, when every one of
+    /// its `folds` is still kept.
+    fn kept_bytes(&self, selected: &IterationRecord, folds: usize) -> Option<u64> {
+        if !self.shared.inputs.config.validation.bag {
+            return None;
         }
+        let mut bytes = 0;
+        for k in super::refit::bagged_iterations(selected) {
+            let dir = self.dir.iteration(k);
+            if !super::cv::keeps_models(&dir, folds) {
+                return None;
+            }
+            for f in 1..=folds {
+                let kept = crate::guest_fs::GuestDir::open(&super::cv::kept_model(&dir, f)).ok()?;
+                bytes += kept.walk(Default::default()).0.iter().map(|e| e.size).sum::<u64>();
+            }
+        }
+        Some(bytes)
+    }
+
+    /// What training `selected` again takes: an ensemble's members are trained again (its own
+    /// scripts only blend). Under cross-validation that is every fold's training, which is what
+    /// a bag repeats.
+    fn training_seconds(&self, selected: &IterationRecord) -> f64 {
         if selected.operation == Operation::Ensemble {
             super::ensemble::member_iterations(&selected.hyperparameters)
                 .into_iter()
@@ -143,11 +183,9 @@ impl Runner {
         let validation = &self.shared.inputs.config.validation;
         let made = if self.shared.split().folds.is_some() { validation.bag } else { validation.refit };
         let time = match self.state.best {
-            Some((best, _)) if made => self
-                .state
-                .records
-                .get(best as usize - 1)
-                .map_or(Duration::ZERO, |r| super::refit::needed(self.training_seconds(r))),
+            Some((best, _)) if made => {
+                self.state.records.get(best as usize - 1).map_or(Duration::ZERO, |r| self.final_model_time(r))
+            }
             _ => Duration::ZERO,
         };
         self.shared.budget.keep_for_final_model(time);
@@ -190,9 +228,10 @@ impl Runner {
             shared.inputs.config.loop_.seed,
             &shared.private(),
         );
-        // The budget is a hard limit: the final evaluation gets what is left of it, no more.
+        // The budget is a hard limit: the final evaluation gets what is left of it, less what
+        // the report needs.
         if let Some(left) = shared.budget.left() {
-            spec.limits.wall = spec.limits.wall.min(left);
+            spec.limits.wall = spec.limits.wall.min(left.saturating_sub(shared.budget.report_time()));
         }
         if spec.limits.wall < Duration::from_millis(500) {
             let detail = "the budget ran out before the final evaluation could run".to_string();

@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -238,10 +238,13 @@ fn assemble(work: &Path, kept: &[(String, PathBuf)], members: &[String], spec: &
             tracing::debug!(from = %from.display(), ?passed, "left out of a kept fold model");
         }
         for file in files {
-            let bytes = source.read(&file.rel, u64::MAX)?;
             let path = work.join(to).join(&file.rel);
             fs_err::create_dir_all(path.parent().expect("a file has a parent"))?;
-            fs_err::write(path, bytes)?;
+            // Nothing runs in a kept model's directory any more, so the file the walk found is
+            // the one linked (a hard link shares it without copying; a copy where it cannot).
+            if std::fs::hard_link(from.join(&file.rel), &path).is_err() {
+                fs_err::write(&path, source.read(&file.rel, u64::MAX)?)?;
+            }
         }
     }
     for member in members {
@@ -269,27 +272,4 @@ fn model_files_in(work: &Path) -> anyhow::Result<Vec<(String, String)>> {
         }
     }
     Ok(out)
-}
-
-/// Whether the time left holds a refit of `best` and both test evaluations: `seconds` (what
-/// training it took), scaled to the larger data, with room to spare. The reason when it does
-/// not.
-pub(super) fn fits(best: &IterationRecord, seconds: f64, left: Option<Duration>) -> Result<(), String> {
-    let Some(left) = left else { return Ok(()) };
-    let needed = needed(seconds);
-    if left >= needed {
-        Ok(())
-    } else {
-        Err(format!(
-            "{:.0} s left; retraining iteration {} on every training row needs about {:.0} s",
-            left.as_secs_f64(),
-            best.iteration,
-            needed.as_secs_f64()
-        ))
-    }
-}
-
-/// The time to keep for a final model whose training took `seconds`, with room to spare.
-pub(super) fn needed(seconds: f64) -> Duration {
-    Duration::from_secs_f64(seconds * 1.5 + 5.0)
 }
