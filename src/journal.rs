@@ -1,5 +1,11 @@
-//! The run journal: append-only, fsync'd JSON lines, each with a sequence number and a
-//! checksum. It is the source of truth for `status`, `resume` and the report.
+//! The run journal: append-only JSON lines, each with a sequence number and a checksum. It is
+//! the source of truth for `status`, `resume` and the report.
+//!
+//! Every entry is written before `append` returns, so a killed runner loses none. Entries that
+//! record something that cannot be done again (a finished iteration, a commit, a paid agent
+//! call, the accounting of time) are also synced to disk; the rest (a script's outcome, a free
+//! step, the start of an iteration) belong to an iteration that a machine crash would make
+//! `resume` run again, and the next synced entry carries them to disk with it.
 //!
 //! A crash can leave a torn last line; reading drops it (and counts it). A damaged line before
 //! the end means the file was edited: reading refuses it.
@@ -138,6 +144,22 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// Whether the entry must be on disk before the run goes on (see the module's notes).
+    fn durable(&self) -> bool {
+        match self {
+            Event::ScriptRun { .. }
+            | Event::IterationStarted { .. }
+            | Event::AgentNotice { .. }
+            | Event::Finding { .. } => false,
+            Event::StepFinished { cost_usd, prompt_tokens, completion_tokens, .. } => {
+                *cost_usd > 0.0 || *prompt_tokens > 0 || *completion_tokens > 0
+            }
+            _ => true,
+        }
+    }
+}
+
 /// The part of a sandbox outcome worth keeping in the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutcomeBrief {
@@ -264,8 +286,9 @@ impl Journal {
         Ok(journal)
     }
 
-    /// Appends an event and makes it durable before returning.
+    /// Appends an event; one that must survive a machine crash is synced before returning.
     pub fn append(&mut self, event: Event) -> Result<Entry, JournalError> {
+        let durable = event.durable();
         let entry = Entry {
             seq: self.next_seq,
             at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
@@ -273,7 +296,9 @@ impl Journal {
         };
         let text = encode(&entry);
         self.file.write_all(text.as_bytes()).map_err(|e| JournalError::Io(self.path.clone(), e))?;
-        self.file.sync_data().map_err(|e| JournalError::Io(self.path.clone(), e))?;
+        if durable {
+            self.file.sync_data().map_err(|e| JournalError::Io(self.path.clone(), e))?;
+        }
         self.next_seq += 1;
         self.last_append = std::time::Instant::now();
         Ok(entry)
@@ -411,6 +436,35 @@ mod tests {
         let entries = read(&path).unwrap();
         assert!(
             matches!(&entries[0].event, Event::RunStarted { sandbox_layers, .. } if sandbox_layers.is_empty())
+        );
+    }
+
+    #[test]
+    fn only_what_a_crash_would_have_the_run_redo_goes_unsynced() {
+        let step = |cost_usd: f64, prompt_tokens: u64| Event::StepFinished {
+            iteration: 1,
+            step: "train".into(),
+            seconds: 0.1,
+            attempts: 1,
+            calls: Some(1),
+            cost_usd,
+            prompt_tokens,
+            completion_tokens: 0,
+            ok: true,
+            detail: String::new(),
+        };
+        assert!(!started(1).durable());
+        assert!(!step(0.0, 0).durable(), "a free step of the built-in agent");
+        assert!(step(0.01, 10).durable() && step(0.0, 10).durable(), "a call to a server");
+        assert!(Event::Heartbeat.durable(), "the time accounting");
+        assert!(
+            Event::FinalEvaluation {
+                iteration: None,
+                test_score: None,
+                detail: String::new(),
+                outcome: None
+            }
+            .durable()
         );
     }
 
