@@ -448,6 +448,7 @@ impl Runner {
             // A new selection of the ensemble gave the choice back to an earlier iteration.
             self.workspace.set_best(self.workspace.resolve(&crate::snapshot::tag_name(n))?)?;
         }
+        let moved = self.state.best.map(|b| b.0) != chosen.map(|c| c.0);
         self.state.best = chosen;
         shared.log(Event::IterationFinished { iteration: finished.n, record: record.clone() })?;
         tracing::info!(
@@ -475,7 +476,11 @@ impl Runner {
         }
         let predicted = finished.predicted.clone();
         self.state.records.push(finished.record);
-        self.keep_time_for_the_final_model();
+        if moved {
+            // What it depends on (the choice's own record and the fold models of its members,
+            // never pruned while it is chosen) changes only with the choice.
+            self.keep_time_for_the_final_model();
+        }
         // Only what an ensemble could take, or the final model be made of, is kept.
         let mut keep: Vec<u32> =
             self.ensemble_candidates(self.state.records.len()).iter().map(|(k, _)| *k).collect();
