@@ -434,7 +434,7 @@ with open(a.output, "w") as f:
         "a 30 s budget took {took:?} (set-up {setup:?}); journal:\n{}",
         tail.join("\n")
     );
-    // It is stopped short of the end by what the report needs (a fifth of the 10 s reserve).
+    // It is stopped short of the end by what the report needs (2 s of the 6 s reserve).
     assert!(
         took > Duration::from_secs(27),
         "the final evaluation used the budget to its end, less the report's time: {took:?}\n{}",

@@ -133,14 +133,40 @@ impl Runner {
         let train = if kept.is_some() { 0.0 } else { self.training_seconds(selected) };
         // Three passes over the bytes, at well over 50 MB/s each on any disk.
         let io = kept.map_or(0.0, |bytes| bytes as f64 / 50e6);
-        // One inference run of `selected` on as many rows as it was validated on.
-        let infer = if selected.operation == Operation::Ensemble {
-            selected.script_seconds
-        } else {
-            selected.script_seconds / folds.map_or(2, |k| 2 * k + 1) as f64
-        };
         let runs = folds.map_or(2, |k| k + 1) as f64;
-        Duration::from_secs_f64((train + io) * 1.5 + infer * runs * 1.5 + 5.0)
+        Duration::from_secs_f64((train + io) * 1.5 + self.test_inference_seconds(selected) * runs * 1.5 + 5.0)
+    }
+
+    /// What scoring `selected` alone on the test split is expected to take, with room to spare:
+    /// all the end of a run needs when no final model is made of it.
+    fn selected_test_time(&self, selected: &IterationRecord) -> Duration {
+        Duration::from_secs_f64(self.test_inference_seconds(selected) * 1.5 + 2.0)
+    }
+
+    /// One inference run of `selected` on the test split. An ensemble's only script ran on
+    /// every row it was validated on (under cross-validation: all pool rows, about four times
+    /// the test split); a candidate's runs are taken whole, training included.
+    fn test_inference_seconds(&self, selected: &IterationRecord) -> f64 {
+        if selected.operation == Operation::Ensemble {
+            selected.script_seconds * self.test_rows_per_validated_row()
+        } else {
+            let folds = self.shared.split().folds.as_ref().map(|f| f.ranges.len());
+            selected.script_seconds / folds.map_or(2, |k| 2 * k + 1) as f64
+        }
+    }
+
+    /// How many test rows there are for each row the validation predictions cover, from the
+    /// sizes of the runner's own copies of both (same columns, same writer); 1 when unknown.
+    fn test_rows_per_validated_row(&self) -> f64 {
+        let size = |p: std::path::PathBuf| std::fs::metadata(p).map(|m| m.len() as f64).ok();
+        let validated = self.shared.split().truth.len() as f64;
+        match (size(self.dir.test_csv()), size(self.dir.pool_csv())) {
+            (Some(test), Some(pool)) if pool > 0.0 && validated > 0.0 => {
+                let test_rows = test / pool * self.shared.inputs.profile.rows as f64;
+                (test_rows / validated).clamp(0.01, 100.0)
+            }
+            _ => 1.0,
+        }
     }
 
     /// The bytes of the fold models a bag of `selected` would be made of, when every one of
@@ -178,15 +204,16 @@ impl Runner {
         }
     }
 
-    /// Keeps back from the loop the time the final model of the current best would take.
+    /// Keeps back from the loop the time the end of the run would take with the current best:
+    /// making its final model, when one is made, and scoring what is scored on the test split.
     pub(super) fn keep_time_for_the_final_model(&self) {
         let validation = &self.shared.inputs.config.validation;
         let made = if self.shared.split().folds.is_some() { validation.bag } else { validation.refit };
-        let time = match self.state.best {
-            Some((best, _)) if made => {
-                self.state.records.get(best as usize - 1).map_or(Duration::ZERO, |r| self.final_model_time(r))
-            }
-            _ => Duration::ZERO,
+        let selected = self.state.best.and_then(|(best, _)| self.state.records.get(best as usize - 1));
+        let time = match selected {
+            Some(r) if made => self.final_model_time(r),
+            Some(r) => self.selected_test_time(r),
+            None => Duration::ZERO,
         };
         self.shared.budget.keep_for_final_model(time);
     }
