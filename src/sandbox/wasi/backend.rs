@@ -206,6 +206,7 @@ impl Sandbox for WasiSandbox {
     }
 
     fn run(&self, spec: &RunSpec, cancel: &CancellationToken) -> Result<Outcome, SandboxError> {
+        let entered = Instant::now();
         self.check(spec)?;
         let tmp = tempfile::Builder::new()
             .prefix("loop-runner-tmp-")
@@ -252,7 +253,20 @@ impl Sandbox for WasiSandbox {
         }
         limits_hit.sort();
         limits_hit.dedup();
+        let collecting = Instant::now();
         let (files, skipped) = collect(&spec.mounts, CollectLimits::for_disk_cap(spec.limits.disk_bytes));
+        let collected = collecting.elapsed();
+        drop(tmp);
+        // The sandbox's own time around the guest, for profiling the runner's time per iteration.
+        tracing::debug!(
+            script = %spec.script,
+            set_up_ms = (started - entered).as_secs_f64() * 1e3,
+            guest_ms = wall_time.as_secs_f64() * 1e3,
+            collect_ms = collected.as_secs_f64() * 1e3,
+            tear_down_ms = (collecting.elapsed() - collected).as_secs_f64() * 1e3,
+            files = files.len(),
+            "sandbox run"
+        );
         Ok(Outcome {
             exit: ended.exit,
             limit,
