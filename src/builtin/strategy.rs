@@ -5,9 +5,8 @@
 //!   boosting setting with early stopping, tuned forests, a linear model, then kernel, neighbour
 //!   and neural models where the data are small enough), skipping what would not fit the time
 //!   left;
-//! - an **improve** changes one or two settings of its parent, mostly one step along each
-//!   setting's ordered values (a local search around what scores well), and grows the work
-//!   (more boosting iterations, more trees) only while time allows, cheap first;
+//! - an **improve** changes one or two settings of its parent, and grows the work (more boosting
+//!   iterations, more trees) only while time allows, cheap first;
 //! - a **debug** answers its parent's failure: a memory or size failure changes the encoding or
 //!   trains on a sample, a timeout makes the model cheaper, anything else falls back to the most
 //!   forgiving configuration.
@@ -555,7 +554,7 @@ fn improve(
         let changes = if family.space.len() > 1 && rng.bool() { 2 } else { 1 };
         for _ in 0..changes {
             let (name, _, values) = family.space[rng.usize(..family.space.len())];
-            c.set(name, values[neighbour(values, c.param(name), rng)]);
+            c.set(name, values[rng.usize(..values.len())]);
         }
         // Now and then the data preparation changes instead.
         if attempt % 7 == 6 {
@@ -571,20 +570,6 @@ fn improve(
         }
     }
     None
-}
-
-/// Which of `values` a setting now at `current` moves to: mostly one step either way along
-/// the ordered list (a local search refines what already scores well, as FLAML's does), now
-/// and then anywhere in it (to leave a plateau).
-fn neighbour(values: &[&str], current: Option<&str>, rng: &mut fastrand::Rng) -> usize {
-    let at = current.and_then(|v| values.iter().position(|x| *x == v));
-    match at {
-        Some(i) if values.len() > 1 && rng.f64() < 0.75 => {
-            let up = i + 1 < values.len() && (i == 0 || rng.bool());
-            if up { i + 1 } else { i - 1 }
-        }
-        _ => rng.usize(..values.len()),
-    }
 }
 
 /// Whether a failure looks like running out of memory or address space (e.g. a dense one-hot
@@ -778,20 +763,6 @@ pub(crate) mod tests {
         keys.sort();
         keys.dedup();
         assert_eq!(keys.len(), total, "a configuration ran twice");
-    }
-
-    #[test]
-    fn improves_mostly_step_to_a_neighbouring_value() {
-        let values = ["a", "b", "c", "d", "e"];
-        let mut rng = fastrand::Rng::with_seed(7);
-        let draws: Vec<usize> = (0..1000).map(|_| neighbour(&values, Some("c"), &mut rng)).collect();
-        let adjacent = draws.iter().filter(|&&i| i == 1 || i == 3).count();
-        assert!((700..900).contains(&adjacent), "{adjacent} of 1000 one step away");
-        assert!(draws.contains(&0) && draws.contains(&4), "and now and then anywhere");
-        // At either end the step goes inwards; an unknown value starts anywhere.
-        assert!((0..100).map(|_| neighbour(&values, Some("a"), &mut rng)).filter(|&i| i == 1).count() > 60);
-        assert!((0..100).map(|_| neighbour(&values, Some("e"), &mut rng)).filter(|&i| i == 3).count() > 60);
-        assert!((0..100).map(|_| neighbour(&values, Some("zz"), &mut rng)).all(|i| i < values.len()));
     }
 
     #[test]
