@@ -73,13 +73,20 @@ pub struct Request {
 }
 
 impl Request {
-    /// The request without its timing (`clock_note`, `context.clock`): what identifies it.
+    /// The request without its timing (`clock_note`, `context.clock`, and what the built-in
+    /// agent planned for the iterations in flight, which follows the clock): what identifies it.
     pub fn identity(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).expect("requests serialize");
         if let Some(map) = value.as_object_mut() {
             map.remove("clock_note");
             if let Some(context) = map.get_mut("context").and_then(|c| c.as_object_mut()) {
                 context.remove("clock");
+                for pending in context.get_mut("pending").and_then(|p| p.as_array_mut()).into_iter().flatten()
+                {
+                    if let Some(p) = pending.as_object_mut() {
+                        p.remove("planned");
+                    }
+                }
             }
         }
         value

@@ -50,6 +50,15 @@ fn json<T: serde::Serialize>(value: &T) -> Result<String, String> {
 }
 
 /// The answer to `step` as JSON text.
+/// The configuration an iteration asked with `context` will train (before any repair).
+pub fn planned(context: &StepContext) -> crate::steps::Planned {
+    let config = choose(context);
+    crate::steps::Planned {
+        family: config.family_name().to_string(),
+        hyperparameters: config.hyperparameters(),
+    }
+}
+
 pub fn answer(step: Step, context: &StepContext) -> Result<String, String> {
     let config = choose(context);
     match step {

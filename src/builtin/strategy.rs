@@ -358,9 +358,15 @@ pub fn families(regression: bool, rows: usize) -> Vec<&'static str> {
     portfolio(regression, rows).iter().map(|c| c.family.name).collect()
 }
 
-/// Every configuration already tried (failed ones too).
+/// Every configuration already tried (failed ones too) or planned for an iteration in flight.
 fn tried(context: &StepContext) -> BTreeSet<(String, String)> {
-    context.history.iter().map(|h| (h.family.clone(), render_params(&h.hyperparameters))).collect()
+    let planned = context.pending.iter().filter_map(|p| p.planned.as_ref());
+    context
+        .history
+        .iter()
+        .map(|h| (h.family.clone(), render_params(&h.hyperparameters)))
+        .chain(planned.map(|p| (p.family.clone(), render_params(&p.hyperparameters))))
+        .collect()
 }
 
 /// The configuration a history brief records, if the built-in agent can run it.
@@ -412,7 +418,9 @@ pub fn choose(context: &StepContext) -> Config {
     // portfolio entry that fits the time left, else any untried point. Drafts running alongside
     // took the entries before it.
     let drafts: Vec<Config> = portfolio(regression, rows).into_iter().filter(|c| fresh(c)).collect();
-    let taken = context.pending.iter().filter(|p| p.operation == Operation::Draft).count();
+    // Drafts in flight whose configuration is not known took the first entries.
+    let taken =
+        context.pending.iter().filter(|p| p.operation == Operation::Draft && p.planned.is_none()).count();
     let fitting: Vec<&Config> = drafts.iter().filter(|c| timing.fits(c)).collect();
     // When nothing fits any more, the cheapest entries (after those the drafts in flight would
     // have taken by the same rule).
@@ -763,6 +771,41 @@ pub(crate) mod tests {
         keys.sort();
         keys.dedup();
         assert_eq!(keys.len(), total, "a configuration ran twice");
+    }
+
+    #[test]
+    fn candidates_in_flight_together_never_repeat_a_configuration() {
+        let planned = |i: u32, op: Operation, c: &Config| crate::steps::PendingBrief {
+            iteration: i,
+            operation: op,
+            parent: None,
+            planned: Some(crate::steps::Planned {
+                family: c.family.name.into(),
+                hyperparameters: c.hyperparameters(),
+            }),
+        };
+        // Drafts: whatever entry one in flight took (here the third, as a clock that skipped
+        // the second would make it), the next draft takes another.
+        let portfolio = portfolio(false, 500);
+        let mut ctx = context(vec![done(1, &portfolio[0], Some(0.8))]);
+        ctx.iteration = 3;
+        ctx.pending = vec![planned(2, Operation::Draft, &portfolio[2])];
+        let next = choose(&ctx);
+        assert_ne!(next.key(), portfolio[2].key(), "the draft in flight's configuration again");
+        assert_eq!(next, portfolio[1]);
+        // Improves of one parent, all in flight at once: every one differs.
+        let base = done(1, &portfolio[0], Some(0.9));
+        let mut pending = Vec::new();
+        for i in 2..40u32 {
+            let mut ctx = context(vec![base.clone()]);
+            ctx.iteration = i;
+            ctx.operation = Operation::Improve;
+            ctx.parent = Some(parent_of(&base, None));
+            ctx.pending = pending.clone();
+            let c = choose(&ctx);
+            assert!(!tried(&ctx).contains(&c.key()), "iteration {i} repeats one in flight: {c:?}");
+            pending.push(planned(i, Operation::Improve, &c));
+        }
     }
 
     #[test]

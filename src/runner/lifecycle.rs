@@ -78,6 +78,9 @@ pub struct Runner {
     breaker_pauses: u32,
     /// The search's decisions for iterations started in this session.
     pub(super) decided: BTreeMap<u32, Decision>,
+    /// What the built-in agent is to train in each iteration dispatched this session (see
+    /// [`crate::steps::PendingBrief::planned`]).
+    pub(super) planned: BTreeMap<u32, crate::steps::Planned>,
     /// Held while this process drives the run.
     _lock: RunLock,
 }
@@ -248,6 +251,7 @@ impl Runner {
             policy,
             breaker_pauses: 0,
             decided: BTreeMap::new(),
+            planned: BTreeMap::new(),
             _lock: lock,
         })
     }
@@ -370,6 +374,9 @@ impl Runner {
                 let decision = self.decide(next, known as usize, next == limit);
                 self.decided.insert(next, decision.clone());
                 let context = self.context(next, known as usize, &decision);
+                if shared.agent.backend_name() == "builtin" && decision.operation != Operation::Ensemble {
+                    self.planned.insert(next, crate::builtin::planned(&context));
+                }
                 shared.log(Event::IterationStarted {
                     iteration: next,
                     parent: decision.parent,

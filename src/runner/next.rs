@@ -5,7 +5,7 @@
 use super::lifecycle::Runner;
 use crate::journal::IterationRecord;
 use crate::search::{Decision, Node, Operation, Situation};
-use crate::steps::{IterationBrief, ParentBrief, PendingBrief, StepContext, TaskBrief};
+use crate::steps::{IterationBrief, ParentBrief, PendingBrief, Planned, StepContext, TaskBrief};
 
 impl Runner {
     /// How many iterations iteration `n` may know of: all before it when one runs at a time;
@@ -83,13 +83,28 @@ impl Runner {
     /// whatever order they finish in.
     pub(super) fn pending(&self, n: u32, known: usize) -> Vec<PendingBrief> {
         (known as u32 + 1..n)
-            .filter_map(|m| match self.state.records.get(m as usize - 1) {
-                Some(r) => Some(PendingBrief { iteration: m, operation: r.operation, parent: r.parent }),
-                None => self.decided.get(&m).map(|d| PendingBrief {
-                    iteration: m,
-                    operation: d.operation,
-                    parent: d.parent,
-                }),
+            .filter_map(|m| {
+                let planned = self.planned.get(&m).cloned();
+                match self.state.records.get(m as usize - 1) {
+                    Some(r) => Some(PendingBrief {
+                        iteration: m,
+                        operation: r.operation,
+                        parent: r.parent,
+                        // Planned when dispatched in this session; else (resumed) what it ran.
+                        planned: planned.or_else(|| {
+                            (r.operation != Operation::Ensemble && !r.family.is_empty()).then(|| Planned {
+                                family: r.family.clone(),
+                                hyperparameters: r.hyperparameters.clone(),
+                            })
+                        }),
+                    }),
+                    None => self.decided.get(&m).map(|d| PendingBrief {
+                        iteration: m,
+                        operation: d.operation,
+                        parent: d.parent,
+                        planned,
+                    }),
+                }
             })
             .collect()
     }

@@ -50,6 +50,18 @@ pub struct PendingBrief {
     pub iteration: u32,
     pub operation: Operation,
     pub parent: Option<u32>,
+    /// The configuration the built-in agent settled on for it when it was dispatched (model
+    /// family and hyperparameters), so that candidates in flight together never repeat one.
+    /// Not part of a request's identity: it follows the clock, as the choice does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned: Option<Planned>,
+}
+
+/// A configuration an iteration in flight is to train.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Planned {
+    pub family: String,
+    pub hyperparameters: Vec<Hyperparameter>,
 }
 
 /// One earlier iteration, as later steps see it.

@@ -12,7 +12,7 @@ pub mod schemas;
 #[cfg(test)]
 pub(crate) use context::sample_context;
 pub use context::{
-    Clock, CurrentSteps, Failure, IterationBrief, ParentBrief, PendingBrief, StepContext, TaskBrief,
+    Clock, CurrentSteps, Failure, IterationBrief, ParentBrief, PendingBrief, Planned, StepContext, TaskBrief,
     ValidationBrief,
 };
 pub use outputs::{
