@@ -49,7 +49,6 @@ fn json<T: serde::Serialize>(value: &T) -> Result<String, String> {
     serde_json::to_string_pretty(value).map_err(|e| e.to_string())
 }
 
-/// The answer to `step` as JSON text.
 /// The configuration an iteration asked with `context` will train (before any repair).
 pub fn planned(context: &StepContext) -> crate::steps::Planned {
     let config = choose(context);
@@ -59,6 +58,7 @@ pub fn planned(context: &StepContext) -> crate::steps::Planned {
     }
 }
 
+/// The answer to `step` as JSON text.
 pub fn answer(step: Step, context: &StepContext) -> Result<String, String> {
     let config = choose(context);
     match step {

@@ -134,23 +134,24 @@ impl Runner {
         // Three passes over the bytes, at well over 50 MB/s each on any disk.
         let io = kept.map_or(0.0, |bytes| bytes as f64 / 50e6);
         let runs = folds.map_or(2, |k| k + 1) as f64;
-        Duration::from_secs_f64((train + io) * 1.5 + self.test_inference_seconds(selected) * runs * 1.5 + 5.0)
+        let infer = self.test_inference_seconds(selected, folds);
+        Duration::from_secs_f64((train + io) * 1.5 + infer * runs * 1.5 + 5.0)
     }
 
     /// What scoring `selected` alone on the test split is expected to take, with room to spare:
     /// all the end of a run needs when no final model is made of it.
     fn selected_test_time(&self, selected: &IterationRecord) -> Duration {
-        Duration::from_secs_f64(self.test_inference_seconds(selected) * 1.5 + 2.0)
+        let folds = self.shared.split().folds.as_ref().map(|f| f.ranges.len());
+        Duration::from_secs_f64(self.test_inference_seconds(selected, folds) * 1.5 + 2.0)
     }
 
     /// One inference run of `selected` on the test split. An ensemble's only script ran on
     /// every row it was validated on (under cross-validation: all pool rows, about four times
     /// the test split); a candidate's runs are taken whole, training included.
-    fn test_inference_seconds(&self, selected: &IterationRecord) -> f64 {
+    fn test_inference_seconds(&self, selected: &IterationRecord, folds: Option<usize>) -> f64 {
         if selected.operation == Operation::Ensemble {
             selected.script_seconds * self.test_rows_per_validated_row()
         } else {
-            let folds = self.shared.split().folds.as_ref().map(|f| f.ranges.len());
             selected.script_seconds / folds.map_or(2, |k| 2 * k + 1) as f64
         }
     }

@@ -374,7 +374,7 @@ impl Runner {
                 let decision = self.decide(next, known as usize, next == limit);
                 self.decided.insert(next, decision.clone());
                 let context = self.context(next, known as usize, &decision);
-                if shared.agent.backend_name() == "builtin" && decision.operation != Operation::Ensemble {
+                if self.plans() && decision.operation != Operation::Ensemble {
                     self.planned.insert(next, crate::builtin::planned(&context));
                 }
                 shared.log(Event::IterationStarted {

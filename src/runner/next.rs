@@ -82,6 +82,7 @@ impl Runner {
     /// (they may be running). Only what the search decided for them, which is the same
     /// whatever order they finish in.
     pub(super) fn pending(&self, n: u32, known: usize) -> Vec<PendingBrief> {
+        let plans = self.plans();
         (known as u32 + 1..n)
             .filter_map(|m| {
                 let planned = self.planned.get(&m).cloned();
@@ -92,7 +93,7 @@ impl Runner {
                         parent: r.parent,
                         // Planned when dispatched in this session; else (resumed) what it ran.
                         planned: planned.or_else(|| {
-                            (r.operation != Operation::Ensemble && !r.family.is_empty()).then(|| Planned {
+                            (plans && r.operation != Operation::Ensemble).then(|| Planned {
                                 family: r.family.clone(),
                                 hyperparameters: r.hyperparameters.clone(),
                             })
@@ -107,6 +108,12 @@ impl Runner {
                 }
             })
             .collect()
+    }
+
+    /// Whether iterations in flight carry what the agent plans to train in them: only the
+    /// built-in agent's plan can be known when an iteration is dispatched.
+    pub(super) fn plans(&self) -> bool {
+        self.shared.agent.backend_name() == "builtin"
     }
 
     /// Drafts before improving: the built-in agent drafts each family of its portfolio once; an
