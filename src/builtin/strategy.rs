@@ -433,6 +433,9 @@ pub fn choose(context: &StepContext) -> Config {
     }
     let names = families(regression, rows);
     let pool: Vec<Family> = ALL.into_iter().filter(|f| names.contains(&f.name)).collect();
+    // When no untried point fits the time left, the cheapest untried one seen: never a
+    // configuration already run.
+    let mut cheapest_point: Option<Config> = None;
     for _ in 0..200 {
         let family = pool[rng.usize(..pool.len())];
         let params: Vec<Hyperparameter> = family
@@ -446,16 +449,69 @@ pub fn choose(context: &StepContext) -> Config {
             default_prep(family),
             format!("an untried point of {}'s space", family.name),
         );
-        if fresh(&c) && timing.fits(&c) {
+        if !fresh(&c) {
+            continue;
+        }
+        if timing.fits(&c) {
             return c;
         }
+        if cheapest_point.as_ref().is_none_or(|best| cost(&c) < cost(best)) {
+            cheapest_point = Some(c);
+        }
     }
-    Config::new(
-        HGB,
-        defaults(HGB, regression),
-        default_prep(HGB),
-        "everything nearby was tried: boosting defaults again",
-    )
+    if let Some(mut c) = cheapest_point {
+        c.why = format!(
+            "nothing untried fits the time left: the cheapest untried point of {}'s space",
+            c.family.name
+        );
+        return c;
+    }
+    first_untried(&pool, &fresh)
+}
+
+/// The first untried point of the families' spaces, cheapest family first, in the order of
+/// each space's values: random draws missed every untried point only when nearly all are
+/// taken, and a configuration is never tried twice.
+fn first_untried(pool: &[Family], fresh: &dyn Fn(&Config) -> bool) -> Config {
+    let mut families = pool.to_vec();
+    families.sort_by(|a, b| a.cost.total_cmp(&b.cost));
+    for family in families {
+        let sizes: Vec<usize> = family.space.iter().map(|(_, _, values)| values.len()).collect();
+        let mut digits = vec![0; sizes.len()];
+        loop {
+            let params =
+                family.space.iter().zip(&digits).map(|((name, _, values), &i)| hp(name, values[i])).collect();
+            let c = Config::new(
+                family,
+                params,
+                default_prep(family),
+                format!("an untried point of {}'s space", family.name),
+            );
+            if fresh(&c) {
+                return c;
+            }
+            // The next combination, the last setting changing fastest.
+            let Some(d) = (0..digits.len()).rev().find(|&d| digits[d] + 1 < sizes[d]) else { break };
+            digits[d] += 1;
+            digits[d + 1..].iter_mut().for_each(|i| *i = 0);
+        }
+    }
+    // Every point of every space ran (tens of thousands of iterations): the defaults of the
+    // first family on ever larger samples, one of which the finite history has not seen.
+    let family = pool[0];
+    let mut c = Config::new(
+        family,
+        defaults(family, false),
+        default_prep(family),
+        "every point of the spaces was tried",
+    );
+    for rows in 1.. {
+        c.prep.max_rows = Some(rows);
+        if fresh(&c) {
+            break;
+        }
+    }
+    c
 }
 
 /// What the clock allows: the time left, and what a unit of cost takes on this data, learned
@@ -846,6 +902,40 @@ pub(crate) mod tests {
         let rows = ctx.profile.rows;
         let features = ctx.profile.features.len();
         assert!(c.relative_cost(rows, features) * 10.0 <= 6.0, "{c:?}");
+    }
+
+    #[test]
+    fn at_the_end_of_the_budget_the_cheapest_untried_configuration_never_a_repeat() {
+        let portfolio = portfolio(false, 500);
+        let history: Vec<IterationBrief> =
+            portfolio.iter().enumerate().map(|(i, c)| done(i as u32 + 1, c, Some(0.8))).collect();
+        let mut ctx = context(history);
+        // Each run took a minute; one second is left: nothing fits.
+        let runtimes = (1..=portfolio.len() as u32).map(|i| (i, 60.0)).collect();
+        ctx.clock = Some(Clock { time_left_seconds: Some(1.0), runtimes });
+        let timing = Timing::of(&ctx);
+        let c = choose(&ctx);
+        assert!(!tried(&ctx).contains(&c.key()), "a configuration already run: {c:?}");
+        assert!(!timing.fits(&c));
+        // The cheapest family there is, not boosting's defaults again.
+        let (rows, features) = (ctx.profile.rows, ctx.profile.features.len());
+        let cheapest_family = families(false, 500)
+            .iter()
+            .filter_map(|n| family(n))
+            .map(|f| f.cost)
+            .fold(f64::INFINITY, f64::min);
+        assert!(c.relative_cost(rows, features) <= cheapest_family * 1.0001, "{c:?}");
+    }
+
+    #[test]
+    fn the_first_untried_point_is_found_when_only_one_is_left() {
+        let target = Config::new(RIDGE, vec![hp("alpha", "30.0")], default_prep(RIDGE), "");
+        let only = target.key();
+        let c = first_untried(&[HGB, RIDGE], &|c: &Config| c.key() == only);
+        assert_eq!(c.key(), only);
+        // Nothing of the spaces left: a sample size not seen.
+        let c = first_untried(&[RIDGE], &|c: &Config| c.prep.max_rows == Some(3));
+        assert_eq!(c.prep.max_rows, Some(3));
     }
 
     #[test]
