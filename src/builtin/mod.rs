@@ -169,6 +169,8 @@ fn represent(context: &StepContext, config: &Config) -> RepresentOutput {
         match config.prep.numeric {
             crate::steps::NumericTreatment::Standardize => "standardized",
             crate::steps::NumericTreatment::Quantile => "quantile-transformed",
+            crate::steps::NumericTreatment::Spline =>
+                "expanded into cubic splines with knots at their quantiles",
             crate::steps::NumericTreatment::None => "as they are",
         },
         categorical,

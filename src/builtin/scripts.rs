@@ -82,6 +82,7 @@ pub fn train_script(context: &StepContext, config: &Config) -> String {
     };
     let numeric = match (config.prep.numeric, config.family.scaled) {
         (NumericTreatment::Quantile, _) => "quantile",
+        (NumericTreatment::Spline, _) => "spline",
         (NumericTreatment::Standardize, _) | (_, true) => "standardize",
         _ => "none",
     };
@@ -106,8 +107,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import (OneHotEncoder, OrdinalEncoder, QuantileTransformer, StandardScaler,
-                                   TargetEncoder)
+from sklearn.preprocessing import (OneHotEncoder, OrdinalEncoder, QuantileTransformer, SplineTransformer,
+                                   StandardScaler, TargetEncoder)
 from sklearn.svm import SVC, SVR
 
 TARGET = {target}
@@ -145,6 +146,12 @@ if NUMERIC == "standardize":
     steps.append(("scale", StandardScaler()))
 elif NUMERIC == "quantile":
     steps.append(("scale", QuantileTransformer(n_quantiles=min(1000, len(X)), output_distribution="normal", random_state=SEED)))
+elif NUMERIC == "spline":
+    # Knots at quantiles (evenly spaced after a uniform quantile map, so that a column of few
+    # distinct values gets no repeated knots): each number's effect becomes a smooth curve.
+    steps.append(("rank", QuantileTransformer(n_quantiles=min(1000, len(X)), output_distribution="uniform", random_state=SEED)))
+    steps.append(("spline", SplineTransformer(n_knots=5, degree=3)))
+    steps.append(("scale", StandardScaler()))
 num = Pipeline(steps) if steps else "passthrough"
 fill = SimpleImputer(strategy="most_frequent")
 codes = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::data::ColumnKind;
 use crate::search::Operation;
 use crate::steps::{CategoricalTreatment, Hyperparameter, IterationBrief, NumericTreatment, StepContext};
 
@@ -173,8 +174,13 @@ impl Config {
             CategoricalTreatment::Native => "'native'",
         };
         all.push(Hyperparameter { name: "prep.categorical".into(), value: cat.into() });
-        if self.prep.numeric == NumericTreatment::Quantile {
-            all.push(Hyperparameter { name: "prep.numeric".into(), value: "'quantile'".into() });
+        let numeric = match self.prep.numeric {
+            NumericTreatment::Quantile => Some("'quantile'"),
+            NumericTreatment::Spline => Some("'spline'"),
+            NumericTreatment::None | NumericTreatment::Standardize => None,
+        };
+        if let Some(value) = numeric {
+            all.push(Hyperparameter { name: "prep.numeric".into(), value: value.into() });
         }
         if let Some(n) = self.prep.max_rows {
             all.push(Hyperparameter { name: "prep.max_rows".into(), value: n.to_string() });
@@ -222,6 +228,10 @@ impl Config {
         if self.family.name == "svm" {
             scale *= (rows as f64 / 1000.0).max(0.25);
         }
+        if self.prep.numeric == NumericTreatment::Spline {
+            // Seven basis columns for each number.
+            scale *= SPLINE_COST;
+        }
         let sampled = self.prep.max_rows.map_or(1.0, |m| (m as f64 / rows.max(1) as f64).min(1.0));
         self.family.cost * scale * sampled
     }
@@ -236,6 +246,24 @@ impl Config {
             None => self.params.push(Hyperparameter { name: name.into(), value: value.into() }),
         }
     }
+}
+
+/// How much a spline basis of the numbers adds to a model's work (seven columns for one).
+const SPLINE_COST: f64 = 5.0;
+
+/// A linear model on a spline basis of the numbers: additive in smooth functions of them. The
+/// basis has seven times the columns, so it starts more regularized than the plain model.
+fn additive(linear: Family, regression: bool) -> Config {
+    let mut params = defaults(linear, regression);
+    for p in &mut params {
+        match p.name.as_str() {
+            "C" => p.value = "0.1".into(),
+            "alpha" => p.value = "10.0".into(),
+            _ => {}
+        }
+    }
+    let prep = Prep { numeric: NumericTreatment::Spline, ..default_prep(linear) };
+    Config::new(linear, params, prep, "a linear model on cubic splines of the numbers (an additive model)")
 }
 
 fn default_of(family: Family, name: &str) -> Option<&'static str> {
@@ -311,6 +339,7 @@ pub fn portfolio(regression: bool, rows: usize) -> Vec<Config> {
             "gradient boosting with its defaults and native categories",
         ),
         Config::new(linear, defaults(linear, regression), default_prep(linear), "a regularized linear model"),
+        additive(linear, regression),
         Config::new(
             HGB,
             vec![
@@ -383,7 +412,12 @@ pub fn config_of(brief_family: &str, hyperparameters: &[Hyperparameter]) -> Opti
                     _ => CategoricalTreatment::Ordinal,
                 }
             }
-            "prep.numeric" => prep.numeric = NumericTreatment::Quantile,
+            "prep.numeric" => {
+                prep.numeric = match h.value.trim_matches('\'') {
+                    "spline" => NumericTreatment::Spline,
+                    _ => NumericTreatment::Quantile,
+                }
+            }
             "prep.max_rows" => prep.max_rows = h.value.parse().ok(),
             _ => params.push(h.clone()),
         }
@@ -408,7 +442,9 @@ pub fn choose(context: &StepContext) -> Config {
             let text = failure.map(|f| format!("{}\n{}", f.summary, f.stderr_tail)).unwrap_or_default();
             repair(&parent, &text, rows, regression, &fresh)
         }
-        (Operation::Improve, Some(parent)) => improve(&parent, &timing, &mut rng, &fresh),
+        (Operation::Improve, Some(parent)) => {
+            improve(&parent, &timing, Columns::of(context), &mut rng, &fresh)
+        }
         _ => None,
     };
     if let Some(config) = choice {
@@ -585,10 +621,30 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     v.get(v.len() / 2).copied()
 }
 
+/// Which kinds of feature columns the data have: a preparation of a kind the data lack changes
+/// nothing but the record, so an improve never spends a run on it.
+#[derive(Debug, Clone, Copy)]
+struct Columns {
+    numeric: bool,
+    categorical: bool,
+}
+
+impl Columns {
+    fn of(context: &StepContext) -> Self {
+        let has = |kind| !context.profile.columns(kind).is_empty();
+        // Dates become numbers (year, month, ...).
+        Self {
+            numeric: has(ColumnKind::Numeric) || has(ColumnKind::Date),
+            categorical: has(ColumnKind::Categorical),
+        }
+    }
+}
+
 /// One or two settings of `parent` changed; work grows only while time allows.
 fn improve(
     parent: &Config,
     timing: &Timing,
+    columns: Columns,
     rng: &mut fastrand::Rng,
     fresh: &dyn Fn(&Config) -> bool,
 ) -> Option<Config> {
@@ -620,8 +676,15 @@ fn improve(
             let (name, _, values) = family.space[rng.usize(..family.space.len())];
             c.set(name, values[rng.usize(..values.len())]);
         }
-        // Now and then the data preparation changes instead.
-        if attempt % 7 == 6 {
+        // Now and then the data preparation changes instead: a linear model's numbers as they
+        // are (standardized) or as splines, any model's categories.
+        if attempt % 7 == 3 && columns.numeric && matches!(family.name, "logistic_regression" | "ridge") {
+            c.prep.numeric = match c.prep.numeric {
+                NumericTreatment::Spline => NumericTreatment::Standardize,
+                _ => NumericTreatment::Spline,
+            };
+        }
+        if attempt % 7 == 6 && columns.categorical {
             c.prep.categorical = match (family.name, c.prep.categorical) {
                 ("hist_gradient_boosting", CategoricalTreatment::Native) => CategoricalTreatment::Ordinal,
                 ("hist_gradient_boosting", _) => CategoricalTreatment::Native,
@@ -936,6 +999,54 @@ pub(crate) mod tests {
         // Nothing of the spaces left: a sample size not seen.
         let c = first_untried(&[RIDGE], &|c: &Config| c.prep.max_rows == Some(3));
         assert_eq!(c.prep.max_rows, Some(3));
+    }
+
+    #[test]
+    fn splines_of_the_numbers_are_a_draft_and_an_improve_of_linear_models_on_record() {
+        let portfolio = portfolio(true, 500);
+        let additive =
+            portfolio.iter().find(|c| c.prep.numeric == NumericTreatment::Spline).expect("a draft");
+        assert_eq!(additive.family.name, "ridge");
+        let recorded = additive.hyperparameters();
+        assert!(render_params(&recorded).contains("prep.numeric='spline'"), "{recorded:?}");
+        let back = config_of("ridge", &recorded).unwrap();
+        assert_eq!(
+            (back.family, &back.params, back.prep),
+            (additive.family, &additive.params, additive.prep)
+        );
+        // Improves of a plain linear model turn to splines now and then, and back.
+        let plain =
+            portfolio.iter().find(|c| c.family.name == "ridge" && c.prep.numeric != NumericTreatment::Spline);
+        let base = done(1, plain.unwrap(), Some(50.0));
+        let mut history = vec![base.clone()];
+        let mut numbers_only = context(vec![]).profile;
+        numbers_only.features = vec![crate::data::ColumnProfile {
+            name: "x".into(),
+            dtype: "float64".into(),
+            kind: ColumnKind::Numeric,
+            missing: 0,
+            unique: 500,
+            min: Some(0.0),
+            max: Some(1.0),
+            mean: Some(0.5),
+            top: vec![],
+        }];
+        for i in 2..30u32 {
+            let mut ctx = context(history.clone());
+            ctx.profile = numbers_only.clone();
+            ctx.task.kind = "regression".into();
+            ctx.operation = Operation::Improve;
+            ctx.parent = Some(parent_of(&base, None));
+            history.push(done(i, &choose(&ctx), Some(50.0)));
+        }
+        // (Once the ridge's space is used up, drafts of other families follow.)
+        let recorded: Vec<String> =
+            history.iter().filter(|h| h.family == "ridge").map(|h| render_params(&h.hyperparameters)).collect();
+        assert_eq!(recorded.len(), 16, "every alpha, plain and on splines: {recorded:?}");
+        assert!(recorded.iter().any(|r| r.contains("'spline'")), "{recorded:?}");
+        // Without a categorical column, never a change of how categories are encoded: it would
+        // only rename the same model.
+        assert!(recorded.iter().all(|r| r.contains("prep.categorical='one_hot'")), "{recorded:?}");
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub enum NumericTreatment {
     None,
     Standardize,
     Quantile,
+    /// A cubic B-spline basis of each column (knots at its quantiles), standardized: a linear
+    /// model on it is additive in smooth functions of the numbers (a GAM).
+    Spline,
 }
 
 /// Encoding of categorical columns.
