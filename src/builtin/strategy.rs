@@ -1040,8 +1040,11 @@ pub(crate) mod tests {
             history.push(done(i, &choose(&ctx), Some(50.0)));
         }
         // (Once the ridge's space is used up, drafts of other families follow.)
-        let recorded: Vec<String> =
-            history.iter().filter(|h| h.family == "ridge").map(|h| render_params(&h.hyperparameters)).collect();
+        let recorded: Vec<String> = history
+            .iter()
+            .filter(|h| h.family == "ridge")
+            .map(|h| render_params(&h.hyperparameters))
+            .collect();
         assert_eq!(recorded.len(), 16, "every alpha, plain and on splines: {recorded:?}");
         assert!(recorded.iter().any(|r| r.contains("'spline'")), "{recorded:?}");
         // Without a categorical column, never a change of how categories are encoded: it would
