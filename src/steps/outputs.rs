@@ -54,8 +54,7 @@ pub enum NumericTreatment {
     None,
     Standardize,
     Quantile,
-    /// A cubic B-spline basis of each column (knots at its quantiles), standardized: a linear
-    /// model on it is additive in smooth functions of the numbers (a GAM).
+    /// A cubic spline basis of each column, knots at its quantiles (a linear model on it is a GAM).
     Spline,
 }
 
