@@ -631,7 +631,7 @@ struct Columns {
 
 impl Columns {
     fn of(context: &StepContext) -> Self {
-        let has = |kind| !context.profile.columns(kind).is_empty();
+        let has = |kind| context.profile.features.iter().any(|c| c.kind == kind);
         // Dates become numbers (year, month, ...).
         Self {
             numeric: has(ColumnKind::Numeric) || has(ColumnKind::Date),
