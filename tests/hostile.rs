@@ -378,7 +378,7 @@ fn the_budget_counts_from_the_moment_the_command_starts() {
     // that never ends is stopped when the budget ends. The whole command fits the budget.
     let data = tempfile::tempdir().unwrap();
     let mut csv = String::from("a,b,c,d,e,f,g,h,label\n");
-    for i in 0..1_000_000u64 {
+    for i in 0..3_000_000u64 {
         let v = |k: u64| (i.wrapping_mul(2654435761).wrapping_add(k * 40503)) % 1000;
         csv.push_str(&format!(
             "{},{},{},{},{},{},{},{},{}\n",
