@@ -11,9 +11,10 @@ use crate::steps::{
 pub use strategy::families;
 use strategy::{Config, best_per_family, choose, config_of, render_params, repair};
 
-/// How many drafts the built-in agent has to offer: one per configuration of its portfolio.
-pub fn drafts(regression: bool, rows: usize) -> u32 {
-    strategy::portfolio(regression, rows).len() as u32
+/// How many drafts the built-in agent has to offer: one per configuration of its portfolio
+/// that these data do not make a repeat of another.
+pub fn drafts(regression: bool, profile: &crate::data::Profile) -> u32 {
+    strategy::portfolio_for(regression, profile.rows, strategy::Columns::of_profile(profile)).len() as u32
 }
 
 /// The built-in agent backend.

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::data::ColumnKind;
+use crate::data::{ColumnKind, Profile};
 use crate::search::Operation;
 use crate::steps::{CategoricalTreatment, Hyperparameter, IterationBrief, NumericTreatment, StepContext};
 
@@ -382,6 +382,14 @@ pub fn portfolio(regression: bool, rows: usize) -> Vec<Config> {
     all
 }
 
+/// The drafts for these data: the portfolio without what their columns make the same as an
+/// entry before it (splines of the numbers, on data without numbers, are the linear model).
+pub fn portfolio_for(regression: bool, rows: usize, columns: Columns) -> Vec<Config> {
+    let mut all = portfolio(regression, rows);
+    all.retain(|c| columns.numeric || c.prep.numeric != NumericTreatment::Spline);
+    all
+}
+
 /// Families the built-in agent tries for data like this (for the number of drafts).
 pub fn families(regression: bool, rows: usize) -> Vec<&'static str> {
     portfolio(regression, rows).iter().map(|c| c.family.name).collect()
@@ -453,7 +461,8 @@ pub fn choose(context: &StepContext) -> Config {
     // A draft (or an operation whose parent the built-in agent cannot build on): the next
     // portfolio entry that fits the time left, else any untried point. Drafts running alongside
     // took the entries before it.
-    let drafts: Vec<Config> = portfolio(regression, rows).into_iter().filter(|c| fresh(c)).collect();
+    let drafts: Vec<Config> =
+        portfolio_for(regression, rows, Columns::of(context)).into_iter().filter(|c| fresh(c)).collect();
     // Drafts in flight whose configuration is not known took the first entries.
     let taken =
         context.pending.iter().filter(|p| p.operation == Operation::Draft && p.planned.is_none()).count();
@@ -624,14 +633,18 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 /// Which kinds of feature columns the data have: a preparation of a kind the data lack changes
 /// nothing but the record, so an improve never spends a run on it.
 #[derive(Debug, Clone, Copy)]
-struct Columns {
+pub struct Columns {
     numeric: bool,
     categorical: bool,
 }
 
 impl Columns {
     fn of(context: &StepContext) -> Self {
-        let has = |kind| context.profile.features.iter().any(|c| c.kind == kind);
+        Self::of_profile(&context.profile)
+    }
+
+    pub fn of_profile(profile: &Profile) -> Self {
+        let has = |kind| profile.features.iter().any(|c| c.kind == kind);
         // Dates become numbers (year, month, ...).
         Self {
             numeric: has(ColumnKind::Numeric) || has(ColumnKind::Date),
@@ -857,7 +870,8 @@ pub(crate) mod tests {
     #[test]
     fn drafts_walk_the_portfolio_and_never_repeat() {
         let mut history = Vec::new();
-        let portfolio = portfolio(false, 500);
+        // (The sample profile has no columns: the drafts are those that differ without any.)
+        let portfolio = portfolio_for(false, 500, Columns::of(&context(vec![])));
         for (i, expected) in portfolio.iter().enumerate() {
             let c = choose(&context(history.clone()));
             assert_eq!(&c, expected, "draft {i}");
@@ -1050,6 +1064,15 @@ pub(crate) mod tests {
         // Without a categorical column, never a change of how categories are encoded: it would
         // only rename the same model.
         assert!(recorded.iter().all(|r| r.contains("prep.categorical='one_hot'")), "{recorded:?}");
+        // Data without a number draft no additive model: it would be the linear one again.
+        let mut categories_only = numbers_only.clone();
+        categories_only.features[0].kind = ColumnKind::Categorical;
+        let spline = |c: &Config| c.prep.numeric == NumericTreatment::Spline;
+        let with = portfolio_for(true, 500, Columns::of_profile(&numbers_only));
+        let without = portfolio_for(true, 500, Columns::of_profile(&categories_only));
+        assert!(with.iter().any(spline) && !without.iter().any(spline));
+        assert_eq!(without.len() + 1, with.len());
+        assert_eq!(crate::builtin::drafts(true, &categories_only) as usize, without.len());
     }
 
     #[test]

@@ -123,7 +123,7 @@ impl Runner {
         if shared.agent.backend_name() == "builtin" {
             crate::builtin::drafts(
                 shared.inputs.target.kind == crate::task::TaskKind::Regression,
-                shared.inputs.profile.rows,
+                &shared.inputs.profile,
             )
         } else {
             5
