@@ -9,9 +9,12 @@
 //! the blend (on small data the earlier, higher-scoring selections tested worse than the later
 //! ones). A selection that settles on a blend made before keeps that one; one that settles on a
 //! single model leaves no ensemble standing.
+//!
+//! "Better" is [`Metric::ahead`]: equal scores are ordered by their tie-break (the log loss of
+//! classification probabilities), and without one the earlier iteration stays chosen.
 
 use crate::journal::IterationRecord;
-use crate::metric::Metric;
+use crate::metric::{Metric, Standing};
 use crate::search::Operation;
 
 /// The choice among the records seen so far.
@@ -19,10 +22,10 @@ use crate::search::Operation;
 pub struct Choice {
     metric: Metric,
     split: Option<u32>,
-    single: Option<(u32, f64)>,
-    ensemble: Option<(u32, f64)>,
-    /// Ensembles made on the split in force: iteration, score, members as recorded.
-    made: Vec<(u32, f64, Vec<crate::steps::Hyperparameter>)>,
+    single: Option<(u32, Standing)>,
+    ensemble: Option<(u32, Standing)>,
+    /// Ensembles made on the split in force: iteration, standing, members as recorded.
+    made: Vec<(u32, Standing, Vec<crate::steps::Hyperparameter>)>,
 }
 
 impl Choice {
@@ -45,7 +48,7 @@ impl Choice {
             // Scores on another split do not compare: the choice starts again on this one.
             *self = Self { split: Some(r.split_id), ..Self::new(self.metric) };
         }
-        let score = r.validation_score.filter(|_| r.succeeded());
+        let score = r.standing().filter(|_| r.succeeded());
         match r.operation {
             Operation::Refit => {}
             Operation::Ensemble => {
@@ -60,7 +63,7 @@ impl Choice {
             }
             _ => {
                 if let Some(score) = score
-                    && self.single.is_none_or(|(_, b)| self.metric.better(score, b))
+                    && self.single.is_none_or(|(_, b)| self.metric.ahead(score, b))
                 {
                     self.single = Some((r.iteration, score));
                 }
@@ -70,8 +73,13 @@ impl Choice {
 
     /// The chosen iteration and its validation score.
     pub fn best(&self) -> Option<(u32, f64)> {
+        self.best_standing().map(|(n, s)| (n, s.score))
+    }
+
+    /// The chosen iteration and how it ranks.
+    pub fn best_standing(&self) -> Option<(u32, Standing)> {
         match (self.single, self.ensemble) {
-            (Some(s), Some(e)) => Some(if self.metric.better(e.1, s.1) { e } else { s }),
+            (Some(s), Some(e)) => Some(if self.metric.ahead(e.1, s.1) { e } else { s }),
             (s, e) => s.or(e),
         }
     }
@@ -114,6 +122,7 @@ mod tests {
             representation: None,
             split_id: 1,
             validation_score: score,
+            validation_tiebreak: None,
             next_ideas: vec![],
             predictions_sha256: None,
             model_files: vec![],
@@ -154,6 +163,27 @@ mod tests {
         records.push(record(9, Operation::Ensemble, "failed at ensemble inference: x", None, &[1, 4]));
         records.push(record(10, Operation::Refit, "succeeded", None, &[]));
         assert_eq!(Choice::of(m, &records).best(), Some((4, 0.85)));
+    }
+
+    #[test]
+    fn equal_scores_are_ordered_by_the_tiebreak() {
+        let m = Metric::Accuracy;
+        let with = |mut r: IterationRecord, tiebreak: Option<f64>| {
+            r.validation_tiebreak = tiebreak;
+            r
+        };
+        let mut records = vec![
+            with(record(1, Operation::Draft, "succeeded", Some(1.0), &[]), Some(0.3)),
+            with(record(2, Operation::Draft, "succeeded", Some(1.0), &[]), Some(0.1)),
+            with(record(3, Operation::Improve, "succeeded", Some(1.0), &[]), None),
+            with(record(4, Operation::Improve, "succeeded", Some(1.0), &[]), Some(0.2)),
+        ];
+        assert_eq!(Choice::of(m, &records).best(), Some((2, 1.0)), "the surer of the perfect ones");
+        records.push(with(record(5, Operation::Ensemble, "succeeded", Some(1.0), &[2, 4]), Some(0.05)));
+        assert_eq!(Choice::of(m, &records).best(), Some((5, 1.0)));
+        // Journals from before the tie-break was recorded: the first to reach a score stays.
+        let old: Vec<IterationRecord> = records.iter().map(|r| with(r.clone(), None)).collect();
+        assert_eq!(Choice::of(m, &old).best(), Some((1, 1.0)));
     }
 
     #[test]

@@ -200,6 +200,10 @@ pub struct IterationRecord {
     pub representation: Option<crate::steps::RepresentOutput>,
     pub split_id: u32,
     pub validation_score: Option<f64>,
+    /// What orders equal validation scores ([`crate::metric::Standing`]); absent for metrics
+    /// without one and in journals written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_tiebreak: Option<f64>,
     pub next_ideas: Vec<String>,
     /// sha256 of the validation predictions the score was computed from.
     pub predictions_sha256: Option<String>,
@@ -220,6 +224,11 @@ pub struct IterationRecord {
 impl IterationRecord {
     pub fn succeeded(&self) -> bool {
         self.status == "succeeded" && self.validation_score.is_some()
+    }
+
+    /// How its validation result ranks, if it has one.
+    pub fn standing(&self) -> Option<crate::metric::Standing> {
+        self.validation_score.map(|s| crate::metric::Standing::new(s, self.validation_tiebreak))
     }
 }
 

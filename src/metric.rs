@@ -68,6 +68,25 @@ impl Metric {
         if self.higher_is_better() { a > b } else { a < b }
     }
 
+    /// Whether `a` ranks strictly ahead of `b`: a better score, or the same score and a lower
+    /// tie-break (see [`Standing`]).
+    pub fn ahead(self, a: Standing, b: Standing) -> bool {
+        self.better(a.score, b.score)
+            || (a.score == b.score && matches!((a.tiebreak, b.tiebreak), (Some(x), Some(y)) if x < y))
+    }
+
+    /// Best first: by score, then by tie-break, one without a tie-break after those with one
+    /// (a total order, for sorting).
+    pub fn rank(self, a: Standing, b: Standing) -> std::cmp::Ordering {
+        Standing::rank(a, b, self.higher_is_better())
+    }
+
+    /// Whether equal scores of this metric are told apart by the log loss of the same
+    /// predictions: every classification metric but log loss itself.
+    pub fn has_tiebreak(self) -> bool {
+        !self.is_regression() && self != Metric::LogLoss
+    }
+
     /// Whether the metric applies to regression (else classification).
     pub fn is_regression(self) -> bool {
         matches!(self, Metric::Rmse | Metric::Mae | Metric::R2)
@@ -92,6 +111,37 @@ impl FromStr for Metric {
         Metric::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
             let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
             format!("unknown metric `{s}`; use one of: {}", names.join(", "))
+        })
+    }
+}
+
+/// How a validation result ranks: its score, and where the metric [has a
+/// tie-break](Metric::has_tiebreak), the log loss of the same probabilities. Accuracy on a few
+/// hundred rows takes few values: a dozen models reach the same one (on small data, often 1.0),
+/// and the first of them to get there is no better a choice than the others. The log loss, a
+/// proper score of the probabilities behind those labels, orders them by how sure they were.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Standing {
+    pub score: f64,
+    /// Lower is better; `None` compares as a tie.
+    pub tiebreak: Option<f64>,
+}
+
+impl Standing {
+    pub fn new(score: f64, tiebreak: Option<f64>) -> Self {
+        Self { score, tiebreak }
+    }
+
+    /// [`Metric::rank`] for a score whose direction is `higher_is_better`.
+    pub fn rank(a: Self, b: Self, higher_is_better: bool) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        let by_score =
+            if higher_is_better { b.score.total_cmp(&a.score) } else { a.score.total_cmp(&b.score) };
+        by_score.then(match (a.tiebreak, b.tiebreak) {
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
         })
     }
 }
@@ -422,5 +472,21 @@ mod tests {
         assert!("auc".parse::<Metric>().unwrap_err().contains("roc_auc, accuracy"));
         assert!(Metric::Rmse.better(1.0, 2.0));
         assert!(Metric::Accuracy.better(0.9, 0.8));
+    }
+
+    #[test]
+    fn equal_scores_rank_by_the_tiebreak_and_never_against_a_better_score() {
+        let m = Metric::Accuracy;
+        let (sure, unsure) = (Standing::new(1.0, Some(0.05)), Standing::new(1.0, Some(0.3)));
+        assert!(m.ahead(sure, unsure) && !m.ahead(unsure, sure));
+        assert!(!m.ahead(sure, sure), "strictly ahead");
+        assert!(m.ahead(Standing::new(1.0, Some(9.0)), Standing::new(0.99, Some(0.01))), "score first");
+        assert!(!m.ahead(sure, Standing::new(1.0, None)) && !m.ahead(Standing::new(1.0, None), sure));
+        assert!(Metric::Rmse.ahead(Standing::new(1.0, None), Standing::new(2.0, None)));
+        let mut sorted = vec![Standing::new(1.0, None), unsure, Standing::new(0.9, Some(0.01)), sure];
+        sorted.sort_by(|a, b| m.rank(*a, *b));
+        assert_eq!(sorted, vec![sure, unsure, Standing::new(1.0, None), Standing::new(0.9, Some(0.01))]);
+        assert!(m.has_tiebreak() && Metric::RocAuc.has_tiebreak());
+        assert!(!Metric::LogLoss.has_tiebreak() && !Metric::Rmse.has_tiebreak());
     }
 }

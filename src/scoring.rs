@@ -62,6 +62,8 @@ impl Truth {
 pub struct Scored {
     pub score: f64,
     pub details: String,
+    /// What orders equal scores ([`metric::Standing`]): the log loss of all the rows scored.
+    pub tiebreak: Option<f64>,
 }
 
 /// Predictions read from a file, checked against the number of rows they are for.
@@ -244,13 +246,14 @@ pub fn score_predicted(predicted: &Predicted, target: &TargetInfo, truth: &Truth
     match (truth, predicted) {
         (Truth::Values(values), Predicted::Values(predicted)) => {
             let score = metric::regression(target.metric, values, predicted).map_err(|e| e.to_string())?;
-            Ok(Scored { score, details: residual_details(values, predicted) })
+            Ok(Scored { score, details: residual_details(values, predicted), tiebreak: None })
         }
         (Truth::Classes(truth), Predicted::Classes { labels, probabilities }) => {
             let classes = Classes { all: &target.classes, positive: target.positive.as_deref() };
             let score = metric::classification(target.metric, truth, labels, probabilities, classes)
                 .map_err(|e| e.to_string())?;
-            Ok(Scored { score, details: class_details(truth, labels) })
+            let tiebreak = target.metric.has_tiebreak().then(|| log_loss(predicted, target, truth)).flatten();
+            Ok(Scored { score, details: class_details(truth, labels), tiebreak })
         }
         _ => Err("the predictions do not fit the task (values for classes, or classes for values)".into()),
     }
@@ -274,9 +277,25 @@ pub fn score_folds(
         scores.push(s.score);
     }
     let score = scores.iter().sum::<f64>() / scores.len() as f64;
-    let pooled = score_predicted(predicted, target, truth).map(|s| s.details).unwrap_or_default();
+    let (pooled, tiebreak) =
+        score_predicted(predicted, target, truth).map(|s| (s.details, s.tiebreak)).unwrap_or_default();
     let each: Vec<String> = scores.iter().map(|s| format!("{s:.4}")).collect();
-    Ok(Scored { score, details: format!("mean of {} folds ({})\n{pooled}", folds.len(), each.join(", ")) })
+    let details = format!("mean of {} folds ({})\n{pooled}", folds.len(), each.join(", "));
+    Ok(Scored { score, details, tiebreak })
+}
+
+/// The log loss of `predicted`'s probabilities as [`metric`] defines it (clipped, rows not
+/// renormalized); a class without a probability column counts 1 where it is the label, else 0.
+fn log_loss(predicted: &Predicted, target: &TargetInfo, truth: &[String]) -> Option<f64> {
+    let rows = predicted.probability_rows(&target.classes);
+    let eps = f64::EPSILON;
+    let mut total = 0.0;
+    for (row, t) in rows.iter().zip(truth) {
+        let class = target.classes.iter().position(|c| c == t)?;
+        total -= row[class].clamp(eps, 1.0 - eps).ln();
+    }
+    // Probabilities an accuracy task does not check may be anything: no order from those.
+    Some(total / truth.len() as f64).filter(|v| v.is_finite())
 }
 
 /// Reads and scores the predictions file `rel` that a script left in `dir`.

@@ -205,6 +205,7 @@ fn report_markdown_and_plot() {
         representation: None,
         split_id: 1,
         validation_score: score,
+        validation_tiebreak: None,
         next_ideas: vec![],
         predictions_sha256: None,
         model_files: vec![],
@@ -263,4 +264,17 @@ fn report_markdown_and_plot() {
         insta::assert_snapshot!("report_markdown", markdown(&data));
         insta::assert_snapshot!("report_plot_svg", svg_plot(&data));
     });
+    // Equal scores: ordered by their log loss, which is shown beside them and only there.
+    let mut tied = data.clone();
+    for (r, tiebreak) in tied.iterations.iter_mut().zip([Some(0.2), None, Some(0.05)]) {
+        r.validation_score = r.validation_score.map(|_| 0.98);
+        r.validation_tiebreak = tiebreak;
+    }
+    let order: Vec<(u32, Option<f64>)> =
+        tied.leaderboard().iter().map(|r| (r.iteration, r.tiebreak)).collect();
+    assert_eq!(order, vec![(3, Some(0.05)), (1, Some(0.2)), (2, None), (4, None)]);
+    let md = markdown(&tied);
+    assert!(md.contains("| 3 (best) | logistic_regression | C=1.0 | 0.9800 (log loss 0.0500) |"), "{md}");
+    assert!(md.contains("ordered by the log loss"), "{md}");
+    assert!(!markdown(&data).contains("log loss"), "no tie, no log loss");
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Check, format_score};
+use super::{Check, format_score, tiebreak_check};
 use crate::config::RunConfig;
 use crate::data::{TargetInfo, read_table, write_csv};
 use crate::folds::Folds;
@@ -74,10 +74,12 @@ impl CvAudit<'_> {
                 candidates.push(Candidate { iteration: iteration as u32, predicted });
                 weights.push((iteration as u32, weight as u32));
             }
-            let now = blend_score(&candidates, &weights, self.target, &truth, &folds.ranges)
-                .map(format_score)
+            let standing = blend_score(&candidates, &weights, self.target, &truth, &folds.ranges);
+            let now = standing
+                .map(|s| format_score(s.score))
                 .unwrap_or_else(|| "(no blend: a member did not run)".into());
             checks.push(Check::new(format!("{what}, blended"), recorded, now));
+            checks.extend(tiebreak_check(self.record, standing.and_then(|s| s.tiebreak)));
             return Ok(checks);
         }
         let (check, run) = self.run_folds(self.root, &folds, "")?;
@@ -88,10 +90,10 @@ impl CvAudit<'_> {
             self.record.predictions_sha256.clone().unwrap_or_default(),
             crate::folds::predictions_sha256(files.iter().map(Vec::as_slice)),
         ));
-        let now = score_folds(&predicted, self.target, &truth, &folds.ranges)
-            .map(|s| format_score(s.score))
-            .unwrap_or_else(|e| e);
+        let scored = score_folds(&predicted, self.target, &truth, &folds.ranges);
+        let now = scored.as_ref().map(|s| format_score(s.score)).unwrap_or_else(|e| e.clone());
         checks.push(Check::new(what, recorded, now));
+        checks.extend(tiebreak_check(self.record, scored.ok().and_then(|s| s.tiebreak)));
         Ok(checks)
     }
 

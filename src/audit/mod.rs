@@ -282,13 +282,26 @@ fn holdout_checks(
         now,
     ));
     let truth = Truth::from_csv(labels, target).map_err(anyhow::Error::msg)?;
-    let now = score(&guest, predictions, target, &truth).map(|s| format_score(s.score)).unwrap_or_else(|e| e);
+    let scored = score(&guest, predictions, target, &truth);
+    let now = scored.as_ref().map(|s| format_score(s.score)).unwrap_or_else(|e| e.clone());
     checks.push(Check::new(
         format!("validation {}", target.metric),
         record.validation_score.map(format_score).unwrap_or_default(),
         now,
     ));
+    checks.extend(tiebreak_check(record, scored.ok().and_then(|s| s.tiebreak)));
     Ok(checks)
+}
+
+/// The check of the recorded tie-break ([`crate::metric::Standing`]), if the run recorded one:
+/// it decides between equal scores, so it is reproduced like them.
+fn tiebreak_check(record: &IterationRecord, now: Option<f64>) -> Option<Check> {
+    let recorded = record.validation_tiebreak?;
+    Some(Check::new(
+        "validation log loss (orders equal scores)",
+        format_score(recorded),
+        now.map_or_else(|| "(none)".into(), format_score),
+    ))
 }
 
 /// The test score the run recorded for `iteration`, as [`format_score`] writes it (the last

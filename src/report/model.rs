@@ -51,6 +51,10 @@ pub struct Leader {
     pub family: String,
     pub settings: String,
     pub score: Option<f64>,
+    /// The log loss that orders it among rows of the same score ([`crate::metric::Standing`]),
+    /// shown only where another row has that score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiebreak: Option<f64>,
     pub seconds: f64,
     pub status: String,
     pub split_id: u32,
@@ -279,6 +283,7 @@ impl ReportData {
                 parent: r.parent,
                 operation: r.operation,
                 score: r.validation_score.filter(|_| r.succeeded()),
+                tiebreak: r.validation_tiebreak,
                 failed: r.status.starts_with("failed"),
                 seconds: r.script_seconds,
             })
@@ -324,6 +329,7 @@ impl ReportData {
                     .collect::<Vec<_>>()
                     .join(", "),
                 score: r.validation_score,
+                tiebreak: r.validation_tiebreak,
                 seconds: r.seconds,
                 status: match (r.operation, r.parent) {
                     (crate::search::Operation::Refit, Some(p)) => {
@@ -335,14 +341,27 @@ impl ReportData {
             })
             .collect();
         let higher = self.higher_is_better;
-        rows.sort_by(|a, b| match (a.score, b.score) {
+        let standing = |r: &Leader| r.score.map(|s| crate::metric::Standing::new(s, r.tiebreak));
+        rows.sort_by(|a, b| match (standing(a), standing(b)) {
             (Some(x), Some(y)) => {
-                (if higher { y.total_cmp(&x) } else { x.total_cmp(&y) }).then(a.iteration.cmp(&b.iteration))
+                crate::metric::Standing::rank(x, y, higher).then(a.iteration.cmp(&b.iteration))
             }
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => a.iteration.cmp(&b.iteration),
         });
+        let tied: Vec<bool> = rows
+            .iter()
+            .map(|r| {
+                let same = |o: &Leader| o.score.is_some() && o.score == r.score && o.split_id == r.split_id;
+                rows.iter().filter(|o| same(o)).count() > 1
+            })
+            .collect();
+        for (row, tied) in rows.iter_mut().zip(tied) {
+            if !tied {
+                row.tiebreak = None;
+            }
+        }
         rows
     }
 }

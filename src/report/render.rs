@@ -1,9 +1,17 @@
 //! Rendering report data as Markdown, HTML (self-contained, inline SVG) and plain text.
 
-use super::model::ReportData;
+use super::model::{Leader, ReportData};
 
 fn fmt_score(score: Option<f64>) -> String {
     score.map_or_else(|| "—".to_string(), |s| format!("{s:.4}"))
+}
+
+/// A leaderboard row's score, with the log loss that orders it among equal scores.
+fn fmt_ranked(row: &Leader) -> String {
+    match row.tiebreak {
+        Some(t) => format!("{} (log loss {t:.4})", fmt_score(row.score)),
+        None => fmt_score(row.score),
+    }
 }
 
 fn fmt_seconds(s: f64) -> String {
@@ -41,7 +49,11 @@ pub fn leaderboard_text(data: &ReportData, limit: usize) -> String {
     );
     for row in data.leaderboard().into_iter().take(limit) {
         let mark = if Some(row.iteration) == data.best_iteration { "*" } else { " " };
-        let detail = if row.score.is_some() { row.settings } else { row.status };
+        let detail = match (row.score, row.tiebreak) {
+            (Some(_), Some(t)) => format!("log loss {t:.4}; {}", row.settings),
+            (Some(_), None) => row.settings,
+            (None, _) => row.status,
+        };
         out.push_str(&format!(
             "{:>4}{mark}  {:<24} {:>10} {:>9}  {}\n",
             row.iteration,
@@ -124,15 +136,20 @@ pub fn markdown(data: &ReportData) -> String {
     md.push_str("## Solution tree\n\nEach iteration under the one it built on (draft: a new approach; improve, debug: from its parent; ensemble: a weighted blend of earlier iterations, made by the runner).\n\n```\n");
     md.push_str(&data.tree());
     md.push_str("```\n\n");
-    md.push_str("## Leaderboard\n\n| iteration | model | settings | score | time | status |\n|---|---|---|---|---|---|\n");
-    for row in data.leaderboard() {
+    md.push_str("## Leaderboard\n\n");
+    let leaderboard = data.leaderboard();
+    if leaderboard.iter().any(|r| r.tiebreak.is_some()) {
+        md.push_str("Equal scores are ordered by the log loss of the same probabilities (shown beside them); the choice follows that order.\n\n");
+    }
+    md.push_str("| iteration | model | settings | score | time | status |\n|---|---|---|---|---|---|\n");
+    for row in leaderboard {
         let mark = if Some(row.iteration) == data.best_iteration { " (best)" } else { "" };
         md.push_str(&format!(
             "| {}{mark} | {} | {} | {} | {} | {} |\n",
             row.iteration,
             row.family,
             row.settings.replace('|', "\\|"),
-            fmt_score(row.score),
+            fmt_ranked(&row),
             fmt_seconds(row.seconds),
             row.status.replace('|', "\\|").replace('\n', " ")
         ));
@@ -327,7 +344,7 @@ pub fn html(data: &ReportData) -> String {
             row.iteration,
             escape(&row.family),
             escape(&row.settings),
-            fmt_score(row.score),
+            fmt_ranked(&row),
             fmt_seconds(row.seconds),
             escape(&row.status)
         ));

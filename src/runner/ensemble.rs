@@ -15,6 +15,7 @@ use super::iteration::{Finished, Iteration, Job};
 use super::shared::Shared;
 use crate::guest_fs::GuestDir;
 use crate::journal::IterationRecord;
+use crate::metric::Standing;
 use crate::policy::ScriptKind;
 use crate::scoring::{Predicted, read_predictions, score};
 use crate::search::{self, Candidate, Operation};
@@ -78,7 +79,7 @@ pub(super) async fn run(
     let mut acc = Accumulator::default();
     let mut script_seconds = 0.0;
     let record = |status: String,
-                  score: Option<f64>,
+                  standing: Option<Standing>,
                   weights: &[(u32, u32)],
                   acc: &Accumulator,
                   sha: Option<String>,
@@ -93,7 +94,8 @@ pub(super) async fn run(
             hyperparameters: members_of(weights),
             representation: None,
             split_id: split.id,
-            validation_score: score,
+            validation_score: standing.map(|s| s.score),
+            validation_tiebreak: standing.and_then(|s| s.tiebreak),
             next_ideas: vec![],
             predictions_sha256: sha,
             model_files,
@@ -227,15 +229,15 @@ pub(super) async fn run(
         // shows the ensemble works; its score is the blend's over the members' out-of-fold
         // predictions, the mean over the folds as for any candidate.
         Some(_) => search::blend_score(&usable, &blend.weights, target, &split.truth, split.ranges())
-            .map(|score| (score, None))
+            .map(|standing| (standing, None))
             .ok_or_else(|| "the blend's out-of-fold score is undefined".to_string()),
         None => score(&guest, "predictions.csv", target, &split.truth).map(|s| {
             let sha = guest.sha256("predictions.csv", u64::MAX).map(|(_, sha)| sha).ok();
-            (s.score, sha)
+            (Standing::new(s.score, s.tiebreak), sha)
         }),
     };
     let (status, validation_score, sha) = match scored {
-        Ok((score, sha)) => ("succeeded".to_string(), Some(score), sha),
+        Ok((standing, sha)) => ("succeeded".to_string(), Some(standing), sha),
         Err(why) => (format!("failed at ensemble inference: {why}"), None, None),
     };
     let model_files = crate::policy::model_files(&outcome);

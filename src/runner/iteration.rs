@@ -154,6 +154,7 @@ pub(super) async fn run(shared: Arc<Shared>, job: Job) -> anyhow::Result<Finishe
         representation: acc.represent.clone(),
         split_id: shared.split().id,
         validation_score: done.as_ref().map(|d| d.scored.score),
+        validation_tiebreak: done.as_ref().and_then(|d| d.scored.tiebreak),
         next_ideas,
         predictions_sha256: done.as_ref().map(|d| d.predictions_sha256.clone()),
         model_files: done.map(|d| d.model_files).unwrap_or_default(),

@@ -34,23 +34,21 @@ impl Runner {
             parent: p.parent,
             operation: p.operation,
             score: None,
+            tiebreak: None,
             failed: false,
             seconds: 0.0,
         }));
+        let metric = shared.inputs.target.metric;
         let situation = Situation {
             iteration: n,
-            higher_is_better: shared.inputs.target.metric.higher_is_better(),
+            higher_is_better: metric.higher_is_better(),
             time_left: shared.budget.loop_left(),
             seed: config.loop_.seed,
             drafts: config.search.drafts.unwrap_or_else(|| self.default_drafts()),
             ensemble_every: config.search.ensemble_every,
             jobs: config.loop_.jobs,
-            perfect: shared
-                .inputs
-                .target
-                .metric
-                .perfect()
-                .is_some_and(|p| nodes.iter().filter_map(|x| x.score).any(|s| s == p)),
+            perfect: !metric.has_tiebreak()
+                && metric.perfect().is_some_and(|p| nodes.iter().filter_map(|x| x.score).any(|s| s == p)),
         };
         let mut decision = self.policy.decide(&nodes, &situation);
         let situation = &situation;
@@ -142,9 +140,10 @@ impl Runner {
             .filter(|r| r.succeeded() && r.split_id == split)
             .filter(|r| !matches!(r.operation, Operation::Ensemble | Operation::Refit))
             .collect();
+        let nan = crate::metric::Standing::new(f64::NAN, None);
         scored.sort_by(|a, b| {
-            let (x, y) = (a.validation_score.unwrap_or(f64::NAN), b.validation_score.unwrap_or(f64::NAN));
-            (if metric.higher_is_better() { y.total_cmp(&x) } else { x.total_cmp(&y) })
+            metric
+                .rank(a.standing().unwrap_or(nan), b.standing().unwrap_or(nan))
                 .then(a.iteration.cmp(&b.iteration))
         });
         let mut families = std::collections::BTreeSet::new();
@@ -253,6 +252,7 @@ pub(super) fn node(r: &IterationRecord, split: u32) -> Node {
         parent: r.parent,
         operation: r.operation,
         score: if r.split_id == split && r.succeeded() { r.validation_score } else { None },
+        tiebreak: r.validation_tiebreak,
         // A refit is the runner's; there is nothing for an agent to debug in it.
         failed: r.status.starts_with("failed") && r.operation != Operation::Refit,
         seconds: r.script_seconds,

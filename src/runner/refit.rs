@@ -184,6 +184,7 @@ fn record(
         representation: best.representation.clone(),
         split_id: best.split_id,
         validation_score: None,
+        validation_tiebreak: None,
         next_ideas: vec![],
         predictions_sha256: None,
         model_files,

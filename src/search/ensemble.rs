@@ -1,12 +1,15 @@
 //! Greedy ensemble selection with replacement (Caruana et al., 2004), as AutoGluon's weighted
 //! ensemble does it: starting from nothing, repeatedly add the candidate (possibly one already
 //! in) whose addition makes the averaged predictions score best on the validation rows; keep
-//! the best ensemble seen. Weights are the number of times each candidate was added.
+//! the best ensemble seen. Weights are the number of times each candidate was added. Blends of
+//! equal score rank by the log loss of their averaged probabilities ([`Standing`]): with
+//! accuracy on a small split every addition may tie, and the first candidate in the list is no
+//! reason to choose.
 
 use std::ops::Range;
 
 use crate::data::TargetInfo;
-use crate::metric::{self, Metric};
+use crate::metric::{self, Metric, Standing};
 use crate::scoring::{Predicted, Truth};
 
 /// One candidate's validation predictions.
@@ -23,6 +26,8 @@ pub struct Blend {
     pub weights: Vec<(u32, u32)>,
     /// Validation score of the blend (as computed here; the runner scores the real run too).
     pub score: f64,
+    /// What ordered it among blends of the same score.
+    pub tiebreak: Option<f64>,
 }
 
 impl Blend {
@@ -49,38 +54,38 @@ pub fn select(
     let (matrices, width) = matrices(candidates, target, truth)?;
     let rows = truth.len();
     let scorer = FoldScorer::new(target, truth, folds, width)?;
-    let better = |a: f64, b: f64| target.metric.better(a, b);
+    let ahead = |a: Standing, b: Standing| target.metric.ahead(a, b);
     let mut sum = vec![0.0; rows * width];
     let mut trial = vec![0.0; rows * width];
     let mut counts = vec![0u32; candidates.len()];
-    let mut best: Option<(f64, Vec<u32>)> = None;
+    let mut best: Option<(Standing, Vec<u32>)> = None;
     for round in 1..=rounds.max(1) {
         if stop() {
             return None;
         }
-        let mut pick: Option<(usize, f64)> = None;
+        let mut pick: Option<(usize, Standing)> = None;
         for (i, m) in matrices.iter().enumerate() {
             for ((t, s), v) in trial.iter_mut().zip(&sum).zip(m) {
                 *t = s + v;
             }
-            let Some(score) = scorer.score(&trial, round as u32) else { continue };
-            if pick.is_none_or(|(_, s)| better(score, s)) {
-                pick = Some((i, score));
+            let Some(standing) = scorer.standing(&trial, round as u32) else { continue };
+            if pick.is_none_or(|(_, s)| ahead(standing, s)) {
+                pick = Some((i, standing));
             }
         }
-        let (i, score) = pick?;
+        let (i, standing) = pick?;
         for (s, v) in sum.iter_mut().zip(&matrices[i]) {
             *s += v;
         }
         counts[i] += 1;
-        if best.as_ref().is_none_or(|(s, _)| better(score, *s)) {
-            best = Some((score, counts.clone()));
+        if best.as_ref().is_none_or(|(s, _)| ahead(standing, *s)) {
+            best = Some((standing, counts.clone()));
         }
     }
-    let (score, counts) = best?;
+    let (standing, counts) = best?;
     let weights: Vec<(u32, u32)> =
         candidates.iter().zip(&counts).filter(|(_, n)| **n > 0).map(|(c, n)| (c.iteration, *n)).collect();
-    Some(Blend { weights, score })
+    Some(Blend { weights, score: standing.score, tiebreak: standing.tiebreak })
 }
 
 /// The validation score of `weights` (`(iteration, times chosen)`) over `candidates`: what
@@ -91,7 +96,7 @@ pub fn blend_score(
     target: &TargetInfo,
     truth: &Truth,
     folds: &[Range<usize>],
-) -> Option<f64> {
+) -> Option<Standing> {
     let (matrices, width) = matrices(candidates, target, truth)?;
     let scorer = FoldScorer::new(target, truth, folds, width)?;
     let mut sum = vec![0.0; truth.len() * width];
@@ -105,7 +110,7 @@ pub fn blend_score(
         }
         count += times;
     }
-    scorer.score(&sum, count)
+    scorer.standing(&sum, count)
 }
 
 /// Each candidate's predictions as one flat rows × width matrix, and the width.
@@ -124,10 +129,12 @@ fn matrices(candidates: &[Candidate], target: &TargetInfo, truth: &Truth) -> Opt
     Some((matrices, width))
 }
 
-/// The mean of [`Scorer`]s over folds (one fold: the whole truth).
+/// The mean of [`Scorer`]s over folds (one fold: the whole truth), and the tie-break over all
+/// rows (as [`crate::scoring::score_folds`] computes it).
 struct FoldScorer<'a> {
     folds: Vec<(Range<usize>, Scorer<'a>)>,
     width: usize,
+    whole: Option<Scorer<'a>>,
 }
 
 impl<'a> FoldScorer<'a> {
@@ -138,16 +145,22 @@ impl<'a> FoldScorer<'a> {
             .iter()
             .map(|r| Scorer::new(target, truth, r.clone(), &target.classes).map(|s| (r.clone(), s)))
             .collect::<Option<Vec<_>>>()?;
-        Some(Self { folds, width })
+        let whole = if target.metric.has_tiebreak() {
+            Some(Scorer::new(target, truth, 0..truth.len(), &target.classes)?)
+        } else {
+            None
+        };
+        Some(Self { folds, width, whole })
     }
 
-    fn score(&self, sum: &[f64], count: u32) -> Option<f64> {
+    fn standing(&self, sum: &[f64], count: u32) -> Option<Standing> {
         let w = self.width;
         let mut total = 0.0;
         for (range, scorer) in &self.folds {
             total += scorer.score(&sum[range.start * w..range.end * w], count)?;
         }
-        Some(total / self.folds.len() as f64)
+        let tiebreak = self.whole.as_ref().and_then(|s| s.log_loss(sum, count)).filter(|v| v.is_finite());
+        Some(Standing::new(total / self.folds.len() as f64, tiebreak))
     }
 }
 
@@ -242,14 +255,17 @@ impl<'a> Scorer<'a> {
                     each.map(|a| a.iter().sum::<f64>() / w as f64)
                 }
             }
-            Metric::LogLoss => {
-                let eps = f64::EPSILON;
-                let total: f64 =
-                    (0..rows).map(|r| -(row(r)[self.classes[r]] / n).clamp(eps, 1.0 - eps).ln()).sum();
-                Some(total / rows as f64)
-            }
+            Metric::LogLoss => self.log_loss(sum, count),
             _ => None,
         }
+    }
+
+    fn log_loss(&self, sum: &[f64], count: u32) -> Option<f64> {
+        let (n, w, rows) = (f64::from(count), self.width, self.classes.len());
+        let eps = f64::EPSILON;
+        let total: f64 =
+            (0..rows).map(|r| -(sum[r * w + self.classes[r]] / n).clamp(eps, 1.0 - eps).ln()).sum();
+        (self.values.is_none() && rows > 0).then(|| total / rows as f64)
     }
 }
 
@@ -299,10 +315,10 @@ mod tests {
         let folds = [0..2, 2..5];
         let blend = select(&[a.clone(), b.clone()], &t, &truth, &folds, 10, &|| false).unwrap();
         assert_eq!(blend.score, 0.0, "their mean is exact on every row");
-        let alone = blend_score(&[a.clone(), b.clone()], &[(1, 1)], &t, &truth, &folds).unwrap();
+        let alone = blend_score(&[a.clone(), b.clone()], &[(1, 1)], &t, &truth, &folds).unwrap().score;
         // Fold 1: MAE 0.5; fold 2: MAE 1.0 (pooled it would be 0.8).
         assert!((alone - 0.75).abs() < 1e-12, "{alone}");
-        let recomputed = blend_score(&[a, b], &blend.weights, &t, &truth, &folds).unwrap();
+        let recomputed = blend_score(&[a, b], &blend.weights, &t, &truth, &folds).unwrap().score;
         assert_eq!(recomputed.to_bits(), blend.score.to_bits());
     }
 
@@ -347,5 +363,33 @@ mod tests {
             assert!((fast - slow).abs() < 1e-12, "{metric}: {fast} vs {slow}");
         }
         assert!(select(&[x, y], &t, &truth, &[], 5, &|| true).is_none(), "stopped");
+    }
+
+    #[test]
+    fn among_blends_of_equal_accuracy_the_surer_one_is_chosen() {
+        let classes = ["a", "b"];
+        let truth = Truth::Classes(vec!["a".into(), "b".into(), "a".into(), "b".into()]);
+        let sure_of_a = |p: f64| Predicted::Classes {
+            labels: vec!["a".into(), "b".into(), "a".into(), "b".into()],
+            probabilities: BTreeMap::from([
+                ("a".to_string(), vec![p, 1.0 - p, p, 1.0 - p]),
+                ("b".to_string(), vec![1.0 - p, p, 1.0 - p, p]),
+            ]),
+        };
+        // Both get every row right; the first in the list is the less sure.
+        let unsure = Candidate { iteration: 1, predicted: sure_of_a(0.6) };
+        let sure = Candidate { iteration: 2, predicted: sure_of_a(0.9) };
+        let t = target(TaskKind::Binary, Metric::Accuracy, &classes);
+        let blend = select(&[unsure.clone(), sure.clone()], &t, &truth, &[], 5, &|| false).unwrap();
+        assert_eq!(blend.weights, vec![(2, 1)], "{blend:?}");
+        assert_eq!(blend.score, 1.0);
+        let expected = -(0.9f64.ln());
+        assert!((blend.tiebreak.unwrap() - expected).abs() < 1e-12, "{blend:?}");
+        let again = blend_score(&[unsure, sure], &blend.weights, &t, &truth, &[0..2, 2..4]).unwrap();
+        assert_eq!(
+            again.tiebreak.map(f64::to_bits),
+            blend.tiebreak.map(f64::to_bits),
+            "pooled over the folds"
+        );
     }
 }

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use super::tree::{Decision, Node, Operation, Policy, Situation, debug_depth, root};
+use crate::metric::Standing;
 
 /// The default policy.
 #[derive(Debug, Clone)]
@@ -40,10 +41,9 @@ impl Policy for Greedy {
         // Scored single models (ensembles are not improved: they are remade from their members).
         let mut scored: Vec<&Node> =
             nodes.iter().filter(|n| n.score.is_some() && n.operation != Operation::Ensemble).collect();
+        let standing = |n: &Node| Standing::new(n.score.unwrap_or(f64::NAN), n.tiebreak);
         scored.sort_by(|a, b| {
-            let (x, y) = (a.score.unwrap_or(f64::NAN), b.score.unwrap_or(f64::NAN));
-            (if s.higher_is_better { y.total_cmp(&x) } else { x.total_cmp(&y) })
-                .then(a.iteration.cmp(&b.iteration))
+            Standing::rank(standing(a), standing(b), s.higher_is_better).then(a.iteration.cmp(&b.iteration))
         });
         // What fits: a parent whose scripts took more than half the time left is not built on.
         let fits = |n: &&Node| match s.time_left {

@@ -43,6 +43,8 @@ pub struct Node {
     pub operation: Operation,
     /// The validation score, if it was scored on the split in force.
     pub score: Option<f64>,
+    /// What orders equal scores ([`crate::metric::Standing`]).
+    pub tiebreak: Option<f64>,
     /// It failed (a script or an answer), as opposed to being cut short by the budget.
     pub failed: bool,
     /// Seconds its scripts ran.
@@ -64,7 +66,8 @@ pub struct Situation {
     pub ensemble_every: u32,
     /// Iterations that may run at once (an ensemble wants its members finished).
     pub jobs: u32,
-    /// The best score is the metric's best possible value: no ensemble can beat it.
+    /// The best score is the metric's best possible value and the metric has no tie-break:
+    /// no ensemble can beat it.
     pub perfect: bool,
 }
 
@@ -174,7 +177,7 @@ pub(crate) mod tests {
         operation: Operation,
         score: Option<f64>,
     ) -> Node {
-        Node { iteration, parent, operation, score, failed: score.is_none(), seconds: 1.0 }
+        Node { iteration, parent, operation, score, tiebreak: None, failed: score.is_none(), seconds: 1.0 }
     }
 
     #[test]

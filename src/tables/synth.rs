@@ -124,6 +124,7 @@ pub fn synthesize(runs_dir: &Path, runs: usize, iterations: u32, seed: u64) -> a
                 }),
                 split_id: 0,
                 validation_score: score,
+                validation_tiebreak: None,
                 next_ideas: vec![],
                 predictions_sha256: None,
                 model_files: vec![],
