@@ -73,15 +73,11 @@ impl Choice {
 
     /// The chosen iteration and its validation score.
     pub fn best(&self) -> Option<(u32, f64)> {
-        self.best_standing().map(|(n, s)| (n, s.score))
-    }
-
-    /// The chosen iteration and how it ranks.
-    pub fn best_standing(&self) -> Option<(u32, Standing)> {
-        match (self.single, self.ensemble) {
+        let (n, s) = match (self.single, self.ensemble) {
             (Some(s), Some(e)) => Some(if self.metric.ahead(e.1, s.1) { e } else { s }),
             (s, e) => s.or(e),
-        }
+        }?;
+        Some((n, s.score))
     }
 }
 

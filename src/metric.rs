@@ -269,16 +269,22 @@ pub fn classification(
                     return Err(MetricError::NotProbability { class: class.clone(), row, value });
                 }
             }
-            let eps = f64::EPSILON;
-            let total: f64 = truth
-                .iter()
-                .enumerate()
-                .map(|(row, t)| -probabilities[t][row].clamp(eps, 1.0 - eps).ln())
-                .sum();
-            Ok(total / truth.len() as f64)
+            Ok(mean_log_loss(truth.iter().enumerate().map(|(row, t)| probabilities[t][row])))
         }
         other => unreachable!("{other} is not a classification metric"),
     }
+}
+
+/// The mean over rows of `-ln p`, `p` each row's probability of its true class clipped to
+/// `[eps, 1 - eps]`: scikit-learn's `log_loss` (rows not renormalized). `NaN` for no rows.
+pub(crate) fn mean_log_loss(true_class: impl Iterator<Item = f64>) -> f64 {
+    let eps = f64::EPSILON;
+    let (mut total, mut rows) = (0.0, 0usize);
+    for p in true_class {
+        total -= p.clamp(eps, 1.0 - eps).ln();
+        rows += 1;
+    }
+    total / rows as f64
 }
 
 fn check_lengths(predicted: usize, expected: usize) -> Result<(), MetricError> {

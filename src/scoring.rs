@@ -288,14 +288,11 @@ pub fn score_folds(
 /// renormalized); a class without a probability column counts 1 where it is the label, else 0.
 fn log_loss(predicted: &Predicted, target: &TargetInfo, truth: &[String]) -> Option<f64> {
     let rows = predicted.probability_rows(&target.classes);
-    let eps = f64::EPSILON;
-    let mut total = 0.0;
-    for (row, t) in rows.iter().zip(truth) {
-        let class = target.classes.iter().position(|c| c == t)?;
-        total -= row[class].clamp(eps, 1.0 - eps).ln();
-    }
+    let classes: Vec<usize> =
+        truth.iter().map(|t| target.classes.iter().position(|c| c == t)).collect::<Option<_>>()?;
+    let loss = metric::mean_log_loss(rows.iter().zip(classes).map(|(row, class)| row[class]));
     // Probabilities an accuracy task does not check may be anything: no order from those.
-    Some(total / truth.len() as f64).filter(|v| v.is_finite())
+    Some(loss).filter(|v| v.is_finite())
 }
 
 /// Reads and scores the predictions file `rel` that a script left in `dir`.

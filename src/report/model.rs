@@ -350,15 +350,13 @@ impl ReportData {
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => a.iteration.cmp(&b.iteration),
         });
-        let tied: Vec<bool> = rows
-            .iter()
-            .map(|r| {
-                let same = |o: &Leader| o.score.is_some() && o.score == r.score && o.split_id == r.split_id;
-                rows.iter().filter(|o| same(o)).count() > 1
-            })
-            .collect();
-        for (row, tied) in rows.iter_mut().zip(tied) {
-            if !tied {
+        let key = |r: &Leader| r.score.map(|s| (r.split_id, s.to_bits()));
+        let mut counts = std::collections::HashMap::new();
+        for k in rows.iter().filter_map(key) {
+            *counts.entry(k).or_insert(0usize) += 1;
+        }
+        for row in &mut rows {
+            if key(row).is_none_or(|k| counts[&k] < 2) {
                 row.tiebreak = None;
             }
         }

@@ -262,10 +262,8 @@ impl<'a> Scorer<'a> {
 
     fn log_loss(&self, sum: &[f64], count: u32) -> Option<f64> {
         let (n, w, rows) = (f64::from(count), self.width, self.classes.len());
-        let eps = f64::EPSILON;
-        let total: f64 =
-            (0..rows).map(|r| -(sum[r * w + self.classes[r]] / n).clamp(eps, 1.0 - eps).ln()).sum();
-        (self.values.is_none() && rows > 0).then(|| total / rows as f64)
+        (self.values.is_none() && rows > 0)
+            .then(|| metric::mean_log_loss((0..rows).map(|r| sum[r * w + self.classes[r]] / n)))
     }
 }
 
