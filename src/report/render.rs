@@ -178,7 +178,7 @@ pub fn markdown(data: &ReportData) -> String {
         let wall: Vec<f64> = data.iterations.iter().map(|r| r.seconds).collect();
         let mean = wall.iter().sum::<f64>() / wall.len().max(1) as f64;
         md.push_str(&format!(
-            "\nThe runner's own time per iteration (iteration wall minus the scripts', agent calls included): median {:.0} ms ({:.1}% of a mean iteration).\n",
+            "\nThe runner's own time per iteration (iteration wall minus the scripts', agent calls and the snapshot's commit included): median {:.0} ms ({:.1}% of a mean iteration).\n",
             runner * 1000.0,
             100.0 * runner / mean.max(1e-9)
         ));

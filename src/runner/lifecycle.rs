@@ -439,15 +439,19 @@ impl Runner {
     }
 
     /// Commits a finished iteration (unless it was cut with nothing to keep) and journals it.
-    pub(super) fn record(&mut self, finished: Finished) -> anyhow::Result<()> {
+    pub(super) fn record(&mut self, mut finished: Finished) -> anyhow::Result<()> {
         let shared = self.shared.clone();
-        let record = &finished.record;
-        self.state.choice.observe(record);
+        self.state.choice.observe(&finished.record);
         let chosen = self.state.choice.best();
         let best = chosen.is_some_and(|(n, _)| n == finished.n);
-        if finished.stop.is_none() || record.validation_score.is_some() {
+        if finished.stop.is_none() || finished.record.validation_score.is_some() {
+            let committing = std::time::Instant::now();
             commit(&shared, &self.workspace, &finished, best)?;
+            // The commit is the iteration's too (storing a large model takes most of the
+            // runner's time), though not the wait for earlier iterations to be committed first.
+            finished.record.seconds += committing.elapsed().as_secs_f64();
         }
+        let record = &finished.record;
         if !best
             && let Some((n, _)) = chosen
             && self.state.best.is_none_or(|(b, _)| b != n)
