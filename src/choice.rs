@@ -106,27 +106,13 @@ mod tests {
         members: &[u32],
     ) -> IterationRecord {
         IterationRecord {
-            iteration: n,
-            parent: None,
             operation,
             status: status.into(),
-            family: "f".into(),
             hyperparameters: members
                 .iter()
                 .map(|m| Hyperparameter { name: format!("iter-{m:04}"), value: "1/2".into() })
                 .collect(),
-            representation: None,
-            split_id: 1,
-            validation_score: score,
-            validation_tiebreak: None,
-            next_ideas: vec![],
-            predictions_sha256: None,
-            model_files: vec![],
-            seconds: 0.0,
-            cost_usd: 0.0,
-            step_seconds: vec![],
-            analysis_error: None,
-            script_seconds: 0.0,
+            ..IterationRecord::for_tests(n, score)
         }
     }
 

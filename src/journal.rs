@@ -209,6 +209,8 @@ pub struct IterationRecord {
     pub predictions_sha256: Option<String>,
     /// `(path, sha256)` of every file the training script left under `model/`.
     pub model_files: Vec<(String, String)>,
+    /// Wall seconds from the iteration's start to its snapshot's commit (without the wait for
+    /// earlier iterations to be committed first).
     pub seconds: f64,
     pub cost_usd: f64,
     /// Seconds per step.
@@ -229,6 +231,31 @@ impl IterationRecord {
     /// How its validation result ranks, if it has one.
     pub fn standing(&self) -> Option<crate::metric::Standing> {
         self.validation_score.map(|s| crate::metric::Standing::new(s, self.validation_tiebreak))
+    }
+
+    /// A draft on split 1 that succeeded with `score` (failed without one), for tests.
+    #[cfg(test)]
+    pub fn for_tests(iteration: u32, score: Option<f64>) -> Self {
+        Self {
+            iteration,
+            parent: None,
+            operation: crate::search::Operation::Draft,
+            status: if score.is_some() { "succeeded" } else { "failed at train: exit 1" }.into(),
+            family: "f".into(),
+            hyperparameters: vec![],
+            representation: None,
+            split_id: 1,
+            validation_score: score,
+            validation_tiebreak: None,
+            next_ideas: vec![],
+            predictions_sha256: None,
+            model_files: vec![],
+            seconds: 0.0,
+            cost_usd: 0.0,
+            step_seconds: vec![],
+            analysis_error: None,
+            script_seconds: 0.0,
+        }
     }
 }
 

@@ -116,7 +116,7 @@ fn export_writes_the_five_tables_in_each_format_and_they_read_back_typed() {
 fn tables_hold_what_the_journal_says() {
     let dirs = &shared_runs().1;
     let rows = query_json(
-        "SELECT run_id, iteration, parent, operation, status, family, validation_score, commit FROM iterations ORDER BY run_id, iteration",
+        "SELECT run_id, iteration, parent, operation, status, family, validation_score, validation_tiebreak, commit FROM iterations ORDER BY run_id, iteration",
     );
     let mut expected = Vec::new();
     for dir in dirs {
@@ -128,6 +128,7 @@ fn tables_hold_what_the_journal_says() {
                 r.parent.map(i64::from),
                 r.family.clone(),
                 r.validation_score,
+                r.validation_tiebreak,
             ));
         }
     }
@@ -141,10 +142,13 @@ fn tables_hold_what_the_journal_says() {
                 r["parent"].as_i64(),
                 r["family"].as_str().unwrap().to_string(),
                 r["validation_score"].as_f64(),
+                r["validation_tiebreak"].as_f64(),
             )
         })
         .collect();
     assert_eq!(got, expected);
+    // Both tasks are classified by a metric with a tie-break: every scored iteration has one.
+    assert!(expected.iter().filter(|e| e.4.is_some()).all(|e| e.5.is_some()), "{expected:?}");
     assert!(rows.iter().all(|r| r["commit"].as_str().is_some_and(|c| c.len() == 40)), "{rows:?}");
     // The run table agrees with each run's summary.
     for dir in dirs {

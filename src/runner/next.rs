@@ -4,6 +4,7 @@
 
 use super::lifecycle::Runner;
 use crate::journal::IterationRecord;
+use crate::metric::{Metric, Standing};
 use crate::search::{Decision, Node, Operation, Situation};
 use crate::steps::{IterationBrief, ParentBrief, PendingBrief, Planned, StepContext, TaskBrief};
 
@@ -188,19 +189,7 @@ impl Runner {
         let split = shared.split();
         let history: Vec<IterationBrief> = self.state.records[..known].iter().map(brief).collect();
         let metric = shared.inputs.target.metric;
-        let best = history
-            .iter()
-            .filter(|h| {
-                h.score.is_some() && self.state.records[(h.iteration - 1) as usize].split_id == split.id
-            })
-            .filter(|h| h.status == "succeeded")
-            .fold(None::<&IterationBrief>, |best, h| match best {
-                Some(b) if !metric.better(h.score.unwrap_or(f64::NAN), b.score.unwrap_or(f64::NAN)) => {
-                    Some(b)
-                }
-                _ => Some(h),
-            })
-            .cloned();
+        let best = best_on_split(&self.state.records[..known], split.id, metric).map(brief);
         let config = &shared.inputs.config.loop_;
         StepContext {
             task: TaskBrief::new(&shared.inputs.task, &shared.inputs.target),
@@ -241,6 +230,20 @@ impl Runner {
     }
 }
 
+/// The best scored iteration of `records` on split `split`, as the choice orders them: equal
+/// scores by their tie-break, else the earlier one.
+fn best_on_split(records: &[IterationRecord], split: u32, metric: Metric) -> Option<&IterationRecord> {
+    records
+        .iter()
+        .filter(|r| r.split_id == split && r.succeeded())
+        .filter_map(|r| r.standing().map(|s| (r, s)))
+        .fold(None::<(&IterationRecord, Standing)>, |best, (r, s)| match best {
+            Some(b) if !metric.ahead(s, b.1) => Some(b),
+            _ => Some((r, s)),
+        })
+        .map(|(r, _)| r)
+}
+
 /// How many of the best candidates an ensemble selection looks at (with the best of each
 /// family besides).
 const MAX_ENSEMBLE_CANDIDATES: usize = 20;
@@ -270,5 +273,34 @@ pub(super) fn brief(r: &IterationRecord) -> IterationBrief {
         representation: r.representation.clone(),
         score: r.validation_score,
         next_ideas: r.next_ideas.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scored(n: u32, split: u32, score: f64, tiebreak: Option<f64>) -> IterationRecord {
+        IterationRecord {
+            split_id: split,
+            validation_tiebreak: tiebreak,
+            ..IterationRecord::for_tests(n, Some(score))
+        }
+    }
+
+    #[test]
+    fn the_best_the_agent_is_told_of_is_the_one_the_choice_ranks_first() {
+        let best =
+            |records: &[IterationRecord]| best_on_split(records, 1, Metric::Accuracy).map(|r| r.iteration);
+        // Equal accuracy: the surer one, not the first to get there.
+        let tied =
+            [scored(1, 1, 1.0, Some(0.3)), scored(2, 1, 1.0, Some(0.05)), scored(3, 1, 0.9, Some(0.01))];
+        assert_eq!(best(&tied), Some(2));
+        // Without tie-breaks the earlier stays; another split's score does not count.
+        let plain = [scored(1, 1, 1.0, None), scored(2, 1, 1.0, None), scored(3, 2, 1.0, Some(0.0))];
+        assert_eq!(best(&plain), Some(1));
+        let mut failed = scored(4, 1, 1.0, Some(0.0));
+        failed.status = "failed at infer: x".into();
+        assert_eq!(best(&[scored(1, 1, 0.5, None), failed]), Some(1));
     }
 }

@@ -89,6 +89,7 @@ pub const ITERATIONS: Schema = Schema {
         ("drop_columns", Text),
         ("split_id", Int),
         ("validation_score", Float),
+        ("validation_tiebreak", Float),
         ("is_best", Bool),
         ("is_final", Bool),
         ("test_score", Float),

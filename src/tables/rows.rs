@@ -70,6 +70,8 @@ pub struct IterationRow {
     pub drop_columns: Option<String>,
     pub split_id: i64,
     pub validation_score: Option<f64>,
+    /// What orders equal scores (the log loss of the same probabilities; classification only).
+    pub validation_tiebreak: Option<f64>,
     /// The best validation score of the run (on its last split).
     pub is_best: bool,
     /// The model scored on the test split: the refit of the best, or the best itself.
@@ -340,6 +342,7 @@ fn iteration_row(
         drop_columns: rep.map(|r| r.drop_columns.join(",")),
         split_id: record.split_id.into(),
         validation_score: record.validation_score,
+        validation_tiebreak: record.validation_tiebreak,
         is_best: false,
         is_final: false,
         test_score: None,
