@@ -73,11 +73,13 @@ impl Policy for Greedy {
             _ => false,
         };
         let fitting: Vec<&Node> = scored.iter().copied().filter(fits).collect();
-        if time_short && let Some(quick) = fitting.iter().min_by(|a, b| a.seconds.total_cmp(&b.seconds)) {
+        // Not the quickest: a model far behind the best gains nothing from one more try, and
+        // what fits (scripts under half the time left) can still finish.
+        if time_short && let Some(best) = fitting.first() {
             return Decision::new(
                 Operation::Improve,
-                Some(quick.iteration),
-                "little time left: improve the quickest good model",
+                Some(best.iteration),
+                "little time left: improve the best model that fits it",
             );
         }
         // Failed leaves worth another look: not given up on, not built on already.
@@ -92,7 +94,12 @@ impl Policy for Greedy {
             return Decision::new(Operation::Debug, Some(pick.iteration), "debug a failed attempt");
         }
         let Some(best) = fitting.first() else {
-            return Decision::new(Operation::Draft, None, "nothing scored yet: another draft");
+            let why = if scored.is_empty() {
+                "nothing scored yet: another draft"
+            } else {
+                "no scored model fits the time left: another draft"
+            };
+            return Decision::new(Operation::Draft, None, why);
         };
         if fitting.len() > 1 && rng.f64() < self.explore {
             // The best node of each other line of work (draft and its descendants), best lines
@@ -221,5 +228,28 @@ mod tests {
         let s = Situation { time_left: Some(Duration::from_secs(30)), ensemble_every: 0, ..situation(3) };
         let d = p.decide(&[slow, quick], &s);
         assert_eq!((d.operation, d.parent), (Operation::Improve, Some(2)));
+    }
+
+    #[test]
+    fn little_time_left_improves_the_best_that_fits_not_the_quickest() {
+        // Seen on 300,000 rows: boosting at 20 s and 0.770 fit the 55 s left, yet eight
+        // improves went to a 6 s linear model at 0.746 that could not catch up.
+        let p = Greedy::default();
+        let timed = |n: u32, score: f64, seconds: f64| {
+            let mut x = node(n, None, Operation::Draft, Some(score));
+            x.seconds = seconds;
+            x
+        };
+        let nodes =
+            [timed(1, 0.746, 6.0), timed(2, 0.770, 20.0), timed(3, 0.754, 150.0), timed(4, 0.755, 60.0)];
+        let s = Situation { time_left: Some(Duration::from_secs(55)), ensemble_every: 0, ..situation(5) };
+        for i in 5..25 {
+            let d = p.decide(&nodes, &Situation { iteration: i, ..s.clone() });
+            assert_eq!((d.operation, d.parent), (Operation::Improve, Some(2)), "{d:?}");
+        }
+        // When no scored model fits, a draft, and it says why.
+        let d = p.decide(&nodes[2..], &s);
+        assert_eq!(d.operation, Operation::Draft);
+        assert!(d.reason.contains("fits the time left"), "{d:?}");
     }
 }
