@@ -184,8 +184,8 @@ impl From<&Outcome> for OutcomeBrief {
     }
 }
 
-/// How an iteration ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// How an iteration ended. (`Default` is for building records in tests.)
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IterationRecord {
     pub iteration: u32,
     /// The node it built on (none for a draft) and how.
@@ -238,23 +238,11 @@ impl IterationRecord {
     pub fn for_tests(iteration: u32, score: Option<f64>) -> Self {
         Self {
             iteration,
-            parent: None,
-            operation: crate::search::Operation::Draft,
             status: if score.is_some() { "succeeded" } else { "failed at train: exit 1" }.into(),
             family: "f".into(),
-            hyperparameters: vec![],
-            representation: None,
             split_id: 1,
             validation_score: score,
-            validation_tiebreak: None,
-            next_ideas: vec![],
-            predictions_sha256: None,
-            model_files: vec![],
-            seconds: 0.0,
-            cost_usd: 0.0,
-            step_seconds: vec![],
-            analysis_error: None,
-            script_seconds: 0.0,
+            ..Self::default()
         }
     }
 }

@@ -196,23 +196,15 @@ fn step_schemas() {
 fn report_markdown_and_plot() {
     let record = |iteration: u32, family: &str, score: Option<f64>, status: &str| IterationRecord {
         iteration,
-        parent: None,
         operation: Operation::Draft,
         script_seconds: 2.0,
         status: status.into(),
         family: family.into(),
         hyperparameters: vec![Hyperparameter { name: "C".into(), value: "1.0".into() }],
-        representation: None,
         split_id: 1,
         validation_score: score,
-        validation_tiebreak: None,
-        next_ideas: vec![],
-        predictions_sha256: None,
-        model_files: vec![],
         seconds: 2.5,
-        cost_usd: 0.0,
-        step_seconds: vec![],
-        analysis_error: None,
+        ..IterationRecord::default()
     };
     let mut refit = record(4, "logistic_regression", None, "succeeded");
     refit.operation = Operation::Refit;
