@@ -221,6 +221,12 @@ pub struct IterationRecord {
     /// Seconds its scripts ran (the rest of `seconds` went to the agent and the runner).
     #[serde(default)]
     pub script_seconds: f64,
+    /// Seconds of those its scored inference took: one run on the validation rows, or every
+    /// fold's under cross-validation (what the end of the run expects a test inference to
+    /// take, per row). Absent where nothing was scored and in journals written before it was
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infer_seconds: Option<f64>,
 }
 
 impl IterationRecord {

@@ -337,6 +337,16 @@ fn stopping_ends_with_the_final_evaluation_and_the_report(signal: rustix::proces
             .iter()
             .any(|e| matches!(&e.event, Event::RunFinished { reason, .. } if reason == "interrupted"))
     );
+    // Every scored model records its inference's share of its scripts' time (what the end of
+    // a run is kept back for).
+    for e in &events {
+        if let Event::IterationFinished { record, .. } = &e.event
+            && record.succeeded()
+        {
+            let infer = record.infer_seconds.expect("a scored iteration's inference time");
+            assert!(infer > 0.0 && infer <= record.script_seconds, "{infer} of {}", record.script_seconds);
+        }
+    }
 }
 
 #[test]

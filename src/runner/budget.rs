@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
 #[derive(Debug, Clone)]
 pub struct Budget {
     start: Instant,
@@ -38,11 +40,14 @@ impl Budget {
         self.end().map(|end| end.checked_sub(kept).unwrap_or(end))
     }
 
-    /// Keeps `time` back for making the final model, at most a quarter of the budget (a final
-    /// model that needs more is not made, see `refit::fits`).
-    pub fn keep_for_final_model(&self, time: Duration) {
-        let cap = self.total.map_or(Duration::ZERO, |t| t / 4);
-        let kept = if time > cap { Duration::ZERO } else { time };
+    /// Keeps back what the end of the run needs beyond the reserve: `final_model`, the time
+    /// making the final model and scoring it and the selected iteration on the test split take,
+    /// when that is at most a quarter of the budget; else (no final model is made then, see
+    /// `Runner::refit`) `test_only`, the selected iteration's test scoring, which every run
+    /// needs, at most half of the budget.
+    pub fn keep_for_final_model(&self, final_model: Duration, test_only: Duration) {
+        let total = self.total.unwrap_or(Duration::ZERO);
+        let kept = if final_model <= total / 4 { final_model } else { test_only.min(total / 2) };
         self.final_model.store(kept.as_millis() as u64, Ordering::Relaxed);
     }
 
@@ -88,6 +93,23 @@ impl Budget {
     }
 }
 
+/// Cancels `token` at the loop's deadline, which moves as the time kept back for the end of
+/// the run does (a new best may need more): looked at again at least every second, so that
+/// scripts already running are cut when the end of the run needs their time, not only at the
+/// deadline they were started with.
+pub fn end_the_loop_on_time(budget: Budget, token: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(deadline) = budget.loop_deadline() {
+            let now = Instant::now();
+            if now >= deadline {
+                token.cancel();
+                return;
+            }
+            tokio::time::sleep_until(deadline.min(now + Duration::from_secs(1)).into()).await;
+        }
+    })
+}
+
 /// A twentieth of the budget, between 6 s and 1 min, and never more than half of it. The
 /// final model and the test evaluation have their own time kept back (estimated from the runs
 /// of the current best, see `keep_for_final_model`): the reserve is the report's and the
@@ -112,11 +134,31 @@ mod tests {
     fn time_for_the_final_model_is_kept_back_unless_it_is_too_much() {
         let b = Budget::new(Some(Duration::from_secs(400)), Duration::ZERO);
         let before = b.loop_left().unwrap();
-        b.keep_for_final_model(Duration::from_secs(30));
-        let kept = before - b.loop_left().unwrap();
-        assert!(kept > Duration::from_secs(29) && kept < Duration::from_secs(31), "{kept:?}");
-        b.clone().keep_for_final_model(Duration::from_secs(101));
-        assert!(b.loop_left().unwrap() >= before - Duration::from_secs(1), "over a quarter: not kept");
+        let kept = |b: &Budget| before - b.loop_left().unwrap();
+        b.keep_for_final_model(Duration::from_secs(30), Duration::from_secs(10));
+        assert!(kept(&b) > Duration::from_secs(29) && kept(&b) < Duration::from_secs(31), "{:?}", kept(&b));
+        // Over a quarter: no final model is made, but the selected iteration is still scored.
+        b.clone().keep_for_final_model(Duration::from_secs(101), Duration::from_secs(40));
+        assert!(kept(&b) > Duration::from_secs(39) && kept(&b) < Duration::from_secs(41), "{:?}", kept(&b));
+        b.keep_for_final_model(Duration::from_secs(301), Duration::from_secs(300));
+        assert!(kept(&b) > Duration::from_secs(199) && kept(&b) < Duration::from_secs(201), "at most half");
+    }
+
+    #[tokio::test]
+    async fn the_loop_ends_when_the_time_kept_back_grows_past_now() {
+        // 26 s into a 40 s budget: the loop's deadline is 8 s away (6 s reserve)...
+        let start = Instant::now() - Duration::from_secs(26);
+        let b = Budget::starting_at(start, Some(Duration::from_secs(40)), Duration::ZERO);
+        let token = CancellationToken::new();
+        let watch = end_the_loop_on_time(b.clone(), token.clone());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!token.is_cancelled());
+        // ...until a new best needs 10 s kept back: it is then past, and running work stops.
+        b.keep_for_final_model(Duration::from_secs(10), Duration::from_secs(5));
+        tokio::time::timeout(Duration::from_secs(3), token.cancelled())
+            .await
+            .expect("cancelled within about a second, not at the deadline the loop started with");
+        watch.await.unwrap();
     }
 
     #[test]

@@ -125,7 +125,8 @@ impl Iteration<'_> {
             })?;
             self.keep(i + 1, &bytes)?;
             self.keep_model(&place.work, i + 1)?;
-            runs.push(FoldRun { scored, predicted, bytes, model_files });
+            let infer_seconds = outcome.wall.as_secs_f64();
+            runs.push(FoldRun { scored, predicted, bytes, model_files, infer_seconds });
             fs_err::remove_dir_all(&place.work).map_err(StepFailure::internal)?;
         }
 
@@ -141,6 +142,7 @@ impl Iteration<'_> {
         }
 
         let predictions_sha256 = crate::folds::predictions_sha256(runs.iter().map(|r| r.bytes.as_slice()));
+        let infer_seconds = runs.iter().map(|r| r.infer_seconds).sum();
         let predicted =
             Predicted::concat(runs.into_iter().map(|r| r.predicted).collect()).ok_or_else(|| {
                 StepFailure::Failed(
@@ -151,7 +153,7 @@ impl Iteration<'_> {
             })?;
         let scored = score_folds(&predicted, target, &split.truth, &folds.ranges)
             .map_err(|why| StepFailure::Failed("infer".into(), why))?;
-        Ok(Done { scored, predicted, predictions_sha256, model_files })
+        Ok(Done { scored, predicted, predictions_sha256, model_files, infer_seconds })
     }
 
     /// Moves fold `f`'s model out of its work dir (`work`), beside the iteration. Only a real

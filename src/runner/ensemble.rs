@@ -104,6 +104,8 @@ pub(super) async fn run(
             step_seconds: acc.step_seconds.clone(),
             analysis_error: None,
             script_seconds,
+            // Its one script is the blend's inference on every validated row.
+            infer_seconds: standing.map(|_| script_seconds),
         }
     };
     let blend =

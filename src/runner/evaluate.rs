@@ -145,14 +145,21 @@ impl Runner {
         Duration::from_secs_f64(self.test_inference_seconds(selected, folds) * 1.5 + 2.0)
     }
 
-    /// One inference run of `selected` on the test split. An ensemble's only script ran on
-    /// every row it was validated on (under cross-validation: all pool rows, about four times
-    /// the test split); a candidate's runs are taken whole, training included.
+    /// One inference run of `selected` on the test split, from its own inference on the
+    /// validation rows: scaled by test rows per validated row (under cross-validation every
+    /// pool row was predicted, about four times the test split), and never less than one of
+    /// those runs took (a run's fixed cost, the interpreter and the model's loading, does not
+    /// shrink with the rows). An ensemble's only script is such an inference. Journals from
+    /// before inference times were recorded: a share of all its scripts' time.
     fn test_inference_seconds(&self, selected: &IterationRecord, folds: Option<usize>) -> f64 {
-        if selected.operation == Operation::Ensemble {
-            selected.script_seconds * self.test_rows_per_validated_row()
-        } else {
-            selected.script_seconds / folds.map_or(2, |k| 2 * k + 1) as f64
+        let ensemble = selected.operation == Operation::Ensemble;
+        let inference = selected.infer_seconds.or(ensemble.then_some(selected.script_seconds));
+        match inference {
+            Some(seconds) => {
+                let runs = if ensemble { 1 } else { folds.unwrap_or(1) };
+                one_test_inference(seconds, runs, self.test_rows_per_validated_row())
+            }
+            None => selected.script_seconds / folds.map_or(2, |k| 2 * k + 1) as f64,
         }
     }
 
@@ -211,12 +218,12 @@ impl Runner {
         let validation = &self.shared.inputs.config.validation;
         let made = if self.shared.split().folds.is_some() { validation.bag } else { validation.refit };
         let selected = self.state.best.and_then(|(best, _)| self.state.records.get(best as usize - 1));
-        let time = match selected {
-            Some(r) if made => self.final_model_time(r),
-            Some(r) => self.selected_test_time(r),
-            None => Duration::ZERO,
+        let (final_model, test_only) = match selected {
+            Some(r) if made => (self.final_model_time(r), self.selected_test_time(r)),
+            Some(r) => (self.selected_test_time(r), self.selected_test_time(r)),
+            None => (Duration::ZERO, Duration::ZERO),
         };
-        self.shared.budget.keep_for_final_model(time);
+        self.shared.budget.keep_for_final_model(final_model, test_only);
     }
 
     /// Runs iteration `iteration`'s inference on the test features and scores it.
@@ -305,5 +312,28 @@ impl Runner {
         })?;
         shared.reporter.report(Progress::FinalEvaluation { iteration: Some(best), test_score });
         Ok(test_score)
+    }
+}
+
+/// One test inference, from `seconds` of inference over all validated rows in `runs` runs,
+/// with `ratio` test rows per validated row: never under one of those runs.
+fn one_test_inference(seconds: f64, runs: usize, ratio: f64) -> f64 {
+    (seconds * ratio).max(seconds / runs.max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_test_inference;
+
+    #[test]
+    fn a_test_inference_scales_with_its_rows_and_never_below_one_run() {
+        // Holdout of as many rows as the test split: the validation inference itself.
+        assert_eq!(one_test_inference(12.0, 1, 1.0), 12.0);
+        // Large data: a test split twice the validation rows takes twice as long.
+        assert_eq!(one_test_inference(12.0, 1, 2.0), 24.0);
+        // Five folds over all pool rows, a test split a quarter of them: no less than one
+        // fold's run (its fixed cost does not shrink), however few the rows.
+        assert_eq!(one_test_inference(5.0, 5, 0.25), 1.25);
+        assert_eq!(one_test_inference(5.0, 5, 0.1), 1.0);
     }
 }

@@ -77,6 +77,8 @@ pub(super) struct Done {
     pub predicted: Predicted,
     pub predictions_sha256: String,
     pub model_files: Vec<(String, String)>,
+    /// Seconds the scored inference runs took (every fold's under cross-validation).
+    pub infer_seconds: f64,
 }
 
 /// Runs iteration `job.n` to its end. `Err` only for failures of the runner itself.
@@ -144,6 +146,7 @@ pub(super) async fn run(shared: Arc<Shared>, job: Job) -> anyhow::Result<Finishe
         (None, None) => ("-".into(), vec![]),
     };
     let predicted = done.as_ref().map(|d| Arc::new(d.predicted.clone()));
+    let infer_seconds = done.as_ref().map(|d| d.infer_seconds);
     let record = IterationRecord {
         iteration: n,
         parent: job.decision.parent,
@@ -163,6 +166,7 @@ pub(super) async fn run(shared: Arc<Shared>, job: Job) -> anyhow::Result<Finishe
         step_seconds: acc.step_seconds.clone(),
         analysis_error,
         script_seconds: scripts_seconds,
+        infer_seconds,
     };
     Ok(Finished {
         n,
@@ -298,6 +302,7 @@ impl Iteration<'_> {
                 predicted: first.predicted,
                 predictions_sha256: crate::fsx::sha256_bytes(&first.bytes),
                 model_files: first.model_files,
+                infer_seconds: first.infer_seconds,
             });
         };
         let place = self.fold_place(&folds, 0).map_err(StepFailure::internal)?;
@@ -361,7 +366,8 @@ impl Iteration<'_> {
             });
             let summary = match problem {
                 Ok((bytes, predicted, scored)) => {
-                    return Ok(FoldRun { scored, predicted, bytes, model_files });
+                    let infer_seconds = outcome.wall.as_secs_f64();
+                    return Ok(FoldRun { scored, predicted, bytes, model_files, infer_seconds });
                 }
                 Err(summary) => place.say(summary),
             };
@@ -485,6 +491,8 @@ pub(super) struct FoldRun {
     /// The predictions file as the script wrote it.
     pub bytes: Vec<u8>,
     pub model_files: Vec<(String, String)>,
+    /// Seconds its inference run took.
+    pub infer_seconds: f64,
 }
 
 /// Whether a training run left a model.

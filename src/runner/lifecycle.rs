@@ -296,16 +296,11 @@ impl Runner {
                 "model `{model}` has no price in [agent.prices]: its calls count as $0 (unpriced)"
             )));
         }
-        if let Some(deadline) = shared.budget.loop_deadline() {
-            let token = shared.loop_cancel.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep_until(deadline.into()).await;
-                token.cancel();
-            });
-        }
+        let deadline = super::budget::end_the_loop_on_time(shared.budget.clone(), shared.loop_cancel.clone());
         let heartbeat = spawn_heartbeat(&shared);
         let reason = self.dispatch().await;
         heartbeat.abort();
+        deadline.abort();
         let reason = reason?;
         tracing::info!(reason = reason.describe(), "loop finished");
         self.finish(reason).await

@@ -193,6 +193,7 @@ fn record(
         step_seconds: Default::default(),
         analysis_error: None,
         script_seconds,
+        infer_seconds: None,
     }
 }
 

@@ -133,6 +133,7 @@ pub fn synthesize(runs_dir: &Path, runs: usize, iterations: u32, seed: u64) -> a
                 step_seconds: vec![],
                 analysis_error: None,
                 script_seconds: 5.0,
+                infer_seconds: score.map(|_| 1.0),
             };
             journal.append(Event::IterationFinished { iteration: n, record })?;
             journal.append(Event::SnapshotCommitted {
