@@ -270,45 +270,21 @@ pub fn api_key(var: Option<&str>, base_url: &str) -> Result<Option<Secret>, User
     }
 }
 
-/// First Ctrl-C or SIGTERM (what `kill`, Slurm's time limit and `scancel`, and Kubernetes send
-/// before they kill): stop the loop, then evaluate and report. Second: exit at once.
+/// First Ctrl-C: stop the loop, then evaluate and report. Second: exit at once.
 fn watch_interrupts(interrupt: CancellationToken, printer: Printer) {
     tokio::spawn(async move {
-        let mut term = terminate_signal();
-        let Some(what) = stop_signal(&mut term).await else { return };
-        printer.status(&format!(
-            "{what}: finishing with the final evaluation and the report (Ctrl-C or SIGTERM again to abort now)"
-        ));
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        printer.status(
+            "interrupted: finishing with the final evaluation and the report (Ctrl-C again to abort now)",
+        );
         interrupt.cancel();
-        if stop_signal(&mut term).await.is_some() {
+        if tokio::signal::ctrl_c().await.is_ok() {
             printer.status("aborted; the journal and every finished iteration are saved (`loop-runner resume` continues)");
             std::process::exit(exit_code::INTERRUPTED);
         }
     });
-}
-
-pub(super) type Terminate = Option<tokio::signal::unix::Signal>;
-
-pub(super) fn terminate_signal() -> Terminate {
-    use tokio::signal::unix::{SignalKind, signal};
-    signal(SignalKind::terminate())
-        .inspect_err(|e| tracing::warn!("SIGTERM will end the run at once: {e}"))
-        .ok()
-}
-
-/// The next Ctrl-C or SIGTERM, named as the status line says it; `None` when neither can be
-/// waited for.
-pub(super) async fn stop_signal(term: &mut Terminate) -> Option<&'static str> {
-    let terminated = async {
-        match term.as_mut() {
-            Some(t) => t.recv().await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.ok().map(|()| "interrupted"),
-        Some(()) = terminated => Some("terminated (SIGTERM)"),
-    }
 }
 
 fn print_summary(printer: Printer, dir: &Path, summary: &Summary) {

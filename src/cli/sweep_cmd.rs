@@ -122,7 +122,6 @@ fn local(ctx: &Context, manifest: &Manifest, path: &Path, jobs: usize) -> anyhow
         let mut free: Vec<usize> = (0..jobs).rev().collect();
         let mut stopping = false;
         let mut done = 0;
-        let mut term = super::run_cmd::terminate_signal();
         loop {
             while !stopping && let Some(slot) = free.pop() {
                 let Some(index) = todo.next() else {
@@ -174,7 +173,7 @@ fn local(ctx: &Context, manifest: &Manifest, path: &Path, jobs: usize) -> anyhow
                     };
                     ctx.printer.status(&format!("[{index}] {}: {outcome} ({done}/{total})", entry.id));
                 }
-                Some(_) = super::run_cmd::stop_signal(&mut term), if !stopping => {
+                _ = tokio::signal::ctrl_c(), if !stopping => {
                     stopping = true;
                     ctx.printer.status("interrupted: each running run evaluates what it has and writes its report; nothing new starts (run the sweep again to go on)");
                     for (_, pid) in &pids {
