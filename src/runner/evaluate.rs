@@ -219,8 +219,10 @@ impl Runner {
         let made = if self.shared.split().folds.is_some() { validation.bag } else { validation.refit };
         let selected = self.state.best.and_then(|(best, _)| self.state.records.get(best as usize - 1));
         let (final_model, test_only) = match selected {
-            Some(r) if made => (self.final_model_time(r), self.selected_test_time(r)),
-            Some(r) => (self.selected_test_time(r), self.selected_test_time(r)),
+            Some(r) => {
+                let test_only = self.selected_test_time(r);
+                (if made { self.final_model_time(r) } else { test_only }, test_only)
+            }
             None => (Duration::ZERO, Duration::ZERO),
         };
         self.shared.budget.keep_for_final_model(final_model, test_only);
