@@ -287,6 +287,16 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn ctrl_c_ends_with_the_final_evaluation_and_the_report() {
+    stopping_ends_with_the_final_evaluation_and_the_report(rustix::process::Signal::INT);
+}
+
+/// What `kill`, `timeout` and a stopping container send before they kill.
+#[test]
+fn sigterm_ends_with_the_final_evaluation_and_the_report() {
+    stopping_ends_with_the_final_evaluation_and_the_report(rustix::process::Signal::TERM);
+}
+
+fn stopping_ends_with_the_final_evaluation_and_the_report(signal: rustix::process::Signal) {
     let runs = tempfile::tempdir().unwrap();
     let child = bin()
         .args(["run", "--iterations", "1000", "--budget", "10m", "--jobs", "2", "--task"])
@@ -314,9 +324,10 @@ fn ctrl_c_ends_with_the_final_evaluation_and_the_report() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert!(stderr(&output).contains("finishing with the final evaluation"), "{}", stderr(&output));
     let dir = journal_path.parent().unwrap();
     let s = summary(dir);
     assert!(s["test_score"].as_f64().is_some(), "the best iteration was scored: {s}");

@@ -1,5 +1,6 @@
 //! Local sweeps through the binary: a batch runs N at a time, a crashed batch resumes where each
-//! run stopped, Ctrl-C stops it cleanly, and the report tabulates it; the Kubernetes Job's shape.
+//! run stopped, Ctrl-C or SIGTERM stops it cleanly (a single task's SIGTERM leaves its run to be
+//! resumed), and the report tabulates it; the Kubernetes Job's shape.
 
 mod common;
 
@@ -164,6 +165,16 @@ fn the_kubernetes_job_is_an_indexed_job_over_the_manifest() {
 
 #[test]
 fn ctrl_c_stops_a_sweep_cleanly_and_the_next_one_goes_on() {
+    stopping_a_sweep_is_clean_and_the_next_one_goes_on(rustix::process::Signal::INT);
+}
+
+/// A sweep started by hand and stopped with `kill` or `timeout` acts as on Ctrl-C.
+#[test]
+fn sigterm_stops_a_sweep_as_ctrl_c_does() {
+    stopping_a_sweep_is_clean_and_the_next_one_goes_on(rustix::process::Signal::TERM);
+}
+
+fn stopping_a_sweep_is_clean_and_the_next_one_goes_on(signal: rustix::process::Signal) {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
     let file = sweep_file(dir.path(), "stop", "budget = \"10m\"\niterations = 200\n");
@@ -196,7 +207,7 @@ fn ctrl_c_stops_a_sweep_cleanly_and_the_next_one_goes_on() {
         std::thread::sleep(Duration::from_millis(300));
     }
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     let dirs = manifest_runs(&manifest);
@@ -212,4 +223,42 @@ fn ctrl_c_stops_a_sweep_cleanly_and_the_next_one_goes_on() {
     for run in &dirs[2..] {
         assert!(!run.join("journal.jsonl").exists(), "nothing new started after Ctrl-C");
     }
+}
+
+/// One task of a sweep is what Slurm and Kubernetes run, and their SIGTERM (a preemption, a
+/// requeue, an evicted pod) must leave the run unfinished: a run that finished as interrupted
+/// would count as done, and the scheduler's next attempt would not resume it.
+#[test]
+fn a_sweep_task_ended_by_sigterm_stays_unfinished_for_its_next_attempt() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let file = sweep_file(dir.path(), "preempted", "budget = \"10m\"\niterations = 200\n");
+    let o = bin().args(["sweep", "--k8s", "--runs-dir"]).arg(&runs).arg(&file).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest = runs.join("preempted-manifest.json");
+    let run = manifest_runs(&manifest).remove(0);
+    let child = bin()
+        .arg("sweep-run")
+        .arg(&manifest)
+        .arg("0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(run.join("journal.jsonl").is_file()
+        && events(&run).iter().any(|e| matches!(e, Event::IterationFinished { .. })))
+    {
+        assert!(Instant::now() < deadline, "the run never finished an iteration");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.signal(), Some(rustix::process::Signal::TERM.as_raw()), "{}", stderr(&o));
+    assert!(!events(&run).iter().any(|e| matches!(e, Event::RunFinished { .. })));
+    let status = bin().arg("sweep-status").arg(&manifest).output().unwrap();
+    let line = String::from_utf8_lossy(&status.stdout).lines().nth(1).unwrap_or_default().to_string();
+    assert!(line.contains("unfinished"), "{line}");
 }

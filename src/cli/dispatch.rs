@@ -66,8 +66,8 @@ pub fn main() -> ExitCode {
 
 fn run(ctx: &Context, command: Command) -> anyhow::Result<i32> {
     match command {
-        Command::Run(args) => run_cmd::run(ctx, &args),
-        Command::Resume(args) => run_cmd::resume(ctx, &args),
+        Command::Run(args) => run_cmd::run(ctx, &args, run_cmd::Stopping::InterruptOrTerminate),
+        Command::Resume(args) => run_cmd::resume(ctx, &args, run_cmd::Stopping::InterruptOrTerminate),
         Command::Status(args) => runs_cmd::status(ctx, &args),
         Command::Report(args) => runs_cmd::report(ctx, &args),
         Command::Checkout(args) => snapshot_cmd::checkout(ctx, &args),

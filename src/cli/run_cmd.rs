@@ -23,7 +23,18 @@ use crate::sandbox::Sandbox;
 use crate::sandbox::wasi::{WasiOptions, WasiSandbox};
 use crate::task::Task;
 
-pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<i32> {
+/// Which signals end a run gracefully (stop the loop, evaluate, report).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopping {
+    /// Ctrl-C and SIGTERM: what `kill`, `timeout`, and a stopping container send before they kill.
+    InterruptOrTerminate,
+    /// Ctrl-C only. A sweep's task leaves SIGTERM to end it at once: there it comes from a
+    /// scheduler that preempts or requeues it (Slurm, Kubernetes), and a run that finished as
+    /// interrupted would count as done instead of being resumed.
+    InterruptOnly,
+}
+
+pub fn run(ctx: &Context, args: &RunArgs, stopping: Stopping) -> anyhow::Result<i32> {
     if args.budget.is_none() && args.iterations.is_none() {
         return Err(UserError::usage(
             "give the run a limit: --budget DURATION (e.g. --budget 6h) and/or --iterations N",
@@ -48,7 +59,7 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<i32> {
         started: ctx.started,
         decisions: None,
     };
-    drive(ctx, |interrupt, reporter| {
+    drive(ctx, stopping, |interrupt, reporter| {
         let dir = match &args.run_dir {
             Some(root) => RunDir::create_at(root).map_err(|e| {
                 UserError::setup(format!("cannot create the run directory `{}`: {e}", root.display()))
@@ -61,7 +72,7 @@ pub fn run(ctx: &Context, args: &RunArgs) -> anyhow::Result<i32> {
 }
 
 /// `loop-runner resume RUN`: continue a crashed or killed run with what is left of its budget.
-pub fn resume(ctx: &Context, args: &super::args::RunRef) -> anyhow::Result<i32> {
+pub fn resume(ctx: &Context, args: &super::args::RunRef, stopping: Stopping) -> anyhow::Result<i32> {
     let dir = RunDir::open(&args.run)?;
     let manifest = Manifest::read(&dir.run_json())?;
     let config = RunConfig::resolve(&manifest.config, &Overrides::default())?;
@@ -73,7 +84,7 @@ pub fn resume(ctx: &Context, args: &super::args::RunRef) -> anyhow::Result<i32> 
     let (backend, redactor) = backend(&config.agent, None)?;
     let sandbox = open_sandbox_for(ctx, &config.sandbox, &Default::default())?;
     let faults = faults(ctx)?;
-    drive(ctx, |interrupt, reporter| {
+    drive(ctx, stopping, |interrupt, reporter| {
         Runner::resume(
             dir,
             backend,
@@ -142,16 +153,18 @@ pub fn open_sandbox(ctx: &Context) -> anyhow::Result<Arc<dyn Sandbox>> {
     ))
 }
 
-/// Runs a loop to its end on a runtime of its own, with Ctrl-C handling and progress.
+/// Runs a loop to its end on a runtime of its own, with Ctrl-C (and SIGTERM) handling and
+/// progress.
 pub fn drive(
     ctx: &Context,
+    stopping: Stopping,
     make: impl FnOnce(CancellationToken, Arc<dyn crate::runner::Reporter>) -> anyhow::Result<Runner>,
 ) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let printer = ctx.printer;
     let result = runtime.block_on(async {
         let interrupt = CancellationToken::new();
-        watch_interrupts(interrupt.clone(), printer);
+        watch_interrupts(interrupt.clone(), printer, stopping);
         let reporter = Arc::new(CliReporter::new(printer));
         let mut runner = make(interrupt.clone(), reporter.clone())?;
         println!("{}", runner.dir.root.display());
@@ -270,21 +283,49 @@ pub fn api_key(var: Option<&str>, base_url: &str) -> Result<Option<Secret>, User
     }
 }
 
-/// First Ctrl-C: stop the loop, then evaluate and report. Second: exit at once.
-fn watch_interrupts(interrupt: CancellationToken, printer: Printer) {
+/// First Ctrl-C (or SIGTERM, where it counts): stop the loop, then evaluate and report.
+/// Second: exit at once.
+fn watch_interrupts(interrupt: CancellationToken, printer: Printer, stopping: Stopping) {
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
-            return;
-        }
-        printer.status(
-            "interrupted: finishing with the final evaluation and the report (Ctrl-C again to abort now)",
-        );
+        let mut term = match stopping {
+            Stopping::InterruptOrTerminate => terminate_signal(),
+            Stopping::InterruptOnly => None,
+        };
+        let Some(what) = stop_signal(&mut term).await else { return };
+        let again = if term.is_some() { "Ctrl-C or SIGTERM" } else { "Ctrl-C" };
+        printer.status(&format!(
+            "{what}: finishing with the final evaluation and the report ({again} again to abort now)"
+        ));
         interrupt.cancel();
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if stop_signal(&mut term).await.is_some() {
             printer.status("aborted; the journal and every finished iteration are saved (`loop-runner resume` continues)");
             std::process::exit(exit_code::INTERRUPTED);
         }
     });
+}
+
+/// A handler for SIGTERM; `None` (SIGTERM then ends the process at once) where it cannot be
+/// installed.
+pub(super) fn terminate_signal() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::terminate())
+        .inspect_err(|e| tracing::warn!("SIGTERM will end the process at once: {e}"))
+        .ok()
+}
+
+/// The next Ctrl-C, or SIGTERM where `term` listens for it, named as the status line says it;
+/// `None` when Ctrl-C cannot be waited for.
+pub(super) async fn stop_signal(term: &mut Option<tokio::signal::unix::Signal>) -> Option<&'static str> {
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => t.recv().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.ok().map(|()| "interrupted"),
+        Some(()) = terminated => Some("terminated (SIGTERM)"),
+    }
 }
 
 fn print_summary(printer: Printer, dir: &Path, summary: &Summary) {

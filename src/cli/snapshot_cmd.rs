@@ -105,7 +105,7 @@ pub fn replay(ctx: &Context, args: &ReplayArgs) -> anyhow::Result<i32> {
         .clone()
         .unwrap_or_else(|| original.root.parent().map(PathBuf::from).unwrap_or_default());
     let new_dir = std::cell::RefCell::new(None);
-    let code = drive(ctx, |interrupt, reporter| {
+    let code = drive(ctx, super::run_cmd::Stopping::InterruptOrTerminate, |interrupt, reporter| {
         let runner = Runner::create(
             RunDir::create(&runs_dir, &inputs.task.name)?,
             &dataset,

@@ -122,6 +122,7 @@ fn local(ctx: &Context, manifest: &Manifest, path: &Path, jobs: usize) -> anyhow
         let mut free: Vec<usize> = (0..jobs).rev().collect();
         let mut stopping = false;
         let mut done = 0;
+        let mut term = run_cmd::terminate_signal();
         loop {
             while !stopping && let Some(slot) = free.pop() {
                 let Some(index) = todo.next() else {
@@ -173,9 +174,9 @@ fn local(ctx: &Context, manifest: &Manifest, path: &Path, jobs: usize) -> anyhow
                     };
                     ctx.printer.status(&format!("[{index}] {}: {outcome} ({done}/{total})", entry.id));
                 }
-                _ = tokio::signal::ctrl_c(), if !stopping => {
+                Some(what) = run_cmd::stop_signal(&mut term), if !stopping => {
                     stopping = true;
-                    ctx.printer.status("interrupted: each running run evaluates what it has and writes its report; nothing new starts (run the sweep again to go on)");
+                    ctx.printer.status(&format!("{what}: each running run evaluates what it has and writes its report; nothing new starts (run the sweep again to go on)"));
                     for (_, pid) in &pids {
                         if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
                             let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
@@ -255,7 +256,7 @@ pub fn sweep_run(ctx: &Context, args: &SweepRunArgs) -> anyhow::Result<i32> {
         }
         State::Unfinished => {
             ctx.printer.status(&format!("resuming run {index} ({})", entry.id));
-            run_cmd::resume(ctx, &RunRef { run: entry.run_dir.clone() })
+            run_cmd::resume(ctx, &RunRef { run: entry.run_dir.clone() }, run_cmd::Stopping::InterruptOnly)
         }
         State::Pending => {
             // A directory without a started journal holds nothing finished (a kill during set-up).
@@ -290,7 +291,7 @@ pub fn sweep_run(ctx: &Context, args: &SweepRunArgs) -> anyhow::Result<i32> {
             };
             run.backend.sandbox = sandbox;
             ctx.printer.status(&format!("starting run {index} ({})", entry.id));
-            run_cmd::run(ctx, &run)
+            run_cmd::run(ctx, &run, run_cmd::Stopping::InterruptOnly)
         }
     }
 }
