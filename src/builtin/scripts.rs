@@ -5,7 +5,8 @@
 //! dropped), so inference prepares its input exactly as training did. Categorical columns are
 //! never expanded into one dense column per category: one-hot output is sparse and capped at 32
 //! columns per feature, trees get codes or native categories, and columns with many categories
-//! (over 50 for one-hot, over 250 otherwise) are target-encoded with cross-fitting.
+//! (over 50 for one-hot, over 250 otherwise) are target-encoded with cross-fitting. A skewed
+//! regression target may be modelled on its log (`prep.target`), predictions mapped back.
 
 use super::strategy::{Config, render_params};
 use crate::data::ColumnKind;
@@ -118,6 +119,7 @@ ENCODING = {encoding}
 NUMERIC = {numeric}
 IMPUTE = {impute}
 MAX_ROWS = {max_rows}
+LOG_TARGET = {log_target}
 SEED = {seed}
 # Categorical columns with more distinct values than this are never one-hot encoded.
 MANY = 50
@@ -170,6 +172,9 @@ NATIVE = list(range(len(numeric), len(numeric) + len(few))) or None
 pre = ColumnTransformer([("num", num, numeric)] + parts, sparse_threshold=0.3)
 
 model = Pipeline([("pre", pre), ("model", {model})])
+if LOG_TARGET:
+    # The log of a skewed, never negative target; predictions are mapped back.
+    model = TransformedTargetRegressor(regressor=model, func=np.log1p, inverse_func=np.expm1, check_inverse=False)
 model.fit(X, y)
 os.makedirs("model", exist_ok=True)
 with open("model/model.pkl", "wb") as f:
@@ -191,6 +196,7 @@ print(f"trained {family} on {{len(X)}} rows, {{len(X.columns)}} features")
         numeric = py_str(numeric),
         impute = py_str(impute),
         max_rows = config.prep.max_rows.map_or("None".to_string(), |n| n.to_string()),
+        log_target = if config.prep.log_target { "True" } else { "False" },
         seed = context.seed,
         features = FEATURES.trim_end(),
         model = estimator(config, regression),

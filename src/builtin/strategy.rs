@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::data::{ColumnKind, Profile};
+use crate::data::{ColumnKind, Profile, TargetProfile};
 use crate::search::Operation;
 use crate::steps::{CategoricalTreatment, Hyperparameter, IterationBrief, NumericTreatment, StepContext};
 
@@ -144,6 +144,8 @@ pub struct Prep {
     pub numeric: NumericTreatment,
     /// Train on a random sample of at most this many rows.
     pub max_rows: Option<usize>,
+    /// Model the logarithm of the target (`log1p`, predictions mapped back with `expm1`).
+    pub log_target: bool,
 }
 
 /// One configuration to try.
@@ -184,6 +186,9 @@ impl Config {
         }
         if let Some(n) = self.prep.max_rows {
             all.push(Hyperparameter { name: "prep.max_rows".into(), value: n.to_string() });
+        }
+        if self.prep.log_target {
+            all.push(Hyperparameter { name: "prep.target".into(), value: "'log'".into() });
         }
         all
     }
@@ -296,6 +301,7 @@ fn default_prep(family: Family) -> Prep {
         categorical,
         numeric: if family.scaled { NumericTreatment::Standardize } else { NumericTreatment::None },
         max_rows: None,
+        log_target: false,
     }
 }
 
@@ -383,10 +389,25 @@ pub fn portfolio(regression: bool, rows: usize) -> Vec<Config> {
 }
 
 /// The drafts for these data: the portfolio without what their columns make the same as an
-/// entry before it (splines of the numbers, on data without numbers, are the linear model).
+/// entry before it (splines of the numbers, on data without numbers, are the linear model),
+/// and with boosting on the log of a skewed target after the cheap entries.
 pub fn portfolio_for(regression: bool, rows: usize, columns: Columns) -> Vec<Config> {
     let mut all = portfolio(regression, rows);
     all.retain(|c| columns.numeric || c.prep.numeric != NumericTreatment::Spline);
+    if columns.log_target {
+        // Before the regularized boosting: right after the cheap entries.
+        let at = all.iter().skip(1).position(|c| c.family.name == HGB.name).map_or(all.len(), |p| p + 1);
+        all.insert(
+            at,
+            Config::new(
+                HGB,
+                defaults(HGB, regression),
+                Prep { log_target: true, ..default_prep(HGB) },
+                "gradient boosting with its defaults on the log of the target (it is skewed): errs \
+                 differently from the model of the target itself, which the ensembles use",
+            ),
+        );
+    }
     all
 }
 
@@ -446,6 +467,7 @@ pub fn config_of(brief_family: &str, hyperparameters: &[Hyperparameter]) -> Opti
                 }
             }
             "prep.max_rows" => prep.max_rows = h.value.parse().ok(),
+            "prep.target" => prep.log_target = h.value.trim_matches('\'') == "log",
             _ => params.push(h.clone()),
         }
     }
@@ -674,6 +696,14 @@ impl Timing {
     }
 }
 
+/// Pearson's median skewness of a target from which its logarithm is modelled too. Measured
+/// with boosting's defaults, 5-fold, on eleven public regression tables: averaging the models
+/// of the target and of its log cut the RMSE on nine of the ten above this (by 0.1-6.6%; +0.2%
+/// on the tenth) and the one below it (earnings with 14% zeros, -0.49) lost 15%; on the
+/// diabetes fixture (0.48) it was equal (+0.1%). The runner's ensembles weigh such a model by
+/// what it adds.
+const SKEWED: f64 = 0.25;
+
 /// How far a family's time on these data can be from what the other families' runs predict
 /// before it has run itself: on 192,000 training rows a random forest's first 100 trees took
 /// 175 s where the runs of boosting and a linear model predicted 17.
@@ -699,11 +729,15 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// Which kinds of feature columns the data have: a preparation of a kind the data lack changes
-/// nothing but the record, so an improve never spends a run on it.
+/// nothing but the record, so an improve never spends a run on it. And whether a model of the
+/// target's logarithm is worth a try.
 #[derive(Debug, Clone, Copy)]
 pub struct Columns {
     numeric: bool,
     categorical: bool,
+    /// A regression target that is never negative and skewed to the right (prices, wages,
+    /// counts): modelling its log errs differently, often less, on large values.
+    log_target: bool,
 }
 
 impl Columns {
@@ -714,9 +748,18 @@ impl Columns {
     pub fn of_profile(profile: &Profile) -> Self {
         let has = |kind| profile.features.iter().any(|c| c.kind == kind);
         // Dates become numbers (year, month, ...).
+        let log_target = match profile.target_profile {
+            // Pearson's median skewness (the profile keeps no third moment): above a quarter
+            // the mean sits well to the right of the median.
+            TargetProfile::Range { min, mean, median, std, .. } => {
+                min >= 0.0 && std > 0.0 && 3.0 * (mean - median) / std >= SKEWED
+            }
+            TargetProfile::Classes { .. } => false,
+        };
         Self {
             numeric: has(ColumnKind::Numeric) || has(ColumnKind::Date),
             categorical: has(ColumnKind::Categorical),
+            log_target,
         }
     }
 }
@@ -779,6 +822,9 @@ fn improve(
                 NumericTreatment::Spline => NumericTreatment::Standardize,
                 _ => NumericTreatment::Spline,
             };
+        }
+        if attempt % 7 == 5 && columns.log_target {
+            c.prep.log_target = !c.prep.log_target;
         }
         if attempt % 7 == 6 && columns.categorical {
             c.prep.categorical = match (family.name, c.prep.categorical) {
@@ -1096,6 +1142,62 @@ pub(crate) mod tests {
         // Nothing of the spaces left: a sample size not seen.
         let c = first_untried(&[RIDGE], &|c: &Config| c.prep.max_rows == Some(3));
         assert_eq!(c.prep.max_rows, Some(3));
+    }
+
+    #[test]
+    fn a_skewed_never_negative_target_is_also_modelled_on_its_log() {
+        let regression = |min: f64, mean: f64, median: f64| {
+            let mut ctx = context(vec![]);
+            ctx.task.kind = "regression".into();
+            ctx.task.metric = "rmse".into();
+            ctx.task.higher_is_better = false;
+            ctx.profile.target_profile = TargetProfile::Range { min, max: 1000.0, mean, median, std: 100.0 };
+            ctx
+        };
+        let logged = |ctx: &StepContext| {
+            portfolio_for(true, 500, Columns::of(ctx))
+                .into_iter()
+                .filter(|c| c.prep.log_target)
+                .collect::<Vec<_>>()
+        };
+        // Prices, wages, counts: never negative, the mean well right of the median.
+        let skewed = regression(0.0, 120.0, 90.0);
+        let drafts = logged(&skewed);
+        assert_eq!(drafts.len(), 1, "{drafts:?}");
+        assert_eq!(drafts[0].family.name, "hist_gradient_boosting");
+        // Symmetric, negative values, or classes: never.
+        assert!(logged(&regression(0.0, 100.0, 99.0)).is_empty());
+        assert!(logged(&regression(-5.0, 120.0, 90.0)).is_empty());
+        assert!(!Columns::of(&context(vec![])).log_target);
+        // On record, read back, and in the script.
+        let recorded = drafts[0].hyperparameters();
+        assert!(render_params(&recorded).contains("prep.target='log'"), "{recorded:?}");
+        assert!(config_of("hist_gradient_boosting", &recorded).unwrap().prep.log_target);
+        let script = super::super::scripts::train_script(&skewed, &drafts[0]);
+        assert!(script.contains("LOG_TARGET = True"));
+        // After the cheap entries, before the regularized boosting.
+        let all = portfolio_for(true, 500, Columns::of(&skewed));
+        let at = all.iter().position(|c| c.prep.log_target).unwrap();
+        assert!(at >= 2 && all[..at].iter().all(|c| c.family.cost <= 1.0), "{all:?}");
+        assert_eq!(all[at + 1].param("early_stopping"), Some("True"), "{all:?}");
+        // Improves switch a model to the log of the target now and then, and back.
+        let base = done(1, &all[0], Some(50.0));
+        let mut history = vec![base.clone()];
+        for i in 2..16u32 {
+            let mut ctx = skewed.clone();
+            ctx.history = history.clone();
+            ctx.iteration = i;
+            ctx.operation = Operation::Improve;
+            ctx.parent = Some(parent_of(&base, None));
+            history.push(done(i, &choose(&ctx), Some(50.0)));
+        }
+        let improved_on_log = history[1..]
+            .iter()
+            .filter_map(|h| config_of(&h.family, &h.hyperparameters))
+            .filter(|c| c.prep.log_target)
+            .count();
+        assert!(improved_on_log > 0, "{history:?}");
+        assert!(improved_on_log < history.len() - 1, "{history:?}");
     }
 
     #[test]
