@@ -747,7 +747,6 @@ impl Columns {
 
     pub fn of_profile(profile: &Profile) -> Self {
         let has = |kind| profile.features.iter().any(|c| c.kind == kind);
-        // Dates become numbers (year, month, ...).
         let log_target = match profile.target_profile {
             // Pearson's median skewness (the profile keeps no third moment): above a quarter
             // the mean sits well to the right of the median.
@@ -757,6 +756,7 @@ impl Columns {
             TargetProfile::Classes { .. } => false,
         };
         Self {
+            // Dates become numbers (year, month, ...).
             numeric: has(ColumnKind::Numeric) || has(ColumnKind::Date),
             categorical: has(ColumnKind::Categorical),
             log_target,
