@@ -96,6 +96,29 @@ impl Request {
     pub fn hash(&self) -> String {
         crate::fsx::sha256_bytes(self.identity().to_string().as_bytes())
     }
+
+    /// The request as the transcript keeps it: the context's lists of every earlier iteration
+    /// (`history`, `clock.runtimes`) as their length and digest. They grow with the run, and
+    /// every call carried them whole: a thousand iterations of the built-in agent wrote a
+    /// transcript of gigabytes, each line fsync'd. The journal holds those iterations, and the
+    /// request's hash is taken before, over the whole of it, so replay matches as strictly.
+    /// Keeping a kept request again changes nothing.
+    pub fn kept(mut self) -> Self {
+        if let Some(context) = self.context.as_object_mut() {
+            digest_list(context.get_mut("history"));
+            let clock = context.get_mut("clock").and_then(|c| c.as_object_mut());
+            digest_list(clock.and_then(|c| c.get_mut("runtimes")));
+        }
+        self
+    }
+}
+
+/// Replaces a JSON list with `{"iterations": its length, "sha256": its digest}`.
+fn digest_list(value: Option<&mut serde_json::Value>) {
+    let Some(value) = value else { return };
+    let Some(list) = value.as_array() else { return };
+    let digest = crate::fsx::sha256_bytes(value.to_string().as_bytes());
+    *value = serde_json::json!({ "iterations": list.len(), "sha256": digest });
 }
 
 /// Token counts of one call.

@@ -53,9 +53,13 @@ impl ReplayBackend {
                 iteration: request.iteration,
             };
         };
-        let (field, was, is) =
-            first_difference(&record.request.identity(), &request.identity(), String::new())
-                .unwrap_or_else(|| ("(hash only)".into(), record.request_hash.clone(), request.hash()));
+        // As the transcript keeps requests: a change in the history shows as its digest.
+        let (field, was, is) = first_difference(
+            &record.request.clone().kept().identity(),
+            &request.clone().kept().identity(),
+            String::new(),
+        )
+        .unwrap_or_else(|| ("(hash only)".into(), record.request_hash.clone(), request.hash()));
         BackendError::ReplayMismatch(Box::new(Divergence {
             step: request.step.clone(),
             iteration: request.iteration,

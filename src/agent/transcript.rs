@@ -111,8 +111,10 @@ impl Transcript {
         &self.redactor
     }
 
-    /// Appends a record (its `seq` is assigned here) and makes it durable.
-    pub fn append(&mut self, mut record: Record) -> std::io::Result<()> {
+    /// Appends a record (its `seq` is assigned here, its request [kept](Request::kept)) and
+    /// makes it durable.
+    pub fn append(&mut self, record: Record) -> std::io::Result<()> {
+        let mut record = Record { request: record.request.kept(), ..record };
         record.seq = self.next_seq;
         self.next_seq += 1;
         let line = self.redactor.redact(&serde_json::to_string(&record).expect("records serialize"));
@@ -193,6 +195,45 @@ mod tests {
             cost_usd: 0.0,
             latency_ms: 1,
         }
+    }
+
+    #[tokio::test]
+    async fn the_history_is_kept_as_its_digest_and_replay_still_matches_it() {
+        use crate::agent::backend::Backend;
+        use crate::agent::replay::ReplayBackend;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("transcript.jsonl");
+        let brief = |i: u32| serde_json::json!({"iteration": i, "family": "ridge", "score": 53.6});
+        let history: Vec<_> = (1..=400).map(brief).collect();
+        let mut record = sample("plan", "{}");
+        record.request.context = serde_json::json!({
+            "iteration": 401,
+            "history": history,
+            "clock": {"time_left_seconds": 60.0, "runtimes": (1..=400).map(|i| (i, 1.5)).collect::<Vec<_>>()},
+        });
+        record.request_hash = record.request.hash();
+        let asked = record.request.clone();
+        let mut t = Transcript::open(&path, Redactor::default()).unwrap();
+        t.append(record).unwrap();
+        drop(t);
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size < 2_000, "one line of {size} bytes: the history went in whole");
+        let records = read(&path).unwrap();
+        let kept = &records[0].request.context;
+        assert_eq!(kept["history"]["iterations"], 400);
+        assert_eq!(kept["clock"]["runtimes"]["iterations"], 400);
+        assert_eq!(kept["iteration"], 401);
+        assert_eq!(records[0].request.clone().kept(), records[0].request, "keeping twice changes nothing");
+
+        // Replay matches the whole request it is asked, and tells where the history departs.
+        let replay = ReplayBackend::new(records);
+        let mut changed = asked.clone();
+        changed.context["history"][399]["score"] = serde_json::json!(53.7);
+        let Err(BackendError::ReplayMismatch(divergence)) = replay.complete(&changed).await else {
+            panic!("a different history was answered");
+        };
+        assert!(divergence.field.starts_with("context.history.sha256"), "{}", divergence.field);
+        assert_eq!(replay.complete(&asked).await.unwrap().content, "{}");
     }
 
     #[test]
