@@ -364,7 +364,7 @@ pub fn portfolio(regression: bool, rows: usize) -> Vec<Config> {
         // Measured natively (5-fold, twenty tables: the fixtures and public ones): best of
         // boosting's defaults, the regularized entry above and this on thirteen, chiefly noisy
         // classifications (loan defaults, churn, survey answers); far behind where interactions
-        // matter (house prices, earnings), where the ensembles leave it out.
+        // matter (house prices, a panel of wages), where the ensembles leave it out.
         Config::new(
             HGB,
             vec![
