@@ -89,6 +89,8 @@ pub(crate) fn new_engine(options: EngineOptions) -> Result<Engine, SandboxError>
         .async_stack_size(ASYNC_STACK)
         .consume_fuel(options.fuel)
         .parallel_compilation(true);
+    // See `memory`: copied-in memories on huge pages instead of copy-on-write images.
+    config.memory_init_cow(false).with_host_memory(std::sync::Arc::new(super::memory::HugePageMemories));
     Engine::new(&config).map_err(|e| SandboxError::engine("configuring wasmtime", e))
 }
 

@@ -4,6 +4,7 @@ mod backend;
 mod engine;
 mod host;
 mod hostcalls;
+mod memory;
 mod pipe;
 mod preinit;
 
