@@ -20,7 +20,9 @@ pub(crate) struct HugePageMemories;
 
 // SAFETY: each memory is a fresh zero-filled reservation of `reserved + guard` bytes that never
 // moves; only its first `byte_size` bytes are accessible, and the guard stays inaccessible, as
-// the code wasmtime compiles (bounds checks elided up to reservation plus guard) requires.
+// the code wasmtime compiles (bounds checks elided up to reservation plus guard) requires. A
+// guard of the same size before the memory stands in for wasmtime's own, which it keeps as
+// defence in depth against a miscompiled negative offset.
 unsafe impl MemoryCreator for HugePageMemories {
     fn new_memory(
         &self,
@@ -37,11 +39,13 @@ unsafe impl MemoryCreator for HugePageMemories {
         if minimum > capacity {
             return Err(format!("a guest memory of {minimum} bytes exceeds its reservation of {capacity}"));
         }
+        let before = guard_size_in_bytes;
         let total = capacity
             .checked_add(guard_size_in_bytes)
-            .ok_or("a guest memory's reservation and guard overflow the address space")?;
+            .and_then(|t| t.checked_add(before))
+            .ok_or("a guest memory's reservation and guards overflow the address space")?;
         // SAFETY: a new private mapping at an address the kernel chooses; nothing aliases it.
-        let base = unsafe {
+        let mapping = unsafe {
             mm::mmap_anonymous(
                 std::ptr::null_mut(),
                 total,
@@ -50,20 +54,21 @@ unsafe impl MemoryCreator for HugePageMemories {
             )
         }
         .map_err(|e| format!("reserving {total} bytes of address space for a guest memory: {e}"))?;
-        let base = NonNull::new(base).ok_or("the kernel mapped a guest memory at address zero")?;
-        let mut memory = Reserved { base, total, capacity, size: 0 };
+        let mapping = NonNull::new(mapping).ok_or("the kernel mapped a guest memory at address zero")?;
+        let mut memory = Reserved { mapping, before, total, capacity, size: 0 };
         // Advice only: without transparent huge pages (or with them off) it fails or does
         // nothing, and the memory works the same with 4 KiB pages.
         // SAFETY: the range lies inside the mapping just made.
-        let _ = unsafe { mm::madvise(base.as_ptr(), capacity, Advice::LinuxHugepage) };
+        let _ = unsafe { mm::madvise(memory.as_ptr().cast(), capacity, Advice::LinuxHugepage) };
         memory.grow_to(minimum).map_err(|e| format!("{e:#}"))?;
         Ok(Box::new(memory))
     }
 }
 
-/// One guest memory: `size` accessible bytes at the start of a `total`-byte mapping.
+/// One guest memory: `size` accessible bytes `before` bytes into a `total`-byte mapping.
 struct Reserved {
-    base: NonNull<c_void>,
+    mapping: NonNull<c_void>,
+    before: usize,
     total: usize,
     capacity: usize,
     size: usize,
@@ -97,7 +102,7 @@ unsafe impl LinearMemory for Reserved {
             // of the wasm page, so of the host page.
             unsafe {
                 mm::mprotect(
-                    self.base.as_ptr().cast::<u8>().add(self.size).cast(),
+                    self.as_ptr().add(self.size).cast(),
                     new_size - self.size,
                     MprotectFlags::READ | MprotectFlags::WRITE,
                 )
@@ -108,14 +113,15 @@ unsafe impl LinearMemory for Reserved {
     }
 
     fn as_ptr(&self) -> *mut u8 {
-        self.base.as_ptr().cast()
+        // SAFETY: `before` bytes into the mapping, which is longer than that.
+        unsafe { self.mapping.as_ptr().cast::<u8>().add(self.before) }
     }
 }
 
 impl Drop for Reserved {
     fn drop(&mut self) {
         // SAFETY: the whole mapping made in `new_memory`; wasmtime has dropped the instance.
-        if let Err(e) = unsafe { mm::munmap(self.base.as_ptr(), self.total) } {
+        if let Err(e) = unsafe { mm::munmap(self.mapping.as_ptr(), self.total) } {
             tracing::warn!(error = %e, "unmapping a guest memory");
         }
     }
@@ -157,7 +163,7 @@ mod tests {
     }
 
     /// Compiled wasm skips bounds checks up to the reservation plus the guard: all of it past
-    /// the memory's size must fault, not read the host's memory.
+    /// the memory's size must fault, not read the host's memory; so must the guard before it.
     #[test]
     fn everything_past_the_size_up_to_the_end_of_the_guard_is_inaccessible() {
         let (reserved, guard) = (64 * PAGE, 32 * PAGE);
@@ -169,6 +175,9 @@ mod tests {
         assert_eq!(&permissions_at(base + 2 * PAGE - 1)[..2], "rw");
         for addr in [base + 2 * PAGE, base + reserved - 1, base + reserved, base + reserved + guard - 1] {
             assert_eq!(&permissions_at(addr)[..3], "---", "at {:#x} past the base", addr - base);
+        }
+        for addr in [base - 1, base - guard] {
+            assert_eq!(&permissions_at(addr)[..3], "---", "at {:#x} before the base", base - addr);
         }
     }
 }
