@@ -11,7 +11,6 @@
 use std::ffi::c_void;
 use std::ptr::NonNull;
 
-use rustix::mm::{self, Advice, MapFlags, MprotectFlags, ProtFlags};
 use wasmtime::{LinearMemory, MemoryCreator, MemoryType};
 
 /// Creates every linear memory of an engine (set with `Config::with_host_memory`, which needs
@@ -46,20 +45,25 @@ unsafe impl MemoryCreator for HugePageMemories {
             .ok_or("a guest memory's reservation and guards overflow the address space")?;
         // SAFETY: a new private mapping at an address the kernel chooses; nothing aliases it.
         let mapping = unsafe {
-            mm::mmap_anonymous(
+            libc::mmap(
                 std::ptr::null_mut(),
                 total,
-                ProtFlags::empty(),
-                MapFlags::PRIVATE | MapFlags::NORESERVE,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
             )
+        };
+        if mapping == libc::MAP_FAILED {
+            let e = std::io::Error::last_os_error();
+            return Err(format!("reserving {total} bytes of address space for a guest memory: {e}"));
         }
-        .map_err(|e| format!("reserving {total} bytes of address space for a guest memory: {e}"))?;
         let mapping = NonNull::new(mapping).ok_or("the kernel mapped a guest memory at address zero")?;
         let mut memory = Reserved { mapping, before, total, capacity, size: 0 };
         // Advice only: without transparent huge pages (or with them off) it fails or does
         // nothing, and the memory works the same with 4 KiB pages.
         // SAFETY: the range lies inside the mapping just made.
-        let _ = unsafe { mm::madvise(memory.as_ptr().cast(), capacity, Advice::LinuxHugepage) };
+        unsafe { libc::madvise(memory.as_ptr().cast(), capacity, libc::MADV_HUGEPAGE) };
         memory.grow_to(minimum).map_err(|e| format!("{e:#}"))?;
         Ok(Box::new(memory))
     }
@@ -100,13 +104,16 @@ unsafe impl LinearMemory for Reserved {
         if new_size > self.size {
             // SAFETY: `size..new_size` lies inside the reservation; wasmtime sizes are multiples
             // of the wasm page, so of the host page.
-            unsafe {
-                mm::mprotect(
+            let protected = unsafe {
+                libc::mprotect(
                     self.as_ptr().add(self.size).cast(),
                     new_size - self.size,
-                    MprotectFlags::READ | MprotectFlags::WRITE,
+                    libc::PROT_READ | libc::PROT_WRITE,
                 )
-            }?;
+            };
+            if protected != 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
             self.size = new_size;
         }
         Ok(())
@@ -121,7 +128,8 @@ unsafe impl LinearMemory for Reserved {
 impl Drop for Reserved {
     fn drop(&mut self) {
         // SAFETY: the whole mapping made in `new_memory`; wasmtime has dropped the instance.
-        if let Err(e) = unsafe { mm::munmap(self.mapping.as_ptr(), self.total) } {
+        if unsafe { libc::munmap(self.mapping.as_ptr(), self.total) } != 0 {
+            let e = std::io::Error::last_os_error();
             tracing::warn!(error = %e, "unmapping a guest memory");
         }
     }
