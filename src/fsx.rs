@@ -31,6 +31,17 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// sha256 of `value`'s compact JSON, as lowercase hex: the same as hashing
+/// `serde_json::to_string(value)`, without holding the text.
+pub fn sha256_json(value: &impl serde::Serialize) -> String {
+    let mut hasher = Sha256::new();
+    let mut out = io::BufWriter::with_capacity(1 << 16, &mut hasher);
+    serde_json::to_writer(&mut out, value).expect("JSON serializes into a hash");
+    out.flush().expect("a hash takes every byte");
+    drop(out);
+    hex::encode(hasher.finalize())
+}
+
 /// Replaces `path` with `bytes` atomically: a temporary file in the same directory, fsync'd, then
 /// renamed over the target. A reader sees the old content or the new one, never a mix, and a
 /// crash leaves at most a stray temporary file. The file is readable by others (0644).
@@ -74,6 +85,8 @@ mod tests {
     #[test]
     fn sha256_of_known_input() {
         assert_eq!(sha256_bytes(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        let value = serde_json::json!({"b": [1, 2.5, null], "a": "x\"y"});
+        assert_eq!(sha256_json(&value), sha256_bytes(value.to_string().as_bytes()));
     }
 
     #[test]

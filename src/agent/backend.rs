@@ -92,9 +92,12 @@ impl Request {
         value
     }
 
-    /// sha256 of the canonical JSON of the request's identity.
+    /// sha256 of the canonical JSON of the request's identity: `identity()` written with its
+    /// keys sorted. It is written straight into the hash rather than built as a value first:
+    /// the context holds every earlier iteration, and copying it for each call cost time in
+    /// proportion to the run's length.
     pub fn hash(&self) -> String {
-        crate::fsx::sha256_bytes(self.identity().to_string().as_bytes())
+        crate::fsx::sha256_json(&Identity(self))
     }
 
     /// The request as the transcript keeps it: the context's lists of every earlier iteration
@@ -113,11 +116,84 @@ impl Request {
     }
 }
 
+/// A request serialized as its [`identity`](Request::identity), byte for byte: the keys in the
+/// order a JSON value sorts them, the small fields as values (so numbers are written exactly as
+/// there), and the context filtered as it is streamed.
+struct Identity<'a>(&'a Request);
+
+impl Serialize for Identity<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let r = self.0;
+        let mut map = serializer.serialize_map(Some(12))?;
+        map.serialize_entry("attempt", &r.attempt)?;
+        map.serialize_entry("context", &ContextIdentity(&r.context))?;
+        map.serialize_entry("iteration", &r.iteration)?;
+        map.serialize_entry("max_tokens", &r.max_tokens)?;
+        map.serialize_entry("messages", &as_value::<_, S::Error>(&r.messages)?)?;
+        map.serialize_entry("mode", &as_value::<_, S::Error>(&r.mode)?)?;
+        map.serialize_entry("model", &r.model)?;
+        map.serialize_entry("schema", &r.schema)?;
+        map.serialize_entry("schema_name", &r.schema_name)?;
+        map.serialize_entry("seed", &r.seed)?;
+        map.serialize_entry("step", &r.step)?;
+        map.serialize_entry("temperature", &as_value::<_, S::Error>(&r.temperature)?)?;
+        map.end()
+    }
+}
+
+/// A field as [`Request::identity`] has it: turned into a JSON value first, which is what keeps
+/// an `f32` or a struct's key order the same in both.
+fn as_value<T: Serialize, E: serde::ser::Error>(field: &T) -> Result<serde_json::Value, E> {
+    serde_json::to_value(field).map_err(E::custom)
+}
+
+/// The context without `clock`, and its `pending` iterations without `planned`.
+struct ContextIdentity<'a>(&'a serde_json::Value);
+
+impl Serialize for ContextIdentity<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        let Some(context) = self.0.as_object() else { return self.0.serialize(serializer) };
+        struct Without<'a>(&'a serde_json::Map<String, serde_json::Value>, &'static str);
+        impl Serialize for Without<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(None)?;
+                for (k, v) in self.0.iter().filter(|(k, _)| *k != self.1) {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+        }
+        struct Pending<'a>(&'a [serde_json::Value]);
+        impl Serialize for Pending<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+                for p in self.0 {
+                    match p.as_object() {
+                        Some(p) => seq.serialize_element(&Without(p, "planned"))?,
+                        None => seq.serialize_element(p)?,
+                    }
+                }
+                seq.end()
+            }
+        }
+        let mut map = serializer.serialize_map(None)?;
+        for (k, v) in context.iter().filter(|(k, _)| *k != "clock") {
+            match (k.as_str(), v.as_array()) {
+                ("pending", Some(pending)) => map.serialize_entry(k, &Pending(pending))?,
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
+    }
+}
+
 /// Replaces a JSON list with `{"iterations": its length, "sha256": its digest}`.
 fn digest_list(value: Option<&mut serde_json::Value>) {
     let Some(value) = value else { return };
     let Some(list) = value.as_array() else { return };
-    let digest = crate::fsx::sha256_bytes(value.to_string().as_bytes());
+    let digest = crate::fsx::sha256_json(value);
     *value = serde_json::json!({ "iterations": list.len(), "sha256": digest });
 }
 
@@ -205,4 +281,75 @@ pub trait Backend: Send + Sync {
     /// `openai`, `builtin`, `replay`.
     fn name(&self) -> &'static str;
     fn complete<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Reply, BackendError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(context: serde_json::Value) -> Request {
+        Request {
+            step: "plan".into(),
+            iteration: 7,
+            attempt: 2,
+            model: "gpt-4o-mini".into(),
+            messages: vec![Message::system("sys \u{e9}\"q\"\n"), Message::user("u")],
+            schema_name: "Plan".into(),
+            schema: json!({"type": "object", "properties": {"b": {}, "a": {"enum": [1.5, "x"]}}}),
+            mode: OutputMode::JsonSchema { strict: true },
+            temperature: Some(0.2),
+            max_tokens: Some(900),
+            seed: Some(-3),
+            context,
+            clock_note: Some("Time: 2s left".into()),
+        }
+    }
+
+    /// The hash as it was first defined: over the identity built as a value.
+    fn hash_of_identity(r: &Request) -> String {
+        crate::fsx::sha256_bytes(r.identity().to_string().as_bytes())
+    }
+
+    #[test]
+    fn the_streamed_hash_is_the_hash_of_the_identity_value() {
+        let mut ctx = crate::steps::sample_context();
+        ctx.clock = Some(crate::steps::Clock { time_left_seconds: Some(12.5), runtimes: vec![(1, 0.25)] });
+        ctx.pending = vec![crate::steps::PendingBrief {
+            iteration: 8,
+            operation: crate::search::Operation::Improve,
+            parent: Some(3),
+            planned: Some(crate::steps::Planned { family: "svm".into(), hyperparameters: vec![] }),
+        }];
+        ctx.cv_folds = Some(5);
+        let contexts = [
+            ctx.to_value(),
+            serde_json::to_value(crate::steps::sample_context()).unwrap(),
+            json!({"pending": [1, {"planned": 2, "z": 0.1}], "clock": {"x": 1}, "history": [{"s": 1e-7}]}),
+            json!(null),
+            json!([1, 2]),
+        ];
+        for context in contexts {
+            let mut r = request(context);
+            assert_eq!(r.hash(), hash_of_identity(&r), "{}", r.context);
+            r.temperature = None;
+            r.max_tokens = None;
+            r.seed = None;
+            r.mode = OutputMode::Prompt;
+            r.clock_note = None;
+            assert_eq!(r.hash(), hash_of_identity(&r), "{}", r.context);
+        }
+    }
+
+    #[test]
+    fn timing_does_not_change_the_hash_but_anything_else_does() {
+        let mut ctx = crate::steps::sample_context();
+        let r = request(ctx.to_value());
+        ctx.clock = Some(crate::steps::Clock { time_left_seconds: Some(1.0), runtimes: vec![] });
+        let mut timed = request(ctx.to_value());
+        timed.clock_note = Some("Time: 1s left".into());
+        assert_eq!(r.hash(), timed.hash());
+        ctx.seed = 1;
+        assert_ne!(r.hash(), request(ctx.to_value()).hash());
+    }
 }

@@ -1,6 +1,8 @@
 mod scripts;
 mod strategy;
 
+use serde::Deserialize;
+
 use crate::agent::{Backend, BackendError, BoxFuture, Reply, Request, Usage};
 use crate::data::ColumnKind;
 use crate::search::Operation;
@@ -28,10 +30,10 @@ impl Backend for BuiltinBackend {
 
     fn complete<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Reply, BackendError>> {
         Box::pin(async move {
-            let context: StepContext =
-                serde_json::from_value(request.context.clone()).map_err(|e| BackendError::Fatal {
-                    detail: format!("the built-in agent cannot read the step context: {e}"),
-                })?;
+            // Read in place: the context holds every earlier iteration.
+            let context = StepContext::deserialize(&request.context).map_err(|e| BackendError::Fatal {
+                detail: format!("the built-in agent cannot read the step context: {e}"),
+            })?;
             let step = Step::from_name(&request.step).ok_or_else(|| BackendError::Fatal {
                 detail: format!("the built-in agent has no answer for step `{}`", request.step),
             })?;
