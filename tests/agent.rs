@@ -59,7 +59,7 @@ fn question(prompt: &str) -> Ask<'_> {
         system: "You plan experiments.",
         prompt,
         schema: plan_schema(),
-        context: serde_json::json!({}),
+        context: serde_json::json!({}).into(),
         clock_note: None,
         shrink: None,
     }

@@ -110,7 +110,7 @@ pub struct Ask<'a> {
     pub prompt: &'a str,
     /// The JSON Schema the answer must match (made for the task).
     pub schema: &'a serde_json::Value,
-    pub context: serde_json::Value,
+    pub context: std::sync::Arc<serde_json::Value>,
     /// Time left and earlier run times, told after the prompt (not part of the request's
     /// identity: a replay's timing differs).
     pub clock_note: Option<String>,

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -65,7 +66,8 @@ pub struct Request {
     pub seed: Option<i64>,
     /// The structured facts the prompt was rendered from (for the built-in agent, which
     /// reasons over data rather than text).
-    pub context: serde_json::Value,
+    /// Shared, not copied, by the tries of a call: it holds every earlier iteration.
+    pub context: Arc<serde_json::Value>,
     /// Time left and earlier run times, told to an LLM after the prompt. Like the context's
     /// `clock`, it is not part of the request's identity: a replay's timing differs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,10 +109,28 @@ impl Request {
     /// request's hash is taken before, over the whole of it, so replay matches as strictly.
     /// Keeping a kept request again changes nothing.
     pub fn kept(mut self) -> Self {
-        if let Some(context) = self.context.as_object_mut() {
-            digest_list(context.get_mut("history"));
-            let clock = context.get_mut("clock").and_then(|c| c.as_object_mut());
-            digest_list(clock.and_then(|c| c.get_mut("runtimes")));
+        if let Some(context) = self.context.as_object() {
+            // Built anew rather than edited in place: the context is shared with the request's
+            // other tries, and copying the history only to replace it would cost what keeping saves.
+            let kept = context
+                .iter()
+                .map(|(k, v)| {
+                    let v = match (k.as_str(), v.as_object()) {
+                        ("history", _) => digest_list(v),
+                        ("clock", Some(clock)) => serde_json::Value::Object(
+                            clock
+                                .iter()
+                                .map(|(k, v)| {
+                                    (k.clone(), if k == "runtimes" { digest_list(v) } else { v.clone() })
+                                })
+                                .collect(),
+                        ),
+                        _ => v.clone(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect();
+            self.context = Arc::new(serde_json::Value::Object(kept));
         }
         self
     }
@@ -189,12 +209,14 @@ impl Serialize for ContextIdentity<'_> {
     }
 }
 
-/// Replaces a JSON list with `{"iterations": its length, "sha256": its digest}`.
-fn digest_list(value: Option<&mut serde_json::Value>) {
-    let Some(value) = value else { return };
-    let Some(list) = value.as_array() else { return };
-    let digest = crate::fsx::sha256_json(value);
-    *value = serde_json::json!({ "iterations": list.len(), "sha256": digest });
+/// A JSON list as `{"iterations": its length, "sha256": its digest}`; anything else as it is.
+fn digest_list(value: &serde_json::Value) -> serde_json::Value {
+    match value.as_array() {
+        Some(list) => {
+            serde_json::json!({ "iterations": list.len(), "sha256": crate::fsx::sha256_json(value) })
+        }
+        None => value.clone(),
+    }
 }
 
 /// Token counts of one call.
@@ -301,7 +323,7 @@ mod tests {
             temperature: Some(0.2),
             max_tokens: Some(900),
             seed: Some(-3),
-            context,
+            context: Arc::new(context),
             clock_note: Some("Time: 2s left".into()),
         }
     }

@@ -170,7 +170,7 @@ mod tests {
             temperature: None,
             max_tokens: None,
             seed: None,
-            context: serde_json::Value::Null,
+            context: serde_json::Value::Null.into(),
             clock_note: None,
         };
         Record {
@@ -210,7 +210,8 @@ mod tests {
             "iteration": 401,
             "history": history,
             "clock": {"time_left_seconds": 60.0, "runtimes": (1..=400).map(|i| (i, 1.5)).collect::<Vec<_>>()},
-        });
+        })
+        .into();
         record.request_hash = record.request.hash();
         let asked = record.request.clone();
         let mut t = Transcript::open(&path, Redactor::default()).unwrap();
@@ -228,7 +229,7 @@ mod tests {
         // Replay matches the whole request it is asked, and tells where the history departs.
         let replay = ReplayBackend::new(records);
         let mut changed = asked.clone();
-        changed.context["history"][399]["score"] = serde_json::json!(53.7);
+        std::sync::Arc::make_mut(&mut changed.context)["history"][399]["score"] = serde_json::json!(53.7);
         let Err(BackendError::ReplayMismatch(divergence)) = replay.complete(&changed).await else {
             panic!("a different history was answered");
         };

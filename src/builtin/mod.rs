@@ -31,9 +31,10 @@ impl Backend for BuiltinBackend {
     fn complete<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Reply, BackendError>> {
         Box::pin(async move {
             // Read in place: the context holds every earlier iteration.
-            let context = StepContext::deserialize(&request.context).map_err(|e| BackendError::Fatal {
-                detail: format!("the built-in agent cannot read the step context: {e}"),
-            })?;
+            let context =
+                StepContext::deserialize(request.context.as_ref()).map_err(|e| BackendError::Fatal {
+                    detail: format!("the built-in agent cannot read the step context: {e}"),
+                })?;
             let step = Step::from_name(&request.step).ok_or_else(|| BackendError::Fatal {
                 detail: format!("the built-in agent has no answer for step `{}`", request.step),
             })?;

@@ -49,7 +49,7 @@ pub fn check(_ctx: &Context, args: &AgentCheckArgs) -> anyhow::Result<i32> {
             system: "Answer with JSON only.",
             prompt: "What is the capital of France, and what is seven times six?",
             schema: &schema,
-            context: serde_json::Value::Null,
+            context: serde_json::Value::Null.into(),
             clock_note: None,
             shrink: None,
         },

@@ -75,7 +75,7 @@ pub(super) async fn ask<T: StepOutput>(
         system: &system,
         prompt: &prompt,
         schema: shared.schemas.get(step),
-        context: ctx.to_value(),
+        context: std::sync::Arc::new(ctx.to_value()),
         clock_note: clock_note.clone(),
         shrink: Some(&shrink),
     };
