@@ -507,6 +507,21 @@ pub enum BenchCommand {
     Snapshot(BenchSnapshotArgs),
     /// Provenance tables over many synthetic runs: load, export, query.
     Tables(BenchTablesArgs),
+    /// The runner's time for one iteration's agent steps, as the run's history grows.
+    Steps(BenchStepsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchStepsArgs {
+    /// The task whose data profile the prompts show.
+    #[arg(long, default_value = "fixtures/diabetes/task.toml")]
+    pub task: PathBuf,
+    /// Numbers of earlier iterations to measure at, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,100,1000,5000")]
+    pub history: Vec<usize>,
+    /// Iterations timed at each history length (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
 }
 
 #[derive(Debug, Args)]

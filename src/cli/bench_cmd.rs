@@ -238,3 +238,37 @@ pub fn tables(ctx: &Context, args: &super::args::BenchTablesArgs) -> anyhow::Res
     }
     Ok(exit_code::SUCCESS)
 }
+
+pub fn steps(ctx: &Context, args: &super::args::BenchStepsArgs) -> anyhow::Result<i32> {
+    let task = crate::task::Task::load(&args.task)?;
+    let spinner = ctx.printer.spinner(&format!(
+        "timing an iteration's agent steps after {} earlier iterations",
+        args.history.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    ));
+    let rows = bench::steps(&task, &args.history, args.repeat)?;
+    spinner.finish_and_clear();
+    let mut header = format!("{:>8}", "history");
+    for step in bench::STEPS {
+        header.push_str(&format!(" {:>12}", step.name()));
+    }
+    println!("{header} {:>10} {:>22}", "iteration", "per earlier iteration");
+    let first = rows.first().map(|r| (r.history, r.iteration));
+    for row in &rows {
+        let mut line = format!("{:>8}", row.history);
+        for t in &row.steps {
+            line.push_str(&format!(" {:>9.2} ms", t.as_secs_f64() * 1e3));
+        }
+        let slope = first.filter(|(n, _)| row.history > *n).map_or("-".to_string(), |(n, t)| {
+            let grown = row.iteration.as_secs_f64() - t.as_secs_f64();
+            format!("{:.2} µs", grown * 1e6 / (row.history - n) as f64)
+        });
+        println!("{line} {:>7.2} ms {slope:>22}", row.iteration.as_secs_f64() * 1e3);
+    }
+    println!(
+        "medians of {} iterations each: prompts rendered with the memory, the built-in agent asked, answers validated and appended to a transcript on disk ({}); `{}`",
+        args.repeat.max(1),
+        task.name,
+        args.task.display()
+    );
+    Ok(exit_code::SUCCESS)
+}

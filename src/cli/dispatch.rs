@@ -89,5 +89,6 @@ fn run(ctx: &Context, command: Command) -> anyhow::Result<i32> {
         Command::Bench(BenchCommand::Quality(args)) => bench_cmd::quality(ctx, &args),
         Command::Bench(BenchCommand::Snapshot(args)) => bench_cmd::snapshot(ctx, &args),
         Command::Bench(BenchCommand::Tables(args)) => bench_cmd::tables(ctx, &args),
+        Command::Bench(BenchCommand::Steps(args)) => bench_cmd::steps(ctx, &args),
     }
 }

@@ -7,7 +7,10 @@ use std::time::Instant;
 use super::StopReason;
 use super::progress::Progress;
 use super::shared::Shared;
-use crate::agent::{AgentError, Ask, BackendError, Counter, StepOutput, context_tokens};
+use crate::agent::{
+    Agent, AgentError, AgentSettings, Answer, Ask, AskError, BackendError, Counter, StepOutput,
+    context_tokens,
+};
 use crate::journal::Event;
 use crate::steps::{
     self, ArchitectureOutput, Extras, RepresentOutput, Step, StepContext, TrainOutput, memory,
@@ -64,22 +67,10 @@ pub(super) async fn ask<T: StepOutput>(
     acc: &mut Accumulator,
 ) -> Result<T, StepFailure> {
     shared.reporter.report(Progress::Step { iteration: ctx.iteration, step: step.name().into() });
-    let prompts = Prompts::new(shared, step, ctx);
-    let clock_note = clock_note(ctx);
-    let (system, prompt) = prompts.render(0, clock_note.as_deref()).map_err(StepFailure::Internal)?;
     let started = Instant::now();
-    let shrink = |level: u32| prompts.render(level, clock_note.as_deref()).ok().map(|(_, p)| p);
-    let question = Ask {
-        step: step.name(),
-        iteration: ctx.iteration,
-        system: &system,
-        prompt: &prompt,
-        schema: shared.schemas.get(step),
-        context: std::sync::Arc::new(ctx.to_value()),
-        clock_note: clock_note.clone(),
-        shrink: Some(&shrink),
-    };
-    let result = shared.agent.ask::<T>(question, rule).await;
+    let result = ask_agent(&shared.agent, shared.schemas.get(step), &shared.sandbox_brief, step, ctx, rule)
+        .await
+        .map_err(StepFailure::Internal)?;
     for notice in shared.agent.take_notices() {
         shared.reporter.report(Progress::Note(notice.text.clone()));
         shared
@@ -143,11 +134,39 @@ pub(super) async fn ask<T: StepOutput>(
     }
 }
 
+/// Renders `step`'s prompts for `ctx` and asks `agent`, with `schema` for the answer: a step
+/// without the journal and the iteration's files around it (what `bench steps` times). The
+/// error is a prompt that does not render.
+pub(crate) async fn ask_agent<T: StepOutput>(
+    agent: &Agent,
+    schema: &serde_json::Value,
+    sandbox_brief: &str,
+    step: Step,
+    ctx: &StepContext,
+    rule: &(dyn Fn(&T) -> Vec<String> + Send + Sync),
+) -> anyhow::Result<Result<Answer<T>, AskError>> {
+    let prompts = Prompts::new(agent.settings(), sandbox_brief, step, ctx);
+    let clock_note = clock_note(ctx);
+    let (system, prompt) = prompts.render(0, clock_note.as_deref())?;
+    let shrink = |level: u32| prompts.render(level, clock_note.as_deref()).ok().map(|(_, p)| p);
+    let question = Ask {
+        step: step.name(),
+        iteration: ctx.iteration,
+        system: &system,
+        prompt: &prompt,
+        schema,
+        context: std::sync::Arc::new(ctx.to_value()),
+        clock_note: clock_note.clone(),
+        shrink: Some(&shrink),
+    };
+    Ok(agent.ask::<T>(question, rule).await)
+}
+
 /// A step's prompts, rendered to fit the model's context: the memory gets what the fixed
 /// parts and the answer leave, and less at each shrink level (none at level 3, where long
 /// scripts in the prompt are cut too).
 struct Prompts<'a> {
-    shared: &'a Shared,
+    sandbox: &'a str,
     step: Step,
     ctx: &'a StepContext,
     counter: Counter,
@@ -155,18 +174,17 @@ struct Prompts<'a> {
 }
 
 impl<'a> Prompts<'a> {
-    fn new(shared: &'a Shared, step: Step, ctx: &'a StepContext) -> Self {
-        let settings = shared.agent.settings();
+    fn new(settings: &AgentSettings, sandbox: &'a str, step: Step, ctx: &'a StepContext) -> Self {
         let model = settings.model_for(step.name());
         let context = settings.context_tokens.unwrap_or_else(|| context_tokens(model)) as usize;
         let answer = settings.max_tokens_for(step.name()) as usize;
         // Room for the chat format's own tokens and the counting's error.
         let available = context.saturating_sub(answer).saturating_sub(context / 20 + 64);
-        Self { shared, step, ctx, counter: Counter::for_model(model), available }
+        Self { sandbox, step, ctx, counter: Counter::for_model(model), available }
     }
 
     fn render(&self, level: u32, clock_note: Option<&str>) -> anyhow::Result<(String, String)> {
-        let sandbox = self.shared.sandbox_brief.as_str();
+        let sandbox = self.sandbox;
         let shortened;
         let ctx = if level >= 3 {
             shortened = shorten_scripts(self.ctx, 4000);

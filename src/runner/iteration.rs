@@ -212,8 +212,9 @@ impl Iteration<'_> {
             self.split(ctx, acc).await?;
         }
         let represent: RepresentOutput = {
-            let c = ctx.clone();
-            let rule = move |a: &RepresentOutput| rules::represent(a, &c);
+            let features: Vec<String> = ctx.profile.features.iter().map(|c| c.name.clone()).collect();
+            let target = ctx.task.target.clone();
+            let rule = move |a: &RepresentOutput| rules::represent(a, &features, &target);
             ask(shared, Step::Represent, ctx, &rule, &steps_dir, acc).await?
         };
         acc.represent = Some(represent.clone());

@@ -21,6 +21,7 @@ mod resume;
 mod shared;
 mod split;
 
+pub(crate) use ask::ask_agent;
 pub use budget::Budget;
 pub use lifecycle::{Runner, State, StopReason};
 pub use progress::{Progress, Reporter, Silent};

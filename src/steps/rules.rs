@@ -1,6 +1,5 @@
 //! Semantic checks on answers, beyond their schema. A failed check is quoted back to the agent.
 
-use super::context::StepContext;
 use super::outputs::{
     ArchitectureOutput, ExploreOutput, RepresentOutput, ScriptOutput, SplitOutput, TrainOutput,
 };
@@ -20,11 +19,11 @@ pub fn split(answer: &SplitOutput) -> Vec<String> {
     problems
 }
 
-pub fn represent(answer: &RepresentOutput, context: &StepContext) -> Vec<String> {
-    let columns: Vec<&str> = context.profile.features.iter().map(|c| c.name.as_str()).collect();
+pub fn represent(answer: &RepresentOutput, features: &[String], target: &str) -> Vec<String> {
+    let columns: Vec<&str> = features.iter().map(String::as_str).collect();
     let mut problems = Vec::new();
     for dropped in &answer.drop_columns {
-        if dropped == &context.task.target {
+        if dropped == target {
             problems.push(format!("`{dropped}` is the target, not a feature column"));
         } else if !columns.contains(&dropped.as_str()) {
             problems.push(format!(

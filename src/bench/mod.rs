@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::sandbox::{CancellationToken, Mount, RunSpec, Sandbox};
 
+mod steps;
+pub use steps::{STEPS, StepsRow, steps};
+
 /// One workload: a script run with the dataset path and the target column as arguments.
 pub struct Workload {
     pub name: &'static str,
