@@ -60,6 +60,7 @@ fn question(prompt: &str) -> Ask<'_> {
         prompt,
         schema: plan_schema(),
         context: serde_json::json!({}).into(),
+        history_json: None,
         clock_note: None,
         shrink: None,
     }

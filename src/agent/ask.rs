@@ -111,6 +111,8 @@ pub struct Ask<'a> {
     /// The JSON Schema the answer must match (made for the task).
     pub schema: &'a serde_json::Value,
     pub context: std::sync::Arc<serde_json::Value>,
+    /// `context`'s history as JSON text, made once for several asks (see [`HistoryJson`]).
+    pub history_json: Option<std::sync::Arc<super::backend::HistoryJson>>,
     /// Time left and earlier run times, told after the prompt (not part of the request's
     /// identity: a replay's timing differs).
     pub clock_note: Option<String>,
@@ -597,6 +599,7 @@ impl Agent {
             max_tokens: Some(q.max_tokens),
             seed: self.settings.seed,
             context: ask.context.clone(),
+            history_json: ask.history_json.clone(),
             clock_note: ask.clock_note.clone(),
         }
     }

@@ -68,10 +68,44 @@ pub struct Request {
     /// reasons over data rather than text).
     /// Shared, not copied, by the tries of a call: it holds every earlier iteration.
     pub context: Arc<serde_json::Value>,
+    /// The context's `history` as JSON text, when the caller made it once for several requests.
+    #[serde(skip)]
+    pub history_json: Option<Arc<HistoryJson>>,
     /// Time left and earlier run times, told to an LLM after the prompt. Like the context's
     /// `clock`, it is not part of the request's identity: a replay's timing differs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_note: Option<String>,
+}
+
+/// A context's `history`, the part that grows with the run, as JSON text with its digest: made
+/// once for the steps of an iteration, which share it. A request that carries it hashes and keeps
+/// its history from this text instead of writing the list out again for every step. It is only
+/// used for a history of its length, and must be made from the context's own.
+#[derive(Debug)]
+pub struct HistoryJson {
+    text: Box<serde_json::value::RawValue>,
+    sha256: String,
+    len: usize,
+}
+
+impl HistoryJson {
+    /// The text of `history` (a JSON list; anything else has none).
+    pub fn of(history: &serde_json::Value) -> Option<Self> {
+        let len = history.as_array()?.len();
+        let text = serde_json::value::to_raw_value(history).expect("JSON values serialize");
+        let sha256 = crate::fsx::sha256_bytes(text.get().as_bytes());
+        Some(Self { text, sha256, len })
+    }
+
+    fn matches(&self, history: &serde_json::Value) -> bool {
+        history.as_array().is_some_and(|h| h.len() == self.len)
+    }
+}
+
+impl PartialEq for HistoryJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.text.get() == other.text.get()
+    }
 }
 
 impl Request {
@@ -116,7 +150,10 @@ impl Request {
                 .iter()
                 .map(|(k, v)| {
                     let v = match (k.as_str(), v.as_object()) {
-                        ("history", _) => digest_list(v),
+                        ("history", _) => match self.history_json.as_deref().filter(|h| h.matches(v)) {
+                            Some(h) => serde_json::json!({ "iterations": h.len, "sha256": h.sha256 }),
+                            None => digest_list(v),
+                        },
                         ("clock", Some(clock)) => serde_json::Value::Object(
                             clock
                                 .iter()
@@ -132,6 +169,7 @@ impl Request {
                 .collect();
             self.context = Arc::new(serde_json::Value::Object(kept));
         }
+        self.history_json = None;
         self
     }
 }
@@ -147,7 +185,7 @@ impl Serialize for Identity<'_> {
         let r = self.0;
         let mut map = serializer.serialize_map(Some(12))?;
         map.serialize_entry("attempt", &r.attempt)?;
-        map.serialize_entry("context", &ContextIdentity(&r.context))?;
+        map.serialize_entry("context", &ContextIdentity(&r.context, r.history_json.as_deref()))?;
         map.serialize_entry("iteration", &r.iteration)?;
         map.serialize_entry("max_tokens", &r.max_tokens)?;
         map.serialize_entry("messages", &as_value::<_, S::Error>(&r.messages)?)?;
@@ -168,8 +206,9 @@ fn as_value<T: Serialize, E: serde::ser::Error>(field: &T) -> Result<serde_json:
     serde_json::to_value(field).map_err(E::custom)
 }
 
-/// The context without `clock`, and its `pending` iterations without `planned`.
-struct ContextIdentity<'a>(&'a serde_json::Value);
+/// The context without `clock`, and its `pending` iterations without `planned`; its history from
+/// its text when there is one.
+struct ContextIdentity<'a>(&'a serde_json::Value, Option<&'a HistoryJson>);
 
 impl Serialize for ContextIdentity<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -202,6 +241,9 @@ impl Serialize for ContextIdentity<'_> {
         for (k, v) in context.iter().filter(|(k, _)| *k != "clock") {
             match (k.as_str(), v.as_array()) {
                 ("pending", Some(pending)) => map.serialize_entry(k, &Pending(pending))?,
+                ("history", _) if self.1.is_some_and(|h| h.matches(v)) => {
+                    map.serialize_entry(k, &*self.1.expect("matched").text)?
+                }
                 _ => map.serialize_entry(k, v)?,
             }
         }
@@ -324,6 +366,7 @@ mod tests {
             max_tokens: Some(900),
             seed: Some(-3),
             context: Arc::new(context),
+            history_json: None,
             clock_note: Some("Time: 2s left".into()),
         }
     }
@@ -354,6 +397,12 @@ mod tests {
         for context in contexts {
             let mut r = request(context);
             assert_eq!(r.hash(), hash_of_identity(&r), "{}", r.context);
+            let with_text = Request {
+                history_json: r.context.get("history").and_then(HistoryJson::of).map(Arc::new),
+                ..r.clone()
+            };
+            assert_eq!(with_text.hash(), r.hash(), "{}", r.context);
+            assert_eq!(with_text.clone().kept(), r.clone().kept(), "{}", r.context);
             r.temperature = None;
             r.max_tokens = None;
             r.seed = None;

@@ -16,7 +16,9 @@ mod tokens;
 mod transcript;
 
 pub use ask::{Agent, AgentError, AgentSettings, Answer, Ask, AskError, Spent, StructuredOutput};
-pub use backend::{Backend, BackendError, BoxFuture, Message, OutputMode, Reply, Request, Role, Usage};
+pub use backend::{
+    Backend, BackendError, BoxFuture, HistoryJson, Message, OutputMode, Reply, Request, Role, Usage,
+};
 pub use openai::OpenAiBackend;
 pub use replay::{ReplayBackend, first_difference};
 pub use schema::{DROPPABLE, StepOutput, check, extract_json, schema_of, strict_problems, without};

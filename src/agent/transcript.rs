@@ -171,6 +171,7 @@ mod tests {
             max_tokens: None,
             seed: None,
             context: serde_json::Value::Null.into(),
+            history_json: None,
             clock_note: None,
         };
         Record {

@@ -13,8 +13,8 @@ use crate::data::Dataset;
 use crate::search::Operation;
 use crate::steps::schemas::{SchemaFacts, Schemas};
 use crate::steps::{
-    AnalyzeOutput, ArchitectureOutput, Clock, IterationBrief, PlanOutput, RepresentOutput, ScriptOutput,
-    Step, StepContext, TaskBrief, TrainOutput, ValidationBrief,
+    AnalyzeOutput, ArchitectureOutput, Clock, ContextJson, IterationBrief, PlanOutput, RepresentOutput,
+    ScriptOutput, Step, StepContext, TaskBrief, TrainOutput, ValidationBrief,
 };
 use crate::task::Task;
 
@@ -110,18 +110,21 @@ async fn iteration(
 ) -> anyhow::Result<(Vec<Duration>, IterationBrief)> {
     let mut ctx = base.clone();
     let mut times = Vec::new();
-    let plan: PlanOutput = step(agent, schemas, Step::Plan, &ctx, &mut times).await?;
+    let mut json = ContextJson::default();
+    let plan: PlanOutput = step(agent, schemas, Step::Plan, &mut ctx, &mut json, &mut times).await?;
     ctx.current.plan = Some(plan);
-    let represent: RepresentOutput = step(agent, schemas, Step::Represent, &ctx, &mut times).await?;
+    let represent: RepresentOutput =
+        step(agent, schemas, Step::Represent, &mut ctx, &mut json, &mut times).await?;
     ctx.current.represent = Some(represent.clone());
-    let architecture: ArchitectureOutput = step(agent, schemas, Step::Architecture, &ctx, &mut times).await?;
+    let architecture: ArchitectureOutput =
+        step(agent, schemas, Step::Architecture, &mut ctx, &mut json, &mut times).await?;
     ctx.current.architecture = Some(architecture.clone());
-    let train: TrainOutput = step(agent, schemas, Step::Train, &ctx, &mut times).await?;
+    let train: TrainOutput = step(agent, schemas, Step::Train, &mut ctx, &mut json, &mut times).await?;
     ctx.current.train = Some(train);
-    let infer: ScriptOutput = step(agent, schemas, Step::Infer, &ctx, &mut times).await?;
+    let infer: ScriptOutput = step(agent, schemas, Step::Infer, &mut ctx, &mut json, &mut times).await?;
     ctx.current.infer = Some(infer);
     ctx.validation = Some(ValidationBrief { score: 55.0, details: "residuals: mean 0.4, sd 55.1".into() });
-    let analyze: AnalyzeOutput = step(agent, schemas, Step::Analyze, &ctx, &mut times).await?;
+    let analyze: AnalyzeOutput = step(agent, schemas, Step::Analyze, &mut ctx, &mut json, &mut times).await?;
     let brief = IterationBrief {
         iteration: ctx.iteration,
         parent: None,
@@ -140,13 +143,16 @@ async fn step<T: StepOutput>(
     agent: &Agent,
     schemas: &Schemas,
     step: Step,
-    ctx: &StepContext,
+    ctx: &mut StepContext,
+    json: &mut ContextJson,
     times: &mut Vec<Duration>,
 ) -> anyhow::Result<T> {
     let started = Instant::now();
-    let answer = crate::runner::ask_agent::<T>(agent, schemas.get(step), SANDBOX, step, ctx, &|_| vec![])
-        .await?
-        .map_err(|e| anyhow::anyhow!("the built-in agent failed at {}: {}", step.name(), e.error))?;
+    let context = json.of(ctx);
+    let answer =
+        crate::runner::ask_agent::<T>(agent, schemas.get(step), SANDBOX, step, ctx, context, &|_| vec![])
+            .await?
+            .map_err(|e| anyhow::anyhow!("the built-in agent failed at {}: {}", step.name(), e.error))?;
     times.push(started.elapsed());
     Ok(answer.value)
 }

@@ -50,6 +50,7 @@ pub fn check(_ctx: &Context, args: &AgentCheckArgs) -> anyhow::Result<i32> {
             prompt: "What is the capital of France, and what is seven times six?",
             schema: &schema,
             context: serde_json::Value::Null.into(),
+            history_json: None,
             clock_note: None,
             shrink: None,
         },

@@ -8,12 +8,12 @@ use super::StopReason;
 use super::progress::Progress;
 use super::shared::Shared;
 use crate::agent::{
-    Agent, AgentError, AgentSettings, Answer, Ask, AskError, BackendError, Counter, StepOutput,
+    Agent, AgentError, AgentSettings, Answer, Ask, AskError, BackendError, Counter, HistoryJson, StepOutput,
     context_tokens,
 };
 use crate::journal::Event;
 use crate::steps::{
-    self, ArchitectureOutput, Extras, RepresentOutput, Step, StepContext, TrainOutput, memory,
+    self, ArchitectureOutput, ContextJson, Extras, RepresentOutput, Step, StepContext, TrainOutput, memory,
 };
 
 /// Why an iteration did not finish.
@@ -48,6 +48,8 @@ pub(super) struct Accumulator {
     pub findings: Vec<String>,
     /// The last script failure, kept for a later debug operation.
     pub failure: Option<crate::steps::Failure>,
+    /// The step context as the agent is asked with it, carried from step to step.
+    pub context: ContextJson,
 }
 
 impl Accumulator {
@@ -61,16 +63,18 @@ impl Accumulator {
 pub(super) async fn ask<T: StepOutput>(
     shared: &Shared,
     step: Step,
-    ctx: &StepContext,
+    ctx: &mut StepContext,
     rule: &(dyn Fn(&T) -> Vec<String> + Send + Sync),
     steps_dir: &Path,
     acc: &mut Accumulator,
 ) -> Result<T, StepFailure> {
     shared.reporter.report(Progress::Step { iteration: ctx.iteration, step: step.name().into() });
     let started = Instant::now();
-    let result = ask_agent(&shared.agent, shared.schemas.get(step), &shared.sandbox_brief, step, ctx, rule)
-        .await
-        .map_err(StepFailure::Internal)?;
+    let context = acc.context.of(ctx);
+    let result =
+        ask_agent(&shared.agent, shared.schemas.get(step), &shared.sandbox_brief, step, ctx, context, rule)
+            .await
+            .map_err(StepFailure::Internal)?;
     for notice in shared.agent.take_notices() {
         shared.reporter.report(Progress::Note(notice.text.clone()));
         shared
@@ -134,7 +138,8 @@ pub(super) async fn ask<T: StepOutput>(
     }
 }
 
-/// Renders `step`'s prompts for `ctx` and asks `agent`, with `schema` for the answer: a step
+/// Renders `step`'s prompts for `ctx` and asks `agent`, with `schema` for the answer and `ctx` as
+/// `context` (see [`ContextJson`]): a step
 /// without the journal and the iteration's files around it (what `bench steps` times). The
 /// error is a prompt that does not render.
 pub(crate) async fn ask_agent<T: StepOutput>(
@@ -143,6 +148,7 @@ pub(crate) async fn ask_agent<T: StepOutput>(
     sandbox_brief: &str,
     step: Step,
     ctx: &StepContext,
+    (context, history_json): (std::sync::Arc<serde_json::Value>, Option<std::sync::Arc<HistoryJson>>),
     rule: &(dyn Fn(&T) -> Vec<String> + Send + Sync),
 ) -> anyhow::Result<Result<Answer<T>, AskError>> {
     let prompts = Prompts::new(agent.settings(), sandbox_brief, step, ctx);
@@ -155,7 +161,8 @@ pub(crate) async fn ask_agent<T: StepOutput>(
         system: &system,
         prompt: &prompt,
         schema,
-        context: std::sync::Arc::new(ctx.to_value()),
+        context,
+        history_json,
         clock_note: clock_note.clone(),
         shrink: Some(&shrink),
     };

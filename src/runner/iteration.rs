@@ -117,8 +117,15 @@ pub(super) async fn run(shared: Arc<Shared>, job: Job) -> anyhow::Result<Finishe
     if let Some(done) = &done {
         ctx.validation =
             Some(ValidationBrief { score: done.scored.score, details: done.scored.details.clone() });
-        match ask::<AnalyzeOutput>(&shared, Step::Analyze, &ctx, &|_| vec![], &dir.join("steps"), &mut acc)
-            .await
+        match ask::<AnalyzeOutput>(
+            &shared,
+            Step::Analyze,
+            &mut ctx,
+            &|_| vec![],
+            &dir.join("steps"),
+            &mut acc,
+        )
+        .await
         {
             Ok(analysis) => next_ideas = analysis.next_ideas,
             Err(StepFailure::Stop(reason, why)) => {

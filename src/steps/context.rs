@@ -5,12 +5,15 @@
 //! Nothing time-dependent goes in here (no clock, no remaining budget): the same run replayed
 //! must produce byte-identical requests.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::outputs::{
     AnalyzeOutput, ArchitectureOutput, ExploreOutput, Hyperparameter, PlanOutput, RepresentOutput,
     ScriptOutput, SplitOutput, TrainOutput,
 };
+use crate::agent::HistoryJson;
 use crate::data::{Profile, TargetInfo};
 use crate::search::Operation;
 use crate::task::Task;
@@ -186,6 +189,48 @@ impl StepContext {
     }
 }
 
+/// A step context as JSON, carried from one step of an iteration to the next: each step
+/// serializes what it may have changed, and the earlier iterations, most of the context on a
+/// long run, once an iteration, with their text for the request's hash and the transcript
+/// ([`HistoryJson`]). Serializing them for every step made a step's cost grow with the run.
+#[derive(Debug, Default)]
+pub struct ContextJson(Option<(Arc<serde_json::Value>, Option<Arc<HistoryJson>>)>);
+
+impl ContextJson {
+    /// `ctx` as [`StepContext::to_value`] has it, and its history's text. The history is
+    /// serialized again only if its length or its last iteration differ from what was
+    /// serialized (an iteration's history does not change between its steps).
+    pub fn of(&mut self, ctx: &mut StepContext) -> (Arc<serde_json::Value>, Option<Arc<HistoryJson>>) {
+        let same_history = |value: &serde_json::Value| {
+            value.get("history").and_then(|h| h.as_array()).is_some_and(|h| {
+                h.len() == ctx.history.len()
+                    && h.last().and_then(|b| b.get("iteration")).and_then(|i| i.as_u64())
+                        == ctx.history.last().map(|b| u64::from(b.iteration))
+            })
+        };
+        match &mut self.0 {
+            Some((kept, text)) if same_history(kept) => {
+                let history = std::mem::take(&mut ctx.history);
+                let rest = ctx.to_value();
+                ctx.history = history;
+                let serde_json::Value::Object(rest) = rest else { unreachable!("a context is an object") };
+                // Unique once the previous step's request is dropped: edited in place.
+                let map = Arc::make_mut(kept).as_object_mut().expect("a context is an object");
+                map.retain(|k, _| k == "history" || rest.contains_key(k));
+                for (k, v) in rest.into_iter().filter(|(k, _)| k != "history") {
+                    map.insert(k, v);
+                }
+                (kept.clone(), text.clone())
+            }
+            _ => {
+                let value = ctx.to_value();
+                let text = value.get("history").and_then(HistoryJson::of).map(Arc::new);
+                self.0.insert((Arc::new(value), text)).clone()
+            }
+        }
+    }
+}
+
 /// A small context for tests: a binary task on 500 rows, nothing tried yet.
 #[cfg(test)]
 pub(crate) fn sample_context() -> StepContext {
@@ -224,5 +269,50 @@ pub(crate) fn sample_context() -> StepContext {
         validation: None,
         seed: 0,
         clock: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn brief(i: u32) -> IterationBrief {
+        IterationBrief {
+            iteration: i,
+            parent: None,
+            operation: Operation::Draft,
+            status: "succeeded".into(),
+            family: "ridge".into(),
+            hyperparameters: vec![],
+            representation: None,
+            score: Some(f64::from(i)),
+            next_ideas: vec![],
+        }
+    }
+
+    #[test]
+    fn the_kept_json_is_the_context_after_every_change() {
+        let mut ctx = sample_context();
+        ctx.history = (1..=3).map(brief).collect();
+        ctx.cv_folds = Some(5);
+        let mut json = ContextJson::default();
+        assert_eq!(*json.of(&mut ctx).0, ctx.to_value());
+        ctx.current.plan = Some(PlanOutput { review: "r".into(), plan: "p".into() });
+        ctx.cv_folds = None;
+        ctx.clock = Some(Clock { time_left_seconds: Some(3.0), runtimes: vec![(1, 0.5)] });
+        let (held, text) = json.of(&mut ctx);
+        assert_eq!(text.as_deref(), HistoryJson::of(&held["history"]).as_ref());
+        assert_eq!(*held, ctx.to_value());
+        ctx.validation = Some(ValidationBrief { score: 1.0, details: String::new() });
+        // Still held elsewhere: the next one is a copy, and the held one is left as it was.
+        let (next, _) = json.of(&mut ctx);
+        assert_eq!(*next, ctx.to_value());
+        assert_ne!(*held, *next);
+        // A different history is serialized again.
+        ctx.history.push(brief(4));
+        assert_eq!(*json.of(&mut ctx).0, ctx.to_value());
+        ctx.history.pop();
+        assert_eq!(*json.of(&mut ctx).0, ctx.to_value());
+        assert_eq!(ctx.history.len(), 3);
     }
 }

@@ -12,8 +12,8 @@ pub mod schemas;
 #[cfg(test)]
 pub(crate) use context::sample_context;
 pub use context::{
-    Clock, CurrentSteps, Failure, IterationBrief, ParentBrief, PendingBrief, Planned, StepContext, TaskBrief,
-    ValidationBrief,
+    Clock, ContextJson, CurrentSteps, Failure, IterationBrief, ParentBrief, PendingBrief, Planned,
+    StepContext, TaskBrief, ValidationBrief,
 };
 pub use outputs::{
     AnalyzeOutput, ArchitectureOutput, CategoricalTreatment, ExploreOutput, Hyperparameter, MissingTreatment,
