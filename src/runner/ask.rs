@@ -139,9 +139,8 @@ pub(super) async fn ask<T: StepOutput>(
 }
 
 /// Renders `step`'s prompts for `ctx` and asks `agent`, with `schema` for the answer and `ctx` as
-/// `context` (see [`ContextJson`]): a step
-/// without the journal and the iteration's files around it (what `bench steps` times). The
-/// error is a prompt that does not render.
+/// JSON in `context` (see [`ContextJson`]): a step without the journal and the iteration's files
+/// around it (what `bench steps` times). The error is a prompt that does not render.
 pub(crate) async fn ask_agent<T: StepOutput>(
     agent: &Agent,
     schema: &serde_json::Value,
