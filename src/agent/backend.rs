@@ -97,8 +97,16 @@ impl HistoryJson {
         Some(Self { text, sha256, len })
     }
 
-    fn matches(&self, history: &serde_json::Value) -> bool {
+    /// Whether this can stand for `history` (made from it, which its user answers for).
+    pub fn matches(&self, history: &serde_json::Value) -> bool {
         history.as_array().is_some_and(|h| h.len() == self.len)
+    }
+}
+
+impl HistoryJson {
+    /// The digest of the text.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
     }
 }
 

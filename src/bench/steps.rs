@@ -41,7 +41,7 @@ pub fn steps(task: &Task, histories: &[usize], repeat: usize) -> anyhow::Result<
     let dir = tempfile::tempdir()?;
     let transcript = Transcript::open(&dir.path().join("transcript.jsonl"), Redactor::default())?;
     let settings: AgentSettings = AgentSettings::default();
-    let agent = Agent::new(Arc::new(BuiltinBackend), settings, transcript, Default::default());
+    let agent = Agent::new(Arc::new(BuiltinBackend::default()), settings, transcript, Default::default());
     let features: Vec<String> = dataset.profile.features.iter().map(|c| c.name.clone()).collect();
     let schemas = Schemas::for_task(&SchemaFacts { features, packages: Default::default() });
     let base = StepContext {

@@ -198,7 +198,7 @@ impl Config {
         &self.params
     }
 
-    fn key(&self) -> (String, String) {
+    pub(super) fn key(&self) -> (String, String) {
         (self.family.name.to_string(), render_params(&self.hyperparameters()))
     }
 
@@ -436,34 +436,105 @@ pub fn families(regression: bool, rows: usize) -> Vec<&'static str> {
     portfolio(regression, rows).iter().map(|c| c.family.name).collect()
 }
 
-/// The family and hyperparameters of every iteration tried (failed ones too) or planned for an
-/// iteration in flight.
-fn attempts(context: &StepContext) -> impl Iterator<Item = (&str, &[Hyperparameter])> {
+/// What the built-in agent takes from the earlier iterations: the configurations they tried, what
+/// a unit of cost took on these data, the best of each family. Made once for a history and
+/// shared by the steps that ask with it ([`super::BuiltinBackend`] keeps the latest): reading
+/// the whole history again for each step made a step's cost grow with the run.
+#[derive(Debug)]
+pub struct Knowledge {
+    /// How many iterations it was made from.
+    pub len: usize,
+    /// Every configuration tried, failed ones too.
+    tried: BTreeSet<(String, String)>,
+    /// The same, each at full size: a portfolio entry drafted on a sample is drafted, and its
+    /// line grows the sample (see [`improve`]) instead of a second draft at full size.
+    drafted: BTreeSet<(String, String)>,
+    /// Seconds of a configuration of relative cost 1, from every run so far.
+    unit: Option<f64>,
+    /// The same, from each family's own runs.
+    family_units: std::collections::BTreeMap<String, f64>,
+    /// The best successful configuration of each family, best first.
+    pub best_per_family: Vec<IterationBrief>,
+    /// What besides the history it was made from (see [`Knowledge::made_from`]).
+    runtimes: Vec<(u32, f64)>,
+    rows: usize,
+    features: usize,
+}
+
+impl Knowledge {
+    /// What `history` teaches for `context` (whose own history is not read).
+    pub fn of(history: &[IterationBrief], context: &StepContext) -> Self {
+        let rows = training_rows(context);
+        let features = context.profile.features.len();
+        let runtimes = context.clock.as_ref().map(|c| c.runtimes.clone()).unwrap_or_default();
+        let key = |(family, hyperparameters): (&str, &[Hyperparameter])| {
+            (family.to_string(), render_params(hyperparameters))
+        };
+        let briefs = || history.iter().map(|h| (h.family.as_str(), h.hyperparameters.as_slice()));
+        // Each earlier run teaches what one unit of cost takes on this data; medians are robust
+        // to one odd run.
+        let mut all = Vec::new();
+        let mut by_family: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+        let seconds: std::collections::HashMap<u32, f64> = runtimes.iter().copied().collect();
+        for h in history.iter().filter(|h| h.score.is_some()) {
+            let Some(&secs) = seconds.get(&h.iteration) else { continue };
+            let Some(cost) =
+                config_of(&h.family, &h.hyperparameters).map(|c| c.relative_cost(rows, features))
+            else {
+                continue;
+            };
+            if cost > 0.0 && secs > 0.0 {
+                all.push(secs / cost);
+                by_family.entry(h.family.clone()).or_default().push(secs / cost);
+            }
+        }
+        Self {
+            len: history.len(),
+            tried: briefs().map(key).collect(),
+            drafted: at_full_size(briefs()).collect(),
+            unit: median(all),
+            family_units: by_family.into_iter().filter_map(|(f, v)| Some((f, median(v)?))).collect(),
+            best_per_family: best_per_family(history, context.task.higher_is_better),
+            runtimes,
+            rows,
+            features,
+        }
+    }
+
+    /// Whether an earlier iteration tried `config`.
+    pub fn tried(&self, config: &Config) -> bool {
+        self.tried.contains(&config.key())
+    }
+
+    /// What the context's own history teaches.
+    pub fn of_context(context: &StepContext) -> Self {
+        Self::of(&context.history, context)
+    }
+
+    /// Whether this was made for `context` from a history of `len` iterations (whose identity
+    /// the caller checks): the run times and the data's size must be the same too.
+    pub fn made_from(&self, len: usize, context: &StepContext) -> bool {
+        self.len == len
+            && self.rows == training_rows(context)
+            && self.features == context.profile.features.len()
+            && context.clock.as_ref().map_or(&[][..], |c| c.runtimes.as_slice()) == self.runtimes.as_slice()
+    }
+}
+
+/// The family and hyperparameters planned for the iterations in flight.
+fn planned_in_flight(context: &StepContext) -> impl Iterator<Item = (&str, &[Hyperparameter])> {
     let planned = context.pending.iter().filter_map(|p| p.planned.as_ref());
-    context
-        .history
-        .iter()
-        .map(|h| (h.family.as_str(), h.hyperparameters.as_slice()))
-        .chain(planned.map(|p| (p.family.as_str(), p.hyperparameters.as_slice())))
+    planned.map(|p| (p.family.as_str(), p.hyperparameters.as_slice()))
 }
 
-/// Every configuration already tried or planned ([`attempts`]).
-fn tried(context: &StepContext) -> BTreeSet<(String, String)> {
-    attempts(context)
-        .map(|(family, hyperparameters)| (family.to_string(), render_params(hyperparameters)))
-        .collect()
-}
-
-/// What [`tried`] holds, each at full size: a portfolio entry drafted on a sample is drafted,
-/// and its line grows the sample (see [`improve`]) instead of a second draft at full size.
-fn tried_at_any_size(context: &StepContext) -> BTreeSet<(String, String)> {
-    attempts(context)
-        .filter_map(|(family, hyperparameters)| config_of(family, hyperparameters))
-        .map(|mut c| {
-            c.prep.max_rows = None;
-            c.key()
-        })
-        .collect()
+/// The keys of configurations at full size (see [`Knowledge::drafted`]).
+fn at_full_size<'a>(
+    attempts: impl Iterator<Item = (&'a str, &'a [Hyperparameter])>,
+) -> impl Iterator<Item = (String, String)> {
+    attempts.filter_map(|(family, hyperparameters)| config_of(family, hyperparameters)).map(|mut c| {
+        c.prep.max_rows = None;
+        c.key()
+    })
 }
 
 /// The configuration a history brief records, if the built-in agent can run it.
@@ -495,16 +566,20 @@ pub fn config_of(brief_family: &str, hyperparameters: &[Hyperparameter]) -> Opti
 }
 
 /// What iteration `context` tries, for its operation and parent.
-pub fn choose(context: &StepContext) -> Config {
+pub fn choose(context: &StepContext, known: &Knowledge) -> Config {
     let regression = context.task.kind == "regression";
     let rows = context.profile.rows;
-    let seen = tried(context);
-    let fresh = |c: &Config| !seen.contains(&c.key());
+    let in_flight: BTreeSet<(String, String)> =
+        planned_in_flight(context).map(|(f, h)| (f.to_string(), render_params(h))).collect();
+    let fresh = |c: &Config| {
+        let key = c.key();
+        !known.tried.contains(&key) && !in_flight.contains(&key)
+    };
     let mut rng = fastrand::Rng::with_seed(
         context.seed ^ u64::from(context.iteration).wrapping_mul(0x9e37_79b9_7f4a_7c15),
     );
     let parent = context.parent.as_ref().and_then(|p| config_of(&p.family, &p.hyperparameters));
-    let timing = Timing::of(context);
+    let timing = Timing::of(context, known);
     let choice = match (context.operation, parent) {
         (Operation::Debug, Some(parent)) => {
             let failure = context.parent.as_ref().and_then(|p| p.failure.as_ref());
@@ -522,10 +597,10 @@ pub fn choose(context: &StepContext) -> Config {
     // A draft (or an operation whose parent the built-in agent cannot build on): the next
     // portfolio entry that fits the time left, else any untried point. Drafts running alongside
     // took the entries before it.
-    let drafted = tried_at_any_size(context);
+    let drafted: BTreeSet<(String, String)> = at_full_size(planned_in_flight(context)).collect();
     let drafts: Vec<Config> = portfolio_for(regression, rows, Columns::of(context))
         .into_iter()
-        .filter(|c| !drafted.contains(&c.key()))
+        .filter(|c| !known.drafted.contains(&c.key()) && !drafted.contains(&c.key()))
         .map(|c| timing.sized(c))
         .collect();
     // Drafts in flight whose configuration is not known took the first entries.
@@ -639,32 +714,15 @@ struct Timing {
 }
 
 impl Timing {
-    fn of(context: &StepContext) -> Self {
+    fn of(context: &StepContext, known: &Knowledge) -> Self {
         let rows = training_rows(context);
         let features = context.profile.features.len();
         let mut timing = Self { left: None, unit: None, family_units: Default::default(), rows, features };
-        let Some(clock) = &context.clock else { return timing };
-        // Each earlier run teaches what one unit of cost takes on this data; medians are robust
-        // to one odd run.
-        let mut all = Vec::new();
-        let mut by_family: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
-        for h in context.history.iter().filter(|h| h.score.is_some()) {
-            let Some(secs) = clock.runtimes.iter().find(|(i, _)| *i == h.iteration).map(|r| r.1) else {
-                continue;
-            };
-            let Some(cost) =
-                config_of(&h.family, &h.hyperparameters).map(|c| c.relative_cost(rows, features))
-            else {
-                continue;
-            };
-            if cost > 0.0 && secs > 0.0 {
-                all.push(secs / cost);
-                by_family.entry(h.family.clone()).or_default().push(secs / cost);
-            }
+        if let Some(clock) = &context.clock {
+            timing.left = clock.time_left_seconds;
+            timing.unit = known.unit;
+            timing.family_units = known.family_units.clone();
         }
-        timing.left = clock.time_left_seconds;
-        timing.unit = median(all);
-        timing.family_units = by_family.into_iter().filter_map(|(f, v)| Some((f, median(v)?))).collect();
         timing
     }
 
@@ -939,10 +997,9 @@ pub fn repair(
 }
 
 /// The best successful configuration of each family, best first.
-pub fn best_per_family(context: &StepContext) -> Vec<IterationBrief> {
-    let higher = context.task.higher_is_better;
+fn best_per_family(history: &[IterationBrief], higher: bool) -> Vec<IterationBrief> {
     let mut best: std::collections::BTreeMap<&str, &IterationBrief> = std::collections::BTreeMap::new();
-    for h in &context.history {
+    for h in history {
         let (Some(score), true) = (h.score, family(&h.family).is_some()) else { continue };
         let better = match best.get(h.family.as_str()).and_then(|b| b.score) {
             None => true,
@@ -969,6 +1026,18 @@ pub fn best_per_family(context: &StepContext) -> Vec<IterationBrief> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// The choice with what the context's own history teaches.
+    fn choose(context: &StepContext) -> Config {
+        super::choose(context, &Knowledge::of_context(context))
+    }
+
+    /// Every configuration tried, or planned for an iteration in flight.
+    fn tried(context: &StepContext) -> BTreeSet<(String, String)> {
+        let planned = planned_in_flight(context).map(|(f, h)| (f.to_string(), render_params(h)));
+        Knowledge::of_context(context).tried.into_iter().chain(planned).collect()
+    }
+
     use crate::steps::{Clock, Failure, ParentBrief};
 
     pub(crate) fn context(history: Vec<IterationBrief>) -> StepContext {
@@ -992,7 +1061,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn parent_of(brief: &IterationBrief, failure: Option<&str>) -> ParentBrief {
+    pub(crate) fn parent_of(brief: &IterationBrief, failure: Option<&str>) -> ParentBrief {
         ParentBrief {
             iteration: brief.iteration,
             operation: brief.operation,
@@ -1139,7 +1208,7 @@ pub(crate) mod tests {
         // Each run took a minute; one second is left: nothing fits.
         let runtimes = (1..=portfolio.len() as u32).map(|i| (i, 60.0)).collect();
         ctx.clock = Some(Clock { time_left_seconds: Some(1.0), runtimes });
-        let timing = Timing::of(&ctx);
+        let timing = Timing::of(&ctx, &Knowledge::of_context(&ctx));
         let c = choose(&ctx);
         assert!(!tried(&ctx).contains(&c.key()), "a configuration already run: {c:?}");
         assert!(!timing.fits(&c));
@@ -1385,7 +1454,7 @@ pub(crate) mod tests {
         let mut ctx = context(vec![done(1, &first, Some(0.8)), done(2, &grown, Some(0.8))]);
         let unit_rf = 60.0 / grown.relative_cost(ctx.profile.rows, ctx.profile.features.len());
         ctx.clock = Some(Clock { time_left_seconds: Some(1000.0), runtimes: vec![(1, 10.0), (2, 60.0)] });
-        let timing = Timing::of(&ctx);
+        let timing = Timing::of(&ctx, &Knowledge::of_context(&ctx));
         let next = forest(RF, "1.0", "200");
         let predicted = timing.seconds(&next).unwrap();
         let expected = unit_rf * next.relative_cost(ctx.profile.rows, ctx.profile.features.len());

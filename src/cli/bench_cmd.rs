@@ -139,7 +139,7 @@ pub fn quality(ctx: &Context, args: &super::args::BenchQualityArgs) -> anyhow::R
                 crate::run_dir::RunDir::create(&args.runs_dir, &inputs.task.name)?,
                 &dataset,
                 inputs,
-                Arc::new(BuiltinBackend),
+                Arc::new(BuiltinBackend::default()),
                 Redactor::default(),
                 sandbox.clone(),
                 Arc::new(Silent),

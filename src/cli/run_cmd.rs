@@ -242,7 +242,7 @@ pub fn backend(
     transcript: Option<&Path>,
 ) -> anyhow::Result<(Arc<dyn Backend>, Redactor)> {
     match agent.backend {
-        BackendKind::Builtin => Ok((Arc::new(BuiltinBackend), Redactor::default())),
+        BackendKind::Builtin => Ok((Arc::new(BuiltinBackend::default()), Redactor::default())),
         BackendKind::Replay => {
             let path = transcript.ok_or_else(|| {
                 UserError::usage("--agent replay needs --transcript PATH (a run's transcript.jsonl)")

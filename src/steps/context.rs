@@ -157,6 +157,7 @@ pub struct StepContext {
     pub profile_text: String,
     pub iteration: u32,
     pub max_iterations: u32,
+    #[serde(default)]
     pub history: Vec<IterationBrief>,
     pub best: Option<IterationBrief>,
     /// Printed output of earlier exploration scripts, newest last.
