@@ -194,8 +194,17 @@ impl StepContext {
 /// serializes what it may have changed, and the earlier iterations, most of the context on a
 /// long run, once an iteration, with their text for the request's hash and the transcript
 /// ([`HistoryJson`]). Serializing them for every step made a step's cost grow with the run.
+/// The clock, whose run times grow with the run too, is serialized again only when it changed.
 #[derive(Debug, Default)]
-pub struct ContextJson(Option<(Arc<serde_json::Value>, Option<Arc<HistoryJson>>)>);
+pub struct ContextJson(Option<Kept>);
+
+#[derive(Debug)]
+struct Kept {
+    value: Arc<serde_json::Value>,
+    history: Option<Arc<HistoryJson>>,
+    /// The clock in `value`.
+    clock: Option<Clock>,
+}
 
 impl ContextJson {
     /// `ctx` as [`StepContext::to_value`] has it, and its history's text. The history is
@@ -210,23 +219,30 @@ impl ContextJson {
             })
         };
         match &mut self.0 {
-            Some((kept, text)) if same_history(kept) => {
+            Some(kept) if same_history(&kept.value) => {
+                let same_clock = kept.clock.is_some() && kept.clock == ctx.clock;
                 let history = std::mem::take(&mut ctx.history);
+                let clock = if same_clock { ctx.clock.take() } else { None };
                 let rest = ctx.to_value();
                 ctx.history = history;
+                if same_clock {
+                    ctx.clock = clock;
+                }
                 let serde_json::Value::Object(rest) = rest else { unreachable!("a context is an object") };
                 // Unique once the previous step's request is dropped: edited in place.
-                let map = Arc::make_mut(kept).as_object_mut().expect("a context is an object");
-                map.retain(|k, _| k == "history" || rest.contains_key(k));
+                let map = Arc::make_mut(&mut kept.value).as_object_mut().expect("a context is an object");
+                map.retain(|k, _| k == "history" || (same_clock && k == "clock") || rest.contains_key(k));
                 for (k, v) in rest.into_iter().filter(|(k, _)| k != "history") {
                     map.insert(k, v);
                 }
-                (kept.clone(), text.clone())
+                kept.clock = ctx.clock.clone();
+                (kept.value.clone(), kept.history.clone())
             }
             _ => {
                 let value = ctx.to_value();
-                let text = value.get("history").and_then(HistoryJson::of).map(Arc::new);
-                self.0.insert((Arc::new(value), text)).clone()
+                let history = value.get("history").and_then(HistoryJson::of).map(Arc::new);
+                let kept = self.0.insert(Kept { value: Arc::new(value), history, clock: ctx.clock.clone() });
+                (kept.value.clone(), kept.history.clone())
             }
         }
     }
@@ -309,6 +325,17 @@ mod tests {
         let (next, _) = json.of(&mut ctx);
         assert_eq!(*next, ctx.to_value());
         assert_ne!(*held, *next);
+        // The same clock is kept; another one is serialized.
+        assert_eq!(*json.of(&mut ctx).0, ctx.to_value());
+        ctx.clock.as_mut().unwrap().runtimes.push((2, 0.25));
+        assert_eq!(*json.of(&mut ctx).0, ctx.to_value());
+        ctx.clock.as_mut().unwrap().time_left_seconds = Some(1.0);
+        assert_eq!(*json.of(&mut ctx).0, ctx.to_value());
+        ctx.clock = None;
+        assert_eq!(*json.of(&mut ctx).0, ctx.to_value());
+        ctx.clock = Some(Clock { time_left_seconds: None, runtimes: vec![] });
+        assert_eq!(*json.of(&mut ctx).0, ctx.to_value());
+        assert!(ctx.clock.is_some(), "the context is left as it was");
         // A different history is serialized again.
         ctx.history.push(brief(4));
         assert_eq!(*json.of(&mut ctx).0, ctx.to_value());
