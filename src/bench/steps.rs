@@ -18,7 +18,8 @@ use crate::steps::{
 };
 use crate::task::Task;
 
-/// The steps of an iteration that improves on an earlier one (no exploration, no split).
+/// The steps of an iteration once the data are explored and the split is made: those of every
+/// iteration after the first few, whatever its operation.
 pub const STEPS: [Step; 6] =
     [Step::Plan, Step::Represent, Step::Architecture, Step::Train, Step::Infer, Step::Analyze];
 
