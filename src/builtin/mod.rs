@@ -1,6 +1,8 @@
 mod scripts;
 mod strategy;
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 use crate::agent::{Backend, BackendError, BoxFuture, Reply, Request, Usage};
@@ -10,9 +12,7 @@ use crate::steps::{
     AnalyzeOutput, ArchitectureOutput, ExploreOutput, PlanOutput, RepresentOutput, ScriptOutput, SplitOutput,
     Step, StepContext, TrainOutput,
 };
-use std::sync::Arc;
 pub use strategy::families;
-
 use strategy::{Config, Knowledge, choose, config_of, render_params, repair};
 
 /// How many drafts the built-in agent has to offer: one per configuration of its portfolio
@@ -127,13 +127,14 @@ pub fn answer(step: Step, context: &StepContext, known: &Knowledge) -> Result<St
             rationale: "Hold out a fifth of the rows (a quarter when there are few), keeping the class balance for classification.".into(),
         }),
         Step::Represent => json(&represent(context, &config())),
-        Step::Architecture => json(&{
+        Step::Architecture => {
             let config = config();
-            ArchitectureOutput {
-            family: config.family_name().to_string(),
-            hyperparameters: config.hyperparameters(),
-            rationale: format!("{} (built-in agent).", config.why),
-        }}),
+            json(&ArchitectureOutput {
+                family: config.family_name().to_string(),
+                hyperparameters: config.hyperparameters(),
+                rationale: format!("{} (built-in agent).", config.why),
+            })
+        }
         Step::Train => {
             let config = config();
             // A script that failed in this iteration gets a repair of what was running.
