@@ -101,9 +101,7 @@ impl HistoryJson {
     pub fn matches(&self, history: &serde_json::Value) -> bool {
         history.as_array().is_some_and(|h| h.len() == self.len)
     }
-}
 
-impl HistoryJson {
     /// The digest of the text.
     pub fn sha256(&self) -> &str {
         &self.sha256

@@ -235,7 +235,9 @@ impl ContextJson {
                 for (k, v) in rest.into_iter().filter(|(k, _)| k != "history") {
                     map.insert(k, v);
                 }
-                kept.clock = ctx.clock.clone();
+                if !same_clock {
+                    kept.clock = ctx.clock.clone();
+                }
                 (kept.value.clone(), kept.history.clone())
             }
             _ => {
