@@ -286,6 +286,7 @@ impl ReportData {
                 tiebreak: r.validation_tiebreak,
                 failed: r.status.starts_with("failed"),
                 seconds: r.script_seconds,
+                infer_seconds: r.infer_seconds.unwrap_or(0.0),
             })
             .collect();
         let family = |n: &crate::search::Node| {

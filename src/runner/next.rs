@@ -38,6 +38,7 @@ impl Runner {
             tiebreak: None,
             failed: false,
             seconds: 0.0,
+            infer_seconds: 0.0,
         }));
         let metric = shared.inputs.target.metric;
         let situation = Situation {
@@ -58,21 +59,10 @@ impl Runner {
             && decision.operation != Operation::Ensemble
             && config.search.ensemble_every > 0
             && !situation.perfect
+            && crate::search::new_to_ensembles(&nodes, situation.jobs).1 >= 2
         {
-            let last_ensemble =
-                nodes.iter().filter(|x| x.operation == Operation::Ensemble).map(|x| x.iteration).max();
-            let new_scored = nodes
-                .iter()
-                .filter(|x| x.score.is_some() && x.operation != Operation::Ensemble)
-                .filter(|x| last_ensemble.is_none_or(|e| x.iteration > e))
-                .count();
-            if new_scored >= 2 {
-                decision = Decision::new(
-                    Operation::Ensemble,
-                    None,
-                    "the last iteration: an ensemble of what scored",
-                );
-            }
+            decision =
+                Decision::new(Operation::Ensemble, None, "the last iteration: an ensemble of what scored");
         }
         decision
     }
@@ -259,6 +249,7 @@ pub(super) fn node(r: &IterationRecord, split: u32) -> Node {
         // A refit is the runner's; there is nothing for an agent to debug in it.
         failed: r.status.starts_with("failed") && r.operation != Operation::Refit,
         seconds: r.script_seconds,
+        infer_seconds: r.infer_seconds.unwrap_or(0.0),
     }
 }
 

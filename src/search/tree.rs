@@ -49,6 +49,9 @@ pub struct Node {
     pub failed: bool,
     /// Seconds its scripts ran.
     pub seconds: f64,
+    /// Seconds its inference took on every validated row (0 if unknown): what it adds to
+    /// the run of an ensemble it is in.
+    pub infer_seconds: f64,
 }
 
 /// What a policy knows besides the tree.
@@ -104,6 +107,19 @@ pub fn debug_depth(nodes: &[Node], node: &Node) -> u32 {
         current = n.parent.and_then(|p| nodes.iter().find(|x| x.iteration == p));
     }
     depth
+}
+
+/// The last ensemble in `nodes` (one still running included), and how many scored single
+/// models it could not take: those after it, and those still running when it started (with
+/// `jobs` at once, an iteration knows only the ones `jobs` before it).
+pub fn new_to_ensembles(nodes: &[Node], jobs: u32) -> (Option<u32>, usize) {
+    let last = nodes.iter().filter(|n| n.operation == Operation::Ensemble).map(|n| n.iteration).max();
+    let known_to_it = last.map_or(0, |e| e.saturating_sub(jobs.max(1)));
+    let new = nodes
+        .iter()
+        .filter(|n| n.score.is_some() && n.operation != Operation::Ensemble && n.iteration > known_to_it)
+        .count();
+    (last, new)
 }
 
 /// The draft `node` descends from (itself for a root): the line of work it belongs to.
@@ -177,7 +193,16 @@ pub(crate) mod tests {
         operation: Operation,
         score: Option<f64>,
     ) -> Node {
-        Node { iteration, parent, operation, score, tiebreak: None, failed: score.is_none(), seconds: 1.0 }
+        Node {
+            iteration,
+            parent,
+            operation,
+            score,
+            tiebreak: None,
+            failed: score.is_none(),
+            seconds: 1.0,
+            infer_seconds: 0.0,
+        }
     }
 
     #[test]
