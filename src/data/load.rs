@@ -25,12 +25,13 @@ pub fn read_table(path: &Path) -> Result<DataFrame, UserError> {
             .finish()
             .map_err(|e| UserError::setup(format!("data file `{shown}` is not readable as Parquet: {e}")))?
     } else {
-        check_csv_header(path)?;
+        let header = check_csv_header(path)?;
         CsvReadOptions::default()
             .with_has_header(true)
             .with_infer_schema_length(Some(10_000))
             .try_into_reader_with_file_path(Some(path.to_path_buf()))
             .and_then(|reader| reader.finish())
+            .and_then(|df| unescaped(df, &header))
             .map_err(|e| {
                 UserError::setup(format!("data file `{shown}` is not readable as CSV: {e}"))
                     .with_hint("loop-runner reads comma-separated files with a header row, or .parquet files")
@@ -53,7 +54,8 @@ pub fn read_csv_bytes(bytes: Vec<u8>, name: &str) -> Result<DataFrame, String> {
         return Err(format!("{name} is empty"));
     }
     let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
-    let header = split_csv_line(String::from_utf8_lossy(first).trim_end_matches('\r'));
+    let header =
+        split_csv_line(String::from_utf8_lossy(first).trim_start_matches('\u{feff}').trim_end_matches('\r'));
     let mut seen = std::collections::BTreeSet::new();
     if let Some(dup) = header.iter().find(|n| !seen.insert(n.as_str())) {
         return Err(format!("{name} has the column `{dup}` more than once"));
@@ -63,12 +65,29 @@ pub fn read_csv_bytes(bytes: Vec<u8>, name: &str) -> Result<DataFrame, String> {
         .with_infer_schema_length(Some(10_000))
         .into_reader_with_file_handle(std::io::Cursor::new(bytes))
         .finish()
+        .and_then(|df| unescaped(df, &header))
         .map_err(|e| format!("{name} is not a readable CSV: {e}"))
 }
 
-/// Duplicate header names: polars would rename them silently, and scripts would then read a
-/// different table than the user wrote.
-fn check_csv_header(path: &Path) -> Result<(), UserError> {
+/// `df` with the column names the CSV header spells: polars keeps the doubled quotes of a
+/// quoted name (`"a""b"` becomes `a""b`, not `a"b`), and a target so named would not be found.
+fn unescaped(mut df: DataFrame, header: &[String]) -> PolarsResult<DataFrame> {
+    let renames: Vec<(String, String)> = df
+        .get_column_names()
+        .iter()
+        .zip(header)
+        .filter(|(read, name)| name.contains('"') && read.as_str() == name.replace('"', "\"\""))
+        .map(|(read, name)| (read.to_string(), name.clone()))
+        .collect();
+    for (read, name) in renames {
+        df.rename(&read, name.into())?;
+    }
+    Ok(df)
+}
+
+/// The header's names. Duplicates are refused: polars would rename them silently, and scripts
+/// would then read a different table than the user wrote.
+fn check_csv_header(path: &Path) -> Result<Vec<String>, UserError> {
     use std::io::BufRead;
     let file =
         fs_err::File::open(path).map_err(|e| UserError::setup(format!("cannot read data file: {e}")))?;
@@ -76,7 +95,7 @@ fn check_csv_header(path: &Path) -> Result<(), UserError> {
     std::io::BufReader::new(file)
         .read_line(&mut first)
         .map_err(|e| UserError::setup(format!("data file `{}` is not text: {e}", path.display())))?;
-    let names = split_csv_line(first.trim_end_matches(['\r', '\n']));
+    let names = split_csv_line(first.trim_start_matches('\u{feff}').trim_end_matches(['\r', '\n']));
     let mut seen = std::collections::BTreeSet::new();
     for name in &names {
         if !seen.insert(name.as_str()) {
@@ -90,7 +109,7 @@ fn check_csv_header(path: &Path) -> Result<(), UserError> {
     if names.iter().all(|n| n.is_empty()) {
         return Err(UserError::setup(format!("data file `{}` has an empty header row", path.display())));
     }
-    Ok(())
+    Ok(names)
 }
 
 /// Splits one CSV line on commas, honouring double quotes.
@@ -164,6 +183,19 @@ mod tests {
         ParquetWriter::new(file).finish(&mut df).unwrap();
         let back = read_table(&path).unwrap();
         assert!(df.equals(&back));
+    }
+
+    #[test]
+    fn quoted_header_names_keep_their_quotes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.csv");
+        std::fs::write(&path, "\u{feff}\"a\"\"b\",\"c,d\",\"target \"\"y\"\"\"\n1,2,x\n").unwrap();
+        let df = read_table(&path).unwrap();
+        let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+        assert_eq!(names, ["a\"b", "c,d", "target \"y\""]);
+        write_csv(&df, &dir.path().join("out.csv")).unwrap();
+        let again = read_csv_bytes(std::fs::read(dir.path().join("out.csv")).unwrap(), "out.csv").unwrap();
+        assert!(df.equals_missing(&again), "{again:?}");
     }
 
     #[test]
