@@ -104,8 +104,10 @@ impl Predicted {
         }
     }
 
-    /// The parts one after the other (the out-of-fold predictions from each fold's). `None` if
-    /// they do not fit together: values with classes, or different probability columns.
+    /// The parts one after the other (the out-of-fold predictions from each fold's). A class
+    /// that some parts give no probability column has probability 0 in them: a fold whose
+    /// training rows lacked a rare class has a model that never predicts it. `None` if the
+    /// parts do not fit together: values with classes, or probabilities with none.
     pub fn concat(parts: Vec<Predicted>) -> Option<Self> {
         let mut parts = parts.into_iter();
         let mut out = parts.next()?;
@@ -114,15 +116,19 @@ impl Predicted {
                 (Predicted::Values(a), Predicted::Values(b)) => a.extend(b),
                 (
                     Predicted::Classes { labels, probabilities },
-                    Predicted::Classes { labels: more, probabilities: more_p },
+                    Predicted::Classes { labels: more, probabilities: mut more_p },
                 ) => {
-                    if !probabilities.keys().eq(more_p.keys()) {
+                    if probabilities.is_empty() != more_p.is_empty() {
                         return None;
                     }
-                    labels.extend(more);
-                    for (class, values) in more_p {
-                        probabilities.get_mut(&class)?.extend(values);
+                    let (before, added) = (labels.len(), more.len());
+                    for class in more_p.keys() {
+                        probabilities.entry(class.clone()).or_insert_with(|| vec![0.0; before]);
                     }
+                    for (class, values) in probabilities.iter_mut() {
+                        values.extend(more_p.remove(class).unwrap_or_else(|| vec![0.0; added]));
+                    }
+                    labels.extend(more);
                 }
                 _ => return None,
             }
@@ -409,6 +415,27 @@ mod tests {
         let one = score_folds(&predicted, &t, &truth, std::slice::from_ref(&(0..5))).unwrap();
         assert!((one.score - 0.8).abs() < 1e-12);
         assert!(Predicted::concat(vec![Predicted::Values(vec![1.0]), probs_only()]).is_none());
+    }
+
+    #[test]
+    fn a_fold_without_a_rare_class_gives_it_probability_zero() {
+        let part = |labels: &[&str], columns: &[(&str, &[f64])]| Predicted::Classes {
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            probabilities: columns.iter().map(|(c, p)| (c.to_string(), p.to_vec())).collect(),
+        };
+        let joined = Predicted::concat(vec![
+            part(&["a"], &[("a", &[0.9]), ("b", &[0.1])]),
+            part(&["c", "a"], &[("a", &[0.2, 0.5]), ("b", &[0.1, 0.1]), ("c", &[0.7, 0.4])]),
+            part(&["b"], &[("b", &[0.6]), ("c", &[0.4])]),
+        ])
+        .unwrap();
+        let Predicted::Classes { labels, probabilities } = joined else { unreachable!() };
+        assert_eq!(labels, ["a", "c", "a", "b"]);
+        assert_eq!(probabilities["a"], [0.9, 0.2, 0.5, 0.0]);
+        assert_eq!(probabilities["b"], [0.1, 0.1, 0.1, 0.6]);
+        assert_eq!(probabilities["c"], [0.0, 0.7, 0.4, 0.4]);
+        let with = part(&["a"], &[("a", &[1.0])]);
+        assert!(Predicted::concat(vec![with, probs_only()]).is_none(), "probabilities with none");
     }
 
     fn probs_only() -> Predicted {
