@@ -83,6 +83,17 @@ fn builtin_agent_runs_a_fixture_end_to_end() {
         status.status.success() && text.contains("accuracy") && text.contains("hist_gradient_boosting"),
         "{text}"
     );
+    // Its reader gone (`status | head -0`), it ends as Unix tools do, without a panic.
+    let mut child = bin()
+        .arg("status")
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().unwrap();
+    assert!(!stderr(&closed).contains("panicked"), "{}", stderr(&closed));
 }
 
 #[test]

@@ -54,6 +54,9 @@ pub fn main() -> ExitCode {
     let env = EnvironmentOptions::from_process();
     let log_file = init_logging(&env, cli.global.verbose);
     let command = cli.command.take().unwrap_or(Command::Run(cli.run.clone()));
+    if prints_only(&command) {
+        quiet_on_closed_stdout();
+    }
     let code = match Context::resolve(&cli, env, log_file, started).and_then(|ctx| run(&ctx, command)) {
         Ok(code) => code,
         Err(error) => {
@@ -62,6 +65,29 @@ pub fn main() -> ExitCode {
         }
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Whether the command's work is what it prints: `status | head` may close its output early, and
+/// then it has nothing left to do. Commands that run, serve or write something keep going.
+fn prints_only(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Status(_)
+            | Command::Query(_)
+            | Command::Compare(_)
+            | Command::SweepStatus(_)
+            | Command::Agent(AgentCommand::Check(_))
+    )
+}
+
+/// Ends the process as other Unix tools do when its standard output is closed (`SIGPIPE`'s
+/// default action), instead of panicking in `println!` on the broken pipe.
+fn quiet_on_closed_stdout() {
+    // SAFETY: called once from `main` before any thread is started; restoring a signal's
+    // default disposition installs no handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 fn run(ctx: &Context, command: Command) -> anyhow::Result<i32> {
