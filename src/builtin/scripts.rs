@@ -56,9 +56,13 @@ fn py_list(items: &[&str]) -> String {
 }
 
 /// The feature function both scripts share.
-const FEATURES: &str = r#"def features(df, drop, dates):
-    """The columns the model sees: identifiers dropped, dates split into parts."""
+const FEATURES: &str = r#"def features(df, drop, dates, numbers):
+    """The columns the model sees: identifiers dropped, numbers written as text read as numbers
+    (markers such as "?" become missing), dates split into parts, infinities missing."""
     df = df.drop(columns=[c for c in drop if c in df.columns])
+    for c in numbers:
+        if c in df.columns:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
     for c in dates:
         if c not in df.columns:
             continue
@@ -68,6 +72,8 @@ const FEATURES: &str = r#"def features(df, drop, dates):
             if part != "hour" or values.fillna(0).any():
                 df[f"{c}__{part}"] = values.astype(float)
         df = df.drop(columns=[c])
+    num = df.select_dtypes("number").columns
+    df[num] = df[num].replace([np.inf, -np.inf], np.nan)
     return df
 "#;
 
@@ -115,6 +121,7 @@ from sklearn.svm import SVC, SVR
 TARGET = {target}
 DROP = {drop}
 DATES = {dates}
+NUMBERS = {numbers}
 ENCODING = {encoding}
 NUMERIC = {numeric}
 IMPUTE = {impute}
@@ -131,7 +138,7 @@ df = pd.read_csv("data/train.csv")
 if MAX_ROWS is not None and len(df) > MAX_ROWS:
     df = df.sample(n=MAX_ROWS, random_state=SEED)
 y = df.pop(TARGET)
-X = features(df, DROP, DATES)
+X = features(df, DROP, DATES, NUMBERS)
 categorical = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
 numeric = [c for c in X.columns if c not in categorical]
 X[categorical] = X[categorical].astype(object)
@@ -179,7 +186,7 @@ model.fit(X, y)
 os.makedirs("model", exist_ok=True)
 with open("model/model.pkl", "wb") as f:
     pickle.dump(model, f)
-meta = {{"target": TARGET, "drop": DROP, "dates": DATES, "columns": list(X.columns), "categorical": categorical,
+meta = {{"target": TARGET, "drop": DROP, "dates": DATES, "numbers": NUMBERS, "columns": list(X.columns), "categorical": categorical,
         "classes": [str(c) for c in getattr(model, "classes_", [])]}}
 with open("model/meta.json", "w") as f:
     json.dump(meta, f, indent=2)
@@ -192,6 +199,7 @@ print(f"trained {family} on {{len(X)}} rows, {{len(X.columns)}} features")
         target = py_str(&context.task.target),
         drop = py_list(&drop),
         dates = py_list(&dates),
+        numbers = py_list(&context.profile.numbers_as_text()),
         encoding = py_str(encoding),
         numeric = py_str(numeric),
         impute = py_str(impute),
@@ -219,6 +227,7 @@ import argparse
 import json
 import pickle
 
+import numpy as np
 import pandas as pd
 
 
@@ -233,7 +242,7 @@ with open("model/model.pkl", "rb") as f:
     model = pickle.load(f)
 with open("model/meta.json") as f:
     meta = json.load(f)
-X = features(pd.read_csv(args.input), meta["drop"], meta["dates"])
+X = features(pd.read_csv(args.input), meta["drop"], meta["dates"], meta.get("numbers", []))
 missing = [c for c in meta["columns"] if c not in X.columns]
 if missing:
     raise SystemExit(f"input lacks columns: {{missing}}")

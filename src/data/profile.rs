@@ -79,6 +79,16 @@ impl Profile {
         self.columns(ColumnKind::Categorical)
     }
 
+    /// Numeric columns the data hold as text (numbers with a few markers such as `?` or `NA`):
+    /// scripts must read them as numbers.
+    pub fn numbers_as_text(&self) -> Vec<&str> {
+        self.features
+            .iter()
+            .filter(|c| c.kind == ColumnKind::Numeric && c.dtype == DataType::String.to_string())
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
     /// The feature columns of one kind.
     pub fn columns(&self, kind: ColumnKind) -> Vec<&str> {
         self.features.iter().filter(|c| c.kind == kind).map(|c| c.name.as_str()).collect()
@@ -117,7 +127,9 @@ impl Profile {
             }
             if !c.top.is_empty() {
                 let parts: Vec<String> = c.top.iter().map(|(v, n)| format!("{v} ({n})")).collect();
-                out.push_str(&format!(", top: {}", parts.join(", ")));
+                let label =
+                    if c.kind == ColumnKind::Numeric { "not numbers (read as missing)" } else { "top" };
+                out.push_str(&format!(", {label}: {}", parts.join(", ")));
             }
             out.push('\n');
         }
@@ -184,6 +196,7 @@ fn column_profile(series: &Series, rows: usize) -> PolarsResult<ColumnProfile> {
     } else {
         (None, None, None)
     };
+    let (mut min, mut max, mut mean_value) = (min, max, mean_value);
     let unique = series.n_unique()?;
     let present = rows.saturating_sub(series.null_count()).max(1);
     let name = series.name().to_string();
@@ -192,18 +205,28 @@ fn column_profile(series: &Series, rows: usize) -> PolarsResult<ColumnProfile> {
             let sample: Vec<String> = labels(&series.head(Some(200)))?.into_iter().flatten().collect();
             !sample.is_empty() && sample.iter().filter(|v| date_like(v)).count() * 20 >= sample.len() * 19
         });
+    let as_text = if dtype == &DataType::String && !is_date { numbers_in_text(series)? } else { None };
+    if let Some((values, _)) = &as_text {
+        min = Some(values.iter().copied().fold(f64::INFINITY, f64::min));
+        max = Some(values.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+        mean_value = Some(mean(values));
+    }
     let kind = if is_date {
         ColumnKind::Date
     } else if (id_like_name(&name) && unique * 10 >= present * 9 && present >= 20)
-        || (!numeric && unique == present && present > 50)
+        || (!numeric && as_text.is_none() && unique == present && present > 50)
     {
         ColumnKind::Identifier
-    } else if numeric {
+    } else if numeric || as_text.is_some() {
         ColumnKind::Numeric
     } else {
         ColumnKind::Categorical
     };
-    let top = if numeric { Vec::new() } else { value_counts(series)?.into_iter().take(5).collect() };
+    let top = match as_text {
+        Some((_, tokens)) => tokens.into_iter().take(5).collect(),
+        None if numeric => Vec::new(),
+        None => value_counts(series)?.into_iter().take(5).collect(),
+    };
     Ok(ColumnProfile {
         name,
         dtype: dtype.to_string(),
@@ -215,6 +238,34 @@ fn column_profile(series: &Series, rows: usize) -> PolarsResult<ColumnProfile> {
         mean: mean_value,
         top,
     })
+}
+
+/// Share of a text column's values that must be numbers for it to count as numbers written as
+/// text, the rest being missing-value markers (`?`, `NA`, `n/a`, `inf`) as many public tables
+/// write them.
+const NUMBERS_SHARE: f64 = 0.95;
+
+/// A text column's finite numbers, and its other values (the markers) with their counts, most
+/// frequent first.
+type NumbersAndMarkers = (Vec<f64>, Vec<(String, usize)>);
+
+/// A text column that is numbers but for a few markers. `None` when it is no such column.
+fn numbers_in_text(series: &Series) -> PolarsResult<Option<NumbersAndMarkers>> {
+    let mut numbers = Vec::new();
+    let mut other: HashMap<String, usize> = HashMap::new();
+    for v in series.str()?.iter().flatten() {
+        match v.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() => numbers.push(x),
+            _ => *other.entry(v.to_string()).or_default() += 1,
+        }
+    }
+    let present = numbers.len() + other.values().sum::<usize>();
+    if numbers.is_empty() || (numbers.len() as f64) < NUMBERS_SHARE * present as f64 {
+        return Ok(None);
+    }
+    let mut other: Vec<(String, usize)> = other.into_iter().collect();
+    other.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(Some((numbers, other)))
 }
 
 /// Non-null values as f64.
@@ -311,6 +362,36 @@ mod tests {
         assert_eq!(p.features[1].top, vec![("rent".to_string(), 2), ("own".to_string(), 1)]);
         assert_eq!(p.categorical_columns(), ["home"]);
         assert!(p.render().contains("target classes: a: 3, b: 1"));
+    }
+
+    #[test]
+    fn numbers_with_a_few_missing_markers_are_numbers() {
+        let n = 100;
+        let marked = |i: usize| match i {
+            3 => "?".to_string(),
+            50 => "NA".to_string(),
+            70 => "inf".to_string(),
+            _ => format!("{}.5", i),
+        };
+        let df = df!(
+            "x" => (0..n).map(marked).collect::<Vec<_>>(),
+            // A tenth not numbers: categories that happen to look like numbers.
+            "grade" => (0..n).map(|i| if i % 10 == 0 { "K".to_string() } else { (i % 5).to_string() }).collect::<Vec<_>>(),
+            "y" => (0..n).map(|i| (i % 2) as i64).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let p = Profile::of(&df, "y", true).unwrap();
+        assert_eq!(p.columns(ColumnKind::Numeric), ["x"]);
+        assert_eq!(p.numbers_as_text(), ["x"]);
+        assert_eq!(p.columns(ColumnKind::Categorical), ["grade"]);
+        let x = &p.features[0];
+        assert_eq!((x.min, x.max), (Some(0.5), Some(99.5)));
+        assert_eq!(x.top, [("?".to_string(), 1), ("NA".to_string(), 1), ("inf".to_string(), 1)]);
+        assert!(
+            p.render().contains("not numbers (read as missing): ? (1), NA (1), inf (1)"),
+            "{}",
+            p.render()
+        );
     }
 
     #[test]
