@@ -8,8 +8,7 @@
 //! these very validation rows, so the best of many such scores says more about luck than about
 //! the blend (on small data the earlier, higher-scoring selections tested worse than the later
 //! ones). A selection that settles on a blend made before keeps that one; one that settles on a
-//! single model (its blend was not ahead of the best single model on rows neither was chosen
-//! on, or it kept only one) leaves no ensemble standing.
+//! single model leaves no ensemble standing.
 //!
 //! "Better" is [`Metric::ahead`]: equal scores are ordered by their tie-break (the log loss of
 //! classification probabilities), and without one the earlier iteration stays chosen.

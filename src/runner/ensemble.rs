@@ -138,43 +138,15 @@ pub(super) async fn run(
             m == now
         })
     });
-    // A blend must also be ahead of the best single model on rows it was not chosen on
-    // (`search::held_out`); else the best single model is what the selection settled on.
-    let checking = Instant::now();
-    let check = blend.as_ref().filter(|b| b.members() >= 2).and_then(|_| {
-        search::held_out(&usable, target, &split.truth, split.ranges(), ROUNDS, &|| job.cancel.is_cancelled())
-    });
-    tracing::debug!(
-        iteration = n,
-        seconds = checking.elapsed().as_secs_f64(),
-        ?check,
-        "held-out check of the blend"
-    );
-    let behind = check.filter(|c| !c.blend_ahead(target));
-    let blend = match (blend, same_as, behind) {
-        (Some(b), None, None) if b.members() >= 2 => b,
-        (other, same, behind) => {
+    let blend = match (blend, same_as) {
+        (Some(b), None) if b.members() >= 2 => b,
+        (other, same) => {
             // What the selection settled on stays on record (see `crate::choice`).
-            let chosen = match (&other, behind) {
-                (Some(b), Some(_)) => vec![(b.best_single, 1)],
-                _ => other.as_ref().map(|b| b.weights.clone()).unwrap_or_default(),
-            };
-            let why = match (other, same, behind) {
-                (Some(b), _, Some(c)) => format!(
-                    "the greedy selection's blend was not ahead of the best single model, {}, on rows \
-                     neither was chosen on ({} against {}, the means over {} parts of the validated rows)",
-                    tag_name(b.best_single),
-                    c.blend.score,
-                    c.single.score,
-                    c.parts
-                ),
-                (_, Some((k, _)), None) => {
-                    format!("the greedy selection chose the same blend as iteration {k}")
-                }
-                (Some(b), None, None) => {
-                    format!("the greedy selection kept only {}", tag_name(b.weights[0].0))
-                }
-                (None, _, _) => {
+            let chosen = other.as_ref().map(|b| b.weights.clone()).unwrap_or_default();
+            let why = match (other, same) {
+                (_, Some((k, _))) => format!("the greedy selection chose the same blend as iteration {k}"),
+                (Some(b), None) => format!("the greedy selection kept only {}", tag_name(b.weights[0].0)),
+                (None, None) => {
                     format!("{} candidates with usable validation predictions; two are needed", usable.len())
                 }
             };
@@ -196,13 +168,7 @@ pub(super) async fn run(
         "metric": target.metric.name(),
         "classes": target.classes,
         "members": blend.weights.iter().map(|(k, w)| serde_json::json!({"name": tag_name(*k), "iteration": k, "weight": w})).collect::<Vec<_>>(),
-        "selection": {
-            "method": "greedy selection with replacement (Caruana et al. 2004)",
-            "rounds": ROUNDS,
-            "validation_score": blend.score,
-            // Made without each part of the rows in turn and scored on it.
-            "held_out": check.map(|c| serde_json::json!({"blend": c.blend.score, "best_single": c.single.score, "parts": c.parts})),
-        },
+        "selection": {"method": "greedy selection with replacement (Caruana et al. 2004)", "rounds": ROUNDS, "validation_score": blend.score},
     });
     fs_err::write(dir.join("steps").join("ensemble.json"), serde_json::to_string_pretty(&spec)?)?;
     // The members as they were committed: scripts and trained models.

@@ -28,8 +28,6 @@ pub struct Blend {
     pub score: f64,
     /// What ordered it among blends of the same score.
     pub tiebreak: Option<f64>,
-    /// The best single candidate (the selection's first pick).
-    pub best_single: u32,
 }
 
 impl Blend {
@@ -54,45 +52,13 @@ pub fn select(
         return None;
     }
     let (matrices, width) = matrices(candidates, target, truth)?;
+    let rows = truth.len();
     let scorer = FoldScorer::new(target, truth, folds, width)?;
-    let chosen = greedy(&matrices, &scorer, target, rounds, stop)?;
-    let weights: Vec<(u32, u32)> = candidates
-        .iter()
-        .zip(&chosen.counts)
-        .filter(|(_, n)| **n > 0)
-        .map(|(c, n)| (c.iteration, *n))
-        .collect();
-    Some(Blend {
-        weights,
-        score: chosen.standing.score,
-        tiebreak: chosen.standing.tiebreak,
-        best_single: candidates[chosen.first].iteration,
-    })
-}
-
-/// What [`greedy`] settled on: the best blend seen, as times each candidate was added, and the
-/// candidate its first round took (the best single one).
-pub(super) struct Chosen {
-    pub standing: Standing,
-    pub counts: Vec<u32>,
-    pub first: usize,
-}
-
-/// The selection itself, over candidates' flat prediction matrices scored by `scorer`.
-pub(super) fn greedy(
-    matrices: &[Vec<f64>],
-    scorer: &FoldScorer<'_>,
-    target: &TargetInfo,
-    rounds: usize,
-    stop: &dyn Fn() -> bool,
-) -> Option<Chosen> {
     let ahead = |a: Standing, b: Standing| target.metric.ahead(a, b);
-    let cells = matrices.first()?.len();
-    let mut sum = vec![0.0; cells];
-    let mut trial = vec![0.0; cells];
-    let mut counts = vec![0u32; matrices.len()];
+    let mut sum = vec![0.0; rows * width];
+    let mut trial = vec![0.0; rows * width];
+    let mut counts = vec![0u32; candidates.len()];
     let mut best: Option<(Standing, Vec<u32>)> = None;
-    let mut first = None;
     for round in 1..=rounds.max(1) {
         if stop() {
             return None;
@@ -108,7 +74,6 @@ pub(super) fn greedy(
             }
         }
         let (i, standing) = pick?;
-        first.get_or_insert(i);
         for (s, v) in sum.iter_mut().zip(&matrices[i]) {
             *s += v;
         }
@@ -118,7 +83,9 @@ pub(super) fn greedy(
         }
     }
     let (standing, counts) = best?;
-    Some(Chosen { standing, counts, first: first? })
+    let weights: Vec<(u32, u32)> =
+        candidates.iter().zip(&counts).filter(|(_, n)| **n > 0).map(|(c, n)| (c.iteration, *n)).collect();
+    Some(Blend { weights, score: standing.score, tiebreak: standing.tiebreak })
 }
 
 /// The validation score of `weights` (`(iteration, times chosen)`) over `candidates`: what
@@ -147,11 +114,7 @@ pub fn blend_score(
 }
 
 /// Each candidate's predictions as one flat rows × width matrix, and the width.
-pub(super) fn matrices(
-    candidates: &[Candidate],
-    target: &TargetInfo,
-    truth: &Truth,
-) -> Option<(Vec<Vec<f64>>, usize)> {
+fn matrices(candidates: &[Candidate], target: &TargetInfo, truth: &Truth) -> Option<(Vec<Vec<f64>>, usize)> {
     let width = match truth {
         Truth::Values(_) => 1,
         Truth::Classes(_) => target.classes.len(),
@@ -168,19 +131,14 @@ pub(super) fn matrices(
 
 /// The mean of [`Scorer`]s over folds (one fold: the whole truth), and the tie-break over all
 /// rows (as [`crate::scoring::score_folds`] computes it).
-pub(super) struct FoldScorer<'a> {
+struct FoldScorer<'a> {
     folds: Vec<(Range<usize>, Scorer<'a>)>,
     width: usize,
     whole: Option<Scorer<'a>>,
 }
 
 impl<'a> FoldScorer<'a> {
-    pub(super) fn new(
-        target: &TargetInfo,
-        truth: &'a Truth,
-        folds: &[Range<usize>],
-        width: usize,
-    ) -> Option<Self> {
+    fn new(target: &TargetInfo, truth: &'a Truth, folds: &[Range<usize>], width: usize) -> Option<Self> {
         let whole: Vec<Range<usize>> = std::iter::once(0..truth.len()).collect();
         let ranges = if folds.len() <= 1 { &whole[..] } else { folds };
         let folds = ranges
@@ -195,7 +153,7 @@ impl<'a> FoldScorer<'a> {
         Some(Self { folds, width, whole })
     }
 
-    pub(super) fn standing(&self, sum: &[f64], count: u32) -> Option<Standing> {
+    fn standing(&self, sum: &[f64], count: u32) -> Option<Standing> {
         let w = self.width;
         let mut total = 0.0;
         for (range, scorer) in &self.folds {

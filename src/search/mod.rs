@@ -9,10 +9,8 @@
 
 pub mod ensemble;
 mod greedy;
-mod held_out;
 mod tree;
 
 pub use ensemble::{Blend, Candidate, blend_score, select};
 pub use greedy::Greedy;
-pub use held_out::{HeldOut, held_out};
 pub use tree::{Decision, Node, Operation, Policy, Situation, debug_depth, new_to_ensembles, render};
