@@ -54,8 +54,7 @@ pub fn read_csv_bytes(bytes: Vec<u8>, name: &str) -> Result<DataFrame, String> {
         return Err(format!("{name} is empty"));
     }
     let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
-    let header =
-        split_csv_line(String::from_utf8_lossy(first).trim_start_matches('\u{feff}').trim_end_matches('\r'));
+    let header = header_names(&String::from_utf8_lossy(first));
     let mut seen = std::collections::BTreeSet::new();
     if let Some(dup) = header.iter().find(|n| !seen.insert(n.as_str())) {
         return Err(format!("{name} has the column `{dup}` more than once"));
@@ -95,7 +94,7 @@ fn check_csv_header(path: &Path) -> Result<Vec<String>, UserError> {
     std::io::BufReader::new(file)
         .read_line(&mut first)
         .map_err(|e| UserError::setup(format!("data file `{}` is not text: {e}", path.display())))?;
-    let names = split_csv_line(first.trim_start_matches('\u{feff}').trim_end_matches(['\r', '\n']));
+    let names = header_names(&first);
     let mut seen = std::collections::BTreeSet::new();
     for name in &names {
         if !seen.insert(name.as_str()) {
@@ -110,6 +109,11 @@ fn check_csv_header(path: &Path) -> Result<Vec<String>, UserError> {
         return Err(UserError::setup(format!("data file `{}` has an empty header row", path.display())));
     }
     Ok(names)
+}
+
+/// The names in a CSV file's first line (without a byte-order mark or the line end).
+fn header_names(line: &str) -> Vec<String> {
+    split_csv_line(line.trim_start_matches('\u{feff}').trim_end_matches(['\r', '\n']))
 }
 
 /// Splits one CSV line on commas, honouring double quotes.
