@@ -25,17 +25,16 @@ pub fn read_table(path: &Path) -> Result<DataFrame, UserError> {
             .finish()
             .map_err(|e| UserError::setup(format!("data file `{shown}` is not readable as Parquet: {e}")))?
     } else {
-        let header = check_csv_header(path)?;
-        CsvReadOptions::default()
+        let (header, separator) = check_csv_header(path)?;
+        let df = CsvReadOptions::default()
             .with_has_header(true)
             .with_infer_schema_length(Some(10_000))
+            .with_parse_options(CsvParseOptions::default().with_separator(separator))
             .try_into_reader_with_file_path(Some(path.to_path_buf()))
             .and_then(|reader| reader.finish())
             .and_then(|df| unescaped(df, &header))
-            .map_err(|e| {
-                UserError::setup(format!("data file `{shown}` is not readable as CSV: {e}"))
-                    .with_hint("loop-runner reads comma-separated files with a header row, or .parquet files")
-            })?
+            .map_err(|e| not_readable(path, e))?;
+        without_unnamed_empty_columns(df, &header, path)?
     };
     if df.width() == 0 || df.height() == 0 {
         return Err(UserError::setup(format!(
@@ -54,7 +53,7 @@ pub fn read_csv_bytes(bytes: Vec<u8>, name: &str) -> Result<DataFrame, String> {
         return Err(format!("{name} is empty"));
     }
     let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
-    let header = header_names(&String::from_utf8_lossy(first));
+    let header = header_names(&String::from_utf8_lossy(first), b',');
     let mut seen = std::collections::BTreeSet::new();
     if let Some(dup) = header.iter().find(|n| !seen.insert(n.as_str())) {
         return Err(format!("{name} has the column `{dup}` more than once"));
@@ -84,17 +83,77 @@ fn unescaped(mut df: DataFrame, header: &[String]) -> PolarsResult<DataFrame> {
     Ok(df)
 }
 
-/// The header's names. Duplicates are refused: polars would rename them silently, and scripts
-/// would then read a different table than the user wrote.
-fn check_csv_header(path: &Path) -> Result<Vec<String>, UserError> {
+/// Why polars could not read a CSV file, with what to do. Text that is not UTF-8 is located:
+/// the line and the bytes.
+fn not_readable(path: &Path, e: PolarsError) -> UserError {
+    let shown = path.display();
+    let bytes = fs_err::read(path).unwrap_or_default();
+    if let Err(bad) = std::str::from_utf8(&bytes) {
+        let at = bad.valid_up_to();
+        let line = 1 + bytes[..at].iter().filter(|b| **b == b'\n').count();
+        let sample: String = bytes[at..].iter().take(4).map(|b| format!("\\x{b:02x}")).collect();
+        return UserError::setup(format!(
+            "data file `{shown}` is not UTF-8 text: line {line} has the bytes {sample} (byte {at})"
+        ))
+        .with_hint(format!(
+            "save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {shown} > utf8.csv` for a Latin-1 file"
+        ));
+    }
+    UserError::setup(format!("data file `{shown}` is not readable as CSV: {e}"))
+        .with_hint("loop-runner reads comma- or tab-separated files with a header row, or .parquet files")
+}
+
+/// `df` without the columns that have no name in the header and no value in any row (a comma
+/// at the end of every line). A column without a name that holds values is refused: scripts
+/// could not name it.
+fn without_unnamed_empty_columns(
+    df: DataFrame,
+    header: &[String],
+    path: &Path,
+) -> Result<DataFrame, UserError> {
+    let mut keep = Vec::new();
+    for (i, column) in df.columns().iter().enumerate() {
+        let unnamed = header.get(i).is_some_and(|n| n.trim().is_empty());
+        if !unnamed {
+            keep.push(column.clone());
+        } else if column.null_count() < column.len() {
+            return Err(UserError::setup(format!(
+                "data file `{}`: column {} has no name in the header row but holds values",
+                path.display(),
+                i + 1
+            ))
+            .with_hint("name every column in the header row"));
+        } else {
+            tracing::warn!(file = %path.display(), column = i + 1, "dropping a column with no name and no values");
+        }
+    }
+    DataFrame::new(df.height(), keep)
+        .map_err(|e| UserError::setup(format!("data file `{}`: {e}", path.display())))
+}
+
+/// The header's names and the separator (a comma, or a tab when the header has more fields
+/// between tabs than between commas). Duplicates are refused: polars would rename them silently, and scripts would then
+/// read a different table than the user wrote.
+fn check_csv_header(path: &Path) -> Result<(Vec<String>, u8), UserError> {
     use std::io::BufRead;
     let file =
         fs_err::File::open(path).map_err(|e| UserError::setup(format!("cannot read data file: {e}")))?;
-    let mut first = String::new();
+    let mut first = Vec::new();
     std::io::BufReader::new(file)
-        .read_line(&mut first)
-        .map_err(|e| UserError::setup(format!("data file `{}` is not text: {e}", path.display())))?;
-    let names = header_names(&first);
+        .read_until(b'\n', &mut first)
+        .map_err(|e| UserError::setup(format!("cannot read data file `{}`: {e}", path.display())))?;
+    let first = String::from_utf8_lossy(&first);
+    let separator =
+        if header_names(&first, b'\t').len() > header_names(&first, b',').len() { b'\t' } else { b',' };
+    let names = header_names(&first, separator);
+    if names.len() == 1 && names[0].contains(';') {
+        return Err(UserError::setup(format!(
+            "data file `{}` has one column `{}`: its fields look separated by `;`",
+            path.display(),
+            names[0]
+        ))
+        .with_hint("loop-runner reads comma- or tab-separated files: save it with commas (decimal points, not commas)"));
+    }
     let mut seen = std::collections::BTreeSet::new();
     for name in &names {
         if !seen.insert(name.as_str()) {
@@ -108,16 +167,16 @@ fn check_csv_header(path: &Path) -> Result<Vec<String>, UserError> {
     if names.iter().all(|n| n.is_empty()) {
         return Err(UserError::setup(format!("data file `{}` has an empty header row", path.display())));
     }
-    Ok(names)
+    Ok((names, separator))
 }
 
 /// The names in a CSV file's first line (without a byte-order mark or the line end).
-fn header_names(line: &str) -> Vec<String> {
-    split_csv_line(line.trim_start_matches('\u{feff}').trim_end_matches(['\r', '\n']))
+fn header_names(line: &str, separator: u8) -> Vec<String> {
+    split_csv_line(line.trim_start_matches('\u{feff}').trim_end_matches(['\r', '\n']), separator as char)
 }
 
-/// Splits one CSV line on commas, honouring double quotes.
-fn split_csv_line(line: &str) -> Vec<String> {
+/// Splits one CSV line on `separator`, honouring double quotes.
+fn split_csv_line(line: &str, separator: char) -> Vec<String> {
     let mut fields = Vec::new();
     let mut field = String::new();
     let mut quoted = false;
@@ -129,7 +188,7 @@ fn split_csv_line(line: &str) -> Vec<String> {
                 chars.next();
             }
             '"' => quoted = !quoted,
-            ',' if !quoted => fields.push(std::mem::take(&mut field)),
+            c if c == separator && !quoted => fields.push(std::mem::take(&mut field)),
             c => field.push(c),
         }
     }
@@ -154,7 +213,8 @@ mod tests {
 
     #[test]
     fn csv_lines_split_on_unquoted_commas() {
-        assert_eq!(split_csv_line("a,\"b,c\",\"d\"\"e\","), ["a", "b,c", "d\"e", ""]);
+        assert_eq!(split_csv_line("a,\"b,c\",\"d\"\"e\",", ','), ["a", "b,c", "d\"e", ""]);
+        assert_eq!(split_csv_line("a\t\"b\tc\"", '\t'), ["a", "b\tc"]);
     }
 
     #[test]
@@ -164,6 +224,8 @@ mod tests {
             ("empty.csv", "", "is empty"),
             ("dup.csv", "a,b,a\n1,2,3\n", "`a` more than once"),
             ("header_only.csv", "a,b\n", "no rows"),
+            ("semicolons.csv", "a;b;y\n1,5;2;0\n", "separated by `;`"),
+            ("unnamed.csv", "a,,y\n1,2,0\n3,4,1\n", "column 2 has no name"),
         ];
         for (name, text, expected) in cases {
             let path = dir.path().join(name);
@@ -171,11 +233,30 @@ mod tests {
             let err = read_table(&path).unwrap_err();
             assert!(err.to_string().contains(expected) && err.to_string().contains(name), "{name}: {err}");
         }
+        std::fs::write(dir.path().join("latin1.csv"), b"a,city\n1,K\xf6ln\n").unwrap();
+        let err = read_table(&dir.path().join("latin1.csv")).unwrap_err();
+        assert!(err.to_string().contains("line 2 has the bytes \\xf6\\x6c\\x6e\\x0a"), "{err}");
         let err = read_table(&dir.path().join("missing.csv")).unwrap_err();
         assert!(err.to_string().contains("missing.csv"), "{err}");
         std::fs::write(dir.path().join("bad.parquet"), b"not parquet").unwrap();
         let err = read_table(&dir.path().join("bad.parquet")).unwrap_err();
         assert!(err.to_string().contains("Parquet"), "{err}");
+    }
+
+    #[test]
+    fn tabs_and_trailing_commas_read_as_the_table_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("tabs.tsv", "a\t\"b,c\"\ty\n1\t2\t0\n3\t4\t1\n"),
+            ("trailing.csv", "a,b,c,y,\n1,2,x,0,\n3,4,z,1,\n"),
+        ];
+        for (name, text) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let df = read_table(&path).unwrap();
+            assert_eq!(df.shape(), (2, if name == "tabs.tsv" { 3 } else { 4 }), "{name}: {df}");
+            assert_eq!(df.get_column_names().last().unwrap().as_str(), "y", "{name}");
+        }
     }
 
     #[test]
