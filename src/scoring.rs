@@ -226,7 +226,15 @@ pub fn parse_predictions(
             if values.len() != rows {
                 return Err(format!("column `{name}` has values that are not finite numbers"));
             }
-            probabilities.insert(canonical_label(class), values);
+            // Two spellings of one class (`proba_1` and `proba_1.0`) are that class's share.
+            match probabilities.entry(canonical_label(class)) {
+                std::collections::btree_map::Entry::Occupied(mut seen) => {
+                    seen.get_mut().iter_mut().zip(values).for_each(|(p, v)| *p += v);
+                }
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(values);
+                }
+            }
         }
     }
     if target.metric.needs_probabilities() {
@@ -372,6 +380,14 @@ mod tests {
         let acc = score(&guest, "p.csv", &target(TaskKind::Binary, Metric::Accuracy), &truth).unwrap();
         assert!((acc.score - 2.0 / 3.0).abs() < 1e-12);
         assert!(acc.details.contains("class a: recall 0.500"), "{}", acc.details);
+        // A class under two spellings: its probability is the sum of both columns.
+        std::fs::write(
+            dir.path().join("p.csv"),
+            "prediction,proba_a,proba_b,proba_ b\na,0.5,0.25,0.25\nb,0.5,0.25,0.25\na,0.5,0.25,0.25\n",
+        )
+        .unwrap();
+        let loss = score(&guest, "p.csv", &target(TaskKind::Binary, Metric::LogLoss), &truth).unwrap();
+        assert!((loss.score - 0.5f64.ln().abs()).abs() < 1e-9, "{}", loss.score);
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub struct Dataset {
 impl Dataset {
     /// Loads the task's data and applies every check a user should hear about before a run.
     pub fn prepare(task: &Task) -> Result<Self, UserError> {
-        let (pool, test, dropped_rows) = match &task.source {
+        let (mut pool, mut test, dropped_rows) = match &task.source {
             Source::Single { data } => {
                 let df = read_table(data)?;
                 require_target(&df, &task.target, &data.display().to_string())?;
@@ -137,6 +137,8 @@ impl Dataset {
                 positive = set.last().cloned();
             }
             classes = set;
+            pool = with_canonical_target(pool, &task.target)?;
+            test = with_canonical_target(test, &task.target)?;
         }
         let profile = Profile::of(&pool, &task.target, kind.is_classification())
             .map_err(|e| UserError::setup(format!("profiling the data failed: {e}")))?;
@@ -221,6 +223,21 @@ pub fn target_labels(df: &DataFrame, target: &str) -> Result<Vec<String>, UserEr
         .collect())
 }
 
+/// `df` with its target column spelled one way per class (`profile::canonical_label`): scripts then
+/// train on the classes the runner scores, where ` Yes` and `Yes`, or `1.0` and `1`, would be
+/// two classes to a model (two probability columns) and one to the metric.
+fn with_canonical_target(mut df: DataFrame, target: &str) -> Result<DataFrame, UserError> {
+    let failed = |e: PolarsError| UserError::setup(format!("reading target `{target}`: {e}"));
+    let series = df.column(target).map_err(failed)?.as_materialized_series().clone();
+    let canonical = labels(&series).map_err(failed)?;
+    let raw = series.cast(&DataType::String).map_err(failed)?;
+    if raw.str().map_err(failed)?.iter().zip(&canonical).all(|(r, c)| r == c.as_deref()) {
+        return Ok(df);
+    }
+    df.with_column(Column::new(target.into(), canonical)).map_err(failed)?;
+    Ok(df)
+}
+
 /// The rows at `indices`.
 pub fn take(df: &DataFrame, indices: &[u32]) -> Result<DataFrame, UserError> {
     let idx = IdxCa::from_vec("idx".into(), indices.iter().map(|&i| i as IdxSize).collect());
@@ -255,6 +272,38 @@ mod tests {
         assert_eq!(ds.target.positive.as_deref(), Some("yes"));
         assert_eq!(ds.pool.height() + ds.test.height(), 100);
         assert_eq!(ds.test.height(), 20);
+    }
+
+    #[test]
+    fn scripts_see_one_spelling_per_class() {
+        let dir = tempfile::tempdir().unwrap();
+        let spellings = ["yes", " yes", "no ", "no", "\"no\""];
+        let mut csv = String::from("x,y\n");
+        for i in 0..100 {
+            csv.push_str(&format!("{i},{}\n", spellings[i % spellings.len()]));
+        }
+        std::fs::write(dir.path().join("d.csv"), csv).unwrap();
+        let task = task_in(dir.path(), "name = \"t\"\ndata = \"d.csv\"\ntarget = \"y\"\n");
+        let ds = Dataset::prepare(&task).unwrap();
+        assert_eq!(ds.target.classes, ["no", "yes"]);
+        for df in [&ds.pool, &ds.test] {
+            let mut seen = target_labels(df, "y").unwrap();
+            let raw: Vec<_> =
+                df.column("y").unwrap().str().unwrap().iter().flatten().map(str::to_string).collect();
+            assert_eq!(raw, seen);
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen, ["no", "yes"]);
+        }
+        // Labels already spelled one way are left as they are (integers stay integers).
+        std::fs::write(
+            dir.path().join("ints.csv"),
+            "x,y\n1,0\n2,1\n3,0\n4,1\n5,0\n6,1\n7,0\n8,1\n9,0\n10,1\n",
+        )
+        .unwrap();
+        let task = task_in(dir.path(), "name = \"t\"\ndata = \"ints.csv\"\ntarget = \"y\"\n");
+        let ds = Dataset::prepare(&task).unwrap();
+        assert_eq!(ds.pool.column("y").unwrap().dtype(), &DataType::Int64);
     }
 
     #[test]
