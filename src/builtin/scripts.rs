@@ -58,11 +58,16 @@ fn py_list(items: &[&str]) -> String {
 /// The feature function both scripts share.
 const FEATURES: &str = r#"def features(df, drop, dates, numbers):
     """The columns the model sees: identifiers dropped, numbers written as text read as numbers
-    (markers such as "?" become missing), dates split into parts, infinities missing."""
+    (markers such as "?" become missing; thousands separators, currency and percent signs
+    dropped), dates split into parts, infinities missing."""
     df = df.drop(columns=[c for c in drop if c in df.columns])
     for c in numbers:
         if c in df.columns:
-            df[c] = pd.to_numeric(df[c], errors="coerce")
+            text = df[c].astype("string").str.strip()
+            parts = text.str.extract(r"^([+-]?)[$€£¥]?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d*))?%?$")
+            written = parts[0] + parts[1].str.replace(",", "") + "." + parts[2].fillna("") + "0"
+            plain = pd.to_numeric(text, errors="coerce")
+            df[c] = plain.fillna(pd.to_numeric(written, errors="coerce")).astype(float)
     for c in dates:
         if c not in df.columns:
             continue

@@ -1323,6 +1323,7 @@ pub(crate) mod tests {
             max: Some(1.0),
             mean: Some(0.5),
             top: vec![],
+            written_as: None,
         }];
         for i in 2..30u32 {
             let mut ctx = context(history.clone());

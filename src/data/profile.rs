@@ -32,6 +32,10 @@ pub struct ColumnProfile {
     pub mean: Option<f64>,
     /// Most frequent values (categorical columns), at most five.
     pub top: Vec<(String, usize)>,
+    /// For numbers written with thousands separators, currency or percent signs: one value as
+    /// the data spell it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_as: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +129,9 @@ impl Profile {
             if let (Some(min), Some(max), Some(mean)) = (c.min, c.max, c.mean) {
                 out.push_str(&format!(", min {min:.4}, mean {mean:.4}, max {max:.4}"));
             }
+            if let Some(example) = &c.written_as {
+                out.push_str(&format!(", numbers written like `{example}`"));
+            }
             if !c.top.is_empty() {
                 let parts: Vec<String> = c.top.iter().map(|(v, n)| format!("{v} ({n})")).collect();
                 let label =
@@ -206,7 +213,7 @@ fn column_profile(series: &Series, rows: usize) -> PolarsResult<ColumnProfile> {
             !sample.is_empty() && sample.iter().filter(|v| date_like(v)).count() * 20 >= sample.len() * 19
         });
     let as_text = if dtype == &DataType::String && !is_date { numbers_in_text(series)? } else { None };
-    if let Some((values, _)) = &as_text {
+    if let Some(NumbersInText { numbers: values, .. }) = &as_text {
         min = Some(values.iter().copied().fold(f64::INFINITY, f64::min));
         max = Some(values.iter().copied().fold(f64::NEG_INFINITY, f64::max));
         mean_value = Some(mean(values));
@@ -222,10 +229,10 @@ fn column_profile(series: &Series, rows: usize) -> PolarsResult<ColumnProfile> {
     } else {
         ColumnKind::Categorical
     };
-    let top = match as_text {
-        Some((_, tokens)) => tokens.into_iter().take(5).collect(),
-        None if numeric => Vec::new(),
-        None => value_counts(series)?.into_iter().take(5).collect(),
+    let (top, written_as) = match as_text {
+        Some(NumbersInText { markers, formatted, .. }) => (markers.into_iter().take(5).collect(), formatted),
+        None if numeric => (Vec::new(), None),
+        None => (value_counts(series)?.into_iter().take(5).collect(), None),
     };
     Ok(ColumnProfile {
         name,
@@ -237,6 +244,7 @@ fn column_profile(series: &Series, rows: usize) -> PolarsResult<ColumnProfile> {
         max,
         mean: mean_value,
         top,
+        written_as,
     })
 }
 
@@ -247,15 +255,26 @@ const NUMBERS_SHARE: f64 = 0.95;
 
 /// A text column's finite numbers, and its other values (the markers) with their counts, most
 /// frequent first.
-type NumbersAndMarkers = (Vec<f64>, Vec<(String, usize)>);
+struct NumbersInText {
+    numbers: Vec<f64>,
+    markers: Vec<(String, usize)>,
+    /// The first value written with separators or signs, if any was.
+    formatted: Option<String>,
+}
 
 /// A text column that is numbers but for a few markers. `None` when it is no such column.
-fn numbers_in_text(series: &Series) -> PolarsResult<Option<NumbersAndMarkers>> {
+fn numbers_in_text(series: &Series) -> PolarsResult<Option<NumbersInText>> {
     let mut numbers = Vec::new();
+    let mut formatted = None;
     let mut other: HashMap<String, usize> = HashMap::new();
     for v in series.str()?.iter().flatten() {
-        match v.trim().parse::<f64>() {
-            Ok(x) if x.is_finite() => numbers.push(x),
+        match number_in_text(v) {
+            Some((x, plain)) if x.is_finite() => {
+                numbers.push(x);
+                if !plain && formatted.is_none() {
+                    formatted = Some(v.trim().to_string());
+                }
+            }
             _ => *other.entry(v.to_string()).or_default() += 1,
         }
     }
@@ -263,9 +282,41 @@ fn numbers_in_text(series: &Series) -> PolarsResult<Option<NumbersAndMarkers>> {
     if numbers.is_empty() || (numbers.len() as f64) < NUMBERS_SHARE * present as f64 {
         return Ok(None);
     }
-    let mut other: Vec<(String, usize)> = other.into_iter().collect();
-    other.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    Ok(Some((numbers, other)))
+    let mut markers: Vec<(String, usize)> = other.into_iter().collect();
+    markers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(Some(NumbersInText { numbers, markers, formatted }))
+}
+
+/// A number as tables write them: plain (`-1.5e3`), or with one leading currency sign (`$`,
+/// `€`, `£`, `¥`, after the sign if any), commas between groups of three digits, or a trailing
+/// `%` (the number as written: `45%` is 45). With whether it was plain. The built-in agent's
+/// scripts read text the same way (`FEATURES` in `builtin/scripts.rs`).
+fn number_in_text(text: &str) -> Option<(f64, bool)> {
+    let text = text.trim();
+    if let Ok(x) = text.parse::<f64>() {
+        return Some((x, true));
+    }
+    let (sign, rest) = match text.strip_prefix(['+', '-']) {
+        Some(rest) => (&text[..1], rest),
+        None => ("", text),
+    };
+    let rest = rest.strip_prefix(['$', '€', '£', '¥']).unwrap_or(rest);
+    let rest = rest.strip_suffix('%').unwrap_or(rest);
+    let (whole, fraction) = rest.split_once('.').unwrap_or((rest, ""));
+    if whole.contains(',') {
+        let mut groups = whole.split(',');
+        let first = groups.next().unwrap_or_default();
+        if !(1..=3).contains(&first.len()) || !groups.all(|g| g.len() == 3) {
+            return None;
+        }
+    }
+    let digits = whole.replace(',', "");
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if digits.is_empty() || !all_digits(&digits) || !all_digits(fraction) {
+        return None;
+    }
+    let number = format!("{sign}{digits}.{fraction}0");
+    number.parse::<f64>().ok().map(|x| (x, false))
 }
 
 /// Non-null values as f64.
@@ -392,6 +443,41 @@ mod tests {
             "{}",
             p.render()
         );
+    }
+
+    #[test]
+    fn numbers_with_separators_and_signs_are_numbers() {
+        let cases = [
+            ("12,345", Some(12345.0)),
+            ("$1,234.50", Some(1234.5)),
+            ("-€3", Some(-3.0)),
+            ("45%", Some(45.0)),
+            ("+$12.", Some(12.0)),
+            ("1,234,567", Some(1234567.0)),
+            (" 7 ", Some(7.0)),
+            // A decimal comma, Indian grouping, a sign alone: not numbers of this kind.
+            ("1,5", None),
+            ("12,34,567", None),
+            ("$.5", None),
+            ("$", None),
+            ("1,2345", None),
+            ("12a", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(number_in_text(text).map(|(x, _)| x), want, "{text}");
+        }
+        assert_eq!(number_in_text("1e3"), Some((1000.0, true)));
+        let n = 100;
+        let df = df!(
+            "income" => (0..n).map(|i| if i == 7 { "n/a".to_string() } else { format!("${},{:03}", i + 1, i) }).collect::<Vec<_>>(),
+            "y" => (0..n).map(|i| (i % 2) as i64).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let p = Profile::of(&df, "y", true).unwrap();
+        assert_eq!(p.numbers_as_text(), ["income"]);
+        let c = &p.features[0];
+        assert_eq!((c.min, c.max, c.written_as.as_deref()), (Some(1000.0), Some(100099.0), Some("$1,000")));
+        assert!(p.render().contains("numbers written like `$1,000`"), "{}", p.render());
     }
 
     #[test]
