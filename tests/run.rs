@@ -386,3 +386,68 @@ fn the_budget_cancels_an_agent_call_that_never_answers() {
     let dir = run_dir_of(&output);
     assert!(dir.join("report/summary.json").is_file());
 }
+
+/// A table as users export them: a comma at the end of every line, money written `$12,345`,
+/// one class spelled three ways (`yes`, ` yes`, `yes `), and a class with a single row.
+fn untidy_table(rows: std::ops::Range<usize>, rare: bool) -> String {
+    let mut csv = String::from("a,b,income,answer,\n");
+    for i in rows {
+        let (a, b) = ((i * 37 % 100) as f64 / 10.0, (i * 53 % 71) as f64);
+        let income = 1000 + i * 977 % 90_000;
+        let yes = a + b / 10.0 + (income as f64) / 30_000.0 > 9.0;
+        let label = match (yes, i % 5) {
+            (true, 1) => " yes",
+            (true, 2) => "yes ",
+            (true, _) => "yes",
+            (false, _) => "no",
+        };
+        csv.push_str(&format!("{a},{b},\"${},{:03}\",{label},\n", income / 1000, income % 1000));
+    }
+    if rare {
+        csv.push_str("5.0,35,\"$50,000\",maybe,\n");
+    }
+    csv
+}
+
+#[test]
+fn an_untidy_table_with_a_one_row_class_trains_every_family() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("train.csv"), untidy_table(0..400, true)).unwrap();
+    std::fs::write(data.path().join("test.csv"), untidy_table(400..500, false)).unwrap();
+    let task = data.path().join("task.toml");
+    std::fs::write(
+        &task,
+        "name = \"untidy\"\ntrain = \"train.csv\"\ntest = \"test.csv\"\ntarget = \"answer\"\n",
+    )
+    .unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let output = bin()
+        .args(["run", "--budget", "45s", "--jobs", "2", "--task"])
+        .arg(&task)
+        .arg("--runs-dir")
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = run_dir_of(&output);
+    // Scripts see the classes the runner scores: one spelling each.
+    let train = std::fs::read_to_string(dir.join("data/train.csv")).unwrap();
+    let mut labels: Vec<&str> = train.lines().skip(1).filter_map(|l| l.rsplit(',').next()).collect();
+    labels.sort();
+    labels.dedup();
+    assert_eq!(labels, ["maybe", "no", "yes"], "{}", &train[..200]);
+    let records = common::records(&dir);
+    let failed: Vec<_> =
+        records.iter().filter(|r| r.status.starts_with("failed")).map(|r| &r.status).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    // Boosting with early stopping (held-out rows split by class) trained on the one-row class.
+    let early = records.iter().filter(|r| {
+        r.validation_score.is_some()
+            && r.hyperparameters.iter().any(|h| h.name == "early_stopping" && h.value == "True")
+    });
+    assert!(early.count() >= 1, "{:?}", records.iter().map(|r| (&r.family, &r.status)).collect::<Vec<_>>());
+    // Money is read as numbers.
+    let numbers = std::fs::read_to_string(dir.join("iterations/iter-0001/work/train.py")).unwrap();
+    assert!(numbers.contains("NUMBERS = [\"income\"]"), "{numbers}");
+    assert!(summary(&dir)["test_score"].as_f64().unwrap() > 0.8, "{}", summary(&dir));
+}

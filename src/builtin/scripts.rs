@@ -183,7 +183,7 @@ else:
 NATIVE = list(range(len(numeric), len(numeric) + len(few))) or None
 pre = ColumnTransformer([("num", num, numeric)] + parts, sparse_threshold=0.3)
 
-model = Pipeline([("pre", pre), ("model", {model})])
+model = Pipeline([("pre", pre), ("model", {model})]){holdout}
 if LOG_TARGET:
     # The log of a skewed, never negative target; predictions are mapped back.
     model = TransformedTargetRegressor(regressor=model, func=np.log1p, inverse_func=np.expm1, check_inverse=False)
@@ -213,8 +213,23 @@ print(f"trained {family} on {{len(X)}} rows, {{len(X.columns)}} features")
         seed = context.seed,
         features = FEATURES.trim_end(),
         model = estimator(config, regression),
+        holdout = if regression { "" } else { STRATIFIABLE },
     )
 }
+
+/// For classifiers: early stopping holds out a stratified share of the training rows, which
+/// scikit-learn refuses when a class has a single row or there are more classes than rows held
+/// out. Such data train without it, capped at the rounds early stopping is assumed to take.
+const STRATIFIABLE: &str = r#"
+learner = model.named_steps["model"]
+stops = getattr(learner, "early_stopping", False)
+if stops == "auto":
+    stops = len(X) > 10000
+counts = y.value_counts()
+held = int(np.ceil(len(y) * getattr(learner, "validation_fraction", 0.1)))
+if stops is True and (counts.min() < 2 or held < len(counts) or len(y) - held < len(counts)):
+    learner.set_params(early_stopping=False, max_iter=min(learner.max_iter, 300))
+    print(f"early stopping off: class {counts.idxmin()!r} has {counts.min()} rows, {held} rows would be held out for {len(counts)} classes")"#;
 
 /// `inference.py`: the same for every configuration (everything it needs is in `model/`).
 pub fn inference_script(context: &StepContext) -> String {
