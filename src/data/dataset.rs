@@ -5,7 +5,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::load::read_table;
-use super::profile::{Profile, labels, numeric_values};
+use super::profile::{Profile, labels, numbers_from_text, numeric_values};
 use super::split::split;
 use crate::error::UserError;
 use crate::metric::Metric;
@@ -57,6 +57,7 @@ impl Dataset {
             Source::Single { data } => {
                 let df = read_table(data)?;
                 require_target(&df, &task.target, &data.display().to_string())?;
+                let df = with_numeric_target(df, task)?;
                 let (df, dropped) = drop_null_target(df, &task.target)?;
                 let kind = infer_kind(task, &df)?;
                 let stratify =
@@ -89,8 +90,9 @@ impl Dataset {
                 let test_df = test_df
                     .select(pool.get_column_names().into_iter().cloned())
                     .map_err(|e| UserError::setup(format!("test file `{}`: {e}", test.display())))?;
-                let (pool, dropped) = drop_null_target(pool, &task.target)?;
-                let (test_df, dropped_test) = drop_null_target(test_df, &task.target)?;
+                let (pool, dropped) = drop_null_target(with_numeric_target(pool, task)?, &task.target)?;
+                let (test_df, dropped_test) =
+                    drop_null_target(with_numeric_target(test_df, task)?, &task.target)?;
                 (pool, test_df, dropped + dropped_test)
             }
         };
@@ -223,6 +225,22 @@ pub fn target_labels(df: &DataFrame, target: &str) -> Result<Vec<String>, UserEr
         .collect())
 }
 
+/// `df` with a target written as numbers with a few markers (`?`, `NA`, `inf`) read as numbers,
+/// the marked rows then without a target (dropped, like empty ones). A task declared a
+/// classification keeps its labels as written.
+fn with_numeric_target(mut df: DataFrame, task: &Task) -> Result<DataFrame, UserError> {
+    if task.kind.is_some_and(TaskKind::is_classification) {
+        return Ok(df);
+    }
+    let failed = |e: PolarsError| UserError::setup(format!("reading target `{}`: {e}", task.target));
+    let series = df.column(&task.target).map_err(failed)?.as_materialized_series().clone();
+    if let Some(numbers) = numbers_from_text(&series).map_err(failed)? {
+        tracing::info!(target = %task.target, "the target is numbers written as text; values that are not numbers are missing");
+        df.with_column(numbers.into()).map_err(failed)?;
+    }
+    Ok(df)
+}
+
 /// `df` with its target column spelled one way per class (`profile::canonical_label`): scripts then
 /// train on the classes the runner scores, where ` Yes` and `Yes`, or `1.0` and `1`, would be
 /// two classes to a model (two probability columns) and one to the metric.
@@ -304,6 +322,29 @@ mod tests {
         let task = task_in(dir.path(), "name = \"t\"\ndata = \"ints.csv\"\ntarget = \"y\"\n");
         let ds = Dataset::prepare(&task).unwrap();
         assert_eq!(ds.pool.column("y").unwrap().dtype(), &DataType::Int64);
+    }
+
+    #[test]
+    fn a_target_of_numbers_with_markers_is_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from("x,y\n");
+        for i in 0..100 {
+            let y = match i {
+                5 => "?".to_string(),
+                9 => "inf".to_string(),
+                _ => format!("{}.25", i * 3),
+            };
+            csv.push_str(&format!("{i},{y}\n"));
+        }
+        std::fs::write(dir.path().join("d.csv"), csv).unwrap();
+        let task = task_in(dir.path(), "name = \"t\"\ndata = \"d.csv\"\ntarget = \"y\"\n");
+        let ds = Dataset::prepare(&task).unwrap();
+        assert_eq!((ds.target.kind, ds.dropped_rows), (TaskKind::Regression, 2));
+        assert_eq!(ds.pool.column("y").unwrap().dtype(), &DataType::Float64);
+        // Declared a classification, the labels stay as written.
+        let task =
+            task_in(dir.path(), "name = \"t\"\ndata = \"d.csv\"\ntarget = \"y\"\ntask = \"multiclass\"\n");
+        assert_eq!(Dataset::prepare(&task).unwrap().target.classes.len(), 100);
     }
 
     #[test]

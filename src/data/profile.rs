@@ -287,6 +287,20 @@ fn numbers_in_text(series: &Series) -> PolarsResult<Option<NumbersInText>> {
     Ok(Some(NumbersInText { numbers, markers, formatted }))
 }
 
+/// `series` as numbers when it is text that is numbers but for a few markers (which become
+/// missing, as do infinities); `None` otherwise.
+pub fn numbers_from_text(series: &Series) -> PolarsResult<Option<Series>> {
+    if series.dtype() != &DataType::String || numbers_in_text(series)?.is_none() {
+        return Ok(None);
+    }
+    let values: Vec<Option<f64>> = series
+        .str()?
+        .iter()
+        .map(|v| v.and_then(number_in_text).map(|(x, _)| x).filter(|x| x.is_finite()))
+        .collect();
+    Ok(Some(Series::new(series.name().clone(), values)))
+}
+
 /// A number as tables write them: plain (`-1.5e3`), or with one leading currency sign (`$`,
 /// `€`, `£`, `¥`, after the sign if any), commas between groups of three digits, or a trailing
 /// `%` (the number as written: `45%` is 45). With whether it was plain. The built-in agent's
