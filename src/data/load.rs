@@ -21,9 +21,10 @@ pub fn read_table(path: &Path) -> Result<DataFrame, UserError> {
     let df = if is_parquet {
         let file =
             fs_err::File::open(path).map_err(|e| UserError::setup(format!("cannot read data file: {e}")))?;
-        ParquetReader::new(file.into_parts().0)
+        let df = ParquetReader::new(file.into_parts().0)
             .finish()
-            .map_err(|e| UserError::setup(format!("data file `{shown}` is not readable as Parquet: {e}")))?
+            .map_err(|e| UserError::setup(format!("data file `{shown}` is not readable as Parquet: {e}")))?;
+        csv_ready(df, path)?
     } else {
         let (header, separator) = check_csv_header(path)?;
         let df = CsvReadOptions::default()
@@ -81,6 +82,70 @@ fn unescaped(mut df: DataFrame, header: &[String]) -> PolarsResult<DataFrame> {
         df.rename(&read, name.into())?;
     }
     Ok(df)
+}
+
+/// `df` with only what scripts' CSV files can hold: dates and times become ISO 8601 text (UTC),
+/// as a CSV file would spell them; columns of other types (durations, lists, bytes) are refused.
+fn csv_ready(mut df: DataFrame, path: &Path) -> Result<DataFrame, UserError> {
+    let failed = |e: PolarsError| UserError::setup(format!("data file `{}`: {e}", path.display()));
+    for column in df.columns().to_vec() {
+        let series = column.as_materialized_series();
+        let text: Vec<Option<String>> = match series.dtype() {
+            DataType::Date => {
+                let days = series.to_physical_repr().into_owned();
+                let days = days.i32().map_err(failed)?;
+                days.iter().map(|d| d.and_then(|d| iso_date_time(i64::from(d) * 86_400, 0, true))).collect()
+            }
+            DataType::Datetime(unit, _) => {
+                let per_second: i64 = match unit {
+                    TimeUnit::Nanoseconds => 1_000_000_000,
+                    TimeUnit::Microseconds => 1_000_000,
+                    TimeUnit::Milliseconds => 1_000,
+                };
+                let stamps = series.to_physical_repr().into_owned();
+                let stamps = stamps.i64().map_err(failed)?;
+                stamps
+                    .iter()
+                    .map(|t| {
+                        let t = t?;
+                        let nanos = t.rem_euclid(per_second) * (1_000_000_000 / per_second);
+                        iso_date_time(t.div_euclid(per_second), nanos as u32, false)
+                    })
+                    .collect()
+            }
+            dtype
+                if dtype.is_primitive_numeric()
+                    || matches!(dtype, DataType::Boolean | DataType::String | DataType::Null)
+                    || dtype.is_categorical()
+                    || dtype.is_enum() =>
+            {
+                continue;
+            }
+            other => {
+                return Err(UserError::setup(format!(
+                    "data file `{}`: column `{}` holds {other}, which scripts cannot be given as CSV",
+                    path.display(),
+                    series.name()
+                ))
+                .with_hint("convert it to numbers or text, or leave it out of the file"));
+            }
+        };
+        df.with_column(Column::new(series.name().clone(), text)).map_err(failed)?;
+    }
+    Ok(df)
+}
+
+/// `seconds` after 1970-01-01 UTC (and `nanos`) as `2024-03-01` (`date_only`) or
+/// `2024-03-01T12:30:00Z`; `None` outside the years chrono represents.
+fn iso_date_time(seconds: i64, nanos: u32, date_only: bool) -> Option<String> {
+    let t = chrono::DateTime::from_timestamp(seconds, nanos)?;
+    Some(if date_only {
+        t.format("%Y-%m-%d").to_string()
+    } else if nanos == 0 {
+        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string()
+    })
 }
 
 /// Why polars could not read a CSV file, with what to do. Text that is not UTF-8 is located:
@@ -257,6 +322,33 @@ mod tests {
             assert_eq!(df.shape(), (2, if name == "tabs.tsv" { 3 } else { 4 }), "{name}: {df}");
             assert_eq!(df.get_column_names().last().unwrap().as_str(), "y", "{name}");
         }
+    }
+
+    #[test]
+    fn parquet_dates_and_times_become_iso_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let days = Column::new("day".into(), [Some(0i32), Some(-1), None]).cast(&DataType::Date).unwrap();
+        let stamps = Column::new("at".into(), [1_700_000_000_123_000i64, 0, -1])
+            .cast(&DataType::Datetime(TimeUnit::Microseconds, None))
+            .unwrap();
+        let y = Column::new("y".into(), [1i64, 0, 1]);
+        let mut df = DataFrame::new(3, vec![days, stamps, y]).unwrap();
+        ParquetWriter::new(std::fs::File::create(&path).unwrap()).finish(&mut df).unwrap();
+        let read = read_table(&path).unwrap();
+        let text = |name: &str| -> Vec<Option<String>> {
+            read.column(name).unwrap().str().unwrap().iter().map(|v| v.map(str::to_string)).collect()
+        };
+        assert_eq!(text("day"), [Some("1970-01-01".into()), Some("1969-12-31".into()), None]);
+        assert_eq!(
+            text("at"),
+            [
+                Some("2023-11-14T22:13:20.123Z".into()),
+                Some("1970-01-01T00:00:00Z".into()),
+                Some("1969-12-31T23:59:59.999999Z".into())
+            ]
+        );
+        write_csv(&read, &dir.path().join("t.csv")).unwrap();
     }
 
     #[test]
