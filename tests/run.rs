@@ -349,8 +349,11 @@ fn stopping_ends_with_the_final_evaluation_and_the_report(signal: rustix::proces
             .any(|e| matches!(&e.event, Event::RunFinished { reason, .. } if reason == "interrupted"))
     );
     // Every scored model records its inference's share of its scripts' time (what the end of
-    // a run is kept back for).
+    // a run is kept back for); a script stopped by the signal says so, not that time ran out.
     for e in &events {
+        if let Event::IterationFinished { record, .. } = &e.event {
+            assert!(!record.status.contains("budget"), "{}", record.status);
+        }
         if let Event::IterationFinished { record, .. } = &e.event
             && record.succeeded()
         {

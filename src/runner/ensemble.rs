@@ -114,7 +114,13 @@ pub(super) async fn run(
         return Ok(Finished {
             n,
             record: record(
-                "cut: the ensemble selection stopped at the end of the budget".to_string(),
+                match shared.stop_reason() {
+                    super::StopReason::Interrupted => {
+                        "cut: the ensemble selection stopped when the run was interrupted"
+                    }
+                    _ => "cut: the ensemble selection stopped at the end of the budget",
+                }
+                .to_string(),
                 None,
                 &[],
                 &acc,

@@ -463,10 +463,12 @@ impl Iteration<'_> {
             .map_err(StepFailure::internal)?;
         keep_output(&shared.dir.iteration(self.n), kind.name(), &script, &outcome);
         if self.cancel.is_cancelled() && !outcome.success() {
-            return Err(StepFailure::Stop(
-                shared.stop_reason(),
-                format!("{} stopped at the end of the budget", kind.name()),
-            ));
+            let reason = shared.stop_reason();
+            let when = match reason {
+                StopReason::Interrupted => "when the run was interrupted",
+                _ => "at the end of the budget",
+            };
+            return Err(StepFailure::Stop(reason, format!("{} stopped {when}", kind.name())));
         }
         Ok(outcome)
     }
