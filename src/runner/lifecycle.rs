@@ -133,6 +133,12 @@ impl Runner {
             dropped_rows_without_target: dataset.dropped_rows,
         }
         .write(&dir.run_json())?;
+        if dataset.dropped_rows > 0 {
+            tracing::warn!(
+                "{} rows have no target value (empty, or a marker such as `?` in a numeric target): they are left out",
+                dataset.dropped_rows
+            );
+        }
         let mut journal = Journal::open(&dir.journal())?;
         let sandbox_info = sandbox.info();
         journal.append(Event::RunStarted {
