@@ -207,10 +207,10 @@ impl Config {
         (self.family.name.to_string(), render_params(&self.hyperparameters()))
     }
 
-    /// Run time relative to boosting with default settings on the same data, for data of
-    /// `rows` rows and `features` features: the family's own cost, scaled by how much work its
-    /// settings ask for (trees or boosting rounds, the share of features a forest's split
-    /// considers; a kernel machine grows with the square of the rows, so more than linearly).
+    /// Run time relative to boosting with default settings on data of the same rows and
+    /// features and two classes: the family's own cost, scaled by how much work its settings ask
+    /// for (trees or boosting rounds, the share of features a forest's split considers; a kernel
+    /// machine grows with the square of the rows, so more than linearly) and by the classes.
     fn relative_cost(&self, shape: Shape) -> f64 {
         let Shape { rows, features, classes } = shape;
         let size = self.family.size.and_then(|s| self.param(s)).and_then(|v| v.parse::<f64>().ok());
