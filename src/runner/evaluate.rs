@@ -23,11 +23,12 @@ impl Runner {
         let mut refit = self.refit(&reason).await?;
         // The selected iteration first: a final model that cannot be scored in the time left
         // must not take the run's only test score with it.
+        let mut test = None;
         let mut selected_test_score = match (refit, best) {
-            (Some(_), Some(b)) => self.evaluate(Some(b)).await?,
+            (Some(_), Some(b)) => self.evaluate(Some(b), &mut test).await?,
             _ => None,
         };
-        let mut test_score = self.evaluate(refit.or(best)).await?;
+        let mut test_score = self.evaluate(refit.or(best), &mut test).await?;
         if let (Some(r), Some(b), None, Some(_)) = (refit, best, test_score, selected_test_score) {
             // A final model that trained but cannot predict the test split (its scripts assume
             // a place they do not run from as members, say) gives way to the selected one.
@@ -228,8 +229,28 @@ impl Runner {
         self.shared.budget.keep_for_final_model(final_model, test_only);
     }
 
-    /// Runs iteration `iteration`'s inference on the test features and scores it.
-    async fn evaluate(&mut self, iteration: Option<u32>) -> anyhow::Result<Option<f64>> {
+    /// The test features, written where final-test scripts read them, and the test labels: read
+    /// once for the run's one or two final evaluations (a large test split takes seconds).
+    fn test_split(&self) -> anyhow::Result<TestSplit> {
+        let input = self.dir.root.join("final").join("input");
+        if input.exists() {
+            fs_err::remove_dir_all(&input)?;
+        }
+        fs_err::create_dir_all(&input)?;
+        let target = &self.shared.inputs.target;
+        let test = crate::data::read_table(&self.dir.test_csv())?;
+        write_csv(&test.drop(&target.column)?, &input.join("features.csv"))?;
+        let truth = Truth::from_csv(&self.dir.test_csv(), target).map_err(anyhow::Error::msg)?;
+        Ok(TestSplit { input, truth })
+    }
+
+    /// Runs iteration `iteration`'s inference on the test features (`test`, prepared by the
+    /// first evaluation) and scores it.
+    async fn evaluate(
+        &mut self,
+        iteration: Option<u32>,
+        test: &mut Option<TestSplit>,
+    ) -> anyhow::Result<Option<f64>> {
         let shared = self.shared.clone();
         let Some(best) = iteration else {
             shared.log(Event::FinalEvaluation {
@@ -241,6 +262,24 @@ impl Runner {
             shared.reporter.report(Progress::FinalEvaluation { iteration: None, test_score: None });
             return Ok(None);
         };
+        // The budget is a hard limit: the final evaluation gets what is left of it, less what
+        // the report needs, and nothing is prepared for it once that is gone (reading and
+        // writing a large test split takes seconds).
+        let wall_left = || shared.budget.left().map(|left| left.saturating_sub(shared.budget.report_time()));
+        let ran_out = || -> anyhow::Result<Option<f64>> {
+            let detail = "the budget ran out before the final evaluation could run".to_string();
+            shared.log(Event::FinalEvaluation {
+                iteration: Some(best),
+                test_score: None,
+                detail,
+                outcome: None,
+            })?;
+            shared.reporter.report(Progress::FinalEvaluation { iteration: Some(best), test_score: None });
+            Ok(None)
+        };
+        if wall_left().is_some_and(|w| w < MIN_FINAL_WALL) {
+            return ran_out();
+        }
         shared
             .reporter
             .report(Progress::Note(format!("scoring iteration {best} on the held-out test split")));
@@ -254,44 +293,32 @@ impl Runner {
         // The snapshot's training data is not needed to predict; keep it out of reach.
         let _ = fs_err::remove_dir_all(work.join("data"));
         let _ = fs_err::remove_dir_all(work.join("input"));
-        let input = final_dir.join("input");
-        fs_err::create_dir_all(&input)?;
-        let test = crate::data::read_table(&self.dir.test_csv())?;
-        write_csv(&test.drop(&shared.inputs.target.column)?, &input.join("features.csv"))?;
+        if test.is_none() {
+            *test = Some(self.test_split()?);
+        }
+        let TestSplit { input, truth } = test.as_ref().expect("prepared above");
         let kind = ScriptKind::FinalTest;
         let mut spec = policy::spec(
-            &Script { kind, work: &work, visible: &input },
+            &Script { kind, work: &work, visible: input },
             &shared.inputs.config.sandbox,
             shared.inputs.config.loop_.seed,
             &shared.private(),
         );
-        // The budget is a hard limit: the final evaluation gets what is left of it, less what
-        // the report needs.
-        if let Some(left) = shared.budget.left() {
-            spec.limits.wall = spec.limits.wall.min(left.saturating_sub(shared.budget.report_time()));
+        if let Some(wall) = wall_left() {
+            spec.limits.wall = spec.limits.wall.min(wall);
         }
-        if spec.limits.wall < Duration::from_millis(500) {
-            let detail = "the budget ran out before the final evaluation could run".to_string();
-            shared.log(Event::FinalEvaluation {
-                iteration: Some(best),
-                test_score: None,
-                detail,
-                outcome: None,
-            })?;
-            shared.reporter.report(Progress::FinalEvaluation { iteration: Some(best), test_score: None });
-            return Ok(None);
+        if spec.limits.wall < MIN_FINAL_WALL {
+            return ran_out();
         }
         // Only a second interrupt (which exits the process) stops the final evaluation.
         let outcome = shared.sandbox_run(spec, SandboxCancel::new()).await?;
-        let truth =
-            Truth::from_csv(&self.dir.test_csv(), &shared.inputs.target).map_err(anyhow::Error::msg)?;
         let (test_score, detail) = if outcome.success() {
             let guest = GuestDir::open(&work)?;
             match score(
                 &guest,
                 kind.predictions().expect("final test predicts"),
                 &shared.inputs.target,
-                &truth,
+                truth,
             ) {
                 Ok(s) => (Some(s.score), s.details),
                 Err(why) => (None, format!("test score undefined: {why}")),
@@ -316,6 +343,15 @@ impl Runner {
         Ok(test_score)
     }
 }
+
+/// The test features (`input/features.csv`) and labels of a run's final evaluations.
+struct TestSplit {
+    input: std::path::PathBuf,
+    truth: Truth,
+}
+
+/// Less time than this left for a final evaluation and it is not started.
+const MIN_FINAL_WALL: Duration = Duration::from_millis(500);
 
 /// One test inference, from `seconds` of inference over all validated rows in `runs` runs,
 /// with `ratio` test rows per validated row: never under one of those runs.
