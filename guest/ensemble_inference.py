@@ -1,6 +1,6 @@
 """Inference for a weighted ensemble of loop-runner iterations.
 
-Made by loop-runner, not by an agent: bagged greedy ensemble selection with replacement over the
+Made by loop-runner, not by an agent: greedy ensemble selection with replacement over the
 members' validation predictions chose the weights in model/ensemble.json. Each member's own
 inference.py runs in its directory under members/, and their predictions are averaged with
 those weights (class probabilities for classification, values for regression).

@@ -108,11 +108,8 @@ pub(super) async fn run(
             infer_seconds: standing.map(|_| script_seconds),
         }
     };
-    // The bags drawn differ from one ensemble of a run to the next, and are the same for a seed.
-    let seed = shared.inputs.config.loop_.seed ^ u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let blend = search::select(&usable, target, &split.truth, split.ranges(), ROUNDS, seed, &|| {
-        job.cancel.is_cancelled()
-    });
+    let blend =
+        search::select(&usable, target, &split.truth, split.ranges(), ROUNDS, &|| job.cancel.is_cancelled());
     if job.cancel.is_cancelled() {
         return Ok(Finished {
             n,
@@ -177,14 +174,7 @@ pub(super) async fn run(
         "metric": target.metric.name(),
         "classes": target.classes,
         "members": blend.weights.iter().map(|(k, w)| serde_json::json!({"name": tag_name(*k), "iteration": k, "weight": w})).collect::<Vec<_>>(),
-        "selection": {
-            "method": "bagged greedy selection with replacement (Caruana et al. 2004, 2006)",
-            "rounds": ROUNDS,
-            "bags": search::ensemble::BAGS,
-            "bag_share": search::ensemble::BAG_SHARE,
-            "seed": seed,
-            "validation_score": blend.score,
-        },
+        "selection": {"method": "greedy selection with replacement (Caruana et al. 2004)", "rounds": ROUNDS, "validation_score": blend.score},
     });
     fs_err::write(dir.join("steps").join("ensemble.json"), serde_json::to_string_pretty(&spec)?)?;
     // The members as they were committed: scripts and trained models.

@@ -10,9 +10,8 @@ use std::time::Duration;
 use super::tree::{Decision, Node, Operation, Policy, Situation, debug_depth, new_to_ensembles, root};
 use crate::metric::Standing;
 
-/// How many of the best models the time of an ensemble is estimated from: as many as a blend
-/// may keep.
-const BLEND_MEMBERS: usize = super::ensemble::MAX_MEMBERS;
+/// How many of the best models the time of an ensemble is estimated from.
+const BLEND_MEMBERS: usize = 3;
 
 /// The default policy.
 #[derive(Debug, Clone)]
@@ -60,8 +59,8 @@ impl Policy for Greedy {
             matches!((s.time_left, typical), (Some(left), Some(t)) if left.as_secs_f64() < 3.0 * t);
         let (last_ensemble, new_since) = new_to_ensembles(nodes, s.jobs);
         let ensembles = s.ensemble_every > 0 && !s.perfect;
-        // An ensemble runs its members' inference: at most that of as many of the best models
-        // as it keeps, and a margin for checking them out.
+        // An ensemble runs its members' inference: about that of the few best models (it
+        // seldom takes more), and a margin for checking them out.
         let blend_seconds =
             1.0 + 1.25 * scored.iter().take(BLEND_MEMBERS).map(|n| n.infer_seconds).sum::<f64>();
         // The last moment for it: after it, neither another model nor it could finish.
@@ -270,9 +269,8 @@ mod tests {
             Operation::Draft
         );
         // The members' inference counts. Seen on 240,000 rows: the three best took 17 s to
-        // predict, and an ensemble started 12 s before the end was cut. With 27 s for it (all
-        // five may be members) and a typical iteration of 36 s, its moment is from 63 s left
-        // down to 27 s.
+        // predict, and an ensemble started 12 s before the end was cut. With 22 s for it and
+        // a typical iteration of 36 s, its moment is from 58 s left down to 22 s.
         let predicting = |n: u32, score: f64, seconds: f64, infer: f64| Node {
             infer_seconds: infer,
             ..timed(n, score, seconds)
@@ -292,8 +290,8 @@ mod tests {
             .operation
         };
         assert_eq!(
-            [at(70), at(60), at(30), at(25), at(12)],
-            [Operation::Draft, Operation::Ensemble, Operation::Ensemble, Operation::Draft, Operation::Draft]
+            [at(70), at(50), at(25), at(12)],
+            [Operation::Draft, Operation::Ensemble, Operation::Ensemble, Operation::Draft]
         );
         // Nor when ensembles are off, or the best score cannot be beaten.
         assert_eq!(
