@@ -449,9 +449,8 @@ mod tests {
         // positive-negative pairs ranked right: the same bits.
         let mut rng = fastrand::Rng::with_seed(11);
         for rows in [2usize, 3, 10, 257] {
-            let scores: Vec<f64> = (0..rows)
-                .map(|i| if i % 7 == 0 { -0.0 } else { f64::from(rng.u8(0..6)) / 5.0 })
-                .collect();
+            let scores: Vec<f64> =
+                (0..rows).map(|i| if i % 7 == 0 { -0.0 } else { f64::from(rng.u8(0..6)) / 5.0 }).collect();
             let mut is_positive: Vec<bool> = (0..rows).map(|_| rng.bool()).collect();
             is_positive[0] = true;
             is_positive[1] = false;
@@ -459,7 +458,13 @@ mod tests {
             for (a, pa) in scores.iter().zip(&is_positive) {
                 for (b, pb) in scores.iter().zip(&is_positive) {
                     if *pa && !*pb {
-                        right += if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 };
+                        right += if a > b {
+                            1.0
+                        } else if a == b {
+                            0.5
+                        } else {
+                            0.0
+                        };
                     }
                 }
             }
