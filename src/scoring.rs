@@ -41,7 +41,11 @@ impl Truth {
 
     /// Reads the target column of a labelled CSV.
     pub fn from_csv(path: &Path, target: &TargetInfo) -> Result<Self, String> {
-        let df = read_table(path).map_err(|e| e.to_string())?;
+        Self::from_table(&read_table(path).map_err(|e| e.to_string())?, target)
+    }
+
+    /// The target column of a labelled table already read.
+    pub fn from_table(df: &polars::prelude::DataFrame, target: &TargetInfo) -> Result<Self, String> {
         let series = df.column(&target.column).map_err(|e| e.to_string())?.as_materialized_series().clone();
         Ok(if target.kind == TaskKind::Regression {
             Truth::Values(numeric_values(&series).map_err(|e| e.to_string())?)

@@ -240,7 +240,7 @@ impl Runner {
         let target = &self.shared.inputs.target;
         let test = crate::data::read_table(&self.dir.test_csv())?;
         write_csv(&test.drop(&target.column)?, &input.join("features.csv"))?;
-        let truth = Truth::from_csv(&self.dir.test_csv(), target).map_err(anyhow::Error::msg)?;
+        let truth = Truth::from_table(&test, target).map_err(anyhow::Error::msg)?;
         Ok(TestSplit { input, truth })
     }
 
