@@ -24,6 +24,7 @@
 //! split_iterations = 1                  # the split may change only in the first N iterations
 //! fix_attempts = 3                      # a failing script goes back to the agent this often
 //! seed = 0
+//! min_free_disk = "1GiB"                # stop starting iterations before the disk fills
 //!
 //! [validation]
 //! method = "auto"                       # auto | holdout | cv
@@ -122,6 +123,8 @@ pub struct LoopSection {
     pub seed: Option<u64>,
     /// Iterations run at once.
     pub jobs: Option<u32>,
+    /// Free space on the run directory's filesystem that the run never uses.
+    pub min_free_disk: Option<String>,
 }
 
 /// `[search]` as written.
@@ -233,6 +236,17 @@ pub struct LoopConfig {
     pub seed: u64,
     /// Iterations run at once (each in its own sandbox).
     pub jobs: u32,
+    /// Free bytes on the run directory's filesystem that the run never uses: no iteration
+    /// starts unless there is room for it, the others in flight and the final model beyond it.
+    #[serde(default = "default_min_free_disk")]
+    pub min_free_disk: u64,
+}
+
+/// `[loop] min_free_disk` unless set.
+const MIN_FREE_DISK: u64 = 1 << 30;
+
+fn default_min_free_disk() -> u64 {
+    MIN_FREE_DISK
 }
 
 /// Search settings resolved.
@@ -294,6 +308,7 @@ pub struct Overrides {
     pub sandbox: Option<SandboxChoice>,
     pub seed: Option<u64>,
     pub jobs: Option<u32>,
+    pub min_free_disk: Option<u64>,
     pub validation: Option<ValidationMethod>,
     /// The machine's cores and available memory, for the default number of jobs.
     pub machine: Option<Machine>,
@@ -402,6 +417,10 @@ impl RunConfig {
             fix_attempts: l.fix_attempts.unwrap_or(3),
             seed: cli.seed.or(l.seed).unwrap_or(0),
             jobs: 1,
+            min_free_disk: match cli.min_free_disk {
+                Some(b) => b,
+                None => bytes("loop.min_free_disk", &l.min_free_disk, MIN_FREE_DISK)?,
+            },
         };
         let s = &file.sandbox;
         let allow_weaker = s
@@ -530,6 +549,7 @@ impl RunConfig {
                 fix_attempts: Some(self.loop_.fix_attempts),
                 seed: Some(self.loop_.seed),
                 jobs: Some(self.loop_.jobs),
+                min_free_disk: Some(self.loop_.min_free_disk.to_string()),
             },
             sandbox: SandboxSection {
                 kind: Some(self.sandbox.kind),

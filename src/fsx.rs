@@ -42,6 +42,19 @@ pub fn sha256_json(value: &impl serde::Serialize) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// Bytes in regular files under `dir`, links not followed.
+pub fn tree_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// Replaces `path` with `bytes` atomically: a temporary file in the same directory, fsync'd, then
 /// renamed over the target. A reader sees the old content or the new one, never a mix, and a
 /// crash leaves at most a stray temporary file. The file is readable by others (0644).

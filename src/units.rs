@@ -34,6 +34,18 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     Ok((value * scale as f64) as u64)
 }
 
+/// `1.5 GiB`-style sizes for humans.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +67,12 @@ mod tests {
         assert_eq!(parse_bytes("100").unwrap(), 100);
         assert_eq!(parse_bytes("1.5k").unwrap(), 1536);
         assert!(parse_bytes("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn sizes_for_humans() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }

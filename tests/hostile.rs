@@ -779,3 +779,106 @@ except (AttributeError, OSError):
         );
     }
 }
+
+/// `cmd` run in a mount namespace of its own where `mount` is a tmpfs of `size` (`unshare`, as
+/// an unprivileged user too). After it, the shell copies the run's journal, summary and git log
+/// to `out` and prints the filesystem's free bytes: the tmpfs is gone when the namespace ends.
+fn on_a_small_filesystem(cmd: &Command, mount: &Path, size: &str, out: &Path) -> Command {
+    const SHELL: &str = r#"m="$1"; size="$2"; out="$3"; shift 3
+mount -t tmpfs -o size="$size" none "$m" || exit 97
+"$@"; rc=$?
+for d in "$m"/runs/*/; do
+  cp "$d/journal.jsonl" "$out/"; cp "$d/report/summary.json" "$out/" 2>/dev/null
+  git -C "$d/workspace" log --format=%s iterations > "$out/log.txt"
+done
+echo "free bytes: $(( $(stat -f -c %a "$m") * $(stat -f -c %S "$m") ))"
+exit $rc"#;
+    let mut wrapped = Command::new("unshare");
+    wrapped
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", SHELL, "sh"])
+        .arg(mount)
+        .arg(size)
+        .arg(out)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
+}
+
+#[test]
+fn a_script_filling_the_disk_stops_the_loop_before_a_commit_fails() {
+    // Each iteration leaves 24 MiB that do not compress (its files, and their copy in git):
+    // on a 256 MiB filesystem the run must stop starting iterations while the end of the run
+    // still fits, instead of failing a commit with ENOSPC and ending without a final model.
+    let train = format!("{PENGUINS_TRAIN}open('model/pad.bin', 'wb').write(os.urandom(24 << 20))\n");
+    let server = Server::start(vec![]);
+    server.set_fallback(Behaviour::Compute(Box::new(move |req| answer(req, &train, PENGUINS_INFER))));
+    let mount = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let min_free = 32u64 << 20;
+    let run = run_loop(
+        "wasi",
+        &server,
+        &fixtures().join("penguins/task.toml"),
+        &mount.path().join("runs"),
+        &["--iterations", "10", "--jobs", "1", "--min-free-disk", "32MiB"],
+    );
+    let output = on_a_small_filesystem(&run, mount.path(), "256m", out.path()).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), stderr(&output));
+    assert_ne!(output.status.code(), Some(97), "no tmpfs could be mounted (unshare --user --mount): {text}");
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("disk nearly full"), "{text}");
+    let free: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("free bytes: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no free space reported: {text}"));
+    assert!(free >= min_free, "the run left only {free} bytes free, under --min-free-disk: {text}");
+
+    // The shell copied the journal out of the run directory, which went with the tmpfs.
+    let finished: Vec<u32> = records(out.path()).iter().map(|r| r.iteration).collect();
+    let entries = journal::read(&out.path().join("journal.jsonl")).unwrap();
+    let Some(Event::RunFinished { reason, test_score, final_iteration, .. }) =
+        entries.last().map(|e| &e.event)
+    else {
+        panic!("the run did not finish: {text}")
+    };
+    assert!(reason.starts_with("disk nearly full"), "{reason}");
+    assert!(test_score.is_some() && final_iteration.is_some(), "no scored final model: {text}");
+    // The loop ran while there was room (some of the ten asked for), and every iteration it finished,
+    // the refit included, is committed.
+    assert!((3..10).contains(&finished.len()), "{finished:?}: {text}");
+    eprintln!("iterations {finished:?}, {free} bytes free at the end; {reason}");
+    let log = std::fs::read_to_string(out.path().join("log.txt")).unwrap();
+    for n in &finished {
+        assert!(log.contains(&format!("iteration {n}:")), "iteration {n} is not committed:\n{log}");
+    }
+}
+
+#[test]
+fn a_run_on_a_disk_without_room_starts_no_iteration_and_says_why() {
+    let runs = tempfile::tempdir().unwrap();
+    let output = bin()
+        .args(["run", "--iterations", "3", "--min-free-disk", "1000TiB", "--task"])
+        .arg(fixtures().join("penguins/task.toml"))
+        .arg("--runs-dir")
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), stderr(&output));
+    assert_eq!(output.status.code(), Some(1), "no model was made: {text}");
+    assert!(text.contains("disk nearly full") && text.contains("min_free_disk 1000.0 TiB"), "{text}");
+    let dir = run_dir_of(&output);
+    let entries = journal::read(&dir.join("journal.jsonl")).unwrap();
+    assert!(!entries.iter().any(|e| matches!(e.event, Event::IterationStarted { .. })));
+    let Some(Event::RunFinished { reason, .. }) = entries.last().map(|e| &e.event) else {
+        panic!("the run did not finish: {text}")
+    };
+    assert!(reason.starts_with("disk nearly full"), "{reason}");
+    assert!(dir.join("report/REPORT.md").is_file());
+}

@@ -105,6 +105,11 @@ pub struct RunArgs {
     /// core as far as memory holds each sandbox's cap].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: Option<u32>,
+    /// Free space the run leaves on its directory's filesystem: no iteration starts unless
+    /// there is room for it, those in flight and the final model beyond this, e.g. 5GiB
+    /// [default: the config file's, else 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    pub min_free_disk: Option<u64>,
     /// Where run directories are created.
     #[arg(long, value_name = "DIR", default_value = "runs")]
     pub runs_dir: PathBuf,

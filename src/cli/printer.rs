@@ -132,17 +132,7 @@ pub fn init_logging(env: &EnvironmentOptions, verbose: bool) -> LogFile {
     log_file
 }
 
-/// `1.5 GiB`-style sizes for humans.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
-}
+pub use crate::units::human_bytes;
 
 #[cfg(test)]
 mod tests {
@@ -156,12 +146,5 @@ mod tests {
         assert!(!Printer::resolve(false, &plain, false).fancy);
         assert!(!Printer::resolve(true, &ci, false).fancy);
         assert!(!Printer::resolve(true, &plain, true).fancy);
-    }
-
-    #[test]
-    fn sizes_for_humans() {
-        assert_eq!(human_bytes(12), "12 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }

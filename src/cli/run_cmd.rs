@@ -212,6 +212,7 @@ fn resolve_config(args: &RunArgs, task_path: &Path) -> anyhow::Result<RunConfig>
         model: args.model.clone(),
         max_iterations: args.iterations,
         jobs: args.jobs,
+        min_free_disk: args.min_free_disk,
         validation: args.validation.map(ValidationArg::method),
         machine: Some(machine()),
         sandbox: args.backend.sandbox.map(|s| match s {

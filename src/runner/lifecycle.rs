@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::budget::Budget;
 use super::commit::{commit, environment};
+use super::disk::DiskRoom;
 use super::iteration::{self, Finished, Job};
 use super::progress::{Progress, Reporter};
 use super::shared::{FaultCounters, RunInputs, Shared, SplitState};
@@ -39,6 +40,8 @@ pub enum StopReason {
     Interrupted,
     SpendCap,
     AgentFailed(String),
+    /// Too little room left on the run directory's filesystem (why).
+    DiskFull(String),
 }
 
 impl StopReason {
@@ -49,6 +52,7 @@ impl StopReason {
             StopReason::Interrupted => "interrupted".into(),
             StopReason::SpendCap => "spend cap reached".into(),
             StopReason::AgentFailed(why) => format!("agent failed: {why}"),
+            StopReason::DiskFull(why) => why.clone(),
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct Runner {
     /// What the built-in agent is to train in each iteration dispatched this session (see
     /// [`crate::steps::PendingBrief::planned`]).
     pub(super) planned: BTreeMap<u32, crate::steps::Planned>,
+    /// What the run needs free on its filesystem to start another iteration.
+    disk: DiskRoom,
     /// Held while this process drives the run.
     _lock: RunLock,
 }
@@ -249,6 +255,10 @@ impl Runner {
         });
         let search = &shared.inputs.config.search;
         let policy = Box::new(Greedy { explore: search.explore, debug: search.debug, ..Greedy::default() });
+        let mut disk = DiskRoom::new(&dir.root, shared.inputs.config.loop_.min_free_disk);
+        for record in &state.records {
+            disk.observe(&dir.iteration(record.iteration));
+        }
         Ok(Self {
             dir,
             shared,
@@ -258,6 +268,7 @@ impl Runner {
             breaker_pauses: 0,
             decided: BTreeMap::new(),
             planned: BTreeMap::new(),
+            disk,
             _lock: lock,
         })
     }
@@ -340,6 +351,13 @@ impl Runner {
                 }
                 let known = self.known(next);
                 if (self.state.records.len() as u32) < known {
+                    break;
+                }
+                if let Some(why) = self.disk.short(tasks.len() + waiting.len()) {
+                    // Those in flight finish and are committed: the room is kept for them.
+                    shared.reporter.report(Progress::Note(format!("{why}; no further iteration starts")));
+                    tracing::info!("{why}");
+                    stop = Some(StopReason::DiskFull(why));
                     break;
                 }
                 // The circuit breaker: a server that keeps failing gets pauses, then the run stops
@@ -451,6 +469,7 @@ impl Runner {
             // The commit is the iteration's too (storing a large model takes most of the
             // runner's time), though not the wait for earlier iterations to be committed first.
             finished.record.seconds += committing.elapsed().as_secs_f64();
+            self.disk.observe(&self.dir.iteration(finished.n));
         }
         let record = &finished.record;
         if !best

@@ -10,6 +10,7 @@ mod ask;
 mod budget;
 mod commit;
 mod cv;
+mod disk;
 mod ensemble;
 mod evaluate;
 mod iteration;

@@ -346,7 +346,7 @@ impl ProcessSandbox {
         let deadline = started + l.wall;
         let disk_roots: Vec<PathBuf> =
             spec.mounts.iter().filter(|m| m.access == Access::ReadWrite).map(|m| m.host.clone()).collect();
-        let disk_before: u64 = disk_roots.iter().map(|r| tree_size(r)).sum();
+        let disk_before: u64 = disk_roots.iter().map(|r| crate::fsx::tree_size(r)).sum();
         let mut stopped_by = None;
         let mut last_disk_check = Instant::now();
         let status = loop {
@@ -366,7 +366,7 @@ impl ProcessSandbox {
                     // Bytes written into the work dirs: polled, so it can overshoot by what a
                     // script writes in a fifth of a second (each single file is capped exactly).
                     last_disk_check = Instant::now();
-                    let now: u64 = disk_roots.iter().map(|r| tree_size(r)).sum();
+                    let now: u64 = disk_roots.iter().map(|r| crate::fsx::tree_size(r)).sum();
                     if now.saturating_sub(disk_before) > l.disk_bytes {
                         stopped_by = Some(LimitKind::Disk);
                     }
@@ -528,19 +528,6 @@ fn pump(mut pipe: impl Read + Send + 'static, buffer: CappedBuffer) -> std::thre
             }
         }
     })
-}
-
-/// Bytes in regular files under `dir`, links not followed.
-fn tree_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => tree_size(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
-            _ => 0,
-        })
-        .sum()
 }
 
 /// A pids cgroup (v1) for one run, removed when dropped.
