@@ -882,3 +882,70 @@ fn a_run_on_a_disk_without_room_starts_no_iteration_and_says_why() {
     assert!(reason.starts_with("disk nearly full"), "{reason}");
     assert!(dir.join("report/REPORT.md").is_file());
 }
+
+/// The entries of `dir` whose names start with `prefix`.
+fn named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn what_a_script_left_in_its_scratch_space_goes_once_its_runner_is_killed() {
+    // A script fills its /tmp and sleeps; the runner is killed with SIGKILL, so nothing of it
+    // cleans up. The next loop-runner to open the sandbox removes what the dead one left.
+    let train = format!(
+        "{PENGUINS_TRAIN}import time\nopen('/tmp/junk', 'wb').write(os.urandom(8 << 20))\nopen('started', 'w').write('1')\ntime.sleep(300)\n"
+    );
+    for (backend, prefix) in [("wasi", "loop-runner-tmp-"), ("process", "loop-runner-jail-")] {
+        let temp = tempfile::tempdir().unwrap();
+        let server = Server::start(vec![]);
+        let train = train.clone();
+        server.set_fallback(Behaviour::Compute(Box::new(move |req| answer(req, &train, PENGUINS_INFER))));
+        let runs = tempfile::tempdir().unwrap();
+        let mut child = run_loop(backend, &server, &fixtures().join("penguins/task.toml"), runs.path(), &[])
+            .env("TMPDIR", temp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(runs.path().join("stderr.txt")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !files_under(runs.path()).iter().any(|(p, _)| p.ends_with("work/started")) {
+            let said = || std::fs::read_to_string(runs.path().join("stderr.txt")).unwrap_or_default();
+            assert!(child.try_wait().unwrap().is_none(), "{backend}: the run ended: {}", said());
+            assert!(Instant::now() < deadline, "{backend}: train.py never started: {}", said());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let left = named(temp.path(), prefix);
+        assert_eq!(left.len(), 1, "{backend}: the killed run's scratch directory: {left:?}");
+        if backend == "wasi" {
+            let junk = std::fs::metadata(left[0].join("tmp/junk")).unwrap();
+            assert_eq!(junk.len(), 8 << 20, "the script's /tmp is what was left");
+        }
+
+        let work = tempfile::tempdir().unwrap();
+        let next = {
+            std::fs::write(work.path().join("main.py"), "print('hello')\n").unwrap();
+            let mut cmd = bin();
+            cmd.args(["sandbox", "run", "--json", "--sandbox", backend, "--work"])
+                .arg(work.path())
+                .arg(work.path().join("main.py"))
+                .env("TMPDIR", temp.path());
+            cmd.output().unwrap()
+        };
+        assert!(next.status.success(), "{backend}: {}", stderr(&next));
+        assert!(
+            !left[0].exists(),
+            "{backend}: the dead run's scratch directory is still there: {:?}",
+            named(temp.path(), prefix)
+        );
+        assert!(named(temp.path(), prefix).is_empty(), "{backend}: the next run cleaned up after itself too");
+    }
+}

@@ -10,12 +10,14 @@ mod backend;
 mod capture;
 mod collect;
 pub mod process;
+mod scratch;
 mod spec;
 pub mod wasi;
 
 pub use backend::{Sandbox, SandboxError, SandboxInfo, SandboxKind};
 pub use capture::CappedBuffer;
 pub use collect::{CollectLimits, collect};
+pub(crate) use scratch::Scratch;
 pub use spec::{
     Access, Captured, Exit, LimitKind, Limits, Mount, Outcome, RunSpec, SkippedEntry, WrittenFile,
 };

@@ -18,7 +18,7 @@ use super::jail::spawn_outer;
 use super::plan::{Layer, Plan, ProcessLimits, Status};
 use crate::sandbox::{
     Access, CappedBuffer, CollectLimits, Exit, LimitKind, Mount, Outcome, RunSpec, Sandbox, SandboxError,
-    SandboxInfo, SandboxKind, collect,
+    SandboxInfo, SandboxKind, Scratch, collect,
 };
 
 /// Options for opening the process sandbox.
@@ -251,10 +251,7 @@ impl ProcessSandbox {
             let path = path.to_path_buf();
             move |source| SandboxError::Io { path, source }
         };
-        let scratch = tempfile::Builder::new()
-            .prefix("loop-runner-jail-")
-            .tempdir()
-            .map_err(io(&std::env::temp_dir()))?;
+        let scratch = Scratch::new("loop-runner-jail-").map_err(io(&std::env::temp_dir()))?;
         let root = scratch.path().join("root");
         fs_err::create_dir(&root).map_err(io(&root))?;
         let cgroup = if self.layers.contains(&Layer::CgroupPids) {

