@@ -883,6 +883,21 @@ fn a_run_on_a_disk_without_room_starts_no_iteration_and_says_why() {
     assert!(dir.join("report/REPORT.md").is_file());
 }
 
+/// Pids of the process sandbox's helpers whose plan lies under `dir`.
+fn sandbox_helpers_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("__sandbox-exec") && cmdline.contains(&needle)
+        })
+        .collect()
+}
+
 /// The entries of `dir` whose names start with `prefix`.
 fn named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -896,9 +911,10 @@ fn named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 }
 
 #[test]
-fn what_a_script_left_in_its_scratch_space_goes_once_its_runner_is_killed() {
+fn a_script_and_its_scratch_space_go_with_a_runner_killed_by_sigkill() {
     // A script fills its /tmp and sleeps; the runner is killed with SIGKILL, so nothing of it
-    // cleans up. The next loop-runner to open the sandbox removes what the dead one left.
+    // cleans up. The script dies with it, and the next loop-runner to open the sandbox removes
+    // what the dead one left.
     let train = format!(
         "{PENGUINS_TRAIN}import time\nopen('/tmp/junk', 'wb').write(os.urandom(8 << 20))\nopen('started', 'w').write('1')\ntime.sleep(300)\n"
     );
@@ -921,8 +937,16 @@ fn what_a_script_left_in_its_scratch_space_goes_once_its_runner_is_killed() {
             assert!(Instant::now() < deadline, "{backend}: train.py never started: {}", said());
             std::thread::sleep(Duration::from_millis(100));
         }
+        let helpers = sandbox_helpers_under(temp.path());
+        assert_eq!(helpers.is_empty(), backend == "wasi", "{backend}: helper processes {helpers:?}");
         child.kill().unwrap();
         child.wait().unwrap();
+        // The script dies with its runner: nothing of it runs on unwatched, beside a resumed run.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sandbox_helpers_under(temp.path()).is_empty() {
+            assert!(Instant::now() < deadline, "{backend}: the jail outlived its runner: {helpers:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let left = named(temp.path(), prefix);
         assert_eq!(left.len(), 1, "{backend}: the killed run's scratch directory: {left:?}");
         if backend == "wasi" {

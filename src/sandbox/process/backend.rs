@@ -307,6 +307,7 @@ impl ProcessSandbox {
             root,
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
+            runner: std::process::id(),
         };
         let plan_path = scratch.path().join("plan.json");
         fs_err::write(&plan_path, serde_json::to_string(&plan).expect("plans serialize"))

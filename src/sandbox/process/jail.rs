@@ -120,6 +120,16 @@ fn outer(plan: &Plan, plan_path: &Path) -> ! {
         write_status(report, &Status { setup_error: Some(format!("{what}: {e}")), ..Status::default() });
         std::process::exit(SETUP_FAILED)
     };
+    // Die with the runner, which enforces the wall-time limit and cancellation by killing this
+    // process: a runner killed with SIGKILL (or by the OOM killer) could no longer do that, and
+    // the script would run on beside a resumed run, in the same work dir. Set before the check,
+    // so that a runner dying in between is seen either way.
+    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)) {
+        fail(&mut report, "setting the parent-death signal", &e);
+    }
+    if rustix::process::getppid().map(|p| p.as_raw_pid() as u32) != Some(plan.runner) {
+        std::process::exit(SETUP_FAILED);
+    }
     if let Some(cgroup) = &plan.cgroup
         && let Err(e) = std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())
     {

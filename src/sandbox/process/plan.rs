@@ -132,6 +132,8 @@ pub struct Plan {
     /// The runner's uid and gid, mapped to 0 inside the user namespace.
     pub uid: u32,
     pub gid: u32,
+    /// The runner's pid: the outer helper dies with it.
+    pub runner: u32,
 }
 
 /// The descriptor on which each helper stage reports to its parent: the outer helper's
