@@ -1,5 +1,7 @@
+mod portfolio;
 mod scripts;
 mod strategy;
+mod timing;
 
 use std::sync::Arc;
 
@@ -12,13 +14,14 @@ use crate::steps::{
     AnalyzeOutput, ArchitectureOutput, ExploreOutput, PlanOutput, RepresentOutput, ScriptOutput, SplitOutput,
     Step, StepContext, TrainOutput,
 };
-pub use strategy::families;
-use strategy::{Config, Knowledge, choose, config_of, render_params, repair};
+pub use portfolio::families;
+use portfolio::{Config, config_of, render_params};
+use strategy::{Knowledge, choose, repair};
 
 /// How many drafts the built-in agent has to offer: one per configuration of its portfolio
 /// that these data do not make a repeat of another.
 pub fn drafts(regression: bool, profile: &crate::data::Profile) -> u32 {
-    strategy::portfolio_for(regression, profile.rows, strategy::Columns::of_profile(profile)).len() as u32
+    portfolio::portfolio_for(regression, profile.rows, portfolio::Columns::of_profile(profile)).len() as u32
 }
 
 /// The built-in agent backend. It keeps what it took from the latest histories it was asked
@@ -305,7 +308,7 @@ mod tests {
 
     #[tokio::test]
     async fn steps_asked_with_one_history_share_what_it_teaches_and_answer_as_if_it_were_read_anew() {
-        let drafts = strategy::portfolio(false, 500);
+        let drafts = portfolio::portfolio(false, 500);
         let history = (0..4)
             .map(|i| strategy::tests::done(i + 1, &drafts[i as usize], Some(0.8 + f64::from(i) / 100.0)));
         let mut ctx = strategy::tests::context(history.collect());
@@ -350,7 +353,7 @@ mod tests {
 
     #[test]
     fn a_context_read_without_its_history_is_the_context_less_its_history() {
-        let drafts = strategy::portfolio(false, 500);
+        let drafts = portfolio::portfolio(false, 500);
         let mut ctx = strategy::tests::context(vec![strategy::tests::done(1, &drafts[0], Some(0.9))]);
         ctx.clock = Some(Clock { time_left_seconds: None, runtimes: vec![(1, 0.5)] });
         let read = context_without_history(&ctx.to_value()).unwrap();
@@ -362,7 +365,7 @@ mod tests {
     #[test]
     fn a_fallback_after_a_failure_says_which_model_it_trains() {
         // Boosting was drafted: this iteration plans a linear model.
-        let first = strategy::portfolio(false, 500).remove(0);
+        let first = portfolio::portfolio(false, 500).remove(0);
         let mut ctx = strategy::tests::context(vec![strategy::tests::done(1, &first, Some(0.9))]);
         let architecture: ArchitectureOutput =
             serde_json::from_str(&answer(Step::Architecture, &ctx, &Knowledge::of_context(&ctx)).unwrap())

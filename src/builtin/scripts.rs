@@ -8,7 +8,7 @@
 //! (over 50 for one-hot, over 250 otherwise) are target-encoded with cross-fitting. A skewed
 //! regression target may be modelled on its log (`prep.target`), predictions mapped back.
 
-use super::strategy::{Config, render_params};
+use super::portfolio::{Config, render_params};
 use crate::data::ColumnKind;
 use crate::steps::{CategoricalTreatment, Hyperparameter, NumericTreatment, StepContext};
 
