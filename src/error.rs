@@ -40,8 +40,21 @@ impl UserError {
     }
 }
 
+/// Whether `cause` says the disk is full: an I/O error of that kind, or a message quoting one
+/// (libgit2's errors, and the snapshot's over them, keep only the text).
+fn disk_full(cause: &(dyn std::error::Error + 'static)) -> bool {
+    cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull)
+        || cause.to_string().contains("No space left on device")
+}
+
+const DISK_FULL_HINT: &str = "the disk is full: free space on it and run the command again (`loop-runner resume RUN` continues a run from its last finished iteration; `--min-free-disk` keeps room for a run's own files)";
+
 /// The exit code for an error: that of the first cause that has one.
 pub fn exit_code_for(error: &anyhow::Error) -> i32 {
+    if error.chain().any(disk_full) {
+        // Not a bug, whatever failed to write: the machine's (fixable) state.
+        return exit_code::SETUP;
+    }
     for cause in error.chain() {
         if let Some(e) = cause.downcast_ref::<UserError>() {
             return e.exit_code;
@@ -83,6 +96,9 @@ pub fn hints_for(error: &anyhow::Error) -> Vec<String> {
             hints.push(hint);
         }
     }
+    if error.chain().any(disk_full) {
+        hints.push(DISK_FULL_HINT.into());
+    }
     hints
 }
 
@@ -119,6 +135,19 @@ mod tests {
         assert!(text.starts_with("error: opening the WASI sandbox\n"), "{text}");
         assert!(text.contains("caused by: the WASI Python runtime is not installed"), "{text}");
         assert!(text.contains("hint: run `loop-runner setup`"), "{text}");
+    }
+
+    #[test]
+    fn a_full_disk_is_the_machines_state_not_a_bug() {
+        let io = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let err = anyhow::Error::new(io).context("writing the journal");
+        assert_eq!(exit_code_for(&err), exit_code::SETUP);
+        assert!(render(&err).contains("hint: the disk is full"), "{}", render(&err));
+        // As libgit2 reports it, through the snapshot's error: only the text is left.
+        let err = anyhow::anyhow!("failed to write `/r/model.pkl`: No space left on device (os error 28)")
+            .context("committing iteration 16");
+        assert_eq!(exit_code_for(&err), exit_code::SETUP);
+        assert_eq!(hints_for(&err).len(), 1);
     }
 
     #[test]

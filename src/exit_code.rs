@@ -8,7 +8,7 @@ pub const EXPERIMENT_FAILED: i32 = 1;
 /// Bad command-line usage (also what clap exits with).
 pub const USAGE: i32 = 2;
 /// Setup or configuration problem: missing runtime, bad task file or data, unavailable sandbox
-/// layer, unreachable LLM endpoint. Nothing ran (or nothing was lost).
+/// layer, unreachable LLM endpoint, a full disk. Nothing ran (or nothing was lost).
 pub const SETUP: i32 = 3;
 /// A run refused to resume (for example its journal belongs to a newer loop-runner).
 pub const RESUME_REFUSED: i32 = 4;
