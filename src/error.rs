@@ -40,11 +40,18 @@ impl UserError {
     }
 }
 
-/// Whether `cause` says the disk is full: an I/O error of that kind, or a message quoting one
-/// (libgit2's errors, and the snapshot's over them, keep only the text).
+/// Whether `cause` says the disk is full: an I/O error of that kind, or a git error quoting
+/// one (libgit2's errors, and the snapshot's over them, keep only the text). No other text is
+/// read: a message may quote what a script printed.
 fn disk_full(cause: &(dyn std::error::Error + 'static)) -> bool {
-    cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull)
-        || cause.to_string().contains("No space left on device")
+    const ENOSPC: &str = "No space left on device";
+    if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+        e.kind() == std::io::ErrorKind::StorageFull
+    } else if let Some(e) = cause.downcast_ref::<crate::snapshot::SnapshotError>() {
+        e.context.contains(ENOSPC) || e.source.message().contains(ENOSPC)
+    } else {
+        cause.downcast_ref::<git2::Error>().is_some_and(|e| e.message().contains(ENOSPC))
+    }
 }
 
 const DISK_FULL_HINT: &str = "the disk is full: free space on it and run the command again (`loop-runner resume RUN` continues a run from its last finished iteration; `--min-free-disk` keeps room for a run's own files)";
@@ -144,10 +151,17 @@ mod tests {
         assert_eq!(exit_code_for(&err), exit_code::SETUP);
         assert!(render(&err).contains("hint: the disk is full"), "{}", render(&err));
         // As libgit2 reports it, through the snapshot's error: only the text is left.
-        let err = anyhow::anyhow!("failed to write `/r/model.pkl`: No space left on device (os error 28)")
-            .context("committing iteration 16");
+        let snapshot = crate::snapshot::SnapshotError {
+            path: PathBuf::from("/r/workspace"),
+            context: "writing files".into(),
+            source: git2::Error::from_str("failed to write `/r/model.pkl`: No space left on device"),
+        };
+        let err = anyhow::Error::new(snapshot).context("committing iteration 16");
         assert_eq!(exit_code_for(&err), exit_code::SETUP);
         assert_eq!(hints_for(&err).len(), 1);
+        // A message that only quotes the words (a script's output, say) is not a full disk.
+        let quoted = anyhow::anyhow!("train.py failed: OSError: No space left on device");
+        assert_eq!(exit_code_for(&quoted), exit_code::INTERNAL);
     }
 
     #[test]
