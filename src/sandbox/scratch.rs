@@ -35,8 +35,12 @@ impl Scratch {
 
     fn new_in(root: &Path, prefix: &str) -> io::Result<Self> {
         let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(root)?;
-        let lock = File::create(dir.path().join(LOCK))?;
+        // Locked under another name first: a sweep in another process that found `lock` before
+        // this one held it would take the directory for a dead run's and remove it.
+        let making = dir.path().join(format!("{LOCK}.new"));
+        let lock = File::create(&making)?;
         flock(&lock, FlockOperation::NonBlockingLockExclusive)?;
+        std::fs::rename(&making, dir.path().join(LOCK))?;
         Ok(Self { dir, _lock: lock })
     }
 
@@ -109,9 +113,10 @@ mod tests {
         std::fs::create_dir_all(dead.join("tmp/deep")).unwrap();
         std::fs::write(dead.join(LOCK), "").unwrap();
         std::fs::write(dead.join("tmp/deep/big"), vec![0u8; 4096]).unwrap();
-        // Being made (no lock file yet), another prefix, and a link with the prefix.
+        // Being made (its lock not yet in place), another prefix, and a link with the prefix.
         let unlocked = root.path().join("lr-test-making");
         std::fs::create_dir(&unlocked).unwrap();
+        std::fs::write(unlocked.join("lock.new"), "").unwrap();
         let other = root.path().join("other-dead");
         std::fs::create_dir(&other).unwrap();
         std::fs::write(other.join(LOCK), "").unwrap();
@@ -122,6 +127,7 @@ mod tests {
         assert_eq!(sweep(root.path(), "lr-test-"), 1);
         assert!(!dead.exists());
         assert!(live.path().join("tmp/f").is_file(), "a live owner's scratch stays");
+        assert!(live.path().join(LOCK).is_file() && !live.path().join("lock.new").exists());
         assert!(unlocked.is_dir() && other.is_dir());
         assert!(target.path().join(LOCK).is_file(), "a link is not followed");
 
