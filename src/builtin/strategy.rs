@@ -104,6 +104,20 @@ impl Knowledge {
     }
 }
 
+/// The next smaller learning rate of the family's space, for an early-stopped configuration.
+fn slower_learning(config: &Config) -> Option<&'static str> {
+    if config.param("early_stopping") != Some("True") {
+        return None;
+    }
+    let (_, _, rates) = config.family.space.iter().find(|(name, _, _)| *name == "learning_rate")?;
+    let current: f64 = config.param("learning_rate")?.parse().ok()?;
+    rates
+        .iter()
+        .filter(|r| r.parse::<f64>().is_ok_and(|r| r < current))
+        .max_by(|a, b| a.parse::<f64>().unwrap_or(0.0).total_cmp(&b.parse::<f64>().unwrap_or(0.0)))
+        .copied()
+}
+
 /// The family and hyperparameters planned for the iterations in flight.
 fn planned_in_flight(context: &StepContext) -> impl Iterator<Item = (&str, &[Hyperparameter])> {
     let planned = context.pending.iter().filter_map(|p| p.planned.as_ref());
@@ -304,6 +318,14 @@ fn improve(
             {
                 c.set(size, values[i + 1]);
                 c.why = format!("give {} more {} (there is time)", family.name, size);
+                // Early stopping often ends boosting before its last round, and then more
+                // rounds alone train the same model (20 of 38 such improves in the 2- and
+                // 5-minute runs measured; 7 of 63 iterations of a credit-scoring run). A
+                // smaller step with more rounds trains another model either way.
+                if let Some(slower) = slower_learning(&c) {
+                    c.set("learning_rate", slower);
+                    c.why = format!("boost more rounds at a smaller learning rate ({slower}; there is time)");
+                }
                 if fresh(&c) && timing.fits(&c) {
                     return Some(c);
                 }
@@ -552,6 +574,30 @@ pub(crate) mod tests {
             !tried(&context(history.clone())).contains(&next.key()),
             "a new configuration after the portfolio"
         );
+    }
+
+    #[test]
+    fn an_early_stopped_booster_grows_by_a_smaller_learning_rate() {
+        let boosting = |c: &Config| c.family == HGB && c.param("early_stopping") == Some("True");
+        for stopping in portfolio(false, 500).into_iter().filter(boosting) {
+            let history = vec![done(1, &stopping, Some(0.85))];
+            let rate = |c: &Config| c.param("learning_rate").unwrap().parse::<f64>().unwrap();
+            let rounds = |c: &Config| c.param("max_iter").unwrap().parse::<f64>().unwrap();
+            let mut grown = 0;
+            for i in 0..100u32 {
+                let mut ctx = context(history.clone());
+                ctx.iteration = 2 + i;
+                ctx.operation = Operation::Improve;
+                ctx.parent = Some(parent_of(&history[0], None));
+                let c = choose(&ctx);
+                if c.why.starts_with("boost more rounds") {
+                    grown += 1;
+                    assert!(rounds(&c) > rounds(&stopping) && rate(&c) < rate(&stopping), "{c:?}");
+                }
+            }
+            assert!(grown > 0, "the parent's work grows now and then");
+        }
+        assert_eq!(slower_learning(&portfolio(false, 500)[0]), None, "without early stopping");
     }
 
     #[test]
