@@ -6,7 +6,8 @@
 //!   and neural models where the data are small enough), skipping what would not fit the time
 //!   left;
 //! - an **improve** changes one or two settings of its parent, and grows the work (more boosting
-//!   iterations, more trees) only while time allows, cheap first;
+//!   iterations, at a smaller learning rate when early stopping ends them; more trees) only
+//!   while time allows, cheap first;
 //! - a **debug** answers its parent's failure: a memory or size failure changes the encoding or
 //!   trains on a sample, a timeout makes the model cheaper, anything else falls back to the most
 //!   forgiving configuration.
@@ -111,11 +112,9 @@ fn slower_learning(config: &Config) -> Option<&'static str> {
     }
     let (_, _, rates) = config.family.space.iter().find(|(name, _, _)| *name == "learning_rate")?;
     let current: f64 = config.param("learning_rate")?.parse().ok()?;
-    rates
-        .iter()
-        .filter(|r| r.parse::<f64>().is_ok_and(|r| r < current))
-        .max_by(|a, b| a.parse::<f64>().unwrap_or(0.0).total_cmp(&b.parse::<f64>().unwrap_or(0.0)))
-        .copied()
+    let smaller =
+        rates.iter().filter_map(|r| Some((r.parse::<f64>().ok()?, *r))).filter(|(v, _)| *v < current);
+    smaller.max_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, r)| r)
 }
 
 /// The family and hyperparameters planned for the iterations in flight.
