@@ -126,6 +126,19 @@ pub fn family(name: &str) -> Option<Family> {
     ALL.into_iter().find(|f| f.name == name)
 }
 
+/// The family built the same way as `name`, if any: the two forests grow their trees with the
+/// same code, so one's runs on these data predict the other's time in proportion to their
+/// costs far better than boosting's or a linear model's do (on 4,558 rows of 50 numbers, the
+/// other families' runs put extra trees at about 13 s, a random forest's run at 43 s; it ran
+/// 36 s and was cut at the end of the budget).
+pub(super) fn kin(name: &str) -> Option<&'static str> {
+    match name {
+        "random_forest" => Some(ET.name),
+        "extra_trees" => Some(RF.name),
+        _ => None,
+    }
+}
+
 /// How the data are prepared for a model. Recorded among the hyperparameters as `prep.*`, so
 /// that what ran is on record and no preparation of a model is tried twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

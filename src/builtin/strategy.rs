@@ -182,18 +182,22 @@ pub fn choose(context: &StepContext, known: &Knowledge) -> Config {
         // not.
         fitting.sort_by_key(|c| cost(c) > FIRST_COST);
     }
-    // When nothing fits any more, the cheapest entries (after those the drafts in flight would
-    // have taken by the same rule).
-    let mut cheapest: Vec<&Config> = drafts.iter().collect();
-    cheapest.sort_by(|a, b| cost(a).total_cmp(&cost(b)));
-    let pick = fitting.get(taken).or(cheapest.get(taken)).or(cheapest.first());
-    if let Some(c) = pick {
+    if let Some(c) = fitting.get(taken) {
         return (*c).clone();
+    }
+    // No entry left fits half the time left: the cheapest entry if it is predicted to end in
+    // time (after those the drafts in flight would have taken by this rule); else an untried
+    // point of the spaces that fits (an entry the end of the budget cuts teaches nothing), else
+    // the cheapest there is, entry or point.
+    let predicted = |c: &Config| timing.seconds(c).unwrap_or_else(|| cost(c));
+    let mut cheapest: Vec<&Config> = drafts.iter().collect();
+    cheapest.sort_by(|a, b| predicted(a).total_cmp(&predicted(b)));
+    let entry = cheapest.get(taken).or(cheapest.first()).map(|c| (*c).clone());
+    if let Some(entry) = entry.as_ref().filter(|c| timing.finishes(c)) {
+        return entry.clone();
     }
     let names = families(regression, rows);
     let pool: Vec<Family> = ALL.into_iter().filter(|f| names.contains(&f.name)).collect();
-    // When no untried point fits the time left, the cheapest untried one seen: never a
-    // configuration already run.
     let mut cheapest_point: Option<Config> = None;
     for _ in 0..200 {
         let family = pool[rng.usize(..pool.len())];
@@ -214,18 +218,22 @@ pub fn choose(context: &StepContext, known: &Knowledge) -> Config {
         if timing.fits(&c) {
             return c;
         }
-        if cheapest_point.as_ref().is_none_or(|best| cost(&c) < cost(best)) {
+        if cheapest_point.as_ref().is_none_or(|best| predicted(&c) < predicted(best)) {
             cheapest_point = Some(c);
         }
     }
-    if let Some(mut c) = cheapest_point {
-        c.why = format!(
-            "nothing untried fits the time left: the cheapest untried point of {}'s space",
-            c.family.name
-        );
-        return c;
+    match (entry, cheapest_point) {
+        (Some(entry), Some(point)) if predicted(&entry) <= predicted(&point) => entry,
+        (_, Some(mut point)) => {
+            point.why = format!(
+                "nothing untried fits the time left: the cheapest untried point of {}'s space",
+                point.family.name
+            );
+            point
+        }
+        (Some(entry), None) => entry,
+        (None, None) => first_untried(&pool, &fresh),
     }
-    first_untried(&pool, &fresh)
 }
 
 /// The first untried point of the families' spaces, cheapest family first, in the order of
@@ -702,14 +710,20 @@ pub(crate) mod tests {
         let history: Vec<IterationBrief> =
             portfolio.iter().enumerate().map(|(i, c)| done(i as u32 + 1, c, Some(0.8))).collect();
         let mut ctx = context(history);
-        // Each run took a minute; one second is left: nothing fits.
-        let runtimes = (1..=portfolio.len() as u32).map(|i| (i, 60.0)).collect();
+        // Each run took a minute a unit of its cost; one second is left: nothing fits.
+        let shape = Shape::of(&ctx);
+        let runtimes = portfolio
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as u32 + 1, 60.0 * c.relative_cost(shape)))
+            .collect();
         ctx.clock = Some(Clock { time_left_seconds: Some(1.0), runtimes });
         let timing = Timing::of(&ctx, &Knowledge::of_context(&ctx));
         let c = choose(&ctx);
         assert!(!tried(&ctx).contains(&c.key()), "a configuration already run: {c:?}");
         assert!(!timing.fits(&c));
-        // The cheapest family there is, not boosting's defaults again.
+        // The cheapest family there is (each ran at the same pace), not boosting's defaults
+        // again.
         let (rows, features) = (ctx.profile.rows, ctx.profile.features.len());
         let cheapest_family = families(false, 500)
             .iter()
@@ -967,5 +981,40 @@ pub(crate) mod tests {
             unit_rf * next.relative_cost(two_classes(ctx.profile.rows, ctx.profile.features.len()));
         assert!((predicted - expected).abs() < 1e-6, "{predicted} vs {expected}");
         assert!((predicted - 120.0).abs() < 1e-6, "{predicted}");
+        // Extra trees have not run: the forest's runs predict them (at their own cost, half a
+        // random forest's), not boosting's.
+        let kin = forest(ET, "1.0", "100");
+        let predicted = timing.seconds(&kin).unwrap();
+        assert!((predicted - 30.0).abs() < 1e-6, "{predicted}");
+    }
+
+    #[test]
+    fn an_untried_point_that_fits_the_time_left_comes_before_an_entry_that_would_not_end_in_it() {
+        let portfolio = portfolio(false, 500);
+        let mut ctx = context(Vec::new());
+        let shape = Shape::of(&ctx);
+        let quick = |c: &Config| c.relative_cost(shape) < 1.0;
+        // Boosting's defaults and every quick entry ran, each at 10 s a unit of cost.
+        let ran: Vec<&Config> =
+            portfolio.iter().enumerate().filter(|(i, c)| *i == 0 || quick(c)).map(|(_, c)| c).collect();
+        ctx.history = ran.iter().enumerate().map(|(i, c)| done(i as u32 + 1, c, Some(0.8))).collect();
+        let runtimes: Vec<(u32, f64)> =
+            ran.iter().enumerate().map(|(i, c)| (i as u32 + 1, 10.0 * c.relative_cost(shape))).collect();
+        // 8 s are left: what is predicted to take at most 4 s fits, and none of the entries left
+        // would even end in time (each is predicted at 10 s or more).
+        ctx.clock = Some(Clock { time_left_seconds: Some(8.0), runtimes: runtimes.clone() });
+        let timing = Timing::of(&ctx, &Knowledge::of_context(&ctx));
+        let left: Vec<&Config> = portfolio.iter().filter(|c| !tried(&ctx).contains(&c.key())).collect();
+        assert!(!left.is_empty() && left.iter().all(|c| !timing.finishes(c)), "{left:?}");
+        let c = choose(&ctx);
+        assert!(timing.fits(&c), "{c:?}");
+        assert!(!tried(&ctx).contains(&c.key()), "a configuration already run: {c:?}");
+        // 15 s are left: still nothing fits half of it, but the cheapest entry left (10 s) is
+        // predicted to end in time, and goes before a point off the portfolio.
+        ctx.clock = Some(Clock { time_left_seconds: Some(15.0), runtimes });
+        let timing = Timing::of(&ctx, &Knowledge::of_context(&ctx));
+        assert!(left.iter().all(|c| !timing.fits(c)), "{left:?}");
+        let c = choose(&ctx);
+        assert!(left.iter().any(|e| e.key() == c.key()) && timing.finishes(&c), "{c:?}");
     }
 }

@@ -29,16 +29,33 @@ impl Timing {
         timing
     }
 
-    /// Predicted seconds of `config`, if anything has run yet.
+    /// Predicted seconds of `config`, if anything has run yet: from its family's own runs,
+    /// else its kin's, else every run's.
     pub(super) fn seconds(&self, config: &Config) -> Option<f64> {
-        let unit = self.family_units.get(config.family.name).copied().or(self.unit)?;
+        let unit = self.own_unit(config.family.name).or(self.unit)?;
         Some(unit * config.relative_cost(self.shape))
+    }
+
+    /// What a unit of cost takes for `family`, learned from its own runs or its kin's.
+    fn own_unit(&self, family: &str) -> Option<f64> {
+        let kin = super::portfolio::kin(family);
+        self.family_units.get(family).or_else(|| self.family_units.get(kin?)).copied()
     }
 
     /// Whether `config` is predicted to take at most half the time left.
     pub(super) fn fits(&self, config: &Config) -> bool {
+        self.within(config, 0.5)
+    }
+
+    /// Whether `config` is predicted to end before the time left does (a prediction can be
+    /// off by more than the margin [`Timing::fits`] keeps).
+    pub(super) fn finishes(&self, config: &Config) -> bool {
+        self.within(config, 1.0)
+    }
+
+    fn within(&self, config: &Config, share: f64) -> bool {
         match (self.left, self.seconds(config)) {
-            (Some(left), Some(secs)) => secs <= left / 2.0,
+            (Some(left), Some(secs)) => secs <= left * share,
             _ => true,
         }
     }
@@ -47,9 +64,9 @@ impl Timing {
     /// its time, predicted from the other families' runs, could be too long for half the time
     /// left were it [`UNSEEN_MARGIN`] times the prediction: halved until it fits, never below
     /// [`MIN_SAMPLE`] rows. Cheap first, as FLAML does with its sample size; once the family
-    /// has run, its own unit predicts the full size, and improves grow the sample.
+    /// (or its kin) has run, its own unit predicts the full size, and improves grow the sample.
     pub(super) fn sized(&self, mut config: Config) -> Config {
-        if self.family_units.contains_key(config.family.name) || config.prep.max_rows.is_some() {
+        if self.own_unit(config.family.name).is_some() || config.prep.max_rows.is_some() {
             return config;
         }
         let (Some(left), Some(secs)) = (self.left, self.seconds(&config)) else { return config };
