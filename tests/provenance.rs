@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::{bin, fixtures, records, run_dir_of, stderr};
+use common::{bin, fixtures, records, run_dir_of, shared_dir, stderr};
 use polars::prelude::*;
 
 /// Two finished runs in one runs dir: penguins in the WASI sandbox (5 iterations,
 /// cross-validated) and breast_cancer in the process sandbox (5 iterations, held-out split).
-fn shared_runs() -> &'static (tempfile::TempDir, Vec<PathBuf>) {
-    static RUNS: OnceLock<(tempfile::TempDir, Vec<PathBuf>)> = OnceLock::new();
+fn shared_runs() -> &'static (PathBuf, Vec<PathBuf>) {
+    static RUNS: OnceLock<(PathBuf, Vec<PathBuf>)> = OnceLock::new();
     RUNS.get_or_init(|| {
-        let runs = tempfile::tempdir().unwrap();
+        let runs = shared_dir("provenance-runs");
         let mut dirs = Vec::new();
         for (task, extra) in [
             ("penguins", ["--sandbox", "wasi", "--validation", "cv"]),
@@ -27,7 +27,7 @@ fn shared_runs() -> &'static (tempfile::TempDir, Vec<PathBuf>) {
                 .arg(fixtures().join(task).join("task.toml"))
                 .args(extra)
                 .arg("--runs-dir")
-                .arg(runs.path())
+                .arg(&runs)
                 .output()
                 .unwrap();
             assert!(output.status.success(), "{}", stderr(&output));
@@ -38,7 +38,7 @@ fn shared_runs() -> &'static (tempfile::TempDir, Vec<PathBuf>) {
 }
 
 fn runs_dir() -> &'static Path {
-    shared_runs().0.path()
+    &shared_runs().0
 }
 
 fn run(args: &[&str]) -> Output {

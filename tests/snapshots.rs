@@ -7,26 +7,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::{bin, fixtures};
+use common::{bin, fixtures, shared_dir};
 
 /// One finished run on a held-out split (its snapshots carry their validation predictions), shared
 /// by the tests that only read it; tests that tamper copy it first.
 fn shared_run() -> &'static Path {
-    static RUN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &RUN.get_or_init(|| {
-        let runs = tempfile::tempdir().unwrap();
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let runs = shared_dir("snapshots-run");
         let output = bin()
             .args(["run", "--iterations", "3", "--validation", "holdout", "--task"])
             .arg(fixtures().join("penguins/task.toml"))
             .arg("--runs-dir")
-            .arg(runs.path())
+            .arg(&runs)
             .output()
             .unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).lines().next().unwrap());
-        (runs, dir)
+        PathBuf::from(String::from_utf8_lossy(&output.stdout).lines().next().unwrap())
     })
-    .1
 }
 
 /// A private copy of the shared run.
