@@ -26,6 +26,20 @@ pub struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Closed as a user closes it: Chromium ends its helper processes and removes its own
+        // temporary files, and the profile can be removed after it. Killed, it left both in the
+        // system's temp dir (helpers still writing into the profile as it was removed).
+        let mut close = serde_json::to_vec(&json!({ "id": 0, "method": "Browser.close" })).unwrap();
+        close.push(0);
+        if self.commands.write_all(&close).is_ok() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
