@@ -412,17 +412,23 @@ fn untidy_table(rows: std::ops::Range<usize>, rare: bool) -> String {
     csv
 }
 
-#[test]
-fn an_untidy_table_with_a_one_row_class_trains_every_family() {
+/// A task of 400 untidy training rows and 100 test rows (`rare`: a third class of one training
+/// row), with `extra` lines in its task.toml.
+fn untidy_task(rare: bool, extra: &str) -> (tempfile::TempDir, PathBuf) {
     let data = tempfile::tempdir().unwrap();
-    std::fs::write(data.path().join("train.csv"), untidy_table(0..400, true)).unwrap();
+    std::fs::write(data.path().join("train.csv"), untidy_table(0..400, rare)).unwrap();
     std::fs::write(data.path().join("test.csv"), untidy_table(400..500, false)).unwrap();
     let task = data.path().join("task.toml");
-    std::fs::write(
-        &task,
-        "name = \"untidy\"\ntrain = \"train.csv\"\ntest = \"test.csv\"\ntarget = \"answer\"\n",
-    )
-    .unwrap();
+    let toml = format!(
+        "name = \"untidy\"\ntrain = \"train.csv\"\ntest = \"test.csv\"\ntarget = \"answer\"\n{extra}"
+    );
+    std::fs::write(&task, toml).unwrap();
+    (data, task)
+}
+
+#[test]
+fn an_untidy_table_with_a_one_row_class_trains_every_family() {
+    let (_data, task) = untidy_task(true, "");
     let runs = tempfile::tempdir().unwrap();
     let output = bin()
         .args(["run", "--budget", "45s", "--jobs", "2", "--task"])
@@ -453,4 +459,42 @@ fn an_untidy_table_with_a_one_row_class_trains_every_family() {
     let numbers = std::fs::read_to_string(dir.join("iterations/iter-0001/work/train.py")).unwrap();
     assert!(numbers.contains("NUMBERS = [\"income\"]"), "{numbers}");
     assert!(summary(&dir)["test_score"].as_f64().unwrap() > 0.8, "{}", summary(&dir));
+}
+
+#[test]
+fn a_support_vector_machine_on_two_classes_is_calibrated_on_three_folds() {
+    let (data, task) = untidy_task(false, "metric = \"roc_auc\"\npositive = \"yes\"\n");
+    // Drafts only: the eighth on two classes and a few hundred rows is the support vector
+    // machine.
+    let config = data.path().join("config.toml");
+    std::fs::write(&config, "[search]\ndrafts = 8\nensemble_every = 0\n").unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let output = bin()
+        .args(["run", "--iterations", "8", "--jobs", "2", "--validation", "holdout", "--config"])
+        .arg(&config)
+        .arg("--task")
+        .arg(&task)
+        .arg("--runs-dir")
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = run_dir_of(&output);
+    let records = common::records(&dir);
+    let svm = records.iter().find(|r| r.family == "svm").unwrap_or_else(|| {
+        panic!("no svm draft: {:?}", records.iter().map(|r| &r.family).collect::<Vec<_>>())
+    });
+    assert_eq!(svm.status, "succeeded");
+    assert!(svm.validation_score.unwrap() > 0.7, "{:?}", svm.validation_score);
+    let train =
+        std::fs::read_to_string(dir.join(format!("iterations/iter-{:04}/work/train.py", svm.iteration)))
+            .unwrap();
+    assert!(train.contains("CalibratedClassifierCV(SVC("), "{train}");
+    // Its probabilities are what the runner scored: one column per class, each row summing to 1.
+    let predictions = std::fs::read_to_string(
+        dir.join(format!("iterations/iter-{:04}/work/predictions.csv", svm.iteration)),
+    )
+    .unwrap();
+    let header = predictions.lines().next().unwrap();
+    assert!(header.contains("proba_yes") && header.contains("proba_no"), "{header}");
 }
