@@ -21,6 +21,14 @@ fn estimator(config: &Config, regression: bool) -> String {
     {
         kwargs.push("categorical_features=NATIVE".into());
     }
+    if config.family.name == "hist_gradient_boosting" && config.param("early_stopping").is_none() {
+        // scikit-learn's default ("auto") stops early above 10,000 rows, on a tenth of them held
+        // out: a configuration scored on fewer rows than that (a fold, the training part of a
+        // held-out split) would be another model when trained on all of them (the committed
+        // model, the refit). On a table of 12,300 training rows the refit of an ensemble of such
+        // boosting models scored 12.44 RMSE on the test split where the ensemble scored had 12.05.
+        kwargs.push("early_stopping=False".into());
+    }
     let kwargs = kwargs.join(", ");
     let sep = if kwargs.is_empty() { "" } else { ", " };
     let plain = |name: &str, extra: &str| format!("{name}({kwargs}{sep}{extra})");
@@ -299,4 +307,33 @@ pub fn explore_script(context: &StepContext) -> String {
         target = py_str(&context.task.target),
         relation = relation.replace('\n', "\n    ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::portfolio::{HGB, portfolio};
+    use super::super::strategy::tests::context;
+    use super::*;
+
+    #[test]
+    fn boosting_stops_early_only_where_its_configuration_says_so() {
+        let ctx = context(vec![]);
+        let boosting: Vec<Config> =
+            portfolio(false, 20_000).into_iter().filter(|c| c.family == HGB).collect();
+        let (stopping, not): (Vec<&Config>, Vec<&Config>) =
+            boosting.iter().partition(|c| c.param("early_stopping") == Some("True"));
+        assert!(!stopping.is_empty() && !not.is_empty());
+        let model = |c: &Config| {
+            let script = train_script(&ctx, c);
+            script.lines().find(|l| l.starts_with("model = Pipeline(")).expect("the model's line").to_string()
+        };
+        for c in stopping {
+            let line = model(c);
+            assert!(line.contains("early_stopping=True") && !line.contains("early_stopping=False"), "{line}");
+        }
+        // Not scikit-learn's "auto", which would stop early on every row but not on a fold.
+        for c in not {
+            assert!(model(c).contains("early_stopping=False"), "{}", model(c));
+        }
+    }
 }
