@@ -26,7 +26,7 @@ fn estimator(config: &Config, regression: bool) -> String {
         // out: a configuration scored on fewer rows than that (a fold, the training part of a
         // held-out split) would be another model when trained on all of them (the committed
         // model, the refit). On a table of 12,300 training rows the refit of an ensemble of such
-        // boosting models scored 12.44 RMSE on the test split where the ensemble scored had 12.05.
+        // boosting models scored 12.44 RMSE on the test split, the ensemble itself 12.05.
         kwargs.push("early_stopping=False".into());
     }
     let kwargs = kwargs.join(", ");
@@ -46,8 +46,8 @@ fn estimator(config: &Config, regression: bool) -> String {
         ("logistic_regression", _) => plain("LogisticRegression", "max_iter=5000"),
         ("ridge", _) => plain("Ridge", ""),
         // Two classes: a sigmoid fitted on 3-fold decision values, which is what libsvm's
-        // `probability=True` does inside with 5 folds. Natively on eight binary tables it took
-        // 0.5-0.7 of the time, with the same AUC and log loss (and on one, taxi, an AUC of 0.56
+        // `probability=True` does inside with 5 folds. Natively on seven two-class tables it took
+        // 0.5-0.75 of the time, with the same AUC and log loss (and on one, taxi, an AUC of 0.56
         // where libsvm's own fit turned the ranking over, 0.44). More classes keep libsvm's
         // pairwise coupling: the one-vs-rest sigmoids had a log loss of 0.71 against 0.60 on
         // three classes.
