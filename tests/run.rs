@@ -498,3 +498,67 @@ fn a_support_vector_machine_on_two_classes_is_calibrated_on_three_folds() {
     let header = predictions.lines().next().unwrap();
     assert!(header.contains("proba_yes") && header.contains("proba_no"), "{header}");
 }
+
+/// Hourly readings whose timestamps carry the offset of their season (`+01:00` in winter,
+/// `+02:00` in summer: pandas refuses such a column as it is), a column with no value at all,
+/// and a target that follows the local hour.
+fn dated_table(rows: std::ops::Range<usize>) -> String {
+    let mut csv = String::from("seen,empty,load\n");
+    for i in rows {
+        let (month, day, hour) = (1 + i % 12, 1 + i / 12 % 28, (i * 5 + i / 7) % 24);
+        let offset = if (4..=10).contains(&month) { "+02:00" } else { "+01:00" };
+        let load = 2.0 * hour as f64 + (i % 7) as f64 / 10.0;
+        csv.push_str(&format!("2021-{month:02}-{day:02}T{hour:02}:00:00{offset},,{load}\n"));
+    }
+    csv
+}
+
+#[test]
+fn timestamps_with_changing_offsets_and_an_empty_column_are_modelled_and_predicted() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("train.csv"), dated_table(0..480)).unwrap();
+    std::fs::write(data.path().join("test.csv"), dated_table(480..600)).unwrap();
+    let task = data.path().join("task.toml");
+    std::fs::write(
+        &task,
+        "name = \"dated\"\ntrain = \"train.csv\"\ntest = \"test.csv\"\ntarget = \"load\"\ntask = \"regression\"\nmetric = \"rmse\"\n",
+    )
+    .unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let output = bin()
+        .args(["run", "--iterations", "4", "--jobs", "2", "--validation", "holdout", "--task"])
+        .arg(&task)
+        .arg("--runs-dir")
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = run_dir_of(&output);
+    // Boosting first (it cannot bin a column without values), then the others: none failed.
+    let records = common::records(&dir);
+    let statuses: Vec<_> = records.iter().map(|r| (&r.family, &r.status)).collect();
+    assert!(records.iter().all(|r| !r.status.starts_with("failed")), "{statuses:?}");
+    assert!(records.iter().filter(|r| r.succeeded()).count() >= 3, "{statuses:?}");
+    assert_eq!(records[0].family, "hist_gradient_boosting", "{statuses:?}");
+    // The local hour is what the target follows (its spread is 14).
+    let test = summary(&dir)["test_score"].as_f64().unwrap();
+    assert!(test < 3.0, "test rmse {test}");
+
+    // A batch of midnights has an hour (0) like any other.
+    let input = data.path().join("midnights.csv");
+    let midnights: String = (1..=5).map(|d| format!("2021-05-{d:02}T00:00:00+02:00,\n")).collect();
+    std::fs::write(&input, format!("seen,empty\n{midnights}")).unwrap();
+    let preds = data.path().join("preds.csv");
+    let o = bin()
+        .arg("predict")
+        .arg(&dir)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&preds)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written = std::fs::read_to_string(&preds).unwrap();
+    assert_eq!(written.lines().count(), 6, "{written}");
+}

@@ -74,7 +74,22 @@ fn py_list(items: &[&str]) -> String {
 }
 
 /// The feature function both scripts share.
-const FEATURES: &str = r#"def features(df, drop, dates, numbers):
+const FEATURES: &str = r#"def when(values):
+    """Dates and times as written: a zone or offset after the time is dropped, so that the hour
+    is the local one and offsets that change with daylight saving time parse together (pandas
+    refuses a column of mixed offsets); what still does not parse is missing."""
+    text = values.astype("string").str.strip()
+    text = text.str.replace(r"(:\d\d(?:\.\d+)?)\s*(?:Z|UTC|GMT|[+-]\d\d(?::?\d\d)?)$", r"\1", regex=True)
+    for utc in (False, True):
+        try:
+            t = pd.to_datetime(text, errors="coerce", format="mixed", utc=utc)
+        except (ValueError, TypeError, OverflowError):
+            continue
+        return t.dt.tz_localize(None) if t.dt.tz is not None else t
+    return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+
+
+def features(df, drop, dates, numbers):
     """The columns the model sees: identifiers dropped, numbers written as text read as numbers
     (markers such as "?" become missing; thousands separators, currency and percent signs
     dropped), dates split into parts, infinities missing."""
@@ -89,11 +104,11 @@ const FEATURES: &str = r#"def features(df, drop, dates, numbers):
     for c in dates:
         if c not in df.columns:
             continue
-        t = pd.to_datetime(df[c], errors="coerce", format="mixed")
-        for part in ("year", "month", "day", "weekday", "dayofyear", "hour"):
-            values = getattr(t.dt, part)
-            if part != "hour" or values.fillna(0).any():
-                df[f"{c}__{part}"] = values.astype(float)
+        t = when(df[c])
+        # Every part, the hour too where it is always 0: the columns must not depend on the
+        # rows (a batch of midnights would lack the hour the model was trained with).
+        for part in ("year", "month", "day", "day_of_week", "day_of_year", "hour"):
+            df[f"{c}__{part}"] = getattr(t.dt, part).astype(float)
         df = df.drop(columns=[c])
     num = df.select_dtypes("number").columns
     df[num] = df[num].replace([np.inf, -np.inf], np.nan)
@@ -163,6 +178,9 @@ if MAX_ROWS is not None and len(df) > MAX_ROWS:
     df = df.sample(n=MAX_ROWS, random_state=SEED)
 y = df.pop(TARGET)
 X = features(df, DROP, DATES, NUMBERS)
+# A column without a single value here carries nothing, and boosting cannot bin it; inference
+# keeps the columns the model was trained with.
+X = X.loc[:, X.notna().any()]
 categorical = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
 numeric = [c for c in X.columns if c not in categorical]
 X[categorical] = X[categorical].astype(object)

@@ -164,7 +164,7 @@ fn id_like_name(name: &str) -> bool {
 }
 
 /// Whether text looks like a date or timestamp: `2024-03-01`, `2024/03/01`, `2024-03-01 12:30`,
-/// `2024-03-01T12:30:00`, `03/01/2024`.
+/// `2024-03-01T12:30:00`, `03/01/2024`, with a zone (`Z`) or an offset (`+01:00`) after the time.
 fn date_like(text: &str) -> bool {
     let t = text.trim();
     let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
@@ -180,6 +180,16 @@ fn date_like(text: &str) -> bool {
     };
     let time_ok = time.is_none_or(|t| {
         let t = t.trim_end_matches('Z');
+        // An offset after the time: `+01:00`, `+0100`, `-05`.
+        let t = match t.rfind(['+', '-']) {
+            Some(at)
+                if matches!(t.len() - at - 1, 2 | 4 | 5)
+                    && t[at + 1..].bytes().all(|b| b.is_ascii_digit() || b == b':') =>
+            {
+                &t[..at]
+            }
+            _ => t,
+        };
         let hms: Vec<&str> = t.split(':').collect();
         (2..=3).contains(&hms.len()) && digits(hms[0], 2) && digits(hms[1], 2)
     });
@@ -513,5 +523,9 @@ mod tests {
         assert_eq!(p.columns(ColumnKind::Categorical), ["city"]);
         assert_eq!(p.columns(ColumnKind::Numeric), ["idle"], "`idle` is no identifier");
         assert!(!date_like("2024-13") && !date_like("hello") && date_like("2024-03-01T12:30:00Z"));
+        for offset in ["+02:00", "+0100", "-05"] {
+            assert!(date_like(&format!("2021-03-28T03:00:00{offset}")), "{offset}");
+        }
+        assert!(!date_like("2021-03-28 -05:00"));
     }
 }
