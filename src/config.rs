@@ -25,6 +25,7 @@
 //! fix_attempts = 3                      # a failing script goes back to the agent this often
 //! seed = 0
 //! min_free_disk = "1GiB"                # stop starting iterations before the disk fills
+//! failures_in_a_row = 25                # failed iterations in a row that stop the run (0: never)
 //!
 //! [validation]
 //! method = "auto"                       # auto | holdout | cv
@@ -125,6 +126,8 @@ pub struct LoopSection {
     pub jobs: Option<u32>,
     /// Free space on the run directory's filesystem that the run never uses.
     pub min_free_disk: Option<String>,
+    /// Failed iterations in a row that stop the run (0: never).
+    pub failures_in_a_row: Option<u32>,
 }
 
 /// `[search]` as written.
@@ -240,6 +243,10 @@ pub struct LoopConfig {
     /// starts unless there is room for it, the others in flight and the final model beyond it.
     #[serde(default = "default_min_free_disk")]
     pub min_free_disk: u64,
+    /// Failed iterations in a row (since the last scored one) that stop the run: a run whose
+    /// every attempt fails would otherwise spend its budget committing failures. 0: never.
+    #[serde(default = "default_failures_in_a_row")]
+    pub failures_in_a_row: u32,
 }
 
 /// `[loop] min_free_disk` unless set.
@@ -247,6 +254,14 @@ const MIN_FREE_DISK: u64 = 1 << 30;
 
 fn default_min_free_disk() -> u64 {
     MIN_FREE_DISK
+}
+
+/// `[loop] failures_in_a_row` unless set: an LLM agent debugs a failed line at most three
+/// times, so this many failures in a row are several approaches failing, each debugged.
+const FAILURES_IN_A_ROW: u32 = 25;
+
+fn default_failures_in_a_row() -> u32 {
+    FAILURES_IN_A_ROW
 }
 
 /// Search settings resolved.
@@ -421,6 +436,7 @@ impl RunConfig {
                 Some(b) => b,
                 None => bytes("loop.min_free_disk", &l.min_free_disk, MIN_FREE_DISK)?,
             },
+            failures_in_a_row: l.failures_in_a_row.unwrap_or(FAILURES_IN_A_ROW),
         };
         let s = &file.sandbox;
         let allow_weaker = s
@@ -550,6 +566,7 @@ impl RunConfig {
                 seed: Some(self.loop_.seed),
                 jobs: Some(self.loop_.jobs),
                 min_free_disk: Some(self.loop_.min_free_disk.to_string()),
+                failures_in_a_row: Some(self.loop_.failures_in_a_row),
             },
             sandbox: SandboxSection {
                 kind: Some(self.sandbox.kind),

@@ -174,3 +174,47 @@ fn a_dead_server_pauses_the_run_and_then_ends_it_cleanly() {
     assert!(dir.join("report/REPORT.md").is_file());
     assert!(stderr(&output).contains("pausing"), "{}", stderr(&output));
 }
+
+#[test]
+fn a_run_whose_every_script_fails_stops_and_says_why() {
+    // The agent's training script always fails the same way (as a script that trips over the
+    // data does, however often it is asked to fix it).
+    const FAILING: &str = r#"import os, pickle
+import pandas as pd
+df = pd.read_csv("data/train.csv")
+raise ValueError("Mixed timezones detected \x1b[2J in column 'when'")
+os.makedirs("model", exist_ok=True)
+pickle.dump(None, open("model/model.pkl", "wb"))
+"#;
+    let server = Server::start(vec![]);
+    server.set_fallback(Behaviour::Custom(Box::new(|req| {
+        Respond::Answer(answer(req, FAILING, PENGUINS_INFER))
+    })));
+    let runs = tempfile::tempdir().unwrap();
+    let config = "[agent]\nmodel = \"m\"\n[loop]\nfix_attempts = 1\nfailures_in_a_row = 4\n";
+    let started = Instant::now();
+    let output = run(&server, runs.path(), config, &["--budget", "10m", "--jobs", "2"]);
+    let took = started.elapsed();
+    // Nothing scored: no final model, a non-zero exit, and the run ended long before its budget.
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(took < Duration::from_secs(120), "{took:?}");
+    let dir = run_dir_of(&output);
+    let records = common::records(&dir);
+    let failed = records.iter().filter(|r| r.status.starts_with("failed")).count();
+    // Two were in flight when the fourth failure was committed: they finish, nothing more starts.
+    assert!((4..=5).contains(&failed) && failed == records.len(), "{records:?}");
+    let entries = journal::read(&dir.join("journal.jsonl")).unwrap();
+    let reason = entries
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::RunFinished { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("the run finished, with its report");
+    assert!(reason.contains("iterations in a row failed"), "{reason}");
+    // The error is named, its terminal escape blanked, and where to look is said.
+    assert!(reason.contains("(ValueError: Mixed timezones detected  [2J in column 'when')"), "{reason}");
+    assert!(reason.contains("/logs`") && reason.contains("failures_in_a_row"), "{reason}");
+    assert!(stderr(&output).contains("the run stops"), "{}", stderr(&output));
+    assert!(dir.join("report/REPORT.md").is_file());
+}

@@ -42,6 +42,8 @@ pub enum StopReason {
     AgentFailed(String),
     /// Too little room left on the run directory's filesystem (why).
     DiskFull(String),
+    /// Every iteration for a while failed (why).
+    Stuck(String),
 }
 
 impl StopReason {
@@ -52,7 +54,7 @@ impl StopReason {
             StopReason::Interrupted => "interrupted".into(),
             StopReason::SpendCap => "spend cap reached".into(),
             StopReason::AgentFailed(why) => format!("agent failed: {why}"),
-            StopReason::DiskFull(why) => why.clone(),
+            StopReason::DiskFull(why) | StopReason::Stuck(why) => why.clone(),
         }
     }
 }
@@ -358,6 +360,18 @@ impl Runner {
                     shared.reporter.report(Progress::Note(format!("{why}; no further iteration starts")));
                     tracing::info!("{why}");
                     stop = Some(StopReason::DiskFull(why));
+                    break;
+                }
+                if let Some(why) =
+                    super::stuck::stuck(&self.state.records, config.failures_in_a_row, &self.dir.iterations())
+                {
+                    // Those in flight finish and are committed; they may still score.
+                    if !tasks.is_empty() {
+                        break;
+                    }
+                    shared.reporter.report(Progress::Note(format!("{why}; the run stops")));
+                    tracing::warn!("{why}");
+                    stop = Some(StopReason::Stuck(why));
                     break;
                 }
                 // The circuit breaker: a server that keeps failing gets pauses, then the run stops

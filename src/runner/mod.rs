@@ -3,7 +3,8 @@
 //! `lifecycle` owns a run from start to end (and dispatches iterations, committing them in
 //! order); `iteration` runs one iteration's steps and scripts (`cv` across folds); `ask` asks the agent one step and
 //! journals it; `split` checks and writes the train/validation split; `commit` turns a finished
-//! iteration into a snapshot; `resume` rebuilds a run from its journal. What scripts may see is
+//! iteration into a snapshot; `resume` rebuilds a run from its journal; `stuck` stops a run whose
+//! iterations all fail. What scripts may see is
 //! decided in [`crate::policy`], never here.
 
 mod ask;
@@ -21,6 +22,7 @@ mod refit;
 mod resume;
 mod shared;
 mod split;
+mod stuck;
 
 pub(crate) use ask::ask_agent;
 pub use budget::Budget;
