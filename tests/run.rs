@@ -501,23 +501,26 @@ fn a_support_vector_machine_on_two_classes_is_calibrated_on_three_folds() {
 
 /// Hourly readings whose timestamps carry the offset of their season (`+01:00` in winter,
 /// `+02:00` in summer: pandas refuses such a column as it is), a column with no value at all,
-/// and a target that follows the local hour.
-fn dated_table(rows: std::ops::Range<usize>) -> String {
-    let mut csv = String::from("seen,empty,load\n");
+/// a temperature (with a `?` in every tenth row where `marked`), and a target that follows the
+/// local hour.
+fn dated_table(rows: std::ops::Range<usize>, marked: bool) -> String {
+    let mut csv = String::from("seen,empty,temp,load\n");
     for i in rows {
         let (month, day, hour) = (1 + i % 12, 1 + i / 12 % 28, (i * 5 + i / 7) % 24);
         let offset = if (4..=10).contains(&month) { "+02:00" } else { "+01:00" };
+        let temp = if marked && i % 10 == 0 { "?".to_string() } else { format!("{}", i % 13) };
         let load = 2.0 * hour as f64 + (i % 7) as f64 / 10.0;
-        csv.push_str(&format!("2021-{month:02}-{day:02}T{hour:02}:00:00{offset},,{load}\n"));
+        csv.push_str(&format!("2021-{month:02}-{day:02}T{hour:02}:00:00{offset},,{temp},{load}\n"));
     }
     csv
 }
 
 #[test]
-fn timestamps_with_changing_offsets_and_an_empty_column_are_modelled_and_predicted() {
+fn changing_offsets_an_empty_column_and_markers_only_in_new_rows_break_nothing() {
     let data = tempfile::tempdir().unwrap();
-    std::fs::write(data.path().join("train.csv"), dated_table(0..480)).unwrap();
-    std::fs::write(data.path().join("test.csv"), dated_table(480..600)).unwrap();
+    std::fs::write(data.path().join("train.csv"), dated_table(0..480, false)).unwrap();
+    // A marker in a column that has none in the training rows.
+    std::fs::write(data.path().join("test.csv"), dated_table(480..600, true)).unwrap();
     let task = data.path().join("task.toml");
     std::fs::write(
         &task,
@@ -544,10 +547,11 @@ fn timestamps_with_changing_offsets_and_an_empty_column_are_modelled_and_predict
     let test = summary(&dir)["test_score"].as_f64().unwrap();
     assert!(test < 3.0, "test rmse {test}");
 
-    // A batch of midnights has an hour (0) like any other.
+    // A batch of midnights has an hour (0) like any other, and its numbers may be written as
+    // text.
     let input = data.path().join("midnights.csv");
-    let midnights: String = (1..=5).map(|d| format!("2021-05-{d:02}T00:00:00+02:00,\n")).collect();
-    std::fs::write(&input, format!("seen,empty\n{midnights}")).unwrap();
+    let midnights: String = (1..=5).map(|d| format!("2021-05-{d:02}T00:00:00+02:00,,\"1,000\"\n")).collect();
+    std::fs::write(&input, format!("seen,empty,temp\n{midnights}")).unwrap();
     let preds = data.path().join("preds.csv");
     let o = bin()
         .arg("predict")

@@ -89,18 +89,23 @@ const FEATURES: &str = r#"def when(values):
     return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
 
 
+def number(values):
+    """Numbers written as text: markers such as "?" become missing; thousands separators,
+    currency and percent signs are dropped."""
+    text = values.astype("string").str.strip()
+    parts = text.str.extract(r"^([+-]?)[$€£¥]?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d*))?%?$")
+    written = parts[0] + parts[1].str.replace(",", "") + "." + parts[2].fillna("") + "0"
+    plain = pd.to_numeric(text, errors="coerce")
+    return plain.fillna(pd.to_numeric(written, errors="coerce")).astype(float)
+
+
 def features(df, drop, dates, numbers):
-    """The columns the model sees: identifiers dropped, numbers written as text read as numbers
-    (markers such as "?" become missing; thousands separators, currency and percent signs
-    dropped), dates split into parts, infinities missing."""
+    """The columns the model sees: identifiers dropped, numbers written as text read as numbers,
+    dates split into parts, infinities missing."""
     df = df.drop(columns=[c for c in drop if c in df.columns])
     for c in numbers:
         if c in df.columns:
-            text = df[c].astype("string").str.strip()
-            parts = text.str.extract(r"^([+-]?)[$€£¥]?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d*))?%?$")
-            written = parts[0] + parts[1].str.replace(",", "") + "." + parts[2].fillna("") + "0"
-            plain = pd.to_numeric(text, errors="coerce")
-            df[c] = plain.fillna(pd.to_numeric(written, errors="coerce")).astype(float)
+            df[c] = number(df[c])
     for c in dates:
         if c not in df.columns:
             continue
@@ -304,6 +309,11 @@ missing = [c for c in meta["columns"] if c not in X.columns]
 if missing:
     raise SystemExit(f"input lacks columns: {{missing}}")
 X = X[meta["columns"]]
+# What the model learned as numbers stays numbers: new rows may carry a marker ("?", "n/a") or
+# a thousands separator the training rows never had.
+for c in X.columns.difference(meta["categorical"]):
+    if not pd.api.types.is_numeric_dtype(X[c]):
+        X[c] = number(X[c])
 X[meta["categorical"]] = X[meta["categorical"]].astype(object)
 out = pd.DataFrame({{"prediction": model.predict(X)}}){probabilities}
 out.to_csv(args.output, index=False)
