@@ -566,6 +566,9 @@ fn an_undefined_test_score_is_reported_with_its_reason() {
         })
         .unwrap();
     assert!(detail.contains("undefined") && detail.contains("only class `a`"), "{detail}");
+    // The console says why too, in a line.
+    let console = stderr(&output);
+    assert!(console.contains("could not be scored on the test split: test score undefined"), "{console}");
     let report = std::fs::read_to_string(dir.join("report/REPORT.md")).unwrap();
     assert!(report.contains("only class `a`") && !report.contains("NaN"), "{report}");
 }

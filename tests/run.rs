@@ -225,16 +225,7 @@ for c in ["Adelie", "Chinstrap", "Gentoo"]:
     out["proba_" + c] = [1.0 if v == c else 0.0 for v in out["prediction"]]
 out.to_csv(a.output, index=False)
 "#;
-    let server = Server::start(vec![]);
-    server.set_fallback(Behaviour::Compute(Box::new(move |req| answer(req, PENGUINS_TRAIN, snoop))));
-    let runs = tempfile::tempdir().unwrap();
-    let output = bin()
-        .args(["run", "--agent", "openai", "--base-url", &server.base_url(), "--iterations", "1", "--task"])
-        .arg(fixtures().join("penguins/task.toml"))
-        .arg("--runs-dir")
-        .arg(runs.path())
-        .output()
-        .unwrap();
+    let (output, _runs) = penguins_with_inference(snoop.to_string());
     assert!(output.status.success(), "{}", stderr(&output));
     let dir = run_dir_of(&output);
     let s = summary(&dir);
@@ -565,4 +556,37 @@ fn changing_offsets_an_empty_column_and_markers_only_in_new_rows_break_nothing()
     assert!(o.status.success(), "{}", stderr(&o));
     let written = std::fs::read_to_string(&preds).unwrap();
     assert_eq!(written.lines().count(), 6, "{written}");
+}
+
+#[test]
+fn a_final_model_that_fails_on_the_test_split_says_why_on_the_console() {
+    // Inference that trips over something only the test features have.
+    let infer = PENGUINS_INFER.replace(
+        "model, cat = pickle.load",
+        "if a.output.endswith(\"test_predictions.csv\"):\n    raise ValueError(\"could not convert string to float: '?'\")\nmodel, cat = pickle.load",
+    );
+    let (output, _runs) = penguins_with_inference(infer);
+    assert!(
+        stderr(&output).contains(
+            "iteration 1 could not be scored on the test split: inference.py failed on the test features: exit 1 (ValueError: could not convert string to float: '?')"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// One iteration on penguins by a scripted LLM whose inference script is `infer` (and the runs
+/// directory, kept while the caller looks at it).
+fn penguins_with_inference(infer: String) -> (std::process::Output, tempfile::TempDir) {
+    let server = Server::start(vec![]);
+    server.set_fallback(Behaviour::Compute(Box::new(move |req| answer(req, PENGUINS_TRAIN, &infer))));
+    let runs = tempfile::tempdir().unwrap();
+    let output = bin()
+        .args(["run", "--agent", "openai", "--base-url", &server.base_url(), "--iterations", "1", "--task"])
+        .arg(fixtures().join("penguins/task.toml"))
+        .arg("--runs-dir")
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    (output, runs)
 }

@@ -107,9 +107,12 @@ impl Reporter for CliReporter {
                 line.unpriced = unpriced;
             }
             Progress::Note(text) => self.say(&text),
-            Progress::FinalEvaluation { iteration, test_score } => match (iteration, test_score) {
+            Progress::FinalEvaluation { iteration, test_score, why } => match (iteration, test_score) {
                 (Some(i), Some(s)) => self.say(&format!("test {}: {s:.4} (iteration {i})", line.metric)),
-                (Some(i), None) => self.say(&format!("iteration {i} could not be scored on the test split")),
+                (Some(i), None) => self.say(&format!(
+                    "iteration {i} could not be scored on the test split{}",
+                    why.map(|w| format!(": {w}")).unwrap_or_default()
+                )),
                 _ => self.say("no iteration succeeded; nothing to score on the test split"),
             },
         }

@@ -278,7 +278,11 @@ impl Runner {
                 detail: "no iteration succeeded".into(),
                 outcome: None,
             })?;
-            shared.reporter.report(Progress::FinalEvaluation { iteration: None, test_score: None });
+            shared.reporter.report(Progress::FinalEvaluation {
+                iteration: None,
+                test_score: None,
+                why: None,
+            });
             return Ok(None);
         };
         // The budget is a hard limit: the final evaluation gets what is left of it, less what
@@ -290,10 +294,14 @@ impl Runner {
             shared.log(Event::FinalEvaluation {
                 iteration: Some(best),
                 test_score: None,
-                detail,
+                detail: detail.clone(),
                 outcome: None,
             })?;
-            shared.reporter.report(Progress::FinalEvaluation { iteration: Some(best), test_score: None });
+            shared.reporter.report(Progress::FinalEvaluation {
+                iteration: Some(best),
+                test_score: None,
+                why: Some(detail),
+            });
             Ok(None)
         };
         if wall_left().is_some_and(|w| w < MIN_FINAL_WALL) {
@@ -352,13 +360,19 @@ impl Runner {
                 ),
             )
         };
+        let why = test_score.is_none().then(|| match super::stuck::error_line(&outcome.stderr.text) {
+            Some(error) if !outcome.success() => {
+                format!("inference.py failed on the test features: {} ({error})", outcome.summary())
+            }
+            _ => detail.lines().next().unwrap_or_default().to_string(),
+        });
         shared.log(Event::FinalEvaluation {
             iteration: Some(best),
             test_score,
             detail,
             outcome: Some(OutcomeBrief::from(&outcome)),
         })?;
-        shared.reporter.report(Progress::FinalEvaluation { iteration: Some(best), test_score });
+        shared.reporter.report(Progress::FinalEvaluation { iteration: Some(best), test_score, why });
         Ok(test_score)
     }
 }

@@ -37,6 +37,8 @@ pub enum Progress {
     FinalEvaluation {
         iteration: Option<u32>,
         test_score: Option<f64>,
+        /// Why there is no test score, in a line (the journal and the report have the rest).
+        why: Option<String>,
     },
 }
 

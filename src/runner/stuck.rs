@@ -52,8 +52,9 @@ pub fn stuck(records: &[IterationRecord], limit: u32, iterations: &Path) -> Opti
 }
 
 /// The line of a script's error output that names the error (Python's last line), cut short
-/// and with control characters blanked: the text is the agent's code's, not the runner's.
-fn error_line(stderr: &str) -> Option<String> {
+/// and with control characters blanked: the text is the agent's code's, not the runner's (the
+/// final evaluation names its failure with it too).
+pub(super) fn error_line(stderr: &str) -> Option<String> {
     let line = stderr.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
     let clean: String = line.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     Some(match clean.char_indices().nth(200) {
