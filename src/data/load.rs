@@ -53,8 +53,8 @@ pub fn read_csv_bytes(bytes: Vec<u8>, name: &str) -> Result<DataFrame, String> {
     if bytes.is_empty() {
         return Err(format!("{name} is empty"));
     }
-    let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
-    let header = header_names(&String::from_utf8_lossy(first), b',');
+    let first = header_record(&bytes[..]).map_err(|e| format!("{name}: {e}"))?;
+    let header = header_names(&String::from_utf8_lossy(&first), b',');
     let mut seen = std::collections::BTreeSet::new();
     if let Some(dup) = header.iter().find(|n| !seen.insert(n.as_str())) {
         return Err(format!("{name} has the column `{dup}` more than once"));
@@ -200,12 +200,9 @@ fn without_unnamed_empty_columns(
 /// between tabs than between commas). Duplicates are refused: polars would rename them silently, and scripts would then
 /// read a different table than the user wrote.
 fn check_csv_header(path: &Path) -> Result<(Vec<String>, u8), UserError> {
-    use std::io::BufRead;
     let file =
         fs_err::File::open(path).map_err(|e| UserError::setup(format!("cannot read data file: {e}")))?;
-    let mut first = Vec::new();
-    std::io::BufReader::new(file)
-        .read_until(b'\n', &mut first)
+    let first = header_record(std::io::BufReader::new(file))
         .map_err(|e| UserError::setup(format!("cannot read data file `{}`: {e}", path.display())))?;
     let first = String::from_utf8_lossy(&first);
     let separator =
@@ -235,7 +232,20 @@ fn check_csv_header(path: &Path) -> Result<(Vec<String>, u8), UserError> {
     Ok((names, separator))
 }
 
-/// The names in a CSV file's first line (without a byte-order mark or the line end).
+/// A CSV file's header record: its first line, and the lines after it while a quoted name is
+/// open (a name may hold a line break).
+fn header_record(mut read: impl std::io::BufRead) -> std::io::Result<Vec<u8>> {
+    let mut record = Vec::new();
+    while read.read_until(b'\n', &mut record)? > 0 {
+        // Quotes inside a quoted name are doubled: an odd count means one is still open.
+        if record.iter().filter(|b| **b == b'"').count() % 2 == 0 {
+            break;
+        }
+    }
+    Ok(record)
+}
+
+/// The names in a CSV file's header record (without a byte-order mark or the line end).
 fn header_names(line: &str, separator: u8) -> Vec<String> {
     split_csv_line(line.trim_start_matches('\u{feff}').trim_end_matches(['\r', '\n']), separator as char)
 }
@@ -372,6 +382,20 @@ mod tests {
         assert_eq!(names, ["a\"b", "c,d", "target \"y\""]);
         write_csv(&df, &dir.path().join("out.csv")).unwrap();
         let again = read_csv_bytes(std::fs::read(dir.path().join("out.csv")).unwrap(), "out.csv").unwrap();
+        assert!(df.equals_missing(&again), "{again:?}");
+    }
+
+    #[test]
+    fn a_header_name_may_hold_a_line_break() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.csv");
+        std::fs::write(&path, "a,\"new\nline\",\"y \"\"t\"\"\"\n1,2,x\n3,4,z\n").unwrap();
+        let df = read_table(&path).unwrap();
+        let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+        assert_eq!(names, ["a", "new\nline", "y \"t\""]);
+        assert_eq!(df.height(), 2);
+        let bytes = std::fs::read(&path).unwrap();
+        let again = read_csv_bytes(bytes, "n.csv").unwrap();
         assert!(df.equals_missing(&again), "{again:?}");
     }
 
