@@ -86,6 +86,7 @@ pub fn replay(ctx: &Context, args: &ReplayArgs) -> anyhow::Result<i32> {
         pool: read_table(&original.pool_csv())?,
         test: read_table(&original.test_csv())?,
         dropped_rows: manifest.dropped_rows_without_target,
+        unseen_classes: Vec::new(),
         profile: manifest.profile.clone(),
     };
     let inputs = RunInputs {

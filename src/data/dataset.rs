@@ -47,6 +47,8 @@ pub struct Dataset {
     pub test: DataFrame,
     /// Rows dropped because their target was missing.
     pub dropped_rows: usize,
+    /// Test classes the training rows lack, with their rows: no model can predict them.
+    pub unseen_classes: Vec<(String, usize)>,
     pub profile: Profile,
 }
 
@@ -104,6 +106,7 @@ impl Dataset {
         })?;
         let mut classes = Vec::new();
         let mut positive = None;
+        let mut unseen = Vec::new();
         if kind.is_classification() {
             let pool_labels = target_labels(&pool, &task.target)?;
             let mut set: Vec<String> = pool_labels.clone();
@@ -138,6 +141,7 @@ impl Dataset {
             } else if kind == TaskKind::Binary {
                 positive = set.last().cloned();
             }
+            unseen = unseen_classes(&target_labels(&test, &task.target)?, &set);
             classes = set;
             pool = with_canonical_target(pool, &task.target)?;
             test = with_canonical_target(test, &task.target)?;
@@ -149,9 +153,19 @@ impl Dataset {
             pool,
             test,
             dropped_rows,
+            unseen_classes: unseen,
             profile,
         })
     }
+}
+
+/// The labels of `test` that are not among `classes`, with how many rows each has.
+fn unseen_classes(test: &[String], classes: &[String]) -> Vec<(String, usize)> {
+    let mut unseen = std::collections::BTreeMap::<&str, usize>::new();
+    for label in test.iter().filter(|l| classes.binary_search(l).is_err()) {
+        *unseen.entry(label).or_default() += 1;
+    }
+    unseen.into_iter().map(|(l, n)| (l.to_string(), n)).collect()
 }
 
 fn preview(values: &[String]) -> String {
@@ -369,5 +383,19 @@ mod tests {
         }
         let task = task_in(dir.path(), "name = \"t\"\ndata = \"three.csv\"\ntarget = \"Y\"\n");
         assert!(Dataset::prepare(&task).unwrap_err().hint.unwrap().contains("did you mean `y`"));
+    }
+
+    #[test]
+    fn test_classes_the_training_rows_lack_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("train.csv"), "x,y\n1,a\n2,b\n3,1\n4,a\n").unwrap();
+        std::fs::write(dir.path().join("test.csv"), "x,y\n1,a\n2,d\n3,1.0\n4,d\n5,e\n").unwrap();
+        let task = task_in(
+            dir.path(),
+            "name = \"t\"\ntrain = \"train.csv\"\ntest = \"test.csv\"\ntarget = \"y\"\ntask = \"multiclass\"\n",
+        );
+        let ds = Dataset::prepare(&task).unwrap();
+        // `1.0` is the class `1`: one spelling each.
+        assert_eq!(ds.unseen_classes, [("d".to_string(), 2), ("e".to_string(), 1)]);
     }
 }

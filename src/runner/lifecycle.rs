@@ -147,6 +147,14 @@ impl Runner {
                 dataset.dropped_rows
             );
         }
+        if !dataset.unseen_classes.is_empty() {
+            let unseen: Vec<String> =
+                dataset.unseen_classes.iter().map(|(c, n)| format!("`{c}` ({n} rows)")).collect();
+            tracing::warn!(
+                "the test split has classes the training rows lack, which no model can predict: {}",
+                unseen.join(", ")
+            );
+        }
         let mut journal = Journal::open(&dir.journal())?;
         let sandbox_info = sandbox.info();
         journal.append(Event::RunStarted {
