@@ -233,12 +233,19 @@ fn check_csv_header(path: &Path) -> Result<(Vec<String>, u8), UserError> {
 }
 
 /// A CSV file's header record: its first line, and the lines after it while a quoted name is
-/// open (a name may hold a line break).
+/// open (a name may hold a line break), up to 1 MiB (a quote never closed must not read a
+/// whole file into memory; polars then says what is wrong with it).
 fn header_record(mut read: impl std::io::BufRead) -> std::io::Result<Vec<u8>> {
     let mut record = Vec::new();
-    while read.read_until(b'\n', &mut record)? > 0 {
+    let mut quotes = 0;
+    loop {
+        let start = record.len();
+        if read.read_until(b'\n', &mut record)? == 0 {
+            break;
+        }
         // Quotes inside a quoted name are doubled: an odd count means one is still open.
-        if record.iter().filter(|b| **b == b'"').count() % 2 == 0 {
+        quotes += record[start..].iter().filter(|b| **b == b'"').count();
+        if quotes % 2 == 0 || record.len() >= 1 << 20 {
             break;
         }
     }
@@ -397,6 +404,10 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         let again = read_csv_bytes(bytes, "n.csv").unwrap();
         assert!(df.equals_missing(&again), "{again:?}");
+        // A quote never closed reads no further than 1 MiB.
+        let open = format!("a,\"b\n{}", "1,2\n".repeat(600_000));
+        let record = header_record(open.as_bytes()).unwrap();
+        assert!((1 << 20..(1 << 20) + 8).contains(&record.len()), "{}", record.len());
     }
 
     #[test]
