@@ -459,18 +459,8 @@ fn a_support_vector_machine_on_two_classes_is_calibrated_on_three_folds() {
     // machine.
     let config = data.path().join("config.toml");
     std::fs::write(&config, "[search]\ndrafts = 8\nensemble_every = 0\n").unwrap();
-    let runs = tempfile::tempdir().unwrap();
-    let output = bin()
-        .args(["run", "--iterations", "8", "--jobs", "2", "--validation", "holdout", "--config"])
-        .arg(&config)
-        .arg("--task")
-        .arg(&task)
-        .arg("--runs-dir")
-        .arg(runs.path())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    let dir = run_dir_of(&output);
+    let config = config.to_str().unwrap();
+    let (dir, _runs) = holdout_run(&task, &["--iterations", "8", "--config", config]);
     let records = common::records(&dir);
     let svm = records.iter().find(|r| r.family == "svm").unwrap_or_else(|| {
         panic!("no svm draft: {:?}", records.iter().map(|r| &r.family).collect::<Vec<_>>())
@@ -518,16 +508,7 @@ fn changing_offsets_an_empty_column_and_markers_only_in_new_rows_break_nothing()
         "name = \"dated\"\ntrain = \"train.csv\"\ntest = \"test.csv\"\ntarget = \"load\"\ntask = \"regression\"\nmetric = \"rmse\"\n",
     )
     .unwrap();
-    let runs = tempfile::tempdir().unwrap();
-    let output = bin()
-        .args(["run", "--iterations", "4", "--jobs", "2", "--validation", "holdout", "--task"])
-        .arg(&task)
-        .arg("--runs-dir")
-        .arg(runs.path())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    let dir = run_dir_of(&output);
+    let (dir, _runs) = holdout_run(&task, &["--iterations", "4"]);
     // Boosting first (it cannot bin a column without values), then the others: none failed.
     let records = common::records(&dir);
     let statuses: Vec<_> = records.iter().map(|r| (&r.family, &r.status)).collect();
@@ -589,4 +570,21 @@ fn penguins_with_inference(infer: String) -> (std::process::Output, tempfile::Te
         .output()
         .unwrap();
     (output, runs)
+}
+
+/// A successful run of the built-in agent on `task` with a held-out split, two jobs and `args`:
+/// its directory (and the runs directory, kept while the caller looks at it).
+fn holdout_run(task: &Path, args: &[&str]) -> (PathBuf, tempfile::TempDir) {
+    let runs = tempfile::tempdir().unwrap();
+    let output = bin()
+        .args(["run", "--jobs", "2", "--validation", "holdout"])
+        .args(args)
+        .arg("--task")
+        .arg(task)
+        .arg("--runs-dir")
+        .arg(runs.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    (run_dir_of(&output), runs)
 }
