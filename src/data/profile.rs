@@ -18,6 +18,10 @@ pub enum ColumnKind {
     /// A row identifier (a name like `id` or `customer_id` with a value per row, or text that
     /// never repeats): it carries no signal that generalizes.
     Identifier,
+    /// Free text: words in sentences, titles, names or remarks (three words or more on average,
+    /// few values repeated). Its words carry the signal, not its values as categories: a
+    /// column of product reviews is almost one category per row.
+    Text,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,6 +154,7 @@ fn kind_name(kind: ColumnKind) -> &'static str {
         ColumnKind::Categorical => "categorical",
         ColumnKind::Date => "date",
         ColumnKind::Identifier => "identifier",
+        ColumnKind::Text => "text",
     }
 }
 
@@ -230,6 +235,8 @@ fn column_profile(series: &Series, rows: usize) -> PolarsResult<ColumnProfile> {
     }
     let kind = if is_date {
         ColumnKind::Date
+    } else if !id_like_name(&name) && as_text.is_none() && free_text(series, unique, present)? {
+        ColumnKind::Text
     } else if (id_like_name(&name) && unique * 10 >= present * 9 && present >= 20)
         || (!numeric && as_text.is_none() && unique == present && present > 50)
     {
@@ -241,7 +248,8 @@ fn column_profile(series: &Series, rows: usize) -> PolarsResult<ColumnProfile> {
     };
     let (top, written_as) = match as_text {
         Some(NumbersInText { markers, formatted, .. }) => (markers.into_iter().take(5).collect(), formatted),
-        None if numeric => (Vec::new(), None),
+        // Free text repeats little, and its values are long: no "top" to show.
+        None if numeric || kind == ColumnKind::Text => (Vec::new(), None),
         None => (value_counts(series)?.into_iter().take(5).collect(), None),
     };
     Ok(ColumnProfile {
@@ -256,6 +264,25 @@ fn column_profile(series: &Series, rows: usize) -> PolarsResult<ColumnProfile> {
         top,
         written_as,
     })
+}
+
+/// Words a value of free text has on average, at least.
+const TEXT_WORDS: f64 = 3.0;
+
+/// Whether a column is free text: strings of [`TEXT_WORDS`] words or more on average (over its
+/// first 1,000 values), at least a fifth of them distinct and 20 or more (a categorical whose
+/// few levels are phrases, such as `Precautionary Landing`, stays categorical).
+fn free_text(series: &Series, unique: usize, present: usize) -> PolarsResult<bool> {
+    if series.dtype() != &DataType::String || unique < 20 || unique * 5 < present {
+        return Ok(false);
+    }
+    let sample = series.str()?;
+    let (mut values, mut words) = (0usize, 0usize);
+    for v in sample.iter().flatten().take(1000) {
+        values += 1;
+        words += v.split_whitespace().count();
+    }
+    Ok(values > 0 && words as f64 >= TEXT_WORDS * values as f64)
 }
 
 /// Share of a text column's values that must be numbers for it to count as numbers written as
@@ -527,5 +554,29 @@ mod tests {
             assert!(date_like(&format!("2021-03-28T03:00:00{offset}")), "{offset}");
         }
         assert!(!date_like("2021-03-28 -05:00"));
+    }
+
+    #[test]
+    fn free_text_is_told_from_phrases_codes_and_names() {
+        let n = 200;
+        let words = ["great", "taste", "stale", "would", "buy", "again", "never", "crunchy"];
+        let sentence =
+            |i: usize| (0..3 + i % 5).map(|k| words[(i * 7 + k * 3) % 8]).collect::<Vec<_>>().join(" ");
+        let df = df!(
+            "review" => (0..n).map(|i| format!("{} #{i}", sentence(i))).collect::<Vec<_>>(),
+            "effect" => (0..n).map(|i| ["Precautionary Landing", "Aborted Take-off", "Engine Shut Down"][i % 3].to_string()).collect::<Vec<_>>(),
+            "code" => (0..n).map(|i| format!("B{i:08}")).collect::<Vec<_>>(),
+            "title_id" => (0..n).map(|i| format!("part {i} of the whole")).collect::<Vec<_>>(),
+            "pair" => (0..n).map(|i| format!("{} {i}", words[i % 8])).collect::<Vec<_>>(),
+            "y" => (0..n).map(|i| (i % 2) as i64).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let p = Profile::of(&df, "y", true).unwrap();
+        assert_eq!(p.columns(ColumnKind::Text), ["review"]);
+        assert_eq!(p.columns(ColumnKind::Categorical), ["effect"], "phrases of a few levels");
+        // Codes that never repeat, a name that says identifier, and two words a value.
+        assert_eq!(p.columns(ColumnKind::Identifier), ["code", "title_id", "pair"]);
+        assert!(p.features[0].top.is_empty());
+        assert!(p.render().contains("- review (str, text)"), "{}", p.render());
     }
 }
