@@ -524,19 +524,67 @@ fn changing_offsets_an_empty_column_and_markers_only_in_new_rows_break_nothing()
     let input = data.path().join("midnights.csv");
     let midnights: String = (1..=5).map(|d| format!("2021-05-{d:02}T00:00:00+02:00,,\"1,000\"\n")).collect();
     std::fs::write(&input, format!("seen,empty,temp\n{midnights}")).unwrap();
-    let preds = data.path().join("preds.csv");
-    let o = bin()
-        .arg("predict")
-        .arg(&dir)
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&preds)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let written = std::fs::read_to_string(&preds).unwrap();
+    let written = common::predict(&dir, &input);
     assert_eq!(written.lines().count(), 6, "{written}");
+}
+
+/// Reviews whose verdict only their words tell: one of four liked or four disliked words among
+/// fillers, a price that says nothing, every 25th review missing (its verdict a coin toss).
+fn reviews(rows: std::ops::Range<usize>) -> String {
+    const FILLER: [&str; 12] =
+        ["the", "box", "arrived", "with", "a", "snack", "bag", "of", "crackers", "for", "my", "kids"];
+    const LIKED: [&str; 4] = ["wonderful", "delicious", "fresh", "lovely"];
+    const DISLIKED: [&str; 4] = ["awful", "stale", "bland", "terrible"];
+    let mut csv = String::from("review,price,verdict\n");
+    for i in rows {
+        let h = (i as u64).wrapping_mul(2_654_435_761) % (1 << 32);
+        let liked = h >> 7 & 1 == 1;
+        let mut words: Vec<&str> = (0..3 + h % 5).map(|k| FILLER[((h >> (2 * k)) % 12) as usize]).collect();
+        let pick = ((h >> 11) % 4) as usize;
+        words.insert(
+            ((h >> 13) % words.len() as u64) as usize,
+            if liked { LIKED[pick] } else { DISLIKED[pick] },
+        );
+        let review = if i % 25 == 0 { String::new() } else { format!("\"{} order {i}\"", words.join(" ")) };
+        let verdict = if liked { "liked" } else { "disliked" };
+        csv.push_str(&format!("{review},{},{verdict}\n", 3 + h % 17));
+    }
+    csv
+}
+
+#[test]
+fn free_text_is_read_for_its_words_by_every_model() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("train.csv"), reviews(0..480)).unwrap();
+    std::fs::write(data.path().join("test.csv"), reviews(480..600)).unwrap();
+    let task = data.path().join("task.toml");
+    std::fs::write(
+        &task,
+        "name = \"reviews\"\ntrain = \"train.csv\"\ntest = \"test.csv\"\ntarget = \"verdict\"\ntask = \"binary\"\nmetric = \"accuracy\"\n",
+    )
+    .unwrap();
+    let (dir, _runs) = holdout_run(&task, &["--iterations", "4"]);
+    // Trees (boosting first) and the others alike: without the words a model is right on half.
+    let records = common::records(&dir);
+    let scores: Vec<_> = records.iter().map(|r| (&r.family, &r.status, r.validation_score)).collect();
+    assert!(records.iter().all(|r| !r.status.starts_with("failed")), "{scores:?}");
+    let good = |r: &&loop_runner::journal::IterationRecord| r.validation_score.is_some_and(|s| s > 0.8);
+    assert!(records[..1].iter().any(|r| r.family == "hist_gradient_boosting" && good(&r)), "{scores:?}");
+    assert!(records.iter().filter(good).any(|r| r.family != "hist_gradient_boosting"), "{scores:?}");
+    let test = summary(&dir)["test_score"].as_f64().unwrap();
+    assert!(test > 0.85, "test accuracy {test}");
+
+    // New rows: words never seen, no review at all, a review of one word.
+    let input = data.path().join("new.csv");
+    std::fs::write(
+        &input,
+        "review,price\n\"a lovely fresh parcel\",4\n\"stale and awful, sadly\",9\n,5\nzzz,3\n",
+    )
+    .unwrap();
+    let written = common::predict(&dir, &input);
+    let verdicts: Vec<&str> = written.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(verdicts.len(), 4, "{written}");
+    assert_eq!(&verdicts[..2], ["liked", "disliked"], "{written}");
 }
 
 #[test]

@@ -231,6 +231,14 @@ fn represent(context: &StepContext, config: &Config) -> RepresentOutput {
     if !dates.is_empty() {
         description.push_str(&format!("; dates split into year, month, day, weekday: {}", dates.join(", ")));
     }
+    let text = context.profile.columns(ColumnKind::Text);
+    if !text.is_empty() {
+        let form = if config.family.scaled { "sparse" } else { "reduced to 32 dimensions" };
+        description.push_str(&format!(
+            "; free text as the TF-IDF of its words and word pairs ({form}), with its length: {}",
+            text.join(", ")
+        ));
+    }
     if !drop_columns.is_empty() {
         description.push_str(&format!("; identifier columns dropped: {}", drop_columns.join(", ")));
     }

@@ -548,8 +548,8 @@ impl Columns {
             TargetProfile::Classes { .. } => false,
         };
         Self {
-            // Dates become numbers (year, month, ...).
-            numeric: has(ColumnKind::Numeric) || has(ColumnKind::Date),
+            // Dates become numbers (year, month, ...), free text its lengths.
+            numeric: has(ColumnKind::Numeric) || has(ColumnKind::Date) || has(ColumnKind::Text),
             categorical: has(ColumnKind::Categorical),
             log_target,
         }

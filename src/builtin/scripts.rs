@@ -2,7 +2,9 @@
 //! the same contract as LLM-written ones (relative paths, `model/`, `--input`/`--output`).
 //!
 //! Both scripts share one feature function (dates into year, month, day, weekday; identifiers
-//! dropped), so inference prepares its input exactly as training did. Categorical columns are
+//! dropped; free text with its lengths), so inference prepares its input exactly as training
+//! did. Free text is the TF-IDF of its words and word pairs: sparse for linear models, support
+//! vector machines, neighbours and networks, reduced to 32 dimensions for trees. Categorical columns are
 //! never expanded into one dense column per category: one-hot output is sparse and capped at 32
 //! columns per feature, trees get codes or native categories, and columns with many categories
 //! (over 50 for one-hot, over 250 otherwise) are target-encoded with cross-fitting. A skewed
@@ -99,10 +101,17 @@ def number(values):
     return plain.fillna(pd.to_numeric(written, errors="coerce")).astype(float)
 
 
-def features(df, drop, dates, numbers):
+def features(df, drop, dates, numbers, text=()):
     """The columns the model sees: identifiers dropped, numbers written as text read as numbers,
-    dates split into parts, infinities missing."""
+    dates split into parts, free text with its length in characters and words, infinities
+    missing."""
     df = df.drop(columns=[c for c in drop if c in df.columns])
+    for c in text:
+        if c in df.columns:
+            s = df[c].astype("string")
+            df[f"{c}__chars"] = s.str.len().astype(float)
+            df[f"{c}__words"] = s.str.count(r"\S+").astype(float)
+            df[c] = s.fillna("").astype(object)
     for c in numbers:
         if c in df.columns:
             df[c] = number(df[c])
@@ -151,6 +160,8 @@ import numpy as np
 import pandas as pd
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.ensemble import (ExtraTreesClassifier, ExtraTreesRegressor, HistGradientBoostingClassifier,
                               HistGradientBoostingRegressor, RandomForestClassifier, RandomForestRegressor)
 from sklearn.impute import SimpleImputer
@@ -166,6 +177,7 @@ TARGET = {target}
 DROP = {drop}
 DATES = {dates}
 NUMBERS = {numbers}
+TEXT = {text}
 ENCODING = {encoding}
 NUMERIC = {numeric}
 IMPUTE = {impute}
@@ -174,6 +186,12 @@ LOG_TARGET = {log_target}
 SEED = {seed}
 # Categorical columns with more distinct values than this are never one-hot encoded.
 MANY = 50
+# Free text is the TF-IDF of its words and word pairs (those in two rows or more, the most
+# frequent 20,000), sparse for the models that take it so; trees get it reduced to this many
+# dimensions (latent semantic analysis), as they split on dense columns.
+TFIDF = dict(ngram_range=(1, 2), min_df=2, max_features=20000, sublinear_tf=True, dtype=np.float32)
+REDUCE_TEXT = {reduce_text}
+TEXT_DIMENSIONS = 32
 
 
 {features}
@@ -182,12 +200,23 @@ df = pd.read_csv("data/train.csv")
 if MAX_ROWS is not None and len(df) > MAX_ROWS:
     df = df.sample(n=MAX_ROWS, random_state=SEED)
 y = df.pop(TARGET)
-X = features(df, DROP, DATES, NUMBERS)
+X = features(df, DROP, DATES, NUMBERS, TEXT)
 # A column without a single value here carries nothing, and boosting cannot bin it; inference
 # keeps the columns the model was trained with.
 X = X.loc[:, X.notna().any()]
-categorical = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
-numeric = [c for c in X.columns if c not in categorical]
+# Nor does text without a word that two rows share.
+text = []
+for c in [c for c in TEXT if c in X.columns]:
+    try:
+        size = len(TfidfVectorizer(**TFIDF).fit(X[c]).vocabulary_)
+    except ValueError:
+        size = 0
+    if size:
+        text.append((c, size))
+    else:
+        X = X.drop(columns=[c])
+categorical = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c]) and c not in TEXT]
+numeric = [c for c in X.columns if c not in categorical and c not in TEXT]
 X[categorical] = X[categorical].astype(object)
 levels = {{c: X[c].nunique() for c in categorical}}
 # Categories of high cardinality are target-encoded (cross-fitted): codes of thousands of
@@ -221,9 +250,14 @@ elif ENCODING == "native":
     parts = [("few", native, few), ("many", Pipeline([("fill", fill), ("encode", TargetEncoder(random_state=SEED))]), many)]
 else:
     parts = [("few", Pipeline([("fill", fill), ("encode", codes)]), few), ("many", Pipeline([("fill", SimpleImputer(strategy="most_frequent")), ("encode", TargetEncoder(random_state=SEED))]), many)]
+for i, (c, size) in enumerate(text):
+    words = TfidfVectorizer(**TFIDF)
+    if REDUCE_TEXT and size > TEXT_DIMENSIONS:
+        words = Pipeline([("words", words), ("reduce", TruncatedSVD(TEXT_DIMENSIONS, random_state=SEED))])
+    parts.append((f"text{{i}}", words, c))
 # Native categories are the columns right after the numeric ones.
 NATIVE = list(range(len(numeric), len(numeric) + len(few))) or None
-pre = ColumnTransformer([("num", num, numeric)] + parts, sparse_threshold=0.3)
+pre = ColumnTransformer([("num", num, numeric)] + parts, sparse_threshold=0.0 if REDUCE_TEXT and text else 0.3)
 
 model = Pipeline([("pre", pre), ("model", {model})]){holdout}
 if LOG_TARGET:
@@ -233,7 +267,7 @@ model.fit(X, y)
 os.makedirs("model", exist_ok=True)
 with open("model/model.pkl", "wb") as f:
     pickle.dump(model, f)
-meta = {{"target": TARGET, "drop": DROP, "dates": DATES, "numbers": NUMBERS, "columns": list(X.columns), "categorical": categorical,
+meta = {{"target": TARGET, "drop": DROP, "dates": DATES, "numbers": NUMBERS, "text": TEXT, "columns": list(X.columns), "categorical": categorical,
         "classes": [str(c) for c in getattr(model, "classes_", [])]}}
 with open("model/meta.json", "w") as f:
     json.dump(meta, f, indent=2)
@@ -247,6 +281,9 @@ print(f"trained {family} on {{len(X)}} rows, {{len(X.columns)}} features")
         drop = py_list(&drop),
         dates = py_list(&dates),
         numbers = py_list(&context.profile.numbers_as_text()),
+        text = py_list(&context.profile.columns(ColumnKind::Text)),
+        // Trees (the families without scaled inputs) split on dense columns.
+        reduce_text = if config.family.scaled { "False" } else { "True" },
         encoding = py_str(encoding),
         numeric = py_str(numeric),
         impute = py_str(impute),
@@ -304,14 +341,15 @@ with open("model/model.pkl", "rb") as f:
     model = pickle.load(f)
 with open("model/meta.json") as f:
     meta = json.load(f)
-X = features(pd.read_csv(args.input), meta["drop"], meta["dates"], meta.get("numbers", []))
+text = meta.get("text", [])
+X = features(pd.read_csv(args.input), meta["drop"], meta["dates"], meta.get("numbers", []), text)
 missing = [c for c in meta["columns"] if c not in X.columns]
 if missing:
     raise SystemExit(f"input lacks columns: {{missing}}")
 X = X[meta["columns"]]
 # What the model learned as numbers stays numbers: new rows may carry a marker ("?", "n/a") or
 # a thousands separator the training rows never had.
-for c in X.columns.difference(meta["categorical"]):
+for c in X.columns.difference(meta["categorical"] + text):
     if not pd.api.types.is_numeric_dtype(X[c]):
         X[c] = number(X[c])
 X[meta["categorical"]] = X[meta["categorical"]].astype(object)

@@ -131,6 +131,16 @@ pub fn run_dir_of(output: &Output) -> PathBuf {
     }))
 }
 
+/// `loop-runner predict RUN --input INPUT`, which must succeed: the predictions it wrote (to
+/// `predictions.csv` beside the input).
+pub fn predict(run: &Path, input: &Path) -> String {
+    let preds = input.with_file_name("predictions.csv");
+    let o =
+        bin().arg("predict").arg(run).arg("--input").arg(input).arg("--output").arg(&preds).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::read_to_string(&preds).unwrap()
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).to_string()
 }
