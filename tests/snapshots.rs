@@ -140,18 +140,7 @@ fn checkout_and_predict_use_a_snapshot() {
     let features: String = test.lines().map(|l| l.split_once(',').unwrap().1).collect::<Vec<_>>().join("\n");
     let input = out.path().join("new.csv");
     std::fs::write(&input, features + "\n").unwrap();
-    let preds = out.path().join("preds.csv");
-    let o = bin()
-        .arg("predict")
-        .arg(shared_run())
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&preds)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let written = std::fs::read_to_string(&preds).unwrap();
+    let written = common::predict(shared_run(), &input);
     assert_eq!(written.lines().count(), test.lines().count());
     assert!(written.starts_with("prediction,"));
 }
