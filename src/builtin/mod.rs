@@ -233,7 +233,11 @@ fn represent(context: &StepContext, config: &Config) -> RepresentOutput {
     }
     let text = context.profile.columns(ColumnKind::Text);
     if !text.is_empty() {
-        let form = if config.family.scaled { "sparse" } else { "reduced to 32 dimensions" };
+        let form = if config.family.scaled {
+            "sparse".to_string()
+        } else {
+            format!("reduced to {} dimensions", scripts::TEXT_DIMENSIONS)
+        };
         description.push_str(&format!(
             "; free text as the TF-IDF of its words and word pairs ({form}), with its length: {}",
             text.join(", ")

@@ -4,15 +4,18 @@
 //! Both scripts share one feature function (dates into year, month, day, weekday; identifiers
 //! dropped; free text with its lengths), so inference prepares its input exactly as training
 //! did. Free text is the TF-IDF of its words and word pairs: sparse for linear models, support
-//! vector machines, neighbours and networks, reduced to 32 dimensions for trees. Categorical columns are
-//! never expanded into one dense column per category: one-hot output is sparse and capped at 32
-//! columns per feature, trees get codes or native categories, and columns with many categories
+//! vector machines, neighbours and networks, reduced to [`TEXT_DIMENSIONS`] for trees.
+//! Categorical columns are never expanded into one dense column per category: one-hot output is
+//! sparse and capped at 32 columns per feature, trees get codes or native categories, and columns with many categories
 //! (over 50 for one-hot, over 250 otherwise) are target-encoded with cross-fitting. A skewed
 //! regression target may be modelled on its log (`prep.target`), predictions mapped back.
 
 use super::portfolio::{Config, render_params};
 use crate::data::ColumnKind;
 use crate::steps::{CategoricalTreatment, Hyperparameter, NumericTreatment, StepContext};
+
+/// How many dimensions free text is reduced to for trees (latent semantic analysis).
+pub(super) const TEXT_DIMENSIONS: usize = 32;
 
 /// Python expression building the estimator of `config`.
 fn estimator(config: &Config, regression: bool) -> String {
@@ -161,7 +164,7 @@ import pandas as pd
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
 from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.ensemble import (ExtraTreesClassifier, ExtraTreesRegressor, HistGradientBoostingClassifier,
                               HistGradientBoostingRegressor, RandomForestClassifier, RandomForestRegressor)
 from sklearn.impute import SimpleImputer
@@ -191,7 +194,7 @@ MANY = 50
 # dimensions (latent semantic analysis), as they split on dense columns.
 TFIDF = dict(ngram_range=(1, 2), min_df=2, max_features=20000, sublinear_tf=True, dtype=np.float32)
 REDUCE_TEXT = {reduce_text}
-TEXT_DIMENSIONS = 32
+TEXT_DIMENSIONS = {text_dimensions}
 
 
 {features}
@@ -204,11 +207,12 @@ X = features(df, DROP, DATES, NUMBERS, TEXT)
 # A column without a single value here carries nothing, and boosting cannot bin it; inference
 # keeps the columns the model was trained with.
 X = X.loc[:, X.notna().any()]
-# Nor does text without a word that two rows share.
+# Nor does text without a word that two rows share. Its words alone (a sixth of the work of
+# words and pairs) tell that, and whether there are more than a reduction keeps.
 text = []
 for c in [c for c in TEXT if c in X.columns]:
     try:
-        size = len(TfidfVectorizer(**TFIDF).fit(X[c]).vocabulary_)
+        size = len(CountVectorizer(min_df=2, binary=True).fit(X[c]).vocabulary_)
     except ValueError:
         size = 0
     if size:
@@ -284,6 +288,7 @@ print(f"trained {family} on {{len(X)}} rows, {{len(X.columns)}} features")
         text = py_list(&context.profile.columns(ColumnKind::Text)),
         // Trees (the families without scaled inputs) split on dense columns.
         reduce_text = if config.family.scaled { "False" } else { "True" },
+        text_dimensions = TEXT_DIMENSIONS,
         encoding = py_str(encoding),
         numeric = py_str(numeric),
         impute = py_str(impute),
