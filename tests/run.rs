@@ -406,14 +406,21 @@ fn untidy_table(rows: std::ops::Range<usize>, rare: bool) -> String {
 /// A task of 400 untidy training rows and 100 test rows (`rare`: a third class of one training
 /// row), with `extra` lines in its task.toml.
 fn untidy_task(rare: bool, extra: &str) -> (tempfile::TempDir, PathBuf) {
+    held_out_task(
+        untidy_table(0..400, rare),
+        untidy_table(400..500, false),
+        &format!("name = \"untidy\"\ntarget = \"answer\"\n{extra}"),
+    )
+}
+
+/// A directory with `train` and `test` as train.csv and test.csv, and a task.toml naming them
+/// besides `toml`: the directory (kept while the caller uses it) and the task file.
+fn held_out_task(train: String, test: String, toml: &str) -> (tempfile::TempDir, PathBuf) {
     let data = tempfile::tempdir().unwrap();
-    std::fs::write(data.path().join("train.csv"), untidy_table(0..400, rare)).unwrap();
-    std::fs::write(data.path().join("test.csv"), untidy_table(400..500, false)).unwrap();
+    std::fs::write(data.path().join("train.csv"), train).unwrap();
+    std::fs::write(data.path().join("test.csv"), test).unwrap();
     let task = data.path().join("task.toml");
-    let toml = format!(
-        "name = \"untidy\"\ntrain = \"train.csv\"\ntest = \"test.csv\"\ntarget = \"answer\"\n{extra}"
-    );
-    std::fs::write(&task, toml).unwrap();
+    std::fs::write(&task, format!("train = \"train.csv\"\ntest = \"test.csv\"\n{toml}")).unwrap();
     (data, task)
 }
 
@@ -498,16 +505,12 @@ fn dated_table(rows: std::ops::Range<usize>, marked: bool) -> String {
 
 #[test]
 fn changing_offsets_an_empty_column_and_markers_only_in_new_rows_break_nothing() {
-    let data = tempfile::tempdir().unwrap();
-    std::fs::write(data.path().join("train.csv"), dated_table(0..480, false)).unwrap();
-    // A marker in a column that has none in the training rows.
-    std::fs::write(data.path().join("test.csv"), dated_table(480..600, true)).unwrap();
-    let task = data.path().join("task.toml");
-    std::fs::write(
-        &task,
-        "name = \"dated\"\ntrain = \"train.csv\"\ntest = \"test.csv\"\ntarget = \"load\"\ntask = \"regression\"\nmetric = \"rmse\"\n",
-    )
-    .unwrap();
+    let (data, task) = held_out_task(
+        dated_table(0..480, false),
+        // A marker in a column that has none in the training rows.
+        dated_table(480..600, true),
+        "name = \"dated\"\ntarget = \"load\"\ntask = \"regression\"\nmetric = \"rmse\"\n",
+    );
     let (dir, _runs) = holdout_run(&task, &["--iterations", "4"]);
     // Boosting first (it cannot bin a column without values), then the others: none failed.
     let records = common::records(&dir);
@@ -554,15 +557,11 @@ fn reviews(rows: std::ops::Range<usize>) -> String {
 
 #[test]
 fn free_text_is_read_for_its_words_by_every_model() {
-    let data = tempfile::tempdir().unwrap();
-    std::fs::write(data.path().join("train.csv"), reviews(0..480)).unwrap();
-    std::fs::write(data.path().join("test.csv"), reviews(480..600)).unwrap();
-    let task = data.path().join("task.toml");
-    std::fs::write(
-        &task,
-        "name = \"reviews\"\ntrain = \"train.csv\"\ntest = \"test.csv\"\ntarget = \"verdict\"\ntask = \"binary\"\nmetric = \"accuracy\"\n",
-    )
-    .unwrap();
+    let (data, task) = held_out_task(
+        reviews(0..480),
+        reviews(480..600),
+        "name = \"reviews\"\ntarget = \"verdict\"\ntask = \"binary\"\nmetric = \"accuracy\"\n",
+    );
     let (dir, _runs) = holdout_run(&task, &["--iterations", "4"]);
     // Trees (boosting first) and the others alike: without the words a model is right on half.
     let records = common::records(&dir);
