@@ -15,7 +15,7 @@ use crate::steps::{
     Step, StepContext, TrainOutput,
 };
 pub use portfolio::families;
-use portfolio::{Config, config_of, render_params};
+use portfolio::{Config, MANY_LEVELS, config_of, render_params};
 use strategy::{Knowledge, choose, repair};
 
 /// How many drafts the built-in agent has to offer: one per configuration of its portfolio
@@ -207,13 +207,19 @@ fn represent(context: &StepContext, config: &Config) -> RepresentOutput {
     let drop_columns: Vec<String> =
         context.profile.columns(ColumnKind::Identifier).into_iter().map(str::to_string).collect();
     let dates = context.profile.columns(ColumnKind::Date);
+    let many = if config.prep.many_as_codes { "as codes" } else { "target-encoded" };
     let categorical = match config.prep.categorical {
         crate::steps::CategoricalTreatment::OneHot => {
-            "one-hot encoded (at most 32 columns each; columns with over 50 categories target-encoded)"
+            format!("one-hot encoded (at most 32 columns each; columns with over 50 categories {many})")
         }
-        crate::steps::CategoricalTreatment::Ordinal => "encoded as codes",
+        crate::steps::CategoricalTreatment::Ordinal if config.prep.many_as_codes => "encoded as codes".into(),
+        crate::steps::CategoricalTreatment::Ordinal => {
+            format!("encoded as codes (columns with over {MANY_LEVELS} categories target-encoded)")
+        }
         crate::steps::CategoricalTreatment::Native => {
-            "left to the model as native categories (codes for columns with over 250 categories)"
+            format!(
+                "left to the model as native categories (columns with over {MANY_LEVELS} categories {many})"
+            )
         }
     };
     let mut description = format!(
@@ -233,10 +239,10 @@ fn represent(context: &StepContext, config: &Config) -> RepresentOutput {
     }
     let text = context.profile.columns(ColumnKind::Text);
     if !text.is_empty() {
-        let form = if config.family.scaled {
-            "sparse".to_string()
-        } else {
+        let form = if scripts::reduce_text(config) {
             format!("reduced to {} dimensions", scripts::TEXT_DIMENSIONS)
+        } else {
+            "sparse".to_string()
         };
         description.push_str(&format!(
             "; free text as the TF-IDF of its words and word pairs ({form}), with its length: {}",

@@ -352,6 +352,9 @@ fn improve(
                 _ => NumericTreatment::Spline,
             };
         }
+        if attempt % 7 == 1 && columns.many_levels {
+            c.prep.many_as_codes = !c.prep.many_as_codes;
+        }
         if attempt % 7 == 5 && columns.log_target {
             c.prep.log_target = !c.prep.log_target;
         }
@@ -745,6 +748,55 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn categories_of_many_levels_are_drafted_as_codes_too() {
+        let with_levels = |unique: usize| {
+            let mut ctx = context(vec![]);
+            ctx.profile.features = vec![crate::data::ColumnProfile {
+                name: "tail".into(),
+                dtype: "str".into(),
+                kind: ColumnKind::Categorical,
+                missing: 0,
+                unique,
+                min: None,
+                max: None,
+                mean: None,
+                top: vec![],
+                written_as: None,
+            }];
+            ctx
+        };
+        let as_codes = |ctx: &StepContext| {
+            portfolio_for(false, 500, Columns::of(ctx))
+                .into_iter()
+                .filter(|c| c.prep.many_as_codes)
+                .collect::<Vec<_>>()
+        };
+        assert!(as_codes(&with_levels(MANY_LEVELS)).is_empty());
+        let many = with_levels(MANY_LEVELS + 1);
+        let drafts = as_codes(&many);
+        assert_eq!(drafts.len(), 1, "{drafts:?}");
+        assert_eq!(drafts[0].family.name, "hist_gradient_boosting");
+        // After the forests, boosting's defaults otherwise.
+        let all = portfolio_for(false, 500, Columns::of(&many));
+        let at = all.iter().position(|c| c.prep.many_as_codes).unwrap();
+        assert_eq!(all[at - 1].family.name, "extra_trees", "{all:?}");
+        assert!(all[..at].iter().any(|c| c.family.name == "random_forest"), "{all:?}");
+        assert_eq!(drafts[0].model_params(), all[0].model_params());
+        // On record, read back, in the script and in the representation's description.
+        let recorded = drafts[0].hyperparameters();
+        assert!(render_params(&recorded).contains("prep.many='codes'"), "{recorded:?}");
+        assert!(config_of("hist_gradient_boosting", &recorded).unwrap().prep.many_as_codes);
+        let script = super::super::scripts::train_script(&many, &drafts[0]);
+        assert!(script.contains("MANY_CODES = True"));
+        assert!(super::super::scripts::train_script(&many, &all[0]).contains("MANY_CODES = False"));
+        // Improves switch between the two now and then, only where such columns are.
+        let improved =
+            |ctx: &StepContext| improves_of(ctx, &all[0]).iter().filter(|c| c.prep.many_as_codes).count();
+        assert!(improved(&many) > 0);
+        assert_eq!(improved(&with_levels(MANY_LEVELS)), 0);
+    }
+
+    #[test]
     fn a_skewed_never_negative_target_is_also_modelled_on_its_log() {
         let regression = |min: f64, mean: f64, median: f64| {
             let mut ctx = context(vec![]);
@@ -781,23 +833,25 @@ pub(crate) mod tests {
         assert!(at >= 2 && all[..at].iter().all(|c| c.family.cost <= 1.0), "{all:?}");
         assert_eq!(all[at + 1].param("early_stopping"), Some("True"), "{all:?}");
         // Improves switch a model to the log of the target now and then, and back.
-        let base = done(1, &all[0], Some(50.0));
+        let improves = improves_of(&skewed, &all[0]);
+        let improved_on_log = improves.iter().filter(|c| c.prep.log_target).count();
+        assert!(improved_on_log > 0, "{improves:?}");
+        assert!(improved_on_log < improves.len(), "{improves:?}");
+    }
+
+    /// Fourteen improves of `base` (scored 50, as is every improve), in the data of `ctx`.
+    fn improves_of(ctx: &StepContext, base: &Config) -> Vec<Config> {
+        let base = done(1, base, Some(50.0));
         let mut history = vec![base.clone()];
         for i in 2..16u32 {
-            let mut ctx = skewed.clone();
+            let mut ctx = ctx.clone();
             ctx.history = history.clone();
             ctx.iteration = i;
             ctx.operation = Operation::Improve;
             ctx.parent = Some(parent_of(&base, None));
             history.push(done(i, &choose(&ctx), Some(50.0)));
         }
-        let improved_on_log = history[1..]
-            .iter()
-            .filter_map(|h| config_of(&h.family, &h.hyperparameters))
-            .filter(|c| c.prep.log_target)
-            .count();
-        assert!(improved_on_log > 0, "{history:?}");
-        assert!(improved_on_log < history.len() - 1, "{history:?}");
+        history[1..].iter().filter_map(|h| config_of(&h.family, &h.hyperparameters)).collect()
     }
 
     #[test]
@@ -853,6 +907,7 @@ pub(crate) mod tests {
         // Data without a number draft no additive model: it would be the linear one again.
         let mut categories_only = numbers_only.clone();
         categories_only.features[0].kind = ColumnKind::Categorical;
+        categories_only.features[0].unique = 3;
         let spline = |c: &Config| c.prep.numeric == NumericTreatment::Spline;
         let with = portfolio_for(true, 500, Columns::of_profile(&numbers_only));
         let without = portfolio_for(true, 500, Columns::of_profile(&categories_only));
@@ -958,6 +1013,12 @@ pub(crate) mod tests {
         );
         let svm = Config::new(SVM, defaults(SVM, false), default_prep(SVM), "");
         assert!(svm.relative_cost(two_classes(4000, 10)) > 3.9 * svm.relative_cost(two_classes(1000, 10)));
+        // Neighbours: every row predicted against every row trained on.
+        let knn = Config::new(KNN, defaults(KNN, false), default_prep(KNN), "");
+        let plain = Config::new(HGB, defaults(HGB, false), default_prep(HGB), "");
+        let relative =
+            |rows| knn.relative_cost(two_classes(rows, 10)) / plain.relative_cost(two_classes(rows, 10));
+        assert!(relative(2000) <= 0.25 && relative(40_000) >= 4.0, "{} {}", relative(2000), relative(40_000));
         let mut boost = Config::new(HGB, defaults(HGB, false), default_prep(HGB), "");
         boost.set("max_iter", "1600");
         boost.set("early_stopping", "True");
