@@ -352,7 +352,8 @@ fn improve(
                 _ => NumericTreatment::Spline,
             };
         }
-        if attempt % 7 == 1 && columns.many_levels {
+        if attempt % 7 == 1 && columns.many_levels && !family.scaled {
+            // Codes in the order of the values are something only a tree can split on.
             c.prep.many_as_codes = !c.prep.many_as_codes;
         }
         if attempt % 7 == 5 && columns.log_target {
@@ -789,11 +790,15 @@ pub(crate) mod tests {
         let script = super::super::scripts::train_script(&many, &drafts[0]);
         assert!(script.contains("MANY_CODES = True"));
         assert!(super::super::scripts::train_script(&many, &all[0]).contains("MANY_CODES = False"));
-        // Improves switch between the two now and then, only where such columns are.
-        let improved =
-            |ctx: &StepContext| improves_of(ctx, &all[0]).iter().filter(|c| c.prep.many_as_codes).count();
-        assert!(improved(&many) > 0);
-        assert_eq!(improved(&with_levels(MANY_LEVELS)), 0);
+        // Improves of a tree switch between the two now and then, only where such columns
+        // are; a linear model's never (codes in the order of the values are for trees to split).
+        let improved = |ctx: &StepContext, base: &Config| {
+            improves_of(ctx, base).iter().filter(|c| c.prep.many_as_codes).count()
+        };
+        assert!(improved(&many, &all[0]) > 0);
+        assert_eq!(improved(&with_levels(MANY_LEVELS), &all[0]), 0);
+        assert_eq!(all[1].family.name, "logistic_regression");
+        assert_eq!(improved(&many, &all[1]), 0);
     }
 
     #[test]
