@@ -783,7 +783,7 @@ pub(crate) mod tests {
         assert_eq!(all[at - 1].family.name, "extra_trees", "{all:?}");
         assert!(all[..at].iter().any(|c| c.family.name == "random_forest"), "{all:?}");
         assert_eq!(drafts[0].model_params(), all[0].model_params());
-        // On record, read back, in the script and in the representation's description.
+        // On record, read back, and in the script.
         let recorded = drafts[0].hyperparameters();
         assert!(render_params(&recorded).contains("prep.many='codes'"), "{recorded:?}");
         assert!(config_of("hist_gradient_boosting", &recorded).unwrap().prep.many_as_codes);
