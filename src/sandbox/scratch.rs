@@ -16,6 +16,9 @@ use std::sync::Mutex;
 use rustix::fs::{FlockOperation, flock};
 
 const LOCK: &str = "lock";
+/// How old an empty scratch directory without a lock must be to be swept: its maker puts a
+/// file in it at once.
+const EMPTY_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A scratch directory, locked while it lives and removed when dropped.
 #[derive(Debug)]
@@ -70,8 +73,10 @@ fn sweep_once(root: &Path, prefix: &str) {
 }
 
 /// Removes the directories `<root>/<prefix>*` of this user whose lock no process holds, and
-/// says how many. A directory without a lock file is left alone: its owner may be about to
-/// make it, or it is not one of ours.
+/// says how many. A directory without a lock file is left alone (its owner may be about to
+/// make it, or it is not one of ours) unless it is empty and older than [`EMPTY_AGE`]: what a
+/// runner killed while making or removing one leaves (the lock already unlinked, the
+/// directory not yet).
 fn sweep(root: &Path, prefix: &str) -> usize {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(root) else { return 0 };
@@ -86,7 +91,14 @@ fn sweep(root: &Path, prefix: &str) -> usize {
         if !meta.is_dir() || meta.uid() != me {
             continue;
         }
-        let Ok(lock) = File::open(entry.path().join(LOCK)) else { continue };
+        let Ok(lock) = File::open(entry.path().join(LOCK)) else {
+            let old = meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > EMPTY_AGE);
+            // `remove_dir` removes nothing but an empty directory.
+            if old && std::fs::remove_dir(entry.path()).is_ok() {
+                removed += 1;
+            }
+            continue;
+        };
         if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
             continue;
         }
@@ -123,8 +135,24 @@ mod tests {
         let target = tempfile::tempdir().unwrap();
         std::fs::write(target.path().join(LOCK), "").unwrap();
         std::os::unix::fs::symlink(target.path(), root.path().join("lr-test-link")).unwrap();
+        // Empty: left by an owner killed while removing it (long ago), or just made.
+        let emptied = root.path().join("lr-test-emptied");
+        std::fs::create_dir(&emptied).unwrap();
+        let long_ago = std::time::SystemTime::now() - 2 * EMPTY_AGE;
+        File::open(&emptied).unwrap().set_modified(long_ago).unwrap();
+        let fresh = root.path().join("lr-test-fresh");
+        std::fs::create_dir(&fresh).unwrap();
+        let full = root.path().join("lr-test-full");
+        std::fs::create_dir(&full).unwrap();
+        std::fs::write(full.join("f"), "").unwrap();
+        File::open(&full).unwrap().set_modified(long_ago).unwrap();
 
-        assert_eq!(sweep(root.path(), "lr-test-"), 1);
+        assert_eq!(sweep(root.path(), "lr-test-"), 2);
+        assert!(!emptied.exists(), "an old empty one goes");
+        assert!(
+            fresh.is_dir() && full.join("f").is_file(),
+            "a new empty one, or one with files in it, stays"
+        );
         assert!(!dead.exists());
         assert!(live.path().join("tmp/f").is_file(), "a live owner's scratch stays");
         assert!(live.path().join(LOCK).is_file() && !live.path().join("lock.new").exists());
