@@ -924,10 +924,10 @@ pub(crate) mod tests {
     #[test]
     fn a_family_not_run_yet_on_many_rows_starts_on_a_sample_that_improves_grow() {
         // Boosting, the linear model and regularized boosting ran, each at 20 s a unit of cost;
-        // 200 s are left. The forest is predicted at 80 s from them, which fits half the time
-        // left, but forests took ten times their prediction on this many rows: it starts on
-        // the largest halved sample whose ten-fold prediction fits (30,000 of the 240,000 rows
-        // train.py sees: 300,000 less the fifth held out for validation).
+        // 200 s are left. On the 240,000 rows train.py sees (300,000 less the fifth held out
+        // for validation) the forest is predicted at over 1,000 s: fully grown trees cost more
+        // than the rows. It starts on the largest halved sample whose three-fold prediction fits
+        // half the time left: 15,000 rows (18 s predicted).
         let rows = 240_000;
         let held_out = |history: Vec<IterationBrief>| {
             let mut ctx = context(history);
@@ -954,11 +954,11 @@ pub(crate) mod tests {
         ctx.clock = Some(Clock { time_left_seconds: Some(200.0), runtimes: runtimes.clone() });
         let forest = choose(&ctx);
         assert_eq!(forest.family.name, "random_forest", "{forest:?}");
-        assert_eq!(forest.prep.max_rows, Some(30_000), "{forest:?}");
-        assert!(forest.why.contains("sample of 30000 rows"), "{}", forest.why);
+        assert_eq!(forest.prep.max_rows, Some(15_000), "{forest:?}");
+        assert!(forest.why.contains("sample of 15000 rows"), "{}", forest.why);
 
-        // It ran (slower than predicted, as forests do on many rows): the next draft is
-        // another entry, not the same forest at full size.
+        // It ran (slower than predicted): the next draft is another entry, not the same forest
+        // at full size.
         let mut history = history;
         history.push(done(history.len() as u32 + 1, &forest, Some(0.79)));
         let mut runtimes = runtimes;
@@ -972,7 +972,7 @@ pub(crate) mod tests {
         ctx.operation = Operation::Improve;
         ctx.parent = Some(parent_of(history.last().unwrap(), None));
         let grown = choose(&ctx);
-        assert_eq!((grown.family.name, grown.prep.max_rows), ("random_forest", Some(120_000)), "{grown:?}");
+        assert_eq!((grown.family.name, grown.prep.max_rows), ("random_forest", Some(60_000)), "{grown:?}");
         assert_eq!(grown.params, forest.params, "only the sample changes");
         let mut sampled_more = history.last().unwrap().clone();
         sampled_more.iteration += 1;
@@ -985,7 +985,7 @@ pub(crate) mod tests {
         }
         ctx.parent = Some(parent_of(history.last().unwrap(), None));
         let kept = choose(&ctx);
-        assert_eq!((kept.family.name, kept.prep.max_rows), ("random_forest", Some(30_000)), "{kept:?}");
+        assert_eq!((kept.family.name, kept.prep.max_rows), ("random_forest", Some(15_000)), "{kept:?}");
 
         // Fewer rows than two of the smallest sample: never a sample, however little time.
         let small = 19_999;
@@ -1024,6 +1024,24 @@ pub(crate) mod tests {
         let relative =
             |rows| knn.relative_cost(two_classes(rows, 10)) / plain.relative_cost(two_classes(rows, 10));
         assert!(relative(2000) <= 0.25 && relative(40_000) >= 4.0, "{} {}", relative(2000), relative(40_000));
+        // On half the rows, half the comparisons: every validation row is still predicted.
+        let mut half = knn.clone();
+        half.prep.max_rows = Some(20_000);
+        let sampled =
+            half.relative_cost(two_classes(40_000, 10)) / plain.relative_cost(two_classes(40_000, 10));
+        assert!((sampled - relative(40_000) / 2.0).abs() < 1e-9, "{sampled}");
+        // Fully grown trees: as the share of features alone says up to 1,200 rows, then more
+        // (in the sandbox about five times as much on 32,000 rows); a sample of them costs what
+        // its own rows do, not a share of all the rows' cost.
+        let trees = forest(RF, "1.0", "100");
+        let relative =
+            |rows| trees.relative_cost(two_classes(rows, 10)) / plain.relative_cost(two_classes(rows, 10));
+        assert!((relative(1000) - relative(1200)).abs() < 1e-9 && relative(1000) == 4.0);
+        assert!((4.5..6.0).contains(&(relative(32_000) / relative(1000))), "{}", relative(32_000));
+        let mut sampled = trees.clone();
+        sampled.prep.max_rows = Some(32_000);
+        let on_sample = sampled.relative_cost(two_classes(64_000, 10));
+        assert!((on_sample - trees.relative_cost(two_classes(32_000, 10)) / 2.0).abs() < 1e-9, "{on_sample}");
         let mut boost = Config::new(HGB, defaults(HGB, false), default_prep(HGB), "");
         boost.set("max_iter", "1600");
         boost.set("early_stopping", "True");
