@@ -198,6 +198,7 @@ SEED = {seed}
 # Categorical columns with more distinct values than this are never one-hot encoded.
 MANY = 50
 MANY_LEVELS = {many_levels}
+TARGET_TYPE = {target_type}
 MANY_CODES = {many_codes}
 # Free text is the TF-IDF of its words and word pairs (those in two rows or more, the most
 # frequent 20,000), sparse for the models that take it so; trees get it reduced to this many
@@ -243,7 +244,10 @@ many = [c for c in categorical if c not in few]
 if MANY_CODES:
     by_level = Pipeline([("fill", SimpleImputer(strategy="most_frequent")), ("encode", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1))])
 else:
-    by_level = Pipeline([("fill", SimpleImputer(strategy="most_frequent")), ("encode", TargetEncoder(random_state=SEED))])
+    # TARGET_TYPE: a regression's target is continuous even when its values are whole numbers,
+    # which the encoder would otherwise take for classes (one column a value: on flight delays,
+    # 38,400 rows, 14 times the training time and a worse model).
+    by_level = Pipeline([("fill", SimpleImputer(strategy="most_frequent")), ("encode", TargetEncoder(target_type=TARGET_TYPE, random_state=SEED))])
 
 steps = []
 if IMPUTE != "native":
@@ -321,6 +325,7 @@ print(f"trained {family} on {{len(X)}} rows, {{len(X.columns)}} features")
         max_rows = config.prep.max_rows.map_or("None".to_string(), |n| n.to_string()),
         log_target = if config.prep.log_target { "True" } else { "False" },
         many_levels = MANY_LEVELS,
+        target_type = py_str(if regression { "continuous" } else { "auto" }),
         many_codes = if config.prep.many_as_codes { "True" } else { "False" },
         seed = context.seed,
         features = FEATURES.trim_end(),
@@ -428,6 +433,22 @@ mod tests {
             assert_eq!(line(&c, "DENSE"), if knn { "True" } else { "False" }, "{c:?}");
             assert_eq!(line(&c, "REDUCE_TEXT"), if knn || trees { "True" } else { "False" }, "{c:?}");
         }
+    }
+
+    #[test]
+    fn a_regressions_target_is_encoded_as_continuous_even_in_whole_numbers() {
+        let mut ctx = context(vec![]);
+        let line = |ctx: &StepContext| {
+            let script = train_script(ctx, &portfolio(false, 20_000)[0]);
+            assert!(script.contains("TargetEncoder(target_type=TARGET_TYPE,"), "the encoder is told");
+            script
+                .lines()
+                .find_map(|l| l.strip_prefix("TARGET_TYPE = ").map(str::to_string))
+                .expect("TARGET_TYPE")
+        };
+        assert_eq!(line(&ctx), r#""auto""#, "a classification's classes are found by the encoder");
+        ctx.task.kind = "regression".into();
+        assert_eq!(line(&ctx), r#""continuous""#);
     }
 
     #[test]
