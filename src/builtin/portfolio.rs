@@ -262,10 +262,11 @@ impl Config {
             // Fully grown trees: their splits sort the rows at every level, and there are more
             // levels the more rows there are, where boosting's trees stay small and bin the
             // values once. In multiples of what the share of features alone predicts, in the
-            // sandbox: the square root of the rows over 1,200, within 0.8 to 1.25 of the times
-            // on four tables of 19,200 to 192,000 rows. Natively (one thread, the fit and
-            // prediction alone) it grows faster: medians of seven tables 3.7 at 8,000 rows and
-            // 8.4 at 32,000.
+            // sandbox: the square root of the rows over 1,200, within 0.8 to 1.6 of the times
+            // on four tables of 34,500 to 192,000 rows (the most on a regression: fully grown,
+            // its trees end in single rows). Natively (one thread, the fit and prediction
+            // alone) it grows faster: medians of seven tables 3.7 at 8,000 rows and 8.4 at
+            // 32,000, regressions up to 13.8.
             scale *= (learned / FOREST_ROWS).sqrt().max(1.0);
         }
         if self.family.name == "svm" {
@@ -474,8 +475,9 @@ pub fn portfolio_for(regression: bool, rows: usize, columns: Columns) -> Vec<Con
     if columns.many_levels {
         // Natively, boosting's defaults on four public tables with such columns: flight delays
         // (tail numbers, 4,000 levels, whose order follows the fleets) 17.38 RMSE as codes
-        // against 17.75 target-encoded; loan rates (job titles) 1.327 against 1.331; art's
-        // years (artists) 4.17 against 3.71; reviews (products) equal. Which wins is the
+        // against 17.29 target-encoded; loan rates (job titles) 1.327 against 1.331; art's
+        // years (artists) 4.17 against 3.73; reviews (products) equal. (Codes had won on
+        // flights while the encoder took whole-minute delays for classes.) Which wins is the
         // data's, so both are drafts. After the forests: one draft more before them cost a
         // 2-minute run on one core its random forest (art's years: 3.71 RMSE on the test
         // split against 3.61).

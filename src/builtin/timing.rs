@@ -103,10 +103,10 @@ impl Timing {
 /// before it has run itself. On 192,000 training rows a random forest's first 100 trees took
 /// 175 s where the runs of boosting and a linear model predicted 17, when a forest's cost did
 /// not yet grow with the depth of its trees; the margin was ten then. Now that it does,
-/// forests' first runs in the sandbox (four tables of 19,200 to 192,000 rows) took 0.8 to 1.25
+/// forests' first runs in the sandbox (four tables of 34,500 to 192,000 rows) took 0.8 to 1.6
 /// times their prediction, and ten times the prediction put the first forest on a sample it
-/// did far worse on (0.714 AUC on 19,200 of 38,400 rows of flight delays, 0.740 on
-/// all of them, in twice the time): the margin is for what no cost says.
+/// did far worse on (0.714 AUC on 19,200 of 38,400 rows of flight delays, 0.740 on all of
+/// them, in twice the time): the margin is for what no cost says.
 const UNSEEN_MARGIN: f64 = 3.0;
 
 /// The smallest sample a configuration is first tried on: fewer rows say little of how a model
