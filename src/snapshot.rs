@@ -36,6 +36,9 @@ pub enum Source {
     Runner(PathBuf),
     /// A file a script wrote, by its path in [`Tree::guest`] (read without following links).
     Guest(String),
+    /// A file of an earlier snapshot, by its blob (an ensemble's members as they were
+    /// committed): nothing to read or hash.
+    Stored(Oid),
 }
 
 /// The files of a snapshot: what a script left in its work directory, then the runner's own
@@ -72,8 +75,9 @@ impl<'a> Tree<'a> {
         self.files.insert(path.into(), source);
     }
 
-    pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.files.keys().map(String::as_str)
+    /// The paths of the files a script wrote.
+    pub fn guest_paths(&self) -> impl Iterator<Item = &str> {
+        self.files.iter().filter(|(_, s)| matches!(s, Source::Guest(_))).map(|(p, _)| p.as_str())
     }
 }
 
@@ -383,6 +387,34 @@ impl Workspace {
         Ok(())
     }
 
+    /// The `(path, blob)` of every file of `commit` under the top-level entries `names`.
+    pub fn blobs_under(&self, commit: Oid, names: &[&str]) -> Result<Vec<(String, Oid)>, SnapshotError> {
+        let c = self.repo.find_commit(commit).map_err(self.err("reading a commit"))?;
+        let tree = c.tree().map_err(self.err("reading a tree"))?;
+        let mut blobs = Vec::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
+            let top = if root.is_empty() {
+                entry.name().unwrap_or_default()
+            } else {
+                root.split('/').next().unwrap_or_default()
+            };
+            if !names.contains(&top) {
+                return git2::TreeWalkResult::Skip;
+            }
+            if entry.kind() == Some(git2::ObjectType::Blob) {
+                blobs.push((format!("{root}{}", entry.name().unwrap_or_default()), entry.id()));
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(self.err("walking a tree"))?;
+        Ok(blobs)
+    }
+
+    /// The bytes of a blob.
+    pub fn blob(&self, oid: Oid) -> Result<Vec<u8>, SnapshotError> {
+        Ok(self.repo.find_blob(oid).map_err(self.err("reading a file"))?.content().to_vec())
+    }
+
     /// Every `(repository path, blob id)` of a commit, sorted.
     pub fn files(&self, commit: Oid) -> Result<Vec<(String, String)>, SnapshotError> {
         let c = self.repo.find_commit(commit).map_err(self.err("reading a commit"))?;
@@ -424,6 +456,7 @@ impl Workspace {
                     let file = dir.open_file(rel).map_err(|e| git2::Error::from_str(&e.to_string()))?;
                     self.store_blob(file)?
                 }
+                Source::Stored(oid) => *oid,
             };
             entries.push((rel.clone(), oid));
         }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::{bin, fixtures, records, run_dir_of, stderr};
 use loop_runner::journal::{self, Event, IterationRecord};
 use loop_runner::search::Operation;
+use loop_runner::snapshot::Workspace;
 
 /// `(iteration, tree hash)` of every commit the journal recorded.
 fn trees(dir: &Path) -> Vec<(u32, String)> {
@@ -135,6 +136,25 @@ fn an_ensemble_is_a_snapshot_that_audits_bit_for_bit_and_runs_outside_loop_runne
     let out = String::from_utf8_lossy(&audit.stdout);
     assert!(audit.status.success(), "{out}");
     assert!(out.contains("members/") && out.contains("(retrained)"), "{out}");
+    // Its members are the files of their own snapshots, blob for blob; the copies its blend ran
+    // on left its work directory once it was committed.
+    let workspace = Workspace::open(&dir.join("workspace")).unwrap();
+    let files = |tag: &str| workspace.files(workspace.resolve(tag).unwrap()).unwrap();
+    let own = files(&tag);
+    for member in &ensemble.hyperparameters {
+        let theirs = files(&member.name);
+        let kept: Vec<_> = theirs
+            .iter()
+            .filter(|(p, _)| p.starts_with("model/") || p == "train.py" || p == "inference.py")
+            .collect();
+        assert!(kept.iter().any(|(p, _)| p.starts_with("model/")), "{theirs:?}");
+        for (path, blob) in kept {
+            let path = format!("members/{}/{path}", member.name);
+            assert!(own.contains(&(path.clone(), blob.clone())), "{path} in {own:?}");
+        }
+    }
+    let work = dir.join("iterations").join(&tag).join("work");
+    assert!(work.join("model/ensemble.json").is_file() && !work.join("members").exists());
     // A plain checkout runs with an ordinary Python: retrain the members, predict.
     let checkout = tempfile::tempdir().unwrap();
     let snap = checkout.path().join("s");

@@ -1,11 +1,13 @@
 //! Recording a finished iteration as a snapshot: the runner's metadata files, the script's
 //! outputs (read without following links), the runner's own copies of everything it supplies.
 
+use super::ensemble::{MEMBER_FILES, MEMBERS, member_iterations};
 use super::iteration::Finished;
 use super::shared::{Shared, crash};
 use crate::guest_fs::GuestDir;
 use crate::journal::Event;
-use crate::snapshot::{Source, Tree, Workspace};
+use crate::search::Operation;
+use crate::snapshot::{Source, Tree, Workspace, tag_name};
 use crate::steps;
 use crate::task::Task;
 
@@ -68,18 +70,36 @@ pub(super) fn commit(
         |v: &serde_json::Value| serde_json::to_string_pretty(v).expect("values serialize").into_bytes();
     let guest = GuestDir::open(&shared.dir.work(n))?;
     let mut tree = Tree::new();
-    let passed = tree.guest_files(&guest, &RUNNER_FILES);
+    // An ensemble that ran holds its members as they were committed, taken from their
+    // snapshots: the same files as the copies its blend ran on, without reading and hashing
+    // hundreds of megabytes of forests again, and nothing its scripts may have changed.
+    let members = match record.operation {
+        Operation::Ensemble if !finished.scripts.is_empty() => member_iterations(&record.hyperparameters),
+        _ => vec![],
+    };
+    let reserved: Vec<&str> =
+        RUNNER_FILES.iter().copied().chain((!members.is_empty()).then_some(MEMBERS)).collect();
+    let passed = tree.guest_files(&guest, &reserved);
     if !passed.is_empty() {
         tracing::debug!(iteration = n, ?passed, "files left out of the snapshot");
     }
-    // What the scripts import, the runner's and any Python the guest left (an ensemble's members,
-    // an agent's helper modules): read only to name imports, never run.
-    let guest_python: Vec<String> = tree
-        .paths()
+    // What the scripts import, the runner's and any Python the guest left (an agent's helper
+    // modules) or the members hold: read only to name imports, never run.
+    let mut guest_python: Vec<String> = tree
+        .guest_paths()
         .filter(|p| p.ends_with(".py"))
         .filter_map(|p| guest.read(p, 1 << 20).ok())
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .collect();
+    for k in members {
+        let tag = tag_name(k);
+        for (path, oid) in workspace.blobs_under(workspace.resolve(&tag)?, &MEMBER_FILES)? {
+            if path.ends_with(".py") {
+                guest_python.push(String::from_utf8_lossy(&workspace.blob(oid)?).into_owned());
+            }
+            tree.insert(format!("{MEMBERS}/{tag}/{path}"), Source::Stored(oid));
+        }
+    }
     let requirements = crate::requirements::requirements_txt(
         &shared.sandbox_info,
         finished

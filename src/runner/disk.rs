@@ -1,9 +1,9 @@
 //! Room on the run directory's filesystem. Every iteration leaves its files in the run
-//! directory and a copy of them in the run's git repository (forests of tens of megabytes each,
-//! and an ensemble's copies of its members), so an unattended run on a small disk would fill it,
-//! and the commit that then fails would end the run with no final model. The loop stops
-//! starting iterations instead while there is still room for those in flight and for the final
-//! model, and the run ends as it does when the budget is spent.
+//! directory and a copy of them in the run's git repository (forests of tens of megabytes each;
+//! an ensemble's copies of its members only until it is committed), so an unattended run on a
+//! small disk would fill it, and the commit that then fails would end the run with no final
+//! model. The loop stops starting iterations instead while there is still room for those in
+//! flight and for the final model, and the run ends as it does when the budget is spent.
 
 use std::path::{Path, PathBuf};
 

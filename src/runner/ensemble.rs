@@ -29,6 +29,12 @@ pub(super) fn member_iterations(hyperparameters: &[Hyperparameter]) -> Vec<u32> 
     hyperparameters.iter().filter_map(|h| h.name.strip_prefix("iter-").and_then(|n| n.parse().ok())).collect()
 }
 
+/// Where an ensemble's snapshot holds its members, one directory each (`members/iter-N`).
+pub(super) const MEMBERS: &str = "members";
+
+/// What an ensemble holds of each member: what retrains it and what predicts with it.
+pub(super) const MEMBER_FILES: [&str; 3] = ["train.py", "inference.py", "model"];
+
 /// Additions the greedy selection makes (AutoGluon uses 25 to 100).
 const ROUNDS: usize = 25;
 
@@ -180,12 +186,8 @@ pub(super) async fn run(
     // The members as they were committed: scripts and trained models.
     let workspace = Workspace::open_or_init(&shared.dir.workspace())?;
     for (k, _) in &blend.weights {
-        let to = work.join("members").join(tag_name(*k));
-        workspace.materialize_only(
-            workspace.resolve(&tag_name(*k))?,
-            &to,
-            &["train.py", "inference.py", "model"],
-        )?;
+        let to = work.join(MEMBERS).join(tag_name(*k));
+        workspace.materialize_only(workspace.resolve(&tag_name(*k))?, &to, &MEMBER_FILES)?;
     }
     fs_err::create_dir_all(work.join("model"))?;
     fs_err::write(work.join("model").join("ensemble.json"), serde_json::to_string_pretty(&spec)?)?;

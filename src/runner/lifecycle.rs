@@ -492,6 +492,17 @@ impl Runner {
             // runner's time), though not the wait for earlier iterations to be committed first.
             finished.record.seconds += committing.elapsed().as_secs_f64();
             self.disk.observe(&self.dir.iteration(finished.n));
+            if finished.record.operation == Operation::Ensemble {
+                // The copies of the members its blend ran on: committed in its snapshot and in
+                // the members' own, and nothing reads them again (a forest can be hundreds of
+                // megabytes, and an overnight run makes an ensemble every few iterations).
+                let members = self.dir.work(finished.n).join(super::ensemble::MEMBERS);
+                if let Err(e) = fs_err::remove_dir_all(&members)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!("removing the copies of an ensemble's members: {e}");
+                }
+            }
         }
         let record = &finished.record;
         if !best
