@@ -3,9 +3,9 @@
 //! each iteration is and is told comes from `next`.
 //!
 //! The dispatcher alone changes the run's state, commits, and moves `best`. Up to `jobs`
-//! iterations run at once; iteration `n` starts only when the iterations it may know of are
-//! committed, and it is told exactly those, so the same seed gives the same run whatever order
-//! iterations finish in. The first `split_iterations` iterations, which may change the split,
+//! iterations run at once; iteration `n` starts only when the iterations it may know of (see
+//! `Runner::lag`) are committed, and it is told exactly those, so the same seed gives the same
+//! run whatever order iterations finish in. The first `split_iterations` iterations, which may change the split,
 //! run one at a time.
 
 use std::collections::BTreeMap;
@@ -360,7 +360,7 @@ impl Runner {
                     break;
                 }
                 let known = self.known(next);
-                if (self.state.records.len() as u32) < known {
+                if (self.state.records.len() as u32) < known || tasks.len() >= config.jobs.max(1) as usize {
                     break;
                 }
                 if let Some(why) = self.disk.short(tasks.len() + waiting.len()) {

@@ -9,13 +9,18 @@ use crate::search::{Decision, Node, Operation, Situation};
 use crate::steps::{IterationBrief, ParentBrief, PendingBrief, Planned, StepContext, TaskBrief};
 
 impl Runner {
-    /// How many iterations iteration `n` may know of: all before it when one runs at a time;
-    /// with `jobs` at once, those up to `n - jobs` (committed before it can start), and always
-    /// every iteration that could change the split.
+    /// How many iterations iteration `n` may know of: those up to `n - lag` (committed before it
+    /// can start; see [`crate::search::lag`]), and always every iteration that could change the
+    /// split.
     pub(super) fn known(&self, n: u32) -> u32 {
         let config = &self.shared.inputs.config.loop_;
-        let jobs = config.jobs.max(1);
-        n.saturating_sub(jobs).max(config.split_iterations.min(n - 1))
+        let lag = crate::search::lag(n, config.jobs, self.drafts());
+        n.saturating_sub(lag).max(config.split_iterations.min(n - 1))
+    }
+
+    /// Drafts to make before improving anything.
+    fn drafts(&self) -> u32 {
+        self.shared.inputs.config.search.drafts.unwrap_or_else(|| self.default_drafts())
     }
 
     /// The search's decision for iteration `n`, from the first `known` iterations (or the one
@@ -46,7 +51,7 @@ impl Runner {
             higher_is_better: metric.higher_is_better(),
             time_left: shared.budget.loop_left(),
             seed: config.loop_.seed,
-            drafts: config.search.drafts.unwrap_or_else(|| self.default_drafts()),
+            drafts: self.drafts(),
             ensemble_every: config.search.ensemble_every,
             jobs: config.loop_.jobs,
             perfect: !metric.has_tiebreak()
@@ -59,7 +64,7 @@ impl Runner {
             && decision.operation != Operation::Ensemble
             && config.search.ensemble_every > 0
             && !situation.perfect
-            && crate::search::new_to_ensembles(&nodes, situation.jobs).1 >= 2
+            && crate::search::new_to_ensembles(&nodes, situation.jobs, situation.drafts).1 >= 2
         {
             decision =
                 Decision::new(Operation::Ensemble, None, "the last iteration: an ensemble of what scored");
@@ -106,10 +111,11 @@ impl Runner {
     }
 
     /// Drafts before improving: the built-in agent drafts each family of its portfolio once; an
-    /// LLM five times.
+    /// LLM five times. By the agent the run was made with, so that a replay (whose agent reads
+    /// the transcript) tells each iteration of the same ones (see [`crate::search::lag`]).
     pub(super) fn default_drafts(&self) -> u32 {
         let shared = &self.shared;
-        if shared.agent.backend_name() == "builtin" {
+        if shared.inputs.config.agent.backend == crate::config::BackendKind::Builtin {
             crate::builtin::drafts(
                 shared.inputs.target.kind == crate::task::TaskKind::Regression,
                 &shared.inputs.profile,

@@ -57,7 +57,7 @@ impl Policy for Greedy {
         let typical = median(scored.iter().map(|n| n.seconds));
         let time_short =
             matches!((s.time_left, typical), (Some(left), Some(t)) if left.as_secs_f64() < 3.0 * t);
-        let (last_ensemble, new_since) = new_to_ensembles(nodes, s.jobs);
+        let (last_ensemble, new_since) = new_to_ensembles(nodes, s.jobs, s.drafts);
         let ensembles = s.ensemble_every > 0 && !s.perfect;
         // An ensemble runs its members' inference: about that of the few best models (it
         // seldom takes more), and a margin for checking them out.

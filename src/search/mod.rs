@@ -13,4 +13,4 @@ mod tree;
 
 pub use ensemble::{Blend, Candidate, blend_score, select};
 pub use greedy::Greedy;
-pub use tree::{Decision, Node, Operation, Policy, Situation, debug_depth, new_to_ensembles, render};
+pub use tree::{Decision, Node, Operation, Policy, Situation, debug_depth, lag, new_to_ensembles, render};

@@ -109,12 +109,23 @@ pub fn debug_depth(nodes: &[Node], node: &Node) -> u32 {
     depth
 }
 
+/// How far back what `iteration` is told of ends, with `jobs` at once and `drafts` drafts: it
+/// knows the iterations up to `iteration - lag`. One at a time, 1 (all before it). The drafts
+/// know all but the `jobs - 1` others in flight: their choices rest on how long the first
+/// ones took. After them, `2 × jobs - 1`: as many again may finish while an older one still
+/// runs, so a long one (a forest, an ensemble) does not hold the other cores idle until it
+/// ends.
+pub fn lag(iteration: u32, jobs: u32, drafts: u32) -> u32 {
+    let jobs = jobs.max(1);
+    if iteration <= drafts { jobs } else { 2 * jobs - 1 }
+}
+
 /// The last ensemble in `nodes` (one still running included), and how many scored single
-/// models it could not take: those after it, and those still running when it started (with
-/// `jobs` at once, an iteration knows only the ones `jobs` before it).
-pub fn new_to_ensembles(nodes: &[Node], jobs: u32) -> (Option<u32>, usize) {
+/// models it could not take: those after it, and those still running when it started (see
+/// [`lag`]).
+pub fn new_to_ensembles(nodes: &[Node], jobs: u32, drafts: u32) -> (Option<u32>, usize) {
     let last = nodes.iter().filter(|n| n.operation == Operation::Ensemble).map(|n| n.iteration).max();
-    let known_to_it = last.map_or(0, |e| e.saturating_sub(jobs.max(1)));
+    let known_to_it = last.map_or(0, |e| e.saturating_sub(lag(e, jobs, drafts)));
     let new = nodes
         .iter()
         .filter(|n| n.score.is_some() && n.operation != Operation::Ensemble && n.iteration > known_to_it)
