@@ -389,30 +389,11 @@ impl Workspace {
 
     /// The `(path, blob)` of every file of `commit` under the top-level entries `names`.
     pub fn blobs_under(&self, commit: Oid, names: &[&str]) -> Result<Vec<(String, Oid)>, SnapshotError> {
-        let c = self.repo.find_commit(commit).map_err(self.err("reading a commit"))?;
-        let tree = c.tree().map_err(self.err("reading a tree"))?;
-        let mut blobs = Vec::new();
-        tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
-            let top = if root.is_empty() {
-                entry.name().unwrap_or_default()
-            } else {
-                root.split('/').next().unwrap_or_default()
-            };
-            if !names.contains(&top) {
-                return git2::TreeWalkResult::Skip;
-            }
-            if entry.kind() == Some(git2::ObjectType::Blob) {
-                blobs.push((format!("{root}{}", entry.name().unwrap_or_default()), entry.id()));
-            }
-            git2::TreeWalkResult::Ok
-        })
-        .map_err(self.err("walking a tree"))?;
-        Ok(blobs)
-    }
-
-    /// The bytes of a blob.
-    pub fn blob(&self, oid: Oid) -> Result<Vec<u8>, SnapshotError> {
-        Ok(self.repo.find_blob(oid).map_err(self.err("reading a file"))?.content().to_vec())
+        let under = |path: &str| names.contains(&path.split('/').next().unwrap_or_default());
+        let files = self.files(commit)?.into_iter().filter(|(path, _)| under(path));
+        files
+            .map(|(path, id)| Ok((path, Oid::from_str(&id).map_err(self.err("reading a blob id"))?)))
+            .collect()
     }
 
     /// Every `(repository path, blob id)` of a commit, sorted.

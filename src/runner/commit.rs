@@ -93,9 +93,12 @@ pub(super) fn commit(
         .collect();
     for k in members {
         let tag = tag_name(k);
-        for (path, oid) in workspace.blobs_under(workspace.resolve(&tag)?, &MEMBER_FILES)? {
-            if path.ends_with(".py") {
-                guest_python.push(String::from_utf8_lossy(&workspace.blob(oid)?).into_owned());
+        let commit = workspace.resolve(&tag)?;
+        for (path, oid) in workspace.blobs_under(commit, &MEMBER_FILES)? {
+            if path.ends_with(".py")
+                && let Some(bytes) = workspace.file(&commit.to_string(), &path)?
+            {
+                guest_python.push(String::from_utf8_lossy(&bytes).into_owned());
             }
             tree.insert(format!("{MEMBERS}/{tag}/{path}"), Source::Stored(oid));
         }

@@ -4,9 +4,9 @@
 //!
 //! The dispatcher alone changes the run's state, commits, and moves `best`. Up to `jobs`
 //! iterations run at once; iteration `n` starts only when the iterations it may know of (see
-//! `Runner::lag`) are committed, and it is told exactly those, so the same seed gives the same
-//! run whatever order iterations finish in. The first `split_iterations` iterations, which may change the split,
-//! run one at a time.
+//! `search::lag`) are committed, and it is told exactly those, so the same seed gives the same
+//! run whatever order iterations finish in. The first `split_iterations` iterations, which may
+//! change the split, run one at a time.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
