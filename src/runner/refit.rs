@@ -18,6 +18,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ask::Accumulator;
+use super::ensemble::MEMBERS;
 use super::iteration::{Finished, Iteration, Place, trained};
 use super::shared::Shared;
 use crate::guest_fs::GuestDir;
@@ -28,7 +29,7 @@ use crate::snapshot::{Workspace, tag_name};
 
 /// What a snapshot's train.py needs besides the data: its scripts, an ensemble's members and
 /// selection.
-const TRAINING_FILES: [&str; 4] = ["train.py", "inference.py", "members", "steps"];
+const TRAINING_FILES: [&str; 4] = ["train.py", "inference.py", MEMBERS, "steps"];
 const BAG_TRAIN: &str = include_str!("../../guest/bag_train.py");
 const BAG_INFER: &str = include_str!("../../guest/ensemble_inference.py");
 
@@ -86,7 +87,7 @@ pub(super) async fn run(
             let held_out = crate::folds::held_out(&pool, &shared.inputs.target, k as u32, split.split.seed)?;
             let members: Vec<String> = (1..=held_out.len()).map(|f| format!("fold-{f}")).collect();
             for name in &members {
-                workspace.materialize_only(commit, &work.join("members").join(name), &TRAINING_FILES)?;
+                workspace.materialize_only(commit, &work.join(MEMBERS).join(name), &TRAINING_FILES)?;
             }
             let target = &shared.inputs.target;
             let spec = serde_json::json!({
@@ -216,9 +217,9 @@ fn kept_models(shared: &Shared, best: &IterationRecord, folds: usize) -> Option<
         for &k in &iterations {
             let from = super::cv::kept_model(&shared.dir.iteration(k), f);
             let to = if best.operation == Operation::Ensemble {
-                format!("members/fold-{f}/members/{}/model", tag_name(k))
+                format!("{MEMBERS}/fold-{f}/{MEMBERS}/{}/model", tag_name(k))
             } else {
-                format!("members/fold-{f}/model")
+                format!("{MEMBERS}/fold-{f}/model")
             };
             kept.push((to, from));
         }
@@ -250,7 +251,7 @@ fn assemble(work: &Path, kept: &[(String, PathBuf)], members: &[String], spec: &
         }
     }
     for member in members {
-        let dir = work.join("members").join(member);
+        let dir = work.join(MEMBERS).join(member);
         let selection = dir.join("steps").join("ensemble.json");
         if selection.is_file() {
             fs_err::create_dir_all(dir.join("model"))?;
