@@ -1,4 +1,5 @@
 mod portfolio;
+mod ranges;
 mod scripts;
 mod strategy;
 mod timing;

@@ -340,6 +340,19 @@ fn improve(
             }
         }
     }
+    // A setting at an end of its grid that the data may want past it: the next value there.
+    for (name, value) in super::ranges::past_the_ends(parent, timing.shape.rows) {
+        let mut c = parent.clone();
+        c.why = format!(
+            "take {}'s {name} past the end of the range tried ({} to {value})",
+            family.name,
+            parent.param(name).unwrap_or_default()
+        );
+        c.set(name, &value);
+        if fresh(&c) && timing.fits(&c) {
+            return Some(c);
+        }
+    }
     for attempt in 0..60 {
         let mut c = parent.clone();
         c.why = format!("improve iteration's {} by changing its settings", family.name);
@@ -662,6 +675,26 @@ pub(crate) mod tests {
         keys.sort();
         keys.dedup();
         assert_eq!(keys.len(), total, "a configuration ran twice");
+    }
+
+    #[test]
+    fn an_improve_takes_a_setting_at_the_end_of_its_range_past_it() {
+        let entries = portfolio(false, 500);
+        let mut linear = entries.iter().find(|c| c.family.name == "logistic_regression").unwrap().clone();
+        linear.set("C", "100.0");
+        let best = done(1, &linear, Some(0.95));
+        let mut ctx = context(vec![best.clone()]);
+        ctx.operation = Operation::Improve;
+        ctx.parent = Some(parent_of(&best, None));
+        let c = choose(&ctx);
+        assert_eq!((c.family.name, c.param("C")), ("logistic_regression", Some("330.0")), "{c:?}");
+        assert!(c.why.contains("past the end of the range tried (100.0 to 330.0)"), "{}", c.why);
+        // Inside the range, the settings change as before.
+        linear.set("C", "1.0");
+        let inside = done(1, &linear, Some(0.95));
+        ctx.history = vec![inside.clone()];
+        ctx.parent = Some(parent_of(&inside, None));
+        assert!(!choose(&ctx).why.contains("past the end"));
     }
 
     #[test]
