@@ -148,15 +148,14 @@ pub fn choose(context: &StepContext, known: &Knowledge) -> Config {
     );
     let parent = context.parent.as_ref().and_then(|p| config_of(&p.family, &p.hyperparameters));
     let timing = Timing::of(context, known);
+    let columns = Columns::of(context);
     let choice = match (context.operation, &parent) {
         (Operation::Debug, Some(parent)) => {
             let failure = context.parent.as_ref().and_then(|p| p.failure.as_ref());
             let text = failure.map(|f| format!("{}\n{}", f.summary, f.stderr_tail)).unwrap_or_default();
             repair(parent, &text, rows, regression, &fresh)
         }
-        (Operation::Improve, Some(parent)) => {
-            improve(parent, &timing, Columns::of(context), &mut rng, &fresh)
-        }
+        (Operation::Improve, Some(parent)) => improve(parent, &timing, columns, &mut rng, &fresh),
         _ => None,
     };
     if let Some(config) = choice {
@@ -166,7 +165,7 @@ pub fn choose(context: &StepContext, known: &Knowledge) -> Config {
     // portfolio entry that fits the time left, else any untried point. Drafts running alongside
     // took the entries before it.
     let drafted: BTreeSet<(String, String)> = at_full_size(planned_in_flight(context)).collect();
-    let drafts: Vec<Config> = portfolio_for(regression, rows, Columns::of(context))
+    let drafts: Vec<Config> = portfolio_for(regression, rows, columns)
         .into_iter()
         .filter(|c| !known.drafted.contains(&c.key()) && !drafted.contains(&c.key()))
         .map(|c| timing.sized(c))
@@ -186,7 +185,7 @@ pub fn choose(context: &StepContext, known: &Knowledge) -> Config {
         return (*c).clone();
     }
     if let (Operation::Improve, Some(parent)) = (context.operation, &parent)
-        && let Some(c) = improve_another(parent, known, &timing, Columns::of(context), &mut rng, &fresh)
+        && let Some(c) = improve_another(parent, known, &timing, columns, &mut rng, &fresh)
     {
         return c;
     }
@@ -241,7 +240,7 @@ pub fn choose(context: &StepContext, known: &Knowledge) -> Config {
     }
 }
 
-/// When every neighbour of `parent` was tried (a linear model's few settings, on a small table
+/// When no untried neighbour of `parent` fits (a linear model's few settings, on a small table
 /// where it wins, run out after a few dozen iterations), an improve of the best configuration
 /// of another family, best family first: what the search builds on then is the best of what
 /// else did well, not an untried point of whichever family a draw picks (in 5-minute runs on
