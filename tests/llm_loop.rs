@@ -218,3 +218,61 @@ pickle.dump(None, open("model/model.pkl", "wb"))
     assert!(stderr(&output).contains("the run stops"), "{}", stderr(&output));
     assert!(dir.join("report/REPORT.md").is_file());
 }
+
+#[test]
+fn an_improve_may_build_on_another_scored_model_and_is_recorded_as_its_child() {
+    // The plan of an improve first names an iteration that does not exist, then a scored draft
+    // other than the one the search named.
+    fn named(text: &str) -> u32 {
+        let at = text.find(": improve iteration ").unwrap() + ": improve iteration ".len();
+        text[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
+    }
+    let server = Server::start(vec![]);
+    server.set_fallback(Behaviour::Compute(Box::new(|req| {
+        let text = req["messages"].to_string();
+        if step_of(req) != "plan" || !text.contains(": improve iteration ") {
+            return answer(req, PENGUINS_TRAIN, PENGUINS_INFER);
+        }
+        let base = match (text.contains("builds_on names iteration 99"), named(&text)) {
+            (false, _) => 99,
+            (true, 2) => 3,
+            (true, _) => 2,
+        };
+        serde_json::json!({"review": "", "plan": "The same change on another draft.", "builds_on": base})
+            .to_string()
+    })));
+    let runs = tempfile::tempdir().unwrap();
+    let config = "[agent]\nmodel = \"m\"\n[search]\nensemble_every = 0\n";
+    let output = run(&server, runs.path(), config, &["--iterations", "7", "--jobs", "1"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = run_dir_of(&output);
+    let decided: std::collections::BTreeMap<u32, Option<u32>> = journal::read(&dir.join("journal.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::IterationStarted { iteration, parent, .. } => Some((iteration, parent)),
+            _ => None,
+        })
+        .collect();
+    let transcript = loop_runner::agent::read_transcript(&dir.join("transcript.jsonl")).unwrap();
+    let improves: Vec<_> = common::records(&dir)
+        .into_iter()
+        .filter(|r| r.operation == loop_runner::search::Operation::Improve)
+        .collect();
+    assert_eq!(improves.len(), 2, "{improves:?}");
+    for r in improves {
+        let n = r.iteration;
+        let (named, base) = (decided[&n].unwrap(), r.parent.unwrap());
+        assert_eq!(base, if named == 2 { 3 } else { 2 }, "iteration {n} is recorded as a child of its base");
+        assert!(r.succeeded(), "{r:?}");
+        let plans: Vec<_> = transcript.iter().filter(|t| t.iteration == n && t.step == "plan").collect();
+        assert!(
+            plans[0].problems.iter().any(|p| p.contains("builds_on names iteration 99")),
+            "an iteration that is not a scored model is refused: {:?}",
+            plans[0].problems
+        );
+        let train = transcript.iter().find(|t| t.iteration == n && t.step == "train").unwrap();
+        let prompt = &train.request.messages[1].content;
+        assert!(prompt.contains(&format!("Start from iteration {base}'s train.py")), "{prompt}");
+    }
+}

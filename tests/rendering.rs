@@ -70,8 +70,11 @@ fn context() -> StepContext {
         seed: 0,
         clock: None,
     };
-    ctx.current.plan =
-        Some(PlanOutput { review: "HGB works.".into(), plan: "Try logistic regression.".into() });
+    ctx.current.plan = Some(PlanOutput {
+        review: "HGB works.".into(),
+        plan: "Try logistic regression.".into(),
+        builds_on: None,
+    });
     ctx.current.represent = Some(RepresentOutput {
         description: "scaled numbers, one-hot categories".into(),
         numeric: steps::NumericTreatment::Standardize,

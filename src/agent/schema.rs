@@ -47,7 +47,13 @@ fn normalize(value: &mut Value, defs: &Value) {
     for key in ["$schema", "title"] {
         map.remove(key);
     }
-    if matches!(map.get("type").and_then(Value::as_str), Some("number" | "integer")) {
+    let numeric = |t: &Value| matches!(t.as_str(), Some("number" | "integer"));
+    let is_numeric = match map.get("type") {
+        Some(Value::Array(types)) => types.iter().any(numeric),
+        Some(t) => numeric(t),
+        None => false,
+    };
+    if is_numeric {
         // Strict mode refuses numeric `format`s; the range they imply is said with bounds, so a
         // constrained decoder cannot produce a number the answer's type cannot hold.
         let bounds: Option<(i64, i64)> = match map.remove("format").as_ref().and_then(Value::as_str) {
@@ -370,6 +376,7 @@ mod tests {
     #[derive(Serialize, Deserialize, JsonSchema)]
     struct Loose {
         a: Option<String>,
+        b: Option<u32>,
     }
 
     fn validator() -> jsonschema::Validator {
@@ -387,8 +394,13 @@ mod tests {
         assert!(schema.get("$schema").is_none() && schema.get("title").is_none());
         assert_eq!(strict_problems(&schema), Vec::<String>::new());
         let loose = schema_of::<Loose>();
-        assert_eq!(loose["required"], json!(["a"]));
+        assert_eq!(loose["required"], json!(["a", "b"]));
         assert_eq!(loose["properties"]["a"]["type"], json!(["string", "null"]));
+        // A nullable number loses its `format` too, its range said with bounds.
+        let b = &loose["properties"]["b"];
+        assert_eq!(b["type"], json!(["integer", "null"]));
+        assert!(b.get("format").is_none(), "{b}");
+        assert_eq!((&b["minimum"], &b["maximum"]), (&json!(0), &json!(4_294_967_295u64)));
         assert_eq!(strict_problems(&loose), Vec::<String>::new());
     }
 

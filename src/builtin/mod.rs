@@ -190,7 +190,9 @@ fn plan(context: &StepContext, known: &Knowledge, config: &Config) -> PlanOutput
         ),
     };
     let what = match (context.operation, &context.parent) {
-        (Operation::Improve, Some(p)) => format!("Improve iteration {}: {}", p.iteration, config.why),
+        (Operation::Improve, Some(p)) => {
+            format!("Improve iteration {}: {}", config.base.unwrap_or(p.iteration), config.why)
+        }
         (Operation::Debug, Some(p)) => format!("Debug iteration {}: {}", p.iteration, config.why),
         _ => format!("Draft: {}", config.why),
     };
@@ -201,6 +203,7 @@ fn plan(context: &StepContext, known: &Knowledge, config: &Config) -> PlanOutput
             config.family_name(),
             render_params(&config.hyperparameters())
         ),
+        builds_on: config.base,
     }
 }
 

@@ -175,6 +175,8 @@ pub struct Config {
     pub prep: Prep,
     /// Why it was chosen (for the plan and the notes).
     pub why: String,
+    /// The iteration an improve changes when it is not the operation's parent.
+    pub base: Option<u32>,
 }
 
 impl Config {
@@ -184,7 +186,7 @@ impl Config {
         prep: Prep,
         why: impl Into<String>,
     ) -> Self {
-        Self { family, params, prep, why: why.into() }
+        Self { family, params, prep, why: why.into(), base: None }
     }
 
     pub fn family_name(&self) -> &'static str {

@@ -143,9 +143,7 @@ pub fn choose(context: &StepContext, known: &Knowledge) -> Config {
         let key = c.key();
         !known.tried.contains(&key) && !in_flight.contains(&key)
     };
-    let mut rng = fastrand::Rng::with_seed(
-        context.seed ^ u64::from(context.iteration).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-    );
+    let mut rng = draws(context, 0);
     let parent = context.parent.as_ref().and_then(|p| config_of(&p.family, &p.hyperparameters));
     let timing = Timing::of(context, known);
     let columns = Columns::of(context);
@@ -155,7 +153,10 @@ pub fn choose(context: &StepContext, known: &Knowledge) -> Config {
             let text = failure.map(|f| format!("{}\n{}", f.summary, f.stderr_tail)).unwrap_or_default();
             repair(parent, &text, rows, regression, &fresh)
         }
-        (Operation::Improve, Some(parent)) => improve(parent, &timing, columns, &mut rng, &fresh),
+        (Operation::Improve, Some(parent)) => {
+            let base = context.parent.as_ref().map_or(0, |p| p.iteration);
+            improve(parent, &timing, columns, &mut draws(context, base), &fresh)
+        }
         _ => None,
     };
     if let Some(config) = choice {
@@ -185,7 +186,7 @@ pub fn choose(context: &StepContext, known: &Knowledge) -> Config {
         return (*c).clone();
     }
     if let (Operation::Improve, Some(parent)) = (context.operation, &parent)
-        && let Some(c) = improve_another(parent, known, &timing, columns, &mut rng, &fresh)
+        && let Some(c) = improve_another(parent, context, known, &timing, columns, &fresh)
     {
         return c;
     }
@@ -247,23 +248,39 @@ pub fn choose(context: &StepContext, known: &Knowledge) -> Config {
 /// three small tables such points took a third to two thirds of the iterations' time, on
 /// families that had done worst as often as not, their portfolio settings such as a network's
 /// early stopping lost: one ran 66 s where its family's drafts took 3 s).
+///
+/// The plan names that configuration's iteration as the base ([`Config::base`]), so the runner
+/// records the improve as its child and the later steps are asked with it as the parent; its
+/// draws are the same either way ([`draws`]).
 fn improve_another(
     parent: &Config,
+    context: &StepContext,
     known: &Knowledge,
     timing: &Timing,
     columns: Columns,
-    rng: &mut fastrand::Rng,
     fresh: &dyn Fn(&Config) -> bool,
 ) -> Option<Config> {
     known.best_per_family.iter().find_map(|best| {
         let other = config_of(&best.family, &best.hyperparameters).filter(|c| c.key() != parent.key())?;
-        let mut c = improve(&other, timing, columns, rng, fresh)?;
+        let mut c = improve(&other, timing, columns, &mut draws(context, best.iteration), fresh)?;
         c.why = format!(
             "no untried neighbour of its {} settings fits the time left, so build on the best {} (iteration {}): {}",
             parent.family.name, other.family.name, best.iteration, c.why
         );
+        c.base = Some(best.iteration);
         Some(c)
     })
+}
+
+/// The random draws of iteration `context`'s improve of iteration `base` (0: its other draws).
+/// Seeded by both, so an improve of another family's model chosen at the plan draws the same
+/// settings in the steps that follow, where that model is the parent.
+fn draws(context: &StepContext, base: u32) -> fastrand::Rng {
+    fastrand::Rng::with_seed(
+        context.seed
+            ^ u64::from(context.iteration).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ u64::from(base).wrapping_mul(0xc2b2_ae3d_27d4_eb4f),
+    )
 }
 
 /// The first untried point of the families' spaces, cheapest family first, in the order of
@@ -730,6 +747,14 @@ pub(crate) mod tests {
                     _ => panic!("iteration {i} left the best lines: {c:?}"),
                 };
                 assert!(c.why.contains(&format!("(iteration {from})")), "{}", c.why);
+                let plan = super::super::plan(&ctx, &Knowledge::of_context(&ctx), &c);
+                assert_eq!(plan.builds_on, Some(from), "the plan names the iteration built on");
+                // The steps after the plan, asked with that iteration as the parent, train
+                // the same configuration.
+                let base = history.iter().find(|h| h.iteration == from).unwrap();
+                ctx.parent = Some(parent_of(base, None));
+                let after = choose(&ctx);
+                assert_eq!((after.key(), after.base), (c.key(), None), "iteration {i}");
                 if from == 3 {
                     assert_eq!(c.param("early_stopping"), Some("True"), "iteration {i}: {c:?}");
                 }

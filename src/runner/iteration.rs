@@ -156,7 +156,7 @@ pub(super) async fn run(shared: Arc<Shared>, job: Job) -> anyhow::Result<Finishe
     let infer_seconds = done.as_ref().map(|d| d.infer_seconds);
     let record = IterationRecord {
         iteration: n,
-        parent: job.decision.parent,
+        parent: ctx.current.plan.as_ref().and_then(|p| p.builds_on).or(job.decision.parent),
         operation: job.decision.operation,
         status,
         family,
@@ -212,7 +212,24 @@ impl Iteration<'_> {
         let shared = self.shared;
         let steps_dir = self.steps_dir();
         let operation = ctx.operation;
-        let plan: PlanOutput = ask(shared, Step::Plan, ctx, &|_| vec![], &steps_dir, acc).await?;
+        let bases: Vec<u32> = ctx
+            .history
+            .iter()
+            .filter(|h| h.status == "succeeded" && h.score.is_some())
+            .filter(|h| !matches!(h.operation, Operation::Ensemble | Operation::Refit))
+            .map(|h| h.iteration)
+            .collect();
+        let parent = ctx.parent.as_ref().map(|p| p.iteration);
+        let rule = move |a: &PlanOutput| rules::plan(a, operation, parent, &bases);
+        let plan: PlanOutput = ask(shared, Step::Plan, ctx, &rule, &steps_dir, acc).await?;
+        // An improve that builds on another model than the one named is shown that one's code
+        // from here on, and recorded as its child.
+        if let Some(base) = plan.builds_on
+            && ctx.parent.as_ref().is_none_or(|p| p.iteration != base)
+            && let Some(brief) = ctx.history.iter().find(|h| h.iteration == base)
+        {
+            ctx.parent = Some(super::next::parent_brief(brief, &shared.dir));
+        }
         ctx.current.plan = Some(plan);
         if operation == Operation::Draft {
             self.explore(ctx, acc).await?;

@@ -5,6 +5,7 @@
 use super::lifecycle::Runner;
 use crate::journal::IterationRecord;
 use crate::metric::{Metric, Standing};
+use crate::run_dir::RunDir;
 use crate::search::{Decision, Node, Operation, Situation};
 use crate::steps::{IterationBrief, ParentBrief, PendingBrief, Planned, StepContext, TaskBrief};
 
@@ -152,31 +153,10 @@ impl Runner {
             .collect()
     }
 
-    /// What an improve or debug operation is shown of its parent: the runner's own records of
-    /// it (its answers, its scripts as run, how it failed).
+    /// What an improve or debug operation is shown of `parent` ([`parent_brief`]).
     pub(super) fn parent_brief(&self, parent: u32) -> Option<ParentBrief> {
         let record = self.state.records.get(parent as usize - 1)?;
-        let steps = self.dir.iteration(parent).join("steps");
-        fn load<T: serde::de::DeserializeOwned>(path: std::path::PathBuf) -> Option<T> {
-            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-        }
-        let analysis: Option<crate::steps::AnalyzeOutput> = load(steps.join("analyze.json"));
-        let infer: Option<crate::steps::ScriptOutput> = load(steps.join("infer.json"));
-        Some(ParentBrief {
-            iteration: parent,
-            operation: record.operation,
-            status: record.status.clone(),
-            family: record.family.clone(),
-            hyperparameters: record.hyperparameters.clone(),
-            representation: record.representation.clone(),
-            architecture: load(steps.join("architecture.json")),
-            score: record.validation_score,
-            train: load(steps.join("train.json")),
-            inference_script: infer.map(|i| i.script).unwrap_or_default(),
-            observations: analysis.as_ref().map(|a| a.observations.clone()).unwrap_or_default(),
-            next_ideas: analysis.map(|a| a.next_ideas).unwrap_or_default(),
-            failure: load(steps.join("failure.json")),
-        })
+        Some(parent_brief(&brief(record), &self.dir))
     }
 
     /// The context iteration `n` is asked with: the first `known` iterations, no later ones.
@@ -256,6 +236,33 @@ pub(super) fn node(r: &IterationRecord, split: u32) -> Node {
         failed: r.status.starts_with("failed") && r.operation != Operation::Refit,
         seconds: r.script_seconds,
         infer_seconds: r.infer_seconds.unwrap_or(0.0),
+    }
+}
+
+/// What an improve or debug operation is shown of iteration `parent` (as its history has it):
+/// the runner's own records of it (its answers, its scripts as run, how it failed). An improve
+/// whose plan builds on another model than its parent is shown that one's.
+pub(super) fn parent_brief(parent: &IterationBrief, dir: &RunDir) -> ParentBrief {
+    let steps = dir.iteration(parent.iteration).join("steps");
+    fn load<T: serde::de::DeserializeOwned>(path: std::path::PathBuf) -> Option<T> {
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    }
+    let analysis: Option<crate::steps::AnalyzeOutput> = load(steps.join("analyze.json"));
+    let infer: Option<crate::steps::ScriptOutput> = load(steps.join("infer.json"));
+    ParentBrief {
+        iteration: parent.iteration,
+        operation: parent.operation,
+        status: parent.status.clone(),
+        family: parent.family.clone(),
+        hyperparameters: parent.hyperparameters.clone(),
+        representation: parent.representation.clone(),
+        architecture: load(steps.join("architecture.json")),
+        score: parent.score,
+        train: load(steps.join("train.json")),
+        inference_script: infer.map(|i| i.script).unwrap_or_default(),
+        observations: analysis.as_ref().map(|a| a.observations.clone()).unwrap_or_default(),
+        next_ideas: analysis.map(|a| a.next_ideas).unwrap_or_default(),
+        failure: load(steps.join("failure.json")),
     }
 }
 

@@ -316,7 +316,7 @@ mod tests {
         ctx.cv_folds = Some(5);
         let mut json = ContextJson::default();
         assert_eq!(*json.of(&mut ctx).0, ctx.to_value());
-        ctx.current.plan = Some(PlanOutput { review: "r".into(), plan: "p".into() });
+        ctx.current.plan = Some(PlanOutput { review: "r".into(), plan: "p".into(), builds_on: None });
         ctx.cv_folds = None;
         ctx.clock = Some(Clock { time_left_seconds: Some(3.0), runtimes: vec![(1, 0.5)] });
         let (held, text) = json.of(&mut ctx);

@@ -13,6 +13,9 @@ pub struct PlanOutput {
     pub review: String,
     /// What this iteration will try and why.
     pub plan: String,
+    /// In an improve: the iteration whose code this one changes when it is not the one named
+    /// (another scored model shown above is the better base); null otherwise.
+    pub builds_on: Option<u32>,
 }
 
 /// Data exploration: notes, and optionally a script to run on the training data.

@@ -1,11 +1,32 @@
 //! Semantic checks on answers, beyond their schema. A failed check is quoted back to the agent.
 
 use super::outputs::{
-    ArchitectureOutput, ExploreOutput, RepresentOutput, ScriptOutput, SplitOutput, TrainOutput,
+    ArchitectureOutput, ExploreOutput, PlanOutput, RepresentOutput, ScriptOutput, SplitOutput, TrainOutput,
 };
+use crate::search::Operation;
 
 /// Largest script accepted (an agent pasting data into code is a mistake).
 const MAX_SCRIPT_BYTES: usize = 200_000;
+
+/// A plan may name another base than its `parent` only in an improve, and only a scored model
+/// it was shown (`bases`): the iteration is recorded as that one's child and shown its code.
+pub fn plan(answer: &PlanOutput, operation: Operation, parent: Option<u32>, bases: &[u32]) -> Vec<String> {
+    let Some(base) = answer.builds_on.filter(|b| Some(*b) != parent) else { return Vec::new() };
+    if operation != Operation::Improve {
+        return vec![format!(
+            "builds_on is for an improve, and this iteration is a {}: give null",
+            operation.name()
+        )];
+    }
+    if bases.contains(&base) {
+        return Vec::new();
+    }
+    let shown: Vec<String> = bases.iter().rev().take(20).map(u32::to_string).collect();
+    vec![format!(
+        "builds_on names iteration {base}, which is not a scored model shown above: give null (the iteration named) or one of {}",
+        if shown.is_empty() { "none".to_string() } else { shown.join(", ") }
+    )]
+}
 
 pub fn explore(answer: &ExploreOutput) -> Vec<String> {
     script_size(&answer.script)
@@ -116,5 +137,19 @@ mod tests {
         assert!(split(&s(0.2)).is_empty());
         assert!(!split(&s(0.01)).is_empty());
         assert!(!split(&s(0.9)).is_empty());
+    }
+
+    #[test]
+    fn a_plan_builds_on_another_model_only_in_an_improve_and_only_on_one_it_was_shown() {
+        let p = |builds_on| PlanOutput { review: String::new(), plan: "p".into(), builds_on };
+        assert!(plan(&p(None), Operation::Draft, None, &[]).is_empty());
+        assert!(plan(&p(Some(3)), Operation::Improve, Some(1), &[1, 3]).is_empty());
+        let unknown = plan(&p(Some(4)), Operation::Improve, Some(1), &[1, 3]);
+        assert!(unknown[0].contains("iteration 4") && unknown[0].contains("3, 1"), "{unknown:?}");
+        let draft = plan(&p(Some(3)), Operation::Draft, None, &[1, 3]);
+        assert!(draft[0].contains("a draft"), "{draft:?}");
+        assert!(!plan(&p(Some(3)), Operation::Debug, Some(2), &[1, 3]).is_empty());
+        // Naming the parent it was given is saying nothing new.
+        assert!(plan(&p(Some(2)), Operation::Debug, Some(2), &[1, 3]).is_empty());
     }
 }

@@ -85,7 +85,7 @@ pub fn step_of(request: &Value) -> &'static str {
 /// A valid answer for each step, with the given scripts.
 pub fn answer(request: &Value, train: &str, infer: &str) -> String {
     let value = match step_of(request) {
-        "plan" => json!({"review": "", "plan": "Fit a regularized linear model."}),
+        "plan" => json!({"review": "", "plan": "Fit a regularized linear model.", "builds_on": null}),
         "explore" => json!({"notes": "The profile is enough.", "script": ""}),
         "split" => {
             json!({"validation_fraction": 0.2, "stratify": true, "seed": 0, "rationale": "a fifth"})
