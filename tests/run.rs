@@ -507,6 +507,44 @@ fn a_support_vector_machine_on_two_classes_is_calibrated_on_three_folds() {
     assert!(header.contains("proba_yes") && header.contains("proba_no"), "{header}");
 }
 
+#[test]
+fn early_stopped_boosting_is_trained_again_on_every_row_for_the_rounds_it_ran() {
+    let (data, task) = untidy_task(false, "metric = \"roc_auc\"\npositive = \"yes\"\n");
+    // Drafts only: the fourth and fifth on two classes are the early-stopped boosting settings.
+    let config = data.path().join("config.toml");
+    std::fs::write(&config, "[search]\ndrafts = 5\nensemble_every = 0\n").unwrap();
+    let (dir, _runs) = holdout_run(&task, &["--iterations", "5", "--config", config.to_str().unwrap()]);
+    let records = common::records(&dir);
+    let stopping: Vec<_> = records
+        .iter()
+        .filter(|r| r.hyperparameters.iter().any(|h| h.name == "early_stopping" && h.value == "True"))
+        .collect();
+    assert_eq!(stopping.len(), 2, "{:?}", records.iter().map(|r| &r.hyperparameters).collect::<Vec<_>>());
+    for r in stopping {
+        assert_eq!(r.status, "succeeded");
+        let logs = dir.join(format!("iterations/iter-{:04}/logs", r.iteration));
+        let train = std::fs::read_dir(&logs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with("-train.json"))
+            .unwrap();
+        let log: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&train).unwrap()).unwrap();
+        let out = log["stdout_tail"].as_str().unwrap();
+        let rows = out
+            .lines()
+            .find_map(|l| l.strip_prefix("trained hist_gradient_boosting on "))
+            .and_then(|l| l.split(' ').next())
+            .unwrap_or_else(|| panic!("{out}"));
+        let rounds = out
+            .lines()
+            .find_map(|l| l.strip_prefix("early stopping ran "))
+            .and_then(|l| l.strip_suffix(&format!(" rounds; trained again on all {rows} rows for as many")))
+            .unwrap_or_else(|| panic!("not trained again on all {rows} rows: {out}"));
+        let max_iter = r.hyperparameters.iter().find(|h| h.name == "max_iter").unwrap().value.parse::<u32>();
+        assert!(rounds.parse::<u32>().unwrap() <= max_iter.unwrap(), "{out}");
+    }
+}
+
 /// Hourly readings whose timestamps carry the offset of their season (`+01:00` in winter,
 /// `+02:00` in summer: pandas refuses such a column as it is), a column with no value at all,
 /// a temperature (with a `?` in every tenth row where `marked`), and a target that follows the

@@ -44,6 +44,9 @@ pub(super) const HGB: Family = Family {
     size: Some("max_iter"),
     cost: 1.0,
 };
+/// Up to how many training rows an early-stopped boosting model is trained again on all of them
+/// ([`Config::refits_stopped`]).
+const STOPPED_REFIT_ROWS: usize = 2_000;
 /// Random forests and extra trees share their knobs.
 const FOREST_SPACE: &[(&str, &str, &[&str])] = &[
     ("n_estimators", "300", &["100", "200", "300", "500", "800"]),
@@ -250,6 +253,10 @@ impl Config {
             // It stops when the held-out loss stops improving, long before its last round as a
             // rule.
             scale = scale.min(3.0);
+            if self.refits_stopped(shape) {
+                // A second fit, on every row, for the rounds the first ran.
+                scale *= 2.0;
+            }
         }
         if matches!(self.family.name, "random_forest" | "extra_trees") {
             // Relative to considering every feature at each split.
@@ -297,6 +304,21 @@ impl Config {
         }
         let sampled = self.prep.max_rows.map_or(1.0, |m| (m as f64 / rows.max(1) as f64).min(1.0));
         self.family.cost * scale * sampled
+    }
+
+    /// Whether the model, once early stopping has found its rounds on the tenth of the rows it
+    /// holds out, is trained again on every row for as many (`train.py` does both). Natively
+    /// (5-fold, the two early-stopped boosting settings of the portfolio) the cross-validated
+    /// score improved on tables of up to 1,615 rows (by 2,000 of 78,000 RMSE on 745 rows of house
+    /// prices, 0.2 of 4.7 on 824 of concrete strengths, 0.0013 AUC on 455 of tumours, 0.0034 on
+    /// 1,615 of cell images; 0.002 RMSE worse once, equal on penguins), and on 3,563 rows of loan
+    /// defaults it did not (+0.0009 and -0.0006 AUC), where in a 5-minute run the second fit cost
+    /// a third of the iterations.
+    pub(super) fn refits_stopped(&self, shape: Shape) -> bool {
+        let learned = self.prep.max_rows.map_or(shape.rows, |m| m.min(shape.rows));
+        self.family.name == HGB.name
+            && self.param("early_stopping") == Some("True")
+            && learned <= STOPPED_REFIT_ROWS
     }
 
     pub(super) fn param(&self, name: &str) -> Option<&str> {

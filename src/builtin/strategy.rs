@@ -1183,9 +1183,14 @@ pub(crate) mod tests {
         boost.set("max_iter", "1600");
         boost.set("early_stopping", "True");
         assert_eq!(
-            boost.relative_cost(two_classes(rows, features)),
+            boost.relative_cost(two_classes(3_000, features)),
             3.0,
             "an early-stopped run is not priced at its last round"
+        );
+        assert_eq!(
+            boost.relative_cost(two_classes(rows, features)),
+            6.0,
+            "on fewer rows it is trained a second time on all of them"
         );
 
         // Boosting took 10 s; a forest took 60 s where its cost predicted 30: the next forest is
