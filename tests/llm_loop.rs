@@ -178,10 +178,12 @@ fn a_dead_server_pauses_the_run_and_then_ends_it_cleanly() {
 #[test]
 fn a_run_whose_every_script_fails_stops_and_says_why() {
     // The agent's training script always fails the same way (as a script that trips over the
-    // data does, however often it is asked to fix it).
-    const FAILING: &str = r#"import os, pickle
+    // data does, however often it is asked to fix it), after a while of its own, so that with two
+    // at once a later iteration often ends before an earlier one.
+    const FAILING: &str = r#"import os, pickle, random, time
 import pandas as pd
 df = pd.read_csv("data/train.csv")
+time.sleep(random.random() * 0.4)
 raise ValueError("Mixed timezones detected \x1b[2J in column 'when'")
 os.makedirs("model", exist_ok=True)
 pickle.dump(None, open("model/model.pkl", "wb"))
@@ -201,7 +203,7 @@ pickle.dump(None, open("model/model.pkl", "wb"))
     let dir = run_dir_of(&output);
     let records = common::records(&dir);
     let failed = records.iter().filter(|r| r.status.starts_with("failed")).count();
-    // Two were in flight when the fourth failure was committed: they finish, nothing more starts.
+    // Two were in flight when the fourth failure ended: they finish, nothing more starts.
     assert!((4..=5).contains(&failed) && failed == records.len(), "{records:?}");
     let entries = journal::read(&dir.join("journal.jsonl")).unwrap();
     let reason = entries

@@ -370,6 +370,14 @@ impl Runner {
                     stop = Some(StopReason::DiskFull(why));
                     break;
                 }
+                // Iterations that ended while an earlier one runs are not committed yet, but their
+                // failures would stop the run once it is: nothing more starts on them.
+                let ended = waiting.values().map(|f| &f.record);
+                if !tasks.is_empty()
+                    && super::stuck::may_be_stuck(&self.state.records, ended, config.failures_in_a_row)
+                {
+                    break;
+                }
                 if let Some(why) =
                     super::stuck::stuck(&self.state.records, config.failures_in_a_row, &self.dir.iterations())
                 {

@@ -12,10 +12,10 @@ use crate::steps::Failure;
 /// The iterations that failed since the last one that was scored, and the last of them.
 /// Iterations cut by the budget or skipped, and the runner's own refits, neither count nor
 /// break the streak.
-fn streak(records: &[IterationRecord]) -> (u32, Option<u32>) {
+fn streak<'a>(records: impl DoubleEndedIterator<Item = &'a IterationRecord>) -> (u32, Option<u32>) {
     let mut count = 0;
     let mut last = None;
-    for r in records.iter().rev().filter(|r| r.operation != Operation::Refit) {
+    for r in records.rev().filter(|r| r.operation != Operation::Refit) {
         if r.succeeded() {
             break;
         }
@@ -31,7 +31,7 @@ fn streak(records: &[IterationRecord]) -> (u32, Option<u32>) {
 /// when `limit` is 0 (never). `iterations` is the run's directory of iterations, where the
 /// last failure's record is read for its error line.
 pub fn stuck(records: &[IterationRecord], limit: u32, iterations: &Path) -> Option<String> {
-    let (count, last) = streak(records);
+    let (count, last) = streak(records.iter());
     if limit == 0 || count < limit {
         return None;
     }
@@ -49,6 +49,18 @@ pub fn stuck(records: &[IterationRecord], limit: u32, iterations: &Path) -> Opti
         record.status.lines().next().unwrap_or_default().trim_end_matches(':'),
         dir.join("logs").display(),
     ))
+}
+
+/// Whether the run may be stuck once the iterations in flight are committed: `finished` are
+/// those that ended after an earlier one still running, in order. Their failures count as if
+/// committed (the one still running may yet break the streak), so no further iteration starts
+/// on a streak the run would stop at.
+pub fn may_be_stuck<'a>(
+    records: &'a [IterationRecord],
+    finished: impl DoubleEndedIterator<Item = &'a IterationRecord>,
+    limit: u32,
+) -> bool {
+    limit != 0 && streak(records.iter().chain(finished)).0 >= limit
 }
 
 /// The line of a script's error output that names the error (Python's last line), cut short
@@ -86,7 +98,7 @@ mod tests {
         }
         records.push(record(5, "cut: no time left to run train", Operation::Draft));
         records.push(record(6, "failed at train: exit 1", Operation::Refit));
-        assert_eq!(streak(&records), (3, Some(4)));
+        assert_eq!(streak(records.iter()), (3, Some(4)));
         assert!(stuck(&records, 4, none).is_none());
         let why = stuck(&records, 3, none).unwrap();
         assert!(
@@ -96,7 +108,19 @@ mod tests {
         assert!(why.contains("iter-0004"), "{why}");
         assert!(stuck(&records, 0, none).is_none(), "0 never stops");
         records.push(record(7, "succeeded", Operation::Improve));
-        assert_eq!(streak(&records), (0, None));
+        assert_eq!(streak(records.iter()), (0, None));
+    }
+
+    #[test]
+    fn failures_that_ended_while_an_earlier_iteration_runs_count_toward_the_streak() {
+        let failed = |n| record(n, "failed at train: exit 1", Operation::Draft);
+        let committed: Vec<_> = (1..=3).map(failed).collect();
+        let ended = [failed(5)];
+        assert!(may_be_stuck(&committed, ended.iter(), 4));
+        assert!(!may_be_stuck(&committed, ended.iter(), 5));
+        assert!(!may_be_stuck(&committed, ended.iter(), 0), "0 never stops");
+        let scored = [record(5, "succeeded", Operation::Improve)];
+        assert!(!may_be_stuck(&committed, scored.iter(), 3), "a later score breaks the streak");
     }
 
     #[test]
