@@ -719,8 +719,10 @@ pub(crate) mod tests {
         let boosting = portfolio(true, 800).into_iter().filter(|c| c.family == HGB);
         let mut scaled = 0;
         for base in boosting {
-            let stopping = base.param("early_stopping") == Some("True");
             for c in improves_of(&context(vec![]), &base) {
+                // The rule is the candidate's: whether it stops early (which an improve changes
+                // now and then).
+                let stopping = c.param("early_stopping") == Some("True");
                 if rate(&c) == rate(&base) {
                     assert!(!stopping || rounds(&c) <= rounds(&base), "a cap raised alone: {c:?}");
                     continue;
@@ -744,6 +746,25 @@ pub(crate) mod tests {
         c.set("n_estimators", "800");
         assert!(rounds_follow_the_rate(&forest, &mut c));
         assert_eq!(c.param("n_estimators"), Some("800"));
+    }
+
+    #[test]
+    fn whether_boosting_stops_early_is_a_setting_improves_change() {
+        let stops = |c: &Config| c.param("early_stopping") == Some("True");
+        let boosting: Vec<Config> = portfolio(true, 800).into_iter().filter(|c| c.family == HGB).collect();
+        let (stopping, running): (Vec<&Config>, Vec<&Config>) = boosting.iter().partition(|c| stops(c));
+        assert!(!stopping.is_empty() && !running.is_empty());
+        for (bases, now) in [(stopping, true), (running, false)] {
+            for base in bases {
+                let improves = n_improves_of(&context(vec![]), base, 40);
+                let changed = improves.iter().filter(|c| stops(c) != now).count();
+                // One or two of seven settings drawn afresh, the same value half the time.
+                assert!(
+                    (2..=12).contains(&changed),
+                    "{changed} of 40 improves of {base:?} changed whether it stops early"
+                );
+            }
+        }
     }
 
     #[test]
@@ -1050,7 +1071,7 @@ pub(crate) mod tests {
         assert!(at >= 2 && all[..at].iter().all(|c| c.family.cost <= 1.0), "{all:?}");
         assert_eq!(all[at + 1].param("early_stopping"), Some("True"), "{all:?}");
         // Improves switch a model to the log of the target now and then, and back.
-        let improves = improves_of(&skewed, &all[0]);
+        let improves = n_improves_of(&skewed, &all[0], 40);
         let improved_on_log = improves.iter().filter(|c| c.prep.log_target).count();
         assert!(improved_on_log > 0, "{improves:?}");
         assert!(improved_on_log < improves.len(), "{improves:?}");
@@ -1058,9 +1079,14 @@ pub(crate) mod tests {
 
     /// Fourteen improves of `base` (scored 50, as is every improve), in the data of `ctx`.
     fn improves_of(ctx: &StepContext, base: &Config) -> Vec<Config> {
+        n_improves_of(ctx, base, 14)
+    }
+
+    /// `n` improves of `base`, as [`improves_of`].
+    fn n_improves_of(ctx: &StepContext, base: &Config, n: u32) -> Vec<Config> {
         let base = done(1, base, Some(50.0));
         let mut history = vec![base.clone()];
-        for i in 2..16u32 {
+        for i in 2..n + 2 {
             let mut ctx = ctx.clone();
             ctx.history = history.clone();
             ctx.iteration = i;
